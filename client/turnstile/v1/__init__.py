@@ -1,0 +1,1 @@
+"""Generated code for turnstile.v1; do not edit."""

@@ -1,0 +1,1 @@
+"""Turnstile server: runs agent graphs over threads with multitask strategies, over gRPC."""

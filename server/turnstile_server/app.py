@@ -1,0 +1,131 @@
+"""The composition root: store, scheduler and gRPC server, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from turnstile.v1 import (
+    assistant_service_pb2,
+    assistant_service_pb2_grpc,
+    run_service_pb2,
+    run_service_pb2_grpc,
+    thread_service_pb2,
+    thread_service_pb2_grpc,
+)
+from turnstile_server.config import ServerConfig
+from turnstile_server.events import EventHub
+from turnstile_server.graph import GraphRegistry, load_graph
+from turnstile_server.rpc_errors import ErrorInterceptor
+from turnstile_server.runner import Runner
+from turnstile_server.scheduler import Scheduler
+from turnstile_server.services.assistant_service import AssistantService
+from turnstile_server.services.run_service import RunService
+from turnstile_server.services.thread_service import ThreadService
+from turnstile_server.store import Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    assistant_service_pb2.DESCRIPTOR.services_by_name["AssistantService"].full_name,
+    thread_service_pb2.DESCRIPTOR.services_by_name["ThreadService"].full_name,
+    run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+]
+
+
+class App:
+    """A running Turnstile server."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Store,
+        hub: EventHub,
+        scheduler: Scheduler,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.hub = hub
+        self.scheduler = scheduler
+        self.server = server
+        self.health = health_servicer
+        self.port = port
+
+    @property
+    def address(self) -> str:
+        """The address clients connect to."""
+        return f"{self.config.host}:{self.port}"
+
+    @classmethod
+    async def start(cls, config: ServerConfig, graphs: GraphRegistry | None = None) -> App:
+        """Opens the store, starts the scheduler and serves on `config.address`."""
+        registry = graphs or GraphRegistry.with_builtins()
+        for spec in config.graphs:
+            graph_id, graph = load_graph(spec)
+            registry.register(graph_id, graph)
+        store = await Store.open(config.database)
+        hub = EventHub(retain_seconds=config.retain_seconds)
+        scheduler = Scheduler(
+            store, Runner(store, registry, hub), hub, max_running=config.max_running
+        )
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        assistant_service_pb2_grpc.add_AssistantServiceServicer_to_server(
+            AssistantService(store, registry), server
+        )
+        thread_service_pb2_grpc.add_ThreadServiceServicer_to_server(
+            ThreadService(store, scheduler), server
+        )
+        run_service_pb2_grpc.add_RunServiceServicer_to_server(
+            RunService(store, scheduler, hub, registry), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        port = server.add_insecure_port(config.address)
+        if port == 0:
+            await store.close()
+            raise OSError(f"cannot bind {config.address}")
+        await scheduler.start()
+        await server.start()
+        for name in ["", *SERVICE_NAMES]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("turnstile serving on %s:%d (database %s)", config.host, port, config.database)
+        return cls(config, store, hub, scheduler, server, health_servicer, port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops in order: health NOT_SERVING, the server (with a grace period), runs, store."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        await self.scheduler.stop()
+        self.hub.close()
+        await self.store.close()
+        log.info("turnstile stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Runs a server until SIGINT or SIGTERM, then stops it gracefully."""
+    app = await App.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("press Ctrl-C to stop")
+    await stop.wait()
+    log.info("signal received, shutting down")
+    await app.stop()

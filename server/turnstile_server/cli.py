@@ -1,0 +1,71 @@
+"""The `turnstile` command: `serve` runs the server, `demo` shows the four strategies."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from turnstile_server.config import ServerConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    defaults = ServerConfig.from_env()
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=defaults.host, help="address to bind (TURNSTILE_HOST)")
+    serve.add_argument("--port", type=int, default=defaults.port, help="port (TURNSTILE_PORT)")
+    serve.add_argument(
+        "--database", default=defaults.database, help="SQLite file (TURNSTILE_DATABASE)"
+    )
+    serve.add_argument(
+        "--graph",
+        action="append",
+        default=list(defaults.graphs),
+        metavar="NAME=MODULE:ATTR",
+        help="register a graph; repeatable (TURNSTILE_GRAPHS, comma-separated)",
+    )
+    serve.add_argument(
+        "--max-running",
+        type=int,
+        default=defaults.max_running,
+        help="runs executing at once (TURNSTILE_MAX_RUNNING)",
+    )
+    serve.add_argument("--log-level", default="INFO", help="logging level")
+    demo = commands.add_parser("demo", help="show the four multitask strategies")
+    demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `turnstile` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        from turnstile_server.app import serve
+
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            database=args.database,
+            graphs=args.graph,
+            max_running=args.max_running,
+        )
+        try:
+            asyncio.run(serve(config))
+        except (OSError, ValueError) as exc:
+            print(f"turnstile: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    from turnstile_server.demo import run_demo
+
+    asyncio.run(run_demo(step_seconds=args.step_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Domain errors: plain exceptions with a stable reason, translated to gRPC in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class TurnstileError(Exception):
+    """Base of every error a caller can act on; `reason` is stable, `metadata` is extra detail."""
+
+    reason: str = "TURNSTILE_ERROR"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgument(TurnstileError):
+    """The request is malformed: a bad id, a wrong JSON shape, an unknown enum value."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, metadata={"field": field} if field else None)
+        if reason:
+            self.reason = reason
+
+
+class UnknownGraph(InvalidArgument):
+    """The graph id names no registered graph."""
+
+    reason = "UNKNOWN_GRAPH"
+
+
+class InvalidInput(InvalidArgument):
+    """A run's input or a graph's update has a shape the state cannot take."""
+
+    reason = "INVALID_INPUT"
+
+
+class NotFound(TurnstileError):
+    """A resource does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class ThreadNotFound(NotFound):
+    """The thread does not exist."""
+
+    reason = "THREAD_NOT_FOUND"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} not found", metadata={"thread_id": thread_id})
+
+
+class RunNotFound(NotFound):
+    """The run does not exist on that thread (or was rolled back)."""
+
+    reason = "RUN_NOT_FOUND"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} not found", metadata={"run_id": run_id})
+
+
+class AssistantNotFound(NotFound):
+    """The assistant does not exist and is no graph id."""
+
+    reason = "ASSISTANT_NOT_FOUND"
+
+    def __init__(self, assistant_id: str) -> None:
+        super().__init__(
+            f"assistant {assistant_id} not found", metadata={"assistant_id": assistant_id}
+        )
+
+
+class AlreadyExists(TurnstileError):
+    """A create named an id that is taken."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class ThreadBusy(TurnstileError):
+    """A `reject` run met inflight runs on its thread."""
+
+    reason = "THREAD_BUSY"
+
+    def __init__(self, thread_id: str, inflight: list[str]) -> None:
+        super().__init__(
+            f"thread {thread_id} has inflight runs: {', '.join(inflight)}",
+            metadata={"thread_id": thread_id, "inflight_run_ids": ",".join(inflight)},
+        )
+        self.inflight = inflight
+
+
+class FailedPrecondition(TurnstileError):
+    """The resource is not in a state that allows the operation."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class RunNotActive(FailedPrecondition):
+    """Cancelling a run that has already ended."""
+
+    reason = "RUN_NOT_ACTIVE"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id} is {status}, not pending or running",
+            metadata={"run_id": run_id, "status": status},
+        )
+
+
+class RunActive(FailedPrecondition):
+    """Deleting a run that is still pending or running."""
+
+    reason = "RUN_ACTIVE"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id} is {status}; cancel it before deleting it",
+            metadata={"run_id": run_id, "status": status},
+        )
+
+
+class AssistantInUse(FailedPrecondition):
+    """Deleting a graph's built-in assistant."""
+
+    reason = "BUILTIN_ASSISTANT"
+
+
+class ResourceExhausted(TurnstileError):
+    """A limit was reached: queue length, payload size."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(TurnstileError):
+    """The server is shutting down and takes no new work."""
+
+    reason = "SHUTTING_DOWN"
+
+
+class OutOfRange(TurnstileError):
+    """Asking a stream for events that are no longer retained."""
+
+    reason = "STREAM_EXPIRED"

@@ -1,0 +1,1 @@
+"""Built-in graphs: `agent` (offline weather agent) and `echo` (benchmarks)."""

@@ -1,0 +1,118 @@
+"""The one translation point from domain errors to gRPC status codes with `ErrorInfo`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from turnstile_server import errors
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "turnstile.v1"
+
+# Most specific class first: the first match wins.
+CODES: list[tuple[type[errors.TurnstileError], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.ThreadBusy, grpc.StatusCode.ABORTED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def code_of(exc: errors.TurnstileError) -> grpc.StatusCode:
+    """Returns the status code of a domain error."""
+    for cls, code in CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def status_of(
+    code: grpc.StatusCode, message: str, reason: str, metadata: Mapping[str, str]
+) -> grpc.Status:
+    """Builds a status whose details carry an `ErrorInfo`."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=dict(metadata))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    status: grpc.Status = rpc_status.to_status(proto)
+    return status
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    if isinstance(exc, errors.TurnstileError):
+        status = status_of(code_of(exc), exc.message, exc.reason, exc.metadata)
+    else:
+        log.exception("unexpected error", exc_info=exc)
+        status = status_of(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", {})
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+Unary = Callable[[Any, Any], Awaitable[Any]]
+Streaming = Callable[[Any, Any], AsyncIterator[Any]]
+
+
+def wrap_unary(behavior: Unary) -> Unary:
+    """Wraps a unary handler so every exception becomes a proper status."""
+
+    async def handler(request: Any, context: Any) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return handler
+
+
+def wrap_streaming(behavior: Streaming) -> Streaming:
+    """Wraps a server-streaming handler so every exception becomes a proper status."""
+
+    async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return handler
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Applies the error table to every RPC of the Turnstile services."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(f"/{DOMAIN}."):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap_streaming(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

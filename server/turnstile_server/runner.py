@@ -1,0 +1,108 @@
+"""Executes one run: applies its input, drives its graph step by step, checkpoints, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from turnstile_server.events import EventHub, RunStream
+from turnstile_server.graph import GraphRegistry, RunContext
+from turnstile_server.state import ThreadState, normalize_update
+from turnstile_server.store import RunError, RunRecord, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended by itself (cancellation is not an outcome: it propagates)."""
+
+    status: str
+    error: RunError | None = None
+
+
+class Runner:
+    """Runs graphs against the store, emitting events into the hub."""
+
+    def __init__(self, store: Store, graphs: GraphRegistry, hub: EventHub) -> None:
+        self._store = store
+        self._graphs = graphs
+        self._hub = hub
+
+    async def execute(self, run: RunRecord) -> Outcome:
+        """Executes `run` (RUNNING in the store) until its graph ends, fails or is cancelled."""
+        stream = self._hub.open(run.run_id)
+        modes = frozenset(run.stream_mode)
+        stream.emit(
+            "metadata",
+            {"run_id": run.run_id, "thread_id": run.thread_id, "attempt": run.attempt},
+        )
+        try:
+            return await self._steps(run, stream, modes)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
+            return Outcome("error", RunError(type(exc).__name__, str(exc)))
+
+    async def _steps(self, run: RunRecord, stream: RunStream, modes: frozenset[str]) -> Outcome:
+        checkpoints = self._store.checkpoints
+        state, _ = await checkpoints.state(run.thread_id)
+        written = await checkpoints.count_of_run(run.run_id)
+        step = max(0, written - 1)
+        if written == 0:
+            update = dict(run.input or {})
+            state.apply(update)
+            await _settled(checkpoints.put(run.thread_id, run.run_id, 0, "input", update))
+            _emit_step(stream, modes, update, state)
+        graph = self._graphs.get(run.graph_id)
+
+        def emit(event: str, data: Any) -> None:
+            if event in modes:
+                stream.emit(event, data)
+
+        ctx = RunContext(
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            emit=emit,
+            attempt=run.attempt,
+            input=run.input,
+            config=run.config,
+        )
+        async with aclosing(graph(state.values, ctx)) as updates:
+            async for raw in updates:
+                update = normalize_update(raw)
+                step += 1
+                state.apply(update)
+                await _settled(checkpoints.put(run.thread_id, run.run_id, step, "step", update))
+                _emit_step(stream, modes, update, state)
+        return Outcome("success")
+
+
+def _emit_step(
+    stream: RunStream, modes: frozenset[str], update: dict[str, Any], state: ThreadState
+) -> None:
+    if "updates" in modes:
+        stream.emit("updates", update)
+    if "values" in modes:
+        stream.emit("values", state.snapshot())
+
+
+async def _settled(write: Awaitable[T]) -> T:
+    """Awaits a store write that a cancellation must not cut in half.
+
+    A cancelled run is finished (or rolled back) only after its task unwinds; letting the write
+    land first means no write of the run can reach the database after its rollback.
+    """
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise

@@ -1,0 +1,274 @@
+"""Decides when runs execute: one active run per thread, admission order, a global bound.
+
+Driven by events only: an admission, a run ending, a cancellation or an `after_seconds` timer
+"kicks" a thread, and a short pump task asks the store for the thread's next run. A new run
+starts only after the run it supersedes has unwound and been finished in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from turnstile_server.errors import RunNotFound
+from turnstile_server.events import EventHub
+from turnstile_server.runner import Outcome, Runner
+from turnstile_server.store import RunRecord, RunSpec, Store
+from turnstile_server.store.records import now_us
+
+log = logging.getLogger(__name__)
+
+TOMBSTONES = 4096
+
+
+@dataclass(slots=True)
+class _Active:
+    """A run this process is executing (or about to)."""
+
+    run: RunRecord
+    task: asyncio.Task[None] | None = None
+    executing: bool = False
+    cancelling: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Scheduler:
+    """Starts, cancels and finishes runs; the store is the source of truth."""
+
+    def __init__(self, store: Store, runner: Runner, hub: EventHub, *, max_running: int) -> None:
+        self._store = store
+        self._runner = runner
+        self._hub = hub
+        self._max_running = max_running
+        self._active: dict[str, _Active] = {}  # by thread id
+        self._slots = 0
+        self._pumping: set[str] = set()
+        self._dirty: set[str] = set()
+        self._ready: OrderedDict[str, None] = OrderedDict()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._waiters: dict[str, list[asyncio.Future[RunRecord]]] = {}
+        self._tombstones: OrderedDict[str, RunRecord] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def running(self) -> int:
+        """How many runs execute in this process now."""
+        return len(self._active)
+
+    async def start(self) -> None:
+        """Resumes runs a previous process left RUNNING and starts every thread's next run."""
+        requeued = await self._store.runs.requeue_running()
+        if requeued:
+            log.info("requeued %d runs left running by the previous process", requeued)
+        for thread_id in await self._store.runs.threads_with_inflight():
+            self._kick(thread_id)
+
+    async def stop(self) -> None:
+        """Stops every run (they stay RUNNING in the store, to resume at the next start)."""
+        self._stopping = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = [a.task for a in self._active.values() if a.task] + list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def admit(self, spec: RunSpec) -> RunRecord:
+        """Admits a run with its strategy and lets the thread's next run start."""
+        admission = await self._store.runs.admit(spec)
+        run = admission.run
+        if admission.existing:
+            return run
+        self._hub.open(run.run_id)
+        for ended in admission.ended:
+            self._settle(ended, rolled_back=False)
+        for deleted in admission.deleted:
+            self._settle(deleted, rolled_back=True)
+        for running in admission.cancelling:
+            self._stop_task(running)
+        self._kick(run.thread_id)
+        return run
+
+    async def cancel(self, thread_id: str, run_id: str, action: str, *, wait: bool) -> RunRecord:
+        """Cancels a pending or running run; with `wait`, returns once it has stopped."""
+        run, running = await self._store.runs.cancel(thread_id, run_id, action)
+        if not running:
+            self._settle(run, rolled_back=action == "rollback")
+            self._kick(thread_id)
+            return run
+        self._stop_task(run)
+        return await self.wait(thread_id, run_id) if wait else run
+
+    async def wait(self, thread_id: str, run_id: str) -> RunRecord:
+        """Returns the run once it has ended (a rolled-back run as it was when deleted)."""
+        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(run_id, [])
+        waiters.append(future)
+        try:
+            try:
+                run = await self._store.runs.get(thread_id, run_id)
+            except RunNotFound:
+                if future.done():
+                    return future.result()
+                tombstone = self._tombstones.get(run_id)
+                if tombstone is not None and tombstone.thread_id == thread_id:
+                    return tombstone
+                raise
+            if not run.inflight:
+                return run
+            return await future
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(run_id, None)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Deletes a thread after stopping its runs; returns once they have unwound."""
+        inflight = await self._store.threads.delete(thread_id)
+        self._store.checkpoints.forget(thread_id)
+        active = self._active.get(thread_id)
+        if active is not None:
+            active.cancelling = True
+            if active.executing and active.task:
+                active.task.cancel()
+            await active.done.wait()
+        for run_id in inflight:
+            self._fail_waiters(run_id)
+            if self._hub.get(run_id) is not None:
+                self._hub.end(run_id, {"status": "interrupted", "reason": "thread deleted"})
+
+    def _kick(self, thread_id: str) -> None:
+        """Makes sure the thread's next run is considered soon."""
+        if self._stopping or thread_id in self._active:
+            return
+        if thread_id in self._pumping:
+            self._dirty.add(thread_id)
+            return
+        self._pumping.add(thread_id)
+        self._own(asyncio.create_task(self._pump(thread_id), name=f"pump {thread_id}"))
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, thread_id: str) -> None:
+        try:
+            while not self._stopping and thread_id not in self._active:
+                self._dirty.discard(thread_id)
+                await self._start_next(thread_id)
+                if thread_id not in self._dirty:
+                    return
+        except Exception:
+            log.exception("scheduling thread %s failed", thread_id)
+        finally:
+            self._pumping.discard(thread_id)
+
+    async def _start_next(self, thread_id: str) -> None:
+        head = await self._store.runs.head(thread_id)
+        if head is None or head.status != "pending":
+            return
+        delay = (head.not_before - now_us()) / 1_000_000
+        if delay > 0:
+            old = self._timers.pop(thread_id, None)
+            if old:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[thread_id] = loop.call_later(delay, self._timer_fired, thread_id)
+            return
+        if self._slots >= self._max_running:
+            self._ready[thread_id] = None
+            return
+        self._slots += 1
+        active = _Active(head)
+        self._active[thread_id] = active
+        started = await self._store.runs.start(head.run_id)
+        if started is None:  # cancelled meanwhile; look again
+            del self._active[thread_id]
+            self._slots -= 1
+            self._dirty.add(thread_id)
+            return
+        active.run = started
+        active.task = asyncio.create_task(self._drive(active), name=f"run {started.run_id}")
+
+    def _timer_fired(self, thread_id: str) -> None:
+        self._timers.pop(thread_id, None)
+        self._kick(thread_id)
+
+    async def _drive(self, active: _Active) -> None:
+        run = active.run
+        outcome = Outcome("interrupted")
+        try:
+            if not active.cancelling:
+                active.executing = True
+                try:
+                    outcome = await self._runner.execute(run)
+                except asyncio.CancelledError:
+                    if not active.cancelling or self._stopping:
+                        raise
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                finally:
+                    active.executing = False
+            result = await self._store.runs.finish(run.run_id, outcome.status, error=outcome.error)
+        except Exception:
+            log.exception("finishing run %s failed; it resumes at the next start", run.run_id)
+            return
+        finally:
+            del self._active[run.thread_id]
+            self._slots -= 1
+            active.done.set()
+            self._kick(run.thread_id)
+            self._kick_ready()
+        if result is None:
+            self._fail_waiters(run.run_id)
+            return
+        final, rolled_back = result
+        if rolled_back:
+            self._store.checkpoints.forget(run.thread_id)
+        self._settle(final, rolled_back=rolled_back)
+
+    def _kick_ready(self) -> None:
+        while self._ready and self._slots < self._max_running:
+            thread_id, _ = self._ready.popitem(last=False)
+            self._kick(thread_id)
+
+    def _stop_task(self, run: RunRecord) -> None:
+        """Interrupts a running run's task at its next await (it may not have started yet)."""
+        active = self._active.get(run.thread_id)
+        if active is None or active.run.run_id != run.run_id:
+            return
+        active.cancelling = True
+        if active.executing and active.task is not None:
+            active.task.cancel(f"cancelled: {run.cancel_reason}")
+
+    def _settle(self, run: RunRecord, *, rolled_back: bool) -> None:
+        """Announces a run's end: its stream's `end` event and its waiters."""
+        if rolled_back:
+            self._tombstones[run.run_id] = run
+            while len(self._tombstones) > TOMBSTONES:
+                self._tombstones.popitem(last=False)
+        error = run.error
+        self._hub.end(
+            run.run_id,
+            {
+                "status": run.status,
+                "reason": run.cancel_reason or (run.error.message if run.error else ""),
+                "action": "rollback" if rolled_back else (run.cancel_action or ""),
+                "superseded_by": run.superseded_by,
+            },
+            error={"type": error.type, "message": error.message} if error else None,
+        )
+        for future in self._waiters.get(run.run_id, []):
+            if not future.done():
+                future.set_result(run)
+        log.info("run %s on thread %s ended %s", run.run_id, run.thread_id, run.status)
+
+    def _fail_waiters(self, run_id: str) -> None:
+        for future in self._waiters.get(run_id, []):
+            if not future.done():
+                future.set_exception(RunNotFound(run_id))

@@ -1,0 +1,1 @@
+"""The gRPC servicers: request validation, calls into the scheduler and store, responses."""

@@ -1,0 +1,108 @@
+"""`AssistantService`: assistants, including the built-in one of every registered graph."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from turnstile.v1 import assistant_service_pb2 as pb
+from turnstile.v1 import assistant_service_pb2_grpc as pb_grpc
+from turnstile_server import wire
+from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidArgument
+from turnstile_server.graph import GraphRegistry
+from turnstile_server.store import AssistantRecord, Store
+from turnstile_server.store.assistants import new_assistant
+
+
+def builtin_assistant(graph_id: str) -> AssistantRecord:
+    """The assistant every graph answers as, under its own id."""
+    return AssistantRecord(graph_id, graph_id, graph_id, {}, {"created_by": "system"}, 0, 0)
+
+
+async def resolve_assistant(
+    store: Store, graphs: GraphRegistry, assistant_id: str
+) -> AssistantRecord:
+    """Finds an assistant by id or graph id, or raises AssistantNotFound / InvalidArgument."""
+    if not assistant_id:
+        raise InvalidArgument(
+            "assistant_id is required", reason="MISSING_FIELD", field="assistant_id"
+        )
+    if assistant_id in graphs:
+        return builtin_assistant(assistant_id)
+    try:
+        canonical = str(uuid.UUID(assistant_id))
+    except ValueError:
+        raise AssistantNotFound(assistant_id) from None
+    return await store.assistants.get(canonical)
+
+
+class AssistantService(pb_grpc.AssistantServiceServicer):
+    """Creates, reads, lists and deletes assistants."""
+
+    def __init__(self, store: Store, graphs: GraphRegistry) -> None:
+        self._store = store
+        self._graphs = graphs
+
+    async def CreateAssistant(
+        self, request: pb.CreateAssistantRequest, context: Any
+    ) -> pb.CreateAssistantResponse:
+        if not request.graph_id:
+            raise InvalidArgument("graph_id is required", reason="MISSING_FIELD", field="graph_id")
+        self._graphs.get(request.graph_id)
+        assistant_id = wire.uuid_id(request.assistant_id, "assistant_id", required=False)
+        record = new_assistant(
+            assistant_id or str(uuid.uuid4()),
+            request.graph_id,
+            request.name,
+            wire.to_dict(request.config),
+            wire.to_dict(request.metadata),
+        )
+        if_exists = wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists")
+        created = await self._store.assistants.create(record, if_exists=if_exists)
+        return pb.CreateAssistantResponse(assistant=wire.assistant_message(created))
+
+    async def GetAssistant(
+        self, request: pb.GetAssistantRequest, context: Any
+    ) -> pb.GetAssistantResponse:
+        record = await resolve_assistant(self._store, self._graphs, request.assistant_id)
+        return pb.GetAssistantResponse(assistant=wire.assistant_message(record))
+
+    async def ListAssistants(
+        self, request: pb.ListAssistantsRequest, context: Any
+    ) -> pb.ListAssistantsResponse:
+        limit, cursor = wire.page(request.page_size, request.page_token, default=50)
+        metadata = wire.to_dict(request.metadata)
+        # The built-in assistants come first, on the first page, in addition to `page_size`.
+        builtins = (
+            []
+            if cursor is not None
+            else [
+                builtin_assistant(graph_id)
+                for graph_id in self._graphs.ids()
+                if request.graph_id in ("", graph_id)
+            ]
+        )
+        builtins = [b for b in builtins if _matches(b.metadata, metadata)]
+        records, next_cursor = await self._store.assistants.list(
+            graph_id=request.graph_id, metadata=metadata, limit=limit, before=cursor
+        )
+        return pb.ListAssistantsResponse(
+            assistants=[wire.assistant_message(a) for a in [*builtins, *records]],
+            next_page_token=wire.next_token(next_cursor),
+        )
+
+    async def DeleteAssistant(
+        self, request: pb.DeleteAssistantRequest, context: Any
+    ) -> pb.DeleteAssistantResponse:
+        if request.assistant_id in self._graphs:
+            raise AssistantInUse(
+                f"assistant {request.assistant_id} is a graph's built-in assistant",
+                metadata={"assistant_id": request.assistant_id},
+            )
+        assistant_id = wire.uuid_id(request.assistant_id, "assistant_id")
+        await self._store.assistants.delete(assistant_id)
+        return pb.DeleteAssistantResponse()
+
+
+def _matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(metadata.get(key) == value for key, value in wanted.items())

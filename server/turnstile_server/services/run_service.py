@@ -1,0 +1,172 @@
+"""`RunService`: admission with the multitask strategies, waiting, streaming, cancelling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from turnstile.v1 import run_service_pb2 as pb
+from turnstile.v1 import run_service_pb2_grpc as pb_grpc
+from turnstile_server import wire
+from turnstile_server.errors import InvalidArgument, OutOfRange
+from turnstile_server.events import EventHub
+from turnstile_server.graph import GraphRegistry
+from turnstile_server.scheduler import Scheduler
+from turnstile_server.services.assistant_service import resolve_assistant
+from turnstile_server.state import normalize_input
+from turnstile_server.store import RunRecord, RunSpec, Store
+
+CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
+
+
+class RunService(pb_grpc.RunServiceServicer):
+    """Admits, observes and cancels runs."""
+
+    def __init__(
+        self, store: Store, scheduler: Scheduler, hub: EventHub, graphs: GraphRegistry
+    ) -> None:
+        self._store = store
+        self._scheduler = scheduler
+        self._hub = hub
+        self._graphs = graphs
+
+    async def _spec(self, request: CreateLike) -> RunSpec:
+        """Validates the flat run-creation fields shared by CreateRun, StreamRun and WaitRun."""
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
+        self._graphs.get(assistant.graph_id)
+        modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
+        config = _merge_config(assistant.config, wire.to_dict(request.config))
+        return RunSpec(
+            thread_id=thread_id,
+            assistant_id=assistant.assistant_id,
+            graph_id=assistant.graph_id,
+            input=normalize_input(wire.to_dict(request.input))
+            if request.HasField("input")
+            else None,
+            multitask_strategy=wire.enum_value(
+                wire.STRATEGIES, request.multitask_strategy, "multitask_strategy"
+            ),
+            config=config,
+            metadata=wire.to_dict(request.metadata),
+            stream_mode=list(dict.fromkeys(modes)) or ["values"],
+            after_seconds=wire.seconds(request.after_seconds, "after_seconds"),
+            create_thread=wire.enum_value(
+                wire.IF_NOT_EXISTS, request.if_not_exists, "if_not_exists"
+            ),
+            request_id=request.request_id,
+        )
+
+    async def _final(self, thread_id: str, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
+        """Waits for the run to end; returns it with the values at its own last checkpoint."""
+        run = await self._scheduler.wait(thread_id, run_id)
+        last = await self._store.checkpoints.last_of_run(run_id)
+        values = await self._store.checkpoints.values_at(thread_id, last.seq) if last else {}
+        return run, values
+
+    async def CreateRun(self, request: pb.CreateRunRequest, context: Any) -> pb.CreateRunResponse:
+        run = await self._scheduler.admit(await self._spec(request))
+        return pb.CreateRunResponse(run=wire.run_message(run))
+
+    async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
+        admitted = await self._scheduler.admit(await self._spec(request))
+        run, values = await self._final(admitted.thread_id, admitted.run_id)
+        return pb.WaitRunResponse(run=wire.run_message(run), values=wire.to_struct(values))
+
+    async def StreamRun(
+        self, request: pb.StreamRunRequest, context: Any
+    ) -> AsyncIterator[pb.StreamRunResponse]:
+        run = await self._scheduler.admit(await self._spec(request))
+        first = True
+        async for events in self._follow(run, 0):
+            message = pb.StreamRunResponse(events=wire.event_messages(events))
+            if first:
+                message.run.CopyFrom(wire.run_message(run))
+                first = False
+            yield message
+        if first:
+            yield pb.StreamRunResponse(run=wire.run_message(run))
+
+    async def JoinRunStream(
+        self, request: pb.JoinRunStreamRequest, context: Any
+    ) -> AsyncIterator[pb.JoinRunStreamResponse]:
+        run = await self._get(request.thread_id, request.run_id)
+        if request.after_seq < 0:
+            raise InvalidArgument(
+                "after_seq must be >= 0", reason="INVALID_NUMBER", field="after_seq"
+            )
+        first = True
+        async for events in self._follow(run, request.after_seq):
+            message = pb.JoinRunStreamResponse(events=wire.event_messages(events))
+            if first:
+                message.run.CopyFrom(wire.run_message(run))
+                first = False
+            yield message
+        if first:
+            yield pb.JoinRunStreamResponse(run=wire.run_message(run))
+
+    async def _follow(self, run: RunRecord, after_seq: int) -> AsyncIterator[list[Any]]:
+        stream = self._hub.get(run.run_id)
+        if stream is None:
+            if not run.inflight:
+                raise OutOfRange(
+                    f"the events of run {run.run_id} are no longer retained",
+                    metadata={"run_id": run.run_id},
+                )
+            stream = self._hub.open(run.run_id)
+        if after_seq > len(stream.events) and stream.ended:
+            raise OutOfRange(
+                f"run {run.run_id} has only {len(stream.events)} events",
+                metadata={"run_id": run.run_id, "last_seq": str(len(stream.events))},
+            )
+        async for batch in stream.follow(after_seq):
+            yield batch
+
+    async def _get(self, thread_id: str, run_id: str) -> RunRecord:
+        return await self._store.runs.get(
+            wire.uuid_id(thread_id, "thread_id"), wire.uuid_id(run_id, "run_id")
+        )
+
+    async def GetRun(self, request: pb.GetRunRequest, context: Any) -> pb.GetRunResponse:
+        run = await self._get(request.thread_id, request.run_id)
+        return pb.GetRunResponse(run=wire.run_message(run))
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Any) -> pb.ListRunsResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        limit, cursor = wire.page(request.page_size, request.page_token, default=50)
+        status = wire.optional_enum(wire.RUN_STATUSES, request.status, "status")
+        await self._store.threads.get(thread_id)
+        runs, next_cursor = await self._store.runs.list(
+            thread_id, status=status, limit=limit, before=cursor
+        )
+        return pb.ListRunsResponse(
+            runs=[wire.run_message(r) for r in runs], next_page_token=wire.next_token(next_cursor)
+        )
+
+    async def DeleteRun(self, request: pb.DeleteRunRequest, context: Any) -> pb.DeleteRunResponse:
+        await self._store.runs.delete(
+            wire.uuid_id(request.thread_id, "thread_id"), wire.uuid_id(request.run_id, "run_id")
+        )
+        return pb.DeleteRunResponse()
+
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Any) -> pb.CancelRunResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        run_id = wire.uuid_id(request.run_id, "run_id")
+        action = wire.enum_value(wire.CANCEL_ACTIONS, request.action, "action")
+        run = await self._scheduler.cancel(thread_id, run_id, action, wait=request.wait)
+        return pb.CancelRunResponse(run=wire.run_message(run))
+
+    async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        run, values = await self._final(thread_id, wire.uuid_id(request.run_id, "run_id"))
+        return pb.JoinRunResponse(run=wire.run_message(run), values=wire.to_struct(values))
+
+
+def _merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merges a run's config over its assistant's; `configurable` is merged key by key."""
+    merged = {**base, **override}
+    if isinstance(base.get("configurable"), dict) and isinstance(
+        override.get("configurable"), dict
+    ):
+        merged["configurable"] = {**base["configurable"], **override["configurable"]}
+    return merged

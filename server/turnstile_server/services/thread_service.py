@@ -1,0 +1,92 @@
+"""`ThreadService`: threads, their state and their history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from turnstile.v1 import thread_service_pb2 as pb
+from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
+from turnstile_server import wire
+from turnstile_server.scheduler import Scheduler
+from turnstile_server.store import Store, ThreadRecord
+
+
+class ThreadService(pb_grpc.ThreadServiceServicer):
+    """Creates, reads, lists, updates and deletes threads."""
+
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
+        self._store = store
+        self._scheduler = scheduler
+
+    async def _message(self, thread: ThreadRecord) -> Any:
+        state, _ = await self._store.checkpoints.state(thread.thread_id)
+        return wire.thread_message(thread, state.values)
+
+    async def CreateThread(
+        self, request: pb.CreateThreadRequest, context: Any
+    ) -> pb.CreateThreadResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id", required=False)
+        thread = await self._store.threads.create(
+            thread_id or str(uuid.uuid4()),
+            wire.to_dict(request.metadata),
+            if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
+            request_id=request.request_id,
+        )
+        return pb.CreateThreadResponse(thread=await self._message(thread))
+
+    async def GetThread(self, request: pb.GetThreadRequest, context: Any) -> pb.GetThreadResponse:
+        thread = await self._store.threads.get(wire.uuid_id(request.thread_id, "thread_id"))
+        return pb.GetThreadResponse(thread=await self._message(thread))
+
+    async def ListThreads(
+        self, request: pb.ListThreadsRequest, context: Any
+    ) -> pb.ListThreadsResponse:
+        limit, cursor = wire.page(request.page_size, request.page_token, default=50)
+        status = wire.optional_enum(wire.THREAD_STATUSES, request.status, "status")
+        threads, next_cursor = await self._store.threads.list(
+            status=status, metadata=wire.to_dict(request.metadata), limit=limit, before=cursor
+        )
+        return pb.ListThreadsResponse(
+            threads=[await self._message(t) for t in threads],
+            next_page_token=wire.next_token(next_cursor),
+        )
+
+    async def UpdateThread(
+        self, request: pb.UpdateThreadRequest, context: Any
+    ) -> pb.UpdateThreadResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        thread = await self._store.threads.update_metadata(
+            thread_id, wire.to_dict(request.metadata)
+        )
+        return pb.UpdateThreadResponse(thread=await self._message(thread))
+
+    async def DeleteThread(
+        self, request: pb.DeleteThreadRequest, context: Any
+    ) -> pb.DeleteThreadResponse:
+        await self._scheduler.delete_thread(wire.uuid_id(request.thread_id, "thread_id"))
+        return pb.DeleteThreadResponse()
+
+    async def GetThreadState(
+        self, request: pb.GetThreadStateRequest, context: Any
+    ) -> pb.GetThreadStateResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        await self._store.threads.get(thread_id)
+        state, checkpoint = await self._store.checkpoints.state(thread_id)
+        return pb.GetThreadStateResponse(
+            checkpoint=wire.checkpoint_message(checkpoint, state.values, thread_id)
+        )
+
+    async def GetThreadHistory(
+        self, request: pb.GetThreadHistoryRequest, context: Any
+    ) -> pb.GetThreadHistoryResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        limit, cursor = wire.page(request.page_size, request.page_token, default=10)
+        await self._store.threads.get(thread_id)
+        history, next_cursor = await self._store.checkpoints.history(
+            thread_id, limit=limit, before=cursor
+        )
+        return pb.GetThreadHistoryResponse(
+            checkpoints=[wire.checkpoint_message(c, v, thread_id) for c, v in history],
+            next_page_token=wire.next_token(next_cursor),
+        )

@@ -1,0 +1,25 @@
+"""Persistence on SQLite: threads, runs, checkpoints and assistants."""
+
+from turnstile_server.store.database import Database
+from turnstile_server.store.records import (
+    Admission,
+    AssistantRecord,
+    CheckpointRecord,
+    RunError,
+    RunRecord,
+    RunSpec,
+    ThreadRecord,
+)
+from turnstile_server.store.store import Store
+
+__all__ = [
+    "Admission",
+    "AssistantRecord",
+    "CheckpointRecord",
+    "Database",
+    "RunError",
+    "RunRecord",
+    "RunSpec",
+    "Store",
+    "ThreadRecord",
+]

@@ -1,0 +1,127 @@
+"""Plain records the store returns: no protobuf, no SQL."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+INFLIGHT = ("pending", "running")
+RUN_STATUSES = ("pending", "running", "success", "error", "timeout", "interrupted")
+THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
+STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
+
+
+def now_us() -> int:
+    """Returns the wall-clock time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """Why a run failed."""
+
+    type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantRecord:
+    """An assistant: a graph with configuration."""
+
+    assistant_id: str
+    graph_id: str
+    name: str
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    create_time: int
+    update_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    """A thread's row; its values live in the checkpoints."""
+
+    thread_id: str
+    metadata: dict[str, Any]
+    status: str
+    create_time: int
+    update_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run's row, with its queue position computed while it is pending."""
+
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    graph_id: str
+    status: str
+    multitask_strategy: str
+    input: dict[str, Any] | None
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    stream_mode: list[str]
+    create_time: int
+    start_time: int | None
+    end_time: int | None
+    not_before: int
+    attempt: int
+    error: RunError | None
+    cancel_action: str | None
+    cancel_reason: str
+    superseded_by: str
+    seq: int
+    queue_position: int | None = None
+
+    @property
+    def inflight(self) -> bool:
+        """Whether the run is pending or running."""
+        return self.status in INFLIGHT
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A checkpoint: the update a run's input or step made, in thread order."""
+
+    seq: int
+    checkpoint_id: str
+    thread_id: str
+    run_id: str
+    step: int
+    source: str
+    update: dict[str, Any]
+    create_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a caller asks for when creating a run, validated."""
+
+    thread_id: str
+    assistant_id: str
+    graph_id: str
+    input: dict[str, Any] | None
+    multitask_strategy: str
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    stream_mode: list[str]
+    after_seconds: float = 0.0
+    create_thread: bool = False
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class Admission:
+    """The outcome of admitting a run.
+
+    `ended` are pending runs interrupted without starting, `deleted` pending runs rolled back,
+    `cancelling` running runs that must now be stopped; `existing` means `request_id` matched.
+    """
+
+    run: RunRecord
+    ended: list[RunRecord] = field(default_factory=list)
+    deleted: list[RunRecord] = field(default_factory=list)
+    cancelling: list[RunRecord] = field(default_factory=list)
+    existing: bool = False

@@ -1,0 +1,320 @@
+"""Runs: admission with the multitask strategies, starting, finishing and cancelling.
+
+Every change that decides what runs on a thread happens inside one `BEGIN IMMEDIATE`
+transaction, so two admissions on one thread cannot interleave.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import aiosqlite
+
+from turnstile_server.errors import RunActive, RunNotActive, RunNotFound, ThreadBusy, ThreadNotFound
+from turnstile_server.store.database import Database
+from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, now_us
+from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
+
+_SELECT = f"SELECT {RUN_COLUMNS} FROM runs r"
+_THREAD_STATUS_AFTER = {
+    "success": "idle",
+    "rollback": "idle",
+    "interrupted": "interrupted",
+    "error": "error",
+    "timeout": "error",
+}
+
+
+class Runs:
+    """The `runs` table and the thread statuses that follow from it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def admit(self, spec: RunSpec) -> Admission:
+        """Admits a run applying its multitask strategy, all in one transaction."""
+        run_id = str(uuid.uuid4())
+        now = now_us()
+        async with self._db.transaction() as conn:
+            if spec.request_id:
+                existing = await _one(conn, "r.request_id = ?", spec.request_id)
+                if existing is not None:
+                    return Admission(run=existing, existing=True)
+            cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,))
+            if await cur.fetchone() is None:
+                if not spec.create_thread:
+                    raise ThreadNotFound(spec.thread_id)
+                await conn.execute(
+                    "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
+                    " VALUES (?, '{}', 'idle', ?, ?)",
+                    (spec.thread_id, now, now),
+                )
+            inflight = await _inflight(conn, spec.thread_id)
+            superseded = Admission(run=inflight[0]) if inflight else None
+            if inflight and spec.multitask_strategy == "reject":
+                raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
+            if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
+                assert superseded is not None
+                await _supersede(conn, inflight, spec.multitask_strategy, run_id, now, superseded)
+            await conn.execute(
+                "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
+                " multitask_strategy, input, config, metadata, stream_mode, create_time,"
+                " not_before, request_id) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    spec.thread_id,
+                    spec.assistant_id,
+                    spec.graph_id,
+                    spec.multitask_strategy,
+                    None if spec.input is None else dumps(spec.input),
+                    dumps(spec.config),
+                    dumps(spec.metadata),
+                    dumps(spec.stream_mode),
+                    now,
+                    now + int(spec.after_seconds * 1_000_000),
+                    spec.request_id or None,
+                ),
+            )
+            await _set_thread_status(conn, spec.thread_id, "busy", now)
+            run = await _one(conn, "r.run_id = ?", run_id)
+            assert run is not None
+        if superseded is None:
+            return Admission(run=run)
+        superseded.run = run
+        return superseded
+
+    async def get(self, thread_id: str, run_id: str) -> RunRecord:
+        """Returns the run or raises RunNotFound."""
+        rows = await self._db.fetchall(
+            f"{_SELECT} WHERE r.run_id = ? AND r.thread_id = ?", (run_id, thread_id)
+        )
+        if not rows:
+            raise RunNotFound(run_id)
+        return run_from_row(rows[0])
+
+    async def list(
+        self, thread_id: str, *, status: str | None, limit: int, before: int | None
+    ) -> tuple[list[RunRecord], int | None]:
+        """Lists a thread's runs newest first; returns the page and the next cursor."""
+        where = "r.thread_id = ?"
+        params: list[Any] = [thread_id]
+        if status:
+            where += " AND r.status = ?"
+            params.append(status)
+        if before is not None:
+            where += " AND r.seq < ?"
+            params.append(before)
+        rows = await self._db.fetchall(
+            f"{_SELECT} WHERE {where} ORDER BY r.seq DESC LIMIT ?", [*params, limit + 1]
+        )
+        runs = [run_from_row(r) for r in rows[:limit]]
+        return runs, (runs[-1].seq if len(rows) > limit else None)
+
+    async def head(self, thread_id: str) -> RunRecord | None:
+        """Returns the thread's earliest inflight run (the one to run next), or None."""
+        rows = await self._db.fetchall(
+            f"{_SELECT} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
+            " ORDER BY r.seq LIMIT 1",
+            (thread_id,),
+        )
+        return run_from_row(rows[0]) if rows else None
+
+    async def threads_with_inflight(self) -> list[str]:
+        """Returns the threads that have pending or running runs, oldest admission first."""
+        rows = await self._db.fetchall(
+            "SELECT thread_id, MIN(seq) AS first FROM runs"
+            " WHERE status IN ('pending', 'running') GROUP BY thread_id ORDER BY first"
+        )
+        return [r["thread_id"] for r in rows]
+
+    async def requeue_running(self) -> int:
+        """Puts runs left RUNNING by a previous process back to PENDING; returns how many."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute("UPDATE runs SET status = 'pending' WHERE status = 'running'")
+            return cur.rowcount
+
+    async def start(self, run_id: str) -> RunRecord | None:
+        """Marks a pending run RUNNING as a new attempt; None if it is no longer pending."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = ?"
+                " WHERE run_id = ? AND status = 'pending' AND cancel_action IS NULL",
+                (now_us(), run_id),
+            )
+            if cur.rowcount == 0:
+                return None
+            return await _one(conn, "r.run_id = ?", run_id)
+
+    async def finish(
+        self, run_id: str, status: str, *, error: RunError | None = None
+    ) -> tuple[RunRecord, bool] | None:
+        """Ends a running run, or deletes it with its checkpoints if it is being rolled back.
+
+        `status` is how the run ended by itself; a pending cancellation recorded on the run
+        overrides it. Returns the final record and whether it was rolled back, or None if the
+        run is gone (its thread was deleted).
+        """
+        now = now_us()
+        async with self._db.transaction() as conn:
+            run = await _one(conn, "r.run_id = ?", run_id)
+            if run is None:
+                return None
+            if run.cancel_action == "rollback":
+                await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+                await conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                outcome = "rollback"
+                final = _ended(run, "interrupted", now, None)
+            else:
+                if run.cancel_action == "interrupt":
+                    status, error = "interrupted", None
+                await conn.execute(
+                    "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
+                    " WHERE run_id = ?",
+                    (
+                        status,
+                        now,
+                        error.type if error else None,
+                        error.message if error else None,
+                        run_id,
+                    ),
+                )
+                outcome = status
+                final = _ended(run, status, now, error)
+            await _settle_thread(conn, run.thread_id, outcome, now)
+        return final, outcome == "rollback"
+
+    async def cancel(self, thread_id: str, run_id: str, action: str) -> tuple[RunRecord, bool]:
+        """Cancels a run: a pending one ends (or is deleted) now, a running one is marked.
+
+        Returns the run (final if it ended now) and whether it is still running, to be stopped.
+        """
+        now = now_us()
+        async with self._db.transaction() as conn:
+            run = await _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if not run.inflight:
+                raise RunNotActive(run_id, run.status)
+            reason = (
+                "cancelled by the client" if action == "interrupt" else "rolled back by the client"
+            )
+            if run.status == "running":
+                if run.cancel_action != "rollback":
+                    await conn.execute(
+                        "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
+                        (action, reason, run_id),
+                    )
+                marked = await _one(conn, "r.run_id = ?", run_id)
+                assert marked is not None
+                return marked, True
+            final = await _end_pending(conn, run, action, reason, "", now)
+            await _settle_thread(
+                conn, thread_id, "rollback" if action == "rollback" else "interrupted", now
+            )
+            return final, False
+
+    async def delete(self, thread_id: str, run_id: str) -> None:
+        """Deletes an ended run (its checkpoints stay part of the thread's history)."""
+        async with self._db.transaction() as conn:
+            run = await _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.inflight:
+                raise RunActive(run_id, run.status)
+            await conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+async def _one(conn: aiosqlite.Connection, where: str, *params: Any) -> RunRecord | None:
+    cur = await conn.execute(f"{_SELECT} WHERE {where}", params)
+    row = await cur.fetchone()
+    return run_from_row(row) if row else None
+
+
+async def _inflight(conn: aiosqlite.Connection, thread_id: str) -> list[RunRecord]:
+    cur = await conn.execute(
+        f"{_SELECT} WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
+        (thread_id,),
+    )
+    return [run_from_row(row) for row in await cur.fetchall()]
+
+
+async def _supersede(
+    conn: aiosqlite.Connection,
+    inflight: list[RunRecord],
+    strategy: str,
+    new_run_id: str,
+    now: int,
+    admission: Admission,
+) -> None:
+    verb = "interrupted" if strategy == "interrupt" else "rolled back"
+    reason = f"{verb} by run {new_run_id}"
+    for run in inflight:
+        if run.status == "pending":
+            final = await _end_pending(conn, run, strategy, reason, new_run_id, now)
+            (admission.deleted if strategy == "rollback" else admission.ended).append(final)
+            continue
+        # A running run stops at its next await; the scheduler finishes it once it has unwound.
+        action = (
+            "rollback" if strategy == "rollback" or run.cancel_action == "rollback" else strategy
+        )
+        await conn.execute(
+            "UPDATE runs SET cancel_action = ?, cancel_reason = ?, superseded_by = ?"
+            " WHERE run_id = ?",
+            (action, reason, new_run_id, run.run_id),
+        )
+        marked = await _one(conn, "r.run_id = ?", run.run_id)
+        assert marked is not None
+        admission.cancelling.append(marked)
+
+
+async def _end_pending(
+    conn: aiosqlite.Connection, run: RunRecord, action: str, reason: str, by: str, now: int
+) -> RunRecord:
+    """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
+    if action == "rollback":
+        await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+        await conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+    else:
+        await conn.execute(
+            "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
+            " superseded_by = ? WHERE run_id = ?",
+            (now, reason, by, run.run_id),
+        )
+    return replace(
+        run,
+        status="interrupted",
+        end_time=now,
+        cancel_reason=reason,
+        superseded_by=by,
+        cancel_action=action,
+        queue_position=None,
+    )
+
+
+async def _settle_thread(
+    conn: aiosqlite.Connection, thread_id: str, outcome: str, now: int
+) -> None:
+    """Sets the thread's status after a run ended: BUSY while others are inflight."""
+    cur = await conn.execute(
+        "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
+        (thread_id,),
+    )
+    busy = await cur.fetchone() is not None
+    await _set_thread_status(
+        conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now
+    )
+
+
+async def _set_thread_status(
+    conn: aiosqlite.Connection, thread_id: str, status: str, now: int
+) -> None:
+    await conn.execute(
+        "UPDATE threads SET status = ?, update_time = ? WHERE thread_id = ?",
+        (status, now, thread_id),
+    )
+
+
+def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
+    return replace(run, status=status, end_time=now, error=error, queue_position=None)

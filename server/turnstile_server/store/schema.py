@@ -1,0 +1,68 @@
+"""Versioned schema migrations, applied in order on open; `PRAGMA user_version` is the version."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: threads, runs, checkpoints, assistants.
+    """
+    CREATE TABLE assistants (
+        assistant_id TEXT PRIMARY KEY,
+        graph_id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        create_time INTEGER NOT NULL,
+        update_time INTEGER NOT NULL
+    );
+    CREATE TABLE threads (
+        thread_id TEXT PRIMARY KEY,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL CHECK (status IN ('idle', 'busy', 'interrupted', 'error')),
+        create_time INTEGER NOT NULL,
+        update_time INTEGER NOT NULL,
+        request_id TEXT UNIQUE
+    );
+    CREATE INDEX threads_by_update ON threads (update_time);
+    CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        thread_id TEXT NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+        assistant_id TEXT NOT NULL,
+        graph_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (
+            status IN ('pending', 'running', 'success', 'error', 'timeout', 'interrupted')),
+        multitask_strategy TEXT NOT NULL,
+        input TEXT,
+        config TEXT NOT NULL DEFAULT '{}',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        stream_mode TEXT NOT NULL DEFAULT '["values"]',
+        create_time INTEGER NOT NULL,
+        start_time INTEGER,
+        end_time INTEGER,
+        not_before INTEGER NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        error_type TEXT,
+        error_message TEXT,
+        cancel_action TEXT CHECK (cancel_action IN ('interrupt', 'rollback')),
+        cancel_reason TEXT NOT NULL DEFAULT '',
+        superseded_by TEXT NOT NULL DEFAULT '',
+        request_id TEXT UNIQUE
+    );
+    -- The backstop for "never two runs executing on one thread".
+    CREATE UNIQUE INDEX runs_one_running_per_thread ON runs (thread_id) WHERE status = 'running';
+    CREATE INDEX runs_by_thread ON runs (thread_id, seq);
+    CREATE INDEX runs_inflight ON runs (status) WHERE status IN ('pending', 'running');
+    CREATE TABLE checkpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        checkpoint_id TEXT NOT NULL UNIQUE,
+        thread_id TEXT NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+        run_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('input', 'step')),
+        update_json TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+    );
+    CREATE INDEX checkpoints_by_thread ON checkpoints (thread_id, seq);
+    CREATE INDEX checkpoints_by_run ON checkpoints (run_id, seq);
+    """,
+]

@@ -1,0 +1,115 @@
+"""Threads: create, read, list, update metadata, delete."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from turnstile_server.errors import AlreadyExists, ThreadNotFound
+from turnstile_server.store.database import Database
+from turnstile_server.store.records import ThreadRecord, now_us
+from turnstile_server.store.rows import dumps, metadata_filter, thread_from_row
+
+
+class Threads:
+    """The `threads` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        thread_id: str,
+        metadata: dict[str, Any],
+        *,
+        if_exists: str = "raise",
+        request_id: str = "",
+    ) -> ThreadRecord:
+        """Creates a thread; a repeated `request_id` or `if_exists="do_nothing"` returns it."""
+        now = now_us()
+        async with self._db.transaction() as conn:
+            if request_id:
+                cur = await conn.execute(
+                    "SELECT * FROM threads WHERE request_id = ?", (request_id,)
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    return thread_from_row(row)
+            cur = await conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
+            row = await cur.fetchone()
+            if row is not None:
+                if if_exists == "do_nothing":
+                    return thread_from_row(row)
+                raise AlreadyExists(
+                    f"thread {thread_id} already exists", metadata={"thread_id": thread_id}
+                )
+            try:
+                await conn.execute(
+                    "INSERT INTO threads (thread_id, metadata, status, create_time, update_time,"
+                    " request_id) VALUES (?, ?, 'idle', ?, ?, ?)",
+                    (thread_id, dumps(metadata), now, now, request_id or None),
+                )
+            except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
+                raise AlreadyExists(f"thread {thread_id} already exists") from exc
+        return ThreadRecord(thread_id, dict(metadata), "idle", now, now)
+
+    async def get(self, thread_id: str) -> ThreadRecord:
+        """Returns the thread or raises ThreadNotFound."""
+        row = await self._db.fetchone("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        return thread_from_row(row)
+
+    async def list(
+        self,
+        *,
+        status: str | None,
+        metadata: dict[str, Any],
+        limit: int,
+        before: int | None,
+    ) -> tuple[list[ThreadRecord], int | None]:
+        """Lists threads newest first; returns the page and the cursor of the next one."""
+        where, params = metadata_filter("metadata", metadata)
+        if status:
+            where += " AND status = ?"
+            params.append(status)
+        if before is not None:
+            where += " AND rowid < ?"
+            params.append(before)
+        rows = await self._db.fetchall(
+            f"SELECT rowid AS cursor, * FROM threads WHERE {where} ORDER BY rowid DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        page = rows[:limit]
+        cursor = page[-1]["cursor"] if len(rows) > limit else None
+        return [thread_from_row(r) for r in page], cursor
+
+    async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
+        """Merges `metadata` into the thread's metadata."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            thread = thread_from_row(row)
+            merged = {**thread.metadata, **metadata}
+            now = now_us()
+            await conn.execute(
+                "UPDATE threads SET metadata = ?, update_time = ? WHERE thread_id = ?",
+                (dumps(merged), now, thread_id),
+            )
+        return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
+
+    async def delete(self, thread_id: str) -> list[str]:
+        """Deletes the thread, its runs and checkpoints; returns the ids of its inflight runs."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,))
+            if await cur.fetchone() is None:
+                raise ThreadNotFound(thread_id)
+            cur = await conn.execute(
+                "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')",
+                (thread_id,),
+            )
+            inflight = [row[0] for row in await cur.fetchall()]
+            await conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+        return inflight

@@ -1,0 +1,234 @@
+"""Conversions between protobuf messages and the store's records, validating on the way in."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import uuid
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
+from turnstile_server.errors import InvalidArgument
+from turnstile_server.events import RunEvent
+from turnstile_server.store import AssistantRecord, CheckpointRecord, RunRecord, ThreadRecord
+
+STRATEGIES = {
+    run_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "enqueue",
+    run_pb2.MULTITASK_STRATEGY_REJECT: "reject",
+    run_pb2.MULTITASK_STRATEGY_INTERRUPT: "interrupt",
+    run_pb2.MULTITASK_STRATEGY_ROLLBACK: "rollback",
+    run_pb2.MULTITASK_STRATEGY_ENQUEUE: "enqueue",
+}
+STRATEGY_ENUM = {name: number for number, name in STRATEGIES.items() if number}
+RUN_STATUSES = {
+    run_pb2.RUN_STATUS_PENDING: "pending",
+    run_pb2.RUN_STATUS_RUNNING: "running",
+    run_pb2.RUN_STATUS_SUCCESS: "success",
+    run_pb2.RUN_STATUS_ERROR: "error",
+    run_pb2.RUN_STATUS_TIMEOUT: "timeout",
+    run_pb2.RUN_STATUS_INTERRUPTED: "interrupted",
+}
+RUN_STATUS_ENUM = {name: number for number, name in RUN_STATUSES.items()}
+THREAD_STATUSES = {
+    thread_pb2.THREAD_STATUS_IDLE: "idle",
+    thread_pb2.THREAD_STATUS_BUSY: "busy",
+    thread_pb2.THREAD_STATUS_INTERRUPTED: "interrupted",
+    thread_pb2.THREAD_STATUS_ERROR: "error",
+}
+THREAD_STATUS_ENUM = {name: number for number, name in THREAD_STATUSES.items()}
+STREAM_MODES = {
+    run_pb2.STREAM_MODE_VALUES: "values",
+    run_pb2.STREAM_MODE_UPDATES: "updates",
+    run_pb2.STREAM_MODE_MESSAGES: "messages",
+    run_pb2.STREAM_MODE_CUSTOM: "custom",
+}
+CANCEL_ACTIONS = {
+    run_pb2.CANCEL_ACTION_UNSPECIFIED: "interrupt",
+    run_pb2.CANCEL_ACTION_INTERRUPT: "interrupt",
+    run_pb2.CANCEL_ACTION_ROLLBACK: "rollback",
+}
+IF_EXISTS = {
+    assistant_pb2.IF_EXISTS_UNSPECIFIED: "raise",
+    assistant_pb2.IF_EXISTS_RAISE: "raise",
+    assistant_pb2.IF_EXISTS_DO_NOTHING: "do_nothing",
+}
+IF_NOT_EXISTS = {
+    run_pb2.IF_NOT_EXISTS_UNSPECIFIED: False,
+    run_pb2.IF_NOT_EXISTS_REJECT: False,
+    run_pb2.IF_NOT_EXISTS_CREATE: True,
+}
+CHECKPOINT_SOURCES = {
+    "input": thread_pb2.CHECKPOINT_SOURCE_INPUT,
+    "step": thread_pb2.CHECKPOINT_SOURCE_STEP,
+}
+MAX_PAGE_SIZE = 1000
+
+
+def enum_value(table: dict[int, Any], number: int, field: str) -> Any:
+    """Maps an enum number through `table`, refusing numbers the contract does not define."""
+    if number not in table:
+        raise InvalidArgument(
+            f"{field}: {number} is not a valid value", reason="INVALID_ENUM", field=field
+        )
+    return table[number]
+
+
+def optional_enum(table: dict[int, Any], number: int, field: str) -> Any:
+    """Like enum_value, but 0 (unspecified) means None: no filter."""
+    return None if number == 0 else enum_value(table, number, field)
+
+
+def uuid_id(value: str, field: str, *, required: bool = True) -> str:
+    """Checks that `value` is a UUID (canonical lower-case form returned)."""
+    if not value:
+        if required:
+            raise InvalidArgument(f"{field} is required", reason="MISSING_FIELD", field=field)
+        return ""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument(
+            f"{field}: {value[:80]!r} is not a UUID", reason="INVALID_ID", field=field
+        ) from None
+
+
+def seconds(value: float, field: str) -> float:
+    """Checks a non-negative, finite number of seconds."""
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(
+            f"{field} must be a finite number >= 0", reason="INVALID_NUMBER", field=field
+        )
+    return value
+
+
+def page(page_size: int, page_token: str, *, default: int) -> tuple[int, int | None]:
+    """Validates paging fields; returns the limit and the decoded cursor."""
+    if page_size < 0:
+        raise InvalidArgument("page_size must be >= 0", reason="INVALID_NUMBER", field="page_size")
+    limit = min(page_size or default, MAX_PAGE_SIZE)
+    if not page_token:
+        return limit, None
+    try:
+        text = base64.urlsafe_b64decode(page_token.encode()).decode()
+        prefix, cursor = text.split(":", 1)
+        if prefix != "c1":
+            raise ValueError(prefix)
+        return limit, int(cursor)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page_token is not a token this server issued",
+            reason="INVALID_PAGE_TOKEN",
+            field="page_token",
+        ) from None
+
+
+def next_token(cursor: int | None) -> str:
+    """Encodes a cursor as an opaque page token ('' for the last page)."""
+    return "" if cursor is None else base64.urlsafe_b64encode(f"c1:{cursor}".encode()).decode()
+
+
+def to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """Converts a Struct to a plain dict."""
+    result: dict[str, Any] = json_format.MessageToDict(struct)
+    return result
+
+
+def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
+    """Converts a JSON dict to a Struct."""
+    struct = struct_pb2.Struct()
+    if values:
+        struct.update(values)
+    return struct
+
+
+def to_value(data: Any) -> struct_pb2.Value:
+    """Converts any JSON value to a Value."""
+    value = struct_pb2.Value()
+    json_format.ParseDict(data, value)
+    return value
+
+
+def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
+    """Converts microseconds since the epoch to a Timestamp (None stays unset)."""
+    if micros is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def run_message(run: RunRecord) -> run_pb2.Run:
+    """Converts a run record to its wire form."""
+    message = run_pb2.Run(
+        run_id=run.run_id,
+        thread_id=run.thread_id,
+        assistant_id=run.assistant_id,
+        status=RUN_STATUS_ENUM[run.status],  # type: ignore[arg-type]
+        multitask_strategy=STRATEGY_ENUM[run.multitask_strategy],  # type: ignore[arg-type]
+        metadata=to_struct(run.metadata),
+        create_time=timestamp(run.create_time),
+        start_time=timestamp(run.start_time),
+        end_time=timestamp(run.end_time),
+        attempt=run.attempt,
+        cancel_reason=run.cancel_reason,
+        superseded_by=run.superseded_by,
+    )
+    if run.error is not None:
+        message.error.type = run.error.type
+        message.error.message = run.error.message
+    if run.status == "pending" and run.queue_position is not None:
+        message.queue_position = run.queue_position
+    return message
+
+
+def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.Thread:
+    """Converts a thread record and its current values to the wire form."""
+    return thread_pb2.Thread(
+        thread_id=thread.thread_id,
+        metadata=to_struct(thread.metadata),
+        status=THREAD_STATUS_ENUM[thread.status],  # type: ignore[arg-type]
+        values=to_struct(values),
+        create_time=timestamp(thread.create_time),
+        update_time=timestamp(thread.update_time),
+    )
+
+
+def checkpoint_message(
+    checkpoint: CheckpointRecord | None, values: dict[str, Any], thread_id: str
+) -> thread_pb2.Checkpoint:
+    """Converts a checkpoint and the values at it (None: a thread without checkpoints)."""
+    if checkpoint is None:
+        return thread_pb2.Checkpoint(thread_id=thread_id, values=to_struct(values))
+    return thread_pb2.Checkpoint(
+        checkpoint_id=checkpoint.checkpoint_id,
+        thread_id=checkpoint.thread_id,
+        run_id=checkpoint.run_id,
+        step=checkpoint.step,
+        source=CHECKPOINT_SOURCES[checkpoint.source],
+        values=to_struct(values),
+        create_time=timestamp(checkpoint.create_time),
+    )
+
+
+def assistant_message(assistant: AssistantRecord) -> assistant_pb2.Assistant:
+    """Converts an assistant record to the wire form."""
+    return assistant_pb2.Assistant(
+        assistant_id=assistant.assistant_id,
+        graph_id=assistant.graph_id,
+        name=assistant.name,
+        config=to_struct(assistant.config),
+        metadata=to_struct(assistant.metadata),
+        create_time=timestamp(assistant.create_time),
+        update_time=timestamp(assistant.update_time),
+    )
+
+
+def event_messages(events: list[RunEvent]) -> list[run_pb2.RunEvent]:
+    """Converts a batch of run events to the wire form."""
+    return [
+        run_pb2.RunEvent(seq=e.seq, run_id=e.run_id, event=e.event, data=to_value(e.data))
+        for e in events
+    ]
