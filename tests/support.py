@@ -1,0 +1,103 @@
+"""Graphs and helpers the tests share: controllable, observable stand-ins for real agents."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from turnstile_server.graph import GraphRegistry, RunContext
+
+T = TypeVar("T")
+
+
+class Gates:
+    """Named asyncio events a `gated` graph waits on, so a test decides when a step ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self.entered: dict[str, asyncio.Event] = {}
+
+    def event(self, name: str) -> asyncio.Event:
+        return self._events.setdefault(name, asyncio.Event())
+
+    def arrived(self, name: str) -> asyncio.Event:
+        return self.entered.setdefault(name, asyncio.Event())
+
+    def open(self, name: str) -> None:
+        self.event(name).set()
+
+
+class StepLog:
+    """Records entry and exit of every step, per thread, to detect overlapping runs."""
+
+    def __init__(self) -> None:
+        self.inside: dict[str, str] = {}
+        self.overlaps: list[tuple[str, str, str]] = []
+        self.steps = 0
+
+    def enter(self, thread_id: str, run_id: str) -> None:
+        other = self.inside.get(thread_id)
+        if other is not None and other != run_id:
+            self.overlaps.append((thread_id, other, run_id))
+        self.inside[thread_id] = run_id
+        self.steps += 1
+
+    def exit(self, thread_id: str, run_id: str) -> None:
+        if self.inside.get(thread_id) == run_id:
+            del self.inside[thread_id]
+
+
+GATES = Gates()
+STEPS = StepLog()
+
+
+async def gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """One step per name in input `gates`: waits for the gate, then appends an ai message."""
+    for name in ctx.input.get("gates", []):
+        GATES.arrived(name).set()
+        await GATES.event(name).wait()
+        yield {"messages": [{"type": "ai", "content": f"passed {name}"}], "last_gate": name}
+
+
+async def recording(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """`steps` steps (input), each entering and leaving the step log around a few awaits."""
+    for step in range(int(ctx.input.get("steps", 3))):
+        STEPS.enter(ctx.thread_id, ctx.run_id)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            await asyncio.sleep(float(ctx.input.get("pause", 0.001)))
+        finally:
+            STEPS.exit(ctx.thread_id, ctx.run_id)
+        yield {"messages": [{"type": "ai", "content": f"{ctx.run_id} step {step}"}]}
+
+
+async def failing(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Yields one step, then raises."""
+    yield {"messages": [{"type": "ai", "content": "about to fail"}]}
+    raise RuntimeError("the tool exploded")
+
+
+def registry() -> GraphRegistry:
+    """The built-in graphs plus the test graphs."""
+    graphs = GraphRegistry.with_builtins()
+    graphs.register("gated", gated)
+    graphs.register("recording", recording)
+    graphs.register("failing", failing)
+    return graphs
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.01
+) -> T:
+    """Retries `check` until it stops raising AssertionError, or fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
