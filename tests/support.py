@@ -64,11 +64,17 @@ async def gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[st
 async def recording(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
     """`steps` steps (input), each entering and leaving the step log around a few awaits."""
     for step in range(int(ctx.input.get("steps", 3))):
+        pause = float(ctx.input.get("pause", 0.001))
         STEPS.enter(ctx.thread_id, ctx.run_id)
         try:
             for _ in range(3):
                 await asyncio.sleep(0)
-            await asyncio.sleep(float(ctx.input.get("pause", 0.001)))
+            await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            # Unwinding takes time too (closing a connection, say): a superseding run must
+            # not start before it is over.
+            await asyncio.sleep(pause)
+            raise
         finally:
             STEPS.exit(ctx.thread_id, ctx.run_id)
         yield {"messages": [{"type": "ai", "content": f"{ctx.run_id} step {step}"}]}

@@ -1,0 +1,67 @@
+"""`TurnstileClient`, the asyncio client, and `get_client`."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from turnstile._assistants import AssistantsClient
+from turnstile._runs import RunsClient
+from turnstile._threads import ThreadsClient
+from turnstile._transport import Transport
+
+DEFAULT_URL = "localhost:50051"
+
+
+class TurnstileClient:
+    """The asyncio client: `assistants`, `threads` and `runs` over one gRPC channel.
+
+    The channel opens on the first call, in the event loop making it, so the client can be
+    built outside a loop; it then belongs to that loop. Close it with `close()` or
+    `async with`.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self.assistants = AssistantsClient(transport)
+        self.threads = ThreadsClient(transport)
+        self.runs = RunsClient(transport)
+
+    @property
+    def target(self) -> str:
+        """The gRPC target the client connects to, e.g. `localhost:50051`."""
+        return self._transport.target
+
+    async def close(self) -> None:
+        """Closes the channel, cancelling calls in flight."""
+        await self._transport.close()
+
+    aclose = close
+    """The `langgraph_sdk` spelling of `close`."""
+
+    async def __aenter__(self) -> TurnstileClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<TurnstileClient {self.target!r}>"
+
+
+def get_client(
+    url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = None
+) -> TurnstileClient:
+    """Returns an asyncio client for the Turnstile server at `url`.
+
+    `url` is `host:port` (plaintext), `http://host:port` (plaintext) or `https://host:port`
+    (TLS). `api_key` is sent as `authorization: Bearer <key>` on every call. `timeout`, in
+    seconds, is the deadline of every call; by default unary reads and writes get 30 s and
+    waits, joins and streams none. Calls that are safe to repeat are retried on
+    `UNAVAILABLE`, at most 5 times with exponential backoff capped at 2 s.
+    """
+    return TurnstileClient(Transport(url, api_key=api_key, timeout=timeout))

@@ -1,0 +1,203 @@
+"""Conversions between protobuf messages and the SDK's plain Python values."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from turnstile._types import (
+    Assistant,
+    CheckpointSource,
+    Json,
+    MultitaskStrategy,
+    Run,
+    RunError,
+    RunStatus,
+    StreamPart,
+    Thread,
+    ThreadState,
+    ThreadStatus,
+)
+from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+_V = TypeVar("_V", bound=int)
+
+UNSPECIFIED = "unspecified"
+"""What an enum field decodes to when the server left it unset or sent a newer value."""
+
+
+class EnumCodec(Generic[_V]):
+    """Maps a proto enum to lower-case strings without the value prefix, and back."""
+
+    def __init__(self, enum: _EnumTypeWrapper[_V], prefix: str, what: str) -> None:
+        self._what = what
+        self._unspecified = enum.Value(prefix + "UNSPECIFIED")
+        self._by_name: dict[str, _V] = {}
+        self._by_number: dict[int, str] = {}
+        for full_name, number in enum.items():
+            if number == self._unspecified:
+                continue
+            name = full_name.removeprefix(prefix).lower()
+            self._by_name[name] = number
+            self._by_number[number] = name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The accepted strings, in declaration order."""
+        return tuple(self._by_name)
+
+    def encode(self, name: str | None) -> _V:
+        """Returns the enum value for `name`; `None` means unspecified (the server default)."""
+        if name is None:
+            return self._unspecified
+        try:
+            return self._by_name[name]
+        except (KeyError, TypeError):
+            allowed = ", ".join(repr(n) for n in self._by_name)
+            raise ValueError(f"unknown {self._what} {name!r}; expected one of {allowed}") from None
+
+    def decode(self, number: int) -> str:
+        """Returns the string for an enum value, `"unspecified"` for unset or unknown ones."""
+        return self._by_number.get(number, UNSPECIFIED)
+
+
+MULTITASK_STRATEGY = EnumCodec(run_pb2.MultitaskStrategy, "MULTITASK_STRATEGY_", "strategy")
+RUN_STATUS = EnumCodec(run_pb2.RunStatus, "RUN_STATUS_", "run status")
+THREAD_STATUS = EnumCodec(thread_pb2.ThreadStatus, "THREAD_STATUS_", "thread status")
+STREAM_MODE = EnumCodec(run_pb2.StreamMode, "STREAM_MODE_", "stream mode")
+CANCEL_ACTION = EnumCodec(run_pb2.CancelAction, "CANCEL_ACTION_", "cancel action")
+IF_NOT_EXISTS = EnumCodec(run_pb2.IfNotExists, "IF_NOT_EXISTS_", "if_not_exists")
+IF_EXISTS = EnumCodec(assistant_pb2.IfExists, "IF_EXISTS_", "if_exists")
+CHECKPOINT_SOURCE = EnumCodec(
+    thread_pb2.CheckpointSource, "CHECKPOINT_SOURCE_", "checkpoint source"
+)
+
+
+def stream_modes(modes: str | Sequence[str] | None) -> list[run_pb2.StreamMode.ValueType]:
+    """Encodes one stream mode or several; `None` means the server default (values)."""
+    if modes is None:
+        return []
+    if isinstance(modes, str):
+        modes = [modes]
+    return [STREAM_MODE.encode(mode) for mode in modes]
+
+
+# --- JSON <-> Struct ---------------------------------------------------------------------
+
+
+def to_struct(value: Mapping[str, Any] | None, what: str) -> struct_pb2.Struct | None:
+    """Encodes a JSON object as a Struct; `None` stays `None` (the field is left unset)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a mapping, not {type(value).__name__}")
+    struct = struct_pb2.Struct()
+    try:
+        struct.update(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} is not JSON-compatible: {exc}") from exc
+    return struct
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> Json:
+    """Decodes a Struct into a plain dict (numbers come back as floats)."""
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """Decodes a Value into plain Python: dict, list, str, float, bool or None."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def iso(timestamp: timestamp_pb2.Timestamp) -> str:
+    """Formats a Timestamp as an ISO-8601 string in UTC."""
+    return timestamp.ToDatetime(tzinfo=datetime.UTC).isoformat()
+
+
+# --- messages -> dicts -------------------------------------------------------------------
+
+
+def run_to_dict(run: run_pb2.Run) -> Run:
+    """Converts a Run message into a `Run` dict."""
+    error: RunError | None = None
+    if run.HasField("error"):
+        error = {"type": run.error.type, "message": run.error.message}
+    return {
+        "run_id": run.run_id,
+        "thread_id": run.thread_id,
+        "assistant_id": run.assistant_id,
+        "status": cast(RunStatus, RUN_STATUS.decode(run.status)),
+        "multitask_strategy": cast(
+            MultitaskStrategy, MULTITASK_STRATEGY.decode(run.multitask_strategy)
+        ),
+        "metadata": struct_to_dict(run.metadata),
+        "create_time": iso(run.create_time) if run.HasField("create_time") else None,
+        "start_time": iso(run.start_time) if run.HasField("start_time") else None,
+        "end_time": iso(run.end_time) if run.HasField("end_time") else None,
+        "attempt": run.attempt,
+        "error": error,
+        "cancel_reason": run.cancel_reason or None,
+        "superseded_by": run.superseded_by or None,
+        "queue_position": run.queue_position if run.HasField("queue_position") else None,
+    }
+
+
+def thread_to_dict(thread: thread_pb2.Thread) -> Thread:
+    """Converts a Thread message into a `Thread` dict."""
+    return {
+        "thread_id": thread.thread_id,
+        "metadata": struct_to_dict(thread.metadata),
+        "status": cast(ThreadStatus, THREAD_STATUS.decode(thread.status)),
+        "values": struct_to_dict(thread.values),
+        "create_time": iso(thread.create_time) if thread.HasField("create_time") else None,
+        "update_time": iso(thread.update_time) if thread.HasField("update_time") else None,
+    }
+
+
+def assistant_to_dict(assistant: assistant_pb2.Assistant) -> Assistant:
+    """Converts an Assistant message into an `Assistant` dict."""
+    return {
+        "assistant_id": assistant.assistant_id,
+        "graph_id": assistant.graph_id,
+        "name": assistant.name,
+        "config": struct_to_dict(assistant.config),
+        "metadata": struct_to_dict(assistant.metadata),
+        "create_time": iso(assistant.create_time) if assistant.HasField("create_time") else None,
+        "update_time": iso(assistant.update_time) if assistant.HasField("update_time") else None,
+    }
+
+
+def checkpoint_to_dict(checkpoint: thread_pb2.Checkpoint) -> ThreadState:
+    """Converts a Checkpoint message into a `ThreadState` dict."""
+    source = checkpoint.source
+    return {
+        "values": struct_to_dict(checkpoint.values),
+        "checkpoint_id": checkpoint.checkpoint_id or None,
+        "thread_id": checkpoint.thread_id,
+        "run_id": checkpoint.run_id or None,
+        "step": checkpoint.step,
+        "source": cast(CheckpointSource, CHECKPOINT_SOURCE.decode(source)) if source else None,
+        "create_time": iso(checkpoint.create_time) if checkpoint.HasField("create_time") else None,
+    }
+
+
+def event_parts(events: Iterable[run_pb2.RunEvent]) -> list[StreamPart]:
+    """Converts a batch of RunEvents into one `StreamPart` each, in order."""
+    return [StreamPart(event.event, value_to_python(event.data), event.seq) for event in events]

@@ -1,0 +1,324 @@
+"""`client.runs`: admitting, observing, cancelling and joining runs."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from turnstile._convert import (
+    CANCEL_ACTION,
+    IF_NOT_EXISTS,
+    MULTITASK_STRATEGY,
+    RUN_STATUS,
+    run_to_dict,
+    stream_modes,
+    struct_to_dict,
+    to_struct,
+)
+from turnstile._paging import page_through
+from turnstile._stream import RunStream
+from turnstile._transport import Transport
+from turnstile._types import (
+    CancelAction,
+    IfNotExists,
+    Json,
+    MultitaskStrategy,
+    Run,
+    RunResult,
+    RunStatus,
+    StreamMode,
+)
+from turnstile.v1 import run_service_pb2 as pb
+
+
+def _admission(
+    thread_id: str,
+    assistant_id: str,
+    *,
+    input: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    stream_mode: StreamMode | Sequence[StreamMode] | None,
+    multitask_strategy: MultitaskStrategy | None,
+    after_seconds: float | None,
+    if_not_exists: IfNotExists | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """Validates and encodes the fields shared by CreateRun, StreamRun and WaitRun."""
+    return {
+        "thread_id": thread_id,
+        "assistant_id": assistant_id,
+        "input": to_struct(input, "input"),
+        "metadata": to_struct(metadata, "metadata"),
+        "config": to_struct(config, "config"),
+        "stream_mode": stream_modes(stream_mode),
+        "multitask_strategy": MULTITASK_STRATEGY.encode(multitask_strategy),
+        "after_seconds": after_seconds or 0.0,
+        "if_not_exists": IF_NOT_EXISTS.encode(if_not_exists),
+        "request_id": request_id or "",
+    }
+
+
+class RunsClient:
+    """Admits runs with a multitask strategy, and observes, cancels, joins and deletes them.
+
+    The admission methods (`create`, `wait`, `wait_run`, `stream`) take the same arguments:
+    `input`, `metadata` and `config` are JSON objects; `stream_mode` is one of "values",
+    "updates", "messages", "custom" or a list of them; `multitask_strategy` is "reject",
+    "interrupt", "rollback" or "enqueue" (the server default); `after_seconds` delays the
+    start; `if_not_exists` is "reject" (the default) or "create"; `request_id` is an
+    idempotency key. An unknown string raises `ValueError` before any call is made.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def create(
+        self,
+        thread_id: str,
+        assistant_id: str,
+        *,
+        input: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stream_mode: StreamMode | Sequence[StreamMode] | None = None,
+        multitask_strategy: MultitaskStrategy | None = None,
+        after_seconds: float | None = None,
+        if_not_exists: IfNotExists | None = None,
+        request_id: str | None = None,
+    ) -> Run:
+        """Admits a run in the background and returns it (pending or running).
+
+        With "reject" on a busy thread this raises `ConflictError` (reason `THREAD_BUSY`).
+        A `request_id` is generated when omitted, so the call is safely retried.
+        """
+        request = pb.CreateRunRequest(
+            **_admission(
+                thread_id,
+                assistant_id,
+                input=input,
+                metadata=metadata,
+                config=config,
+                stream_mode=stream_mode,
+                multitask_strategy=multitask_strategy,
+                after_seconds=after_seconds,
+                if_not_exists=if_not_exists,
+                request_id=request_id or str(uuid.uuid4()),
+            )
+        )
+        response = await self._transport.unary(
+            lambda s: s.runs.CreateRun, request, pb.CreateRunResponse, retry=True
+        )
+        return run_to_dict(response.run)
+
+    async def wait(
+        self,
+        thread_id: str,
+        assistant_id: str,
+        *,
+        input: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stream_mode: StreamMode | Sequence[StreamMode] | None = None,
+        multitask_strategy: MultitaskStrategy | None = None,
+        after_seconds: float | None = None,
+        if_not_exists: IfNotExists | None = None,
+        request_id: str | None = None,
+    ) -> Json:
+        """Admits a run, waits for it to end and returns its final values.
+
+        A run that fails or is interrupted is not an exception: use `wait_run` to see how it
+        ended. No deadline unless the client has a `timeout`.
+        """
+        result = await self.wait_run(
+            thread_id,
+            assistant_id,
+            input=input,
+            metadata=metadata,
+            config=config,
+            stream_mode=stream_mode,
+            multitask_strategy=multitask_strategy,
+            after_seconds=after_seconds,
+            if_not_exists=if_not_exists,
+            request_id=request_id,
+        )
+        return result.values
+
+    async def wait_run(
+        self,
+        thread_id: str,
+        assistant_id: str,
+        *,
+        input: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stream_mode: StreamMode | Sequence[StreamMode] | None = None,
+        multitask_strategy: MultitaskStrategy | None = None,
+        after_seconds: float | None = None,
+        if_not_exists: IfNotExists | None = None,
+        request_id: str | None = None,
+    ) -> RunResult:
+        """Like `wait`, but returns `RunResult(run, values)`: the run as it ended, and values."""
+        request = pb.WaitRunRequest(
+            **_admission(
+                thread_id,
+                assistant_id,
+                input=input,
+                metadata=metadata,
+                config=config,
+                stream_mode=stream_mode,
+                multitask_strategy=multitask_strategy,
+                after_seconds=after_seconds,
+                if_not_exists=if_not_exists,
+                request_id=request_id or str(uuid.uuid4()),
+            )
+        )
+        response = await self._transport.unary(
+            lambda s: s.runs.WaitRun, request, pb.WaitRunResponse, retry=True, waits=True
+        )
+        return RunResult(run_to_dict(response.run), struct_to_dict(response.values))
+
+    def stream(
+        self,
+        thread_id: str,
+        assistant_id: str,
+        *,
+        input: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stream_mode: StreamMode | Sequence[StreamMode] = "values",
+        multitask_strategy: MultitaskStrategy | None = None,
+        after_seconds: float | None = None,
+        if_not_exists: IfNotExists | None = None,
+        request_id: str | None = None,
+    ) -> RunStream:
+        """Admits a run and returns its events as an async iterator of `StreamPart`s.
+
+        The arguments are checked now; the call starts on the first iteration. Besides the
+        selected modes, `metadata`, `error` and a final `end` event always come. The stream's
+        `run` attribute holds the admitted `Run` once the first part has arrived. Not retried.
+        """
+        request = pb.StreamRunRequest(
+            **_admission(
+                thread_id,
+                assistant_id,
+                input=input,
+                metadata=metadata,
+                config=config,
+                stream_mode=stream_mode,
+                multitask_strategy=multitask_strategy,
+                after_seconds=after_seconds,
+                if_not_exists=if_not_exists,
+                request_id=request_id,
+            )
+        )
+        return RunStream(
+            lambda: self._transport.stream(
+                lambda s: s.runs.StreamRun, request, pb.StreamRunResponse
+            )
+        )
+
+    async def get(self, thread_id: str, run_id: str) -> Run:
+        """Returns one run; a rolled-back run raises `NotFoundError`."""
+        response = await self._transport.unary(
+            lambda s: s.runs.GetRun,
+            pb.GetRunRequest(thread_id=thread_id, run_id=run_id),
+            pb.GetRunResponse,
+            retry=True,
+        )
+        return run_to_dict(response.run)
+
+    async def list(
+        self,
+        thread_id: str,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        status: RunStatus | None = None,
+    ) -> builtins.list[Run]:
+        """Lists the thread's runs, newest first, optionally only those with `status`."""
+        status_filter = RUN_STATUS.encode(status)
+
+        async def fetch(page_size: int, page_token: str) -> tuple[Sequence[Run], str]:
+            request = pb.ListRunsRequest(
+                thread_id=thread_id,
+                status=status_filter,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            response = await self._transport.unary(
+                lambda s: s.runs.ListRuns, request, pb.ListRunsResponse, retry=True
+            )
+            return [run_to_dict(r) for r in response.runs], response.next_page_token
+
+        return await page_through(fetch, limit=limit, offset=offset)
+
+    async def delete(self, thread_id: str, run_id: str) -> None:
+        """Deletes a run that has ended.
+
+        A pending or running run raises `FailedPreconditionError`; cancel it first.
+        """
+        await self._transport.unary(
+            lambda s: s.runs.DeleteRun,
+            pb.DeleteRunRequest(thread_id=thread_id, run_id=run_id),
+            pb.DeleteRunResponse,
+            retry=False,
+        )
+
+    async def cancel(
+        self,
+        thread_id: str,
+        run_id: str,
+        wait: bool = False,
+        action: CancelAction = "interrupt",
+    ) -> Run:
+        """Cancels a pending or running run and returns it.
+
+        `action` "interrupt" ends it interrupted, keeping its completed steps; "rollback"
+        deletes it and its checkpoints. With `wait` the call returns once the run has stopped
+        (no deadline unless the client has a `timeout`). A run that has already ended raises
+        `FailedPreconditionError` (reason `RUN_NOT_ACTIVE`).
+        """
+        request = pb.CancelRunRequest(
+            thread_id=thread_id, run_id=run_id, action=CANCEL_ACTION.encode(action), wait=wait
+        )
+        response = await self._transport.unary(
+            lambda s: s.runs.CancelRun, request, pb.CancelRunResponse, retry=False, waits=wait
+        )
+        return run_to_dict(response.run)
+
+    async def join(self, thread_id: str, run_id: str) -> Json:
+        """Waits for a run to end and returns the values at its own last checkpoint.
+
+        Not the thread's latest values: a later run's work is not included. Use `join_run` to
+        see how the run ended. No deadline unless the client has a `timeout`.
+        """
+        return (await self.join_run(thread_id, run_id)).values
+
+    async def join_run(self, thread_id: str, run_id: str) -> RunResult:
+        """Like `join`, but returns `RunResult(run, values)`: the run as it ended, and values."""
+        response = await self._transport.unary(
+            lambda s: s.runs.JoinRun,
+            pb.JoinRunRequest(thread_id=thread_id, run_id=run_id),
+            pb.JoinRunResponse,
+            retry=True,
+            waits=True,
+        )
+        return RunResult(run_to_dict(response.run), struct_to_dict(response.values))
+
+    def join_stream(self, thread_id: str, run_id: str, *, after_seq: int = 0) -> RunStream:
+        """Attaches to a run's events: replays those after `after_seq`, then follows live.
+
+        Pass the `seq` of the last part you saw to resume without gap or duplicate. The call
+        starts on the first iteration. Not retried.
+        """
+        if after_seq < 0:
+            raise ValueError(f"after_seq must not be negative, got {after_seq}")
+        request = pb.JoinRunStreamRequest(thread_id=thread_id, run_id=run_id, after_seq=after_seq)
+        return RunStream(
+            lambda: self._transport.stream(
+                lambda s: s.runs.JoinRunStream, request, pb.JoinRunStreamResponse
+            )
+        )

@@ -1,0 +1,208 @@
+"""`SyncTurnstileClient`: the asyncio client driven from a private loop thread.
+
+The sync API is not written twice: each sync method is the async one, run to completion on
+the portal's loop, with the same name and signature.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from turnstile._assistants import AssistantsClient
+from turnstile._client import DEFAULT_URL, TurnstileClient, get_client
+from turnstile._portal import Portal, awaited
+from turnstile._runs import RunsClient
+from turnstile._stream import RunStream
+from turnstile._threads import ThreadsClient
+from turnstile._types import Run, StreamPart
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_A = TypeVar("_A")
+
+
+class SyncRunStream:
+    """Yields one `StreamPart` per event of a run; the blocking twin of `RunStream`.
+
+    Break out early with `close()` or `with`, which cancels the call.
+    """
+
+    def __init__(self, stream: RunStream, portal: Portal) -> None:
+        self._stream = stream
+        self._portal = portal
+
+    @property
+    def run(self) -> Run | None:
+        """The `Run` sent with the stream's first message; `None` until it arrived."""
+        return self._stream.run
+
+    def __iter__(self) -> SyncRunStream:
+        return self
+
+    def __next__(self) -> StreamPart:
+        try:
+            return self._portal.run(awaited(anext(self._stream)))
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Stops the stream and cancels its call."""
+        self._portal.run(self._stream.aclose())
+
+    def __enter__(self) -> SyncRunStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _SyncResource(Generic[_A]):
+    def __init__(self, resource: _A, portal: Portal) -> None:
+        self._async = resource
+        self._portal = portal
+
+
+def _without_self(function: Callable[..., Any]) -> inspect.Signature:
+    signature = inspect.signature(function)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
+class _Blocking(Generic[_P, _R]):
+    """Turns an async method of a resource client into a blocking one of the sync twin."""
+
+    def __init__(self, method: Callable[Concatenate[Any, _P], Coroutine[Any, Any, _R]]) -> None:
+        self._method = method
+        self._signature = _without_self(method)
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> _Blocking[_P, _R]: ...
+    @overload
+    def __get__(self, obj: _SyncResource[Any], owner: type[Any]) -> Callable[_P, _R]: ...
+    def __get__(
+        self, obj: _SyncResource[Any] | None, owner: type[Any]
+    ) -> _Blocking[_P, _R] | Callable[_P, _R]:
+        if obj is None:
+            return self
+        method = self._method
+
+        def blocking(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return obj._portal.run(method(obj._async, *args, **kwargs))
+
+        functools.update_wrapper(blocking, method)
+        blocking.__signature__ = self._signature  # type: ignore[attr-defined]
+        return blocking
+
+
+class _BlockingStream(Generic[_P]):
+    """Turns a stream method of `RunsClient` into one returning a `SyncRunStream`."""
+
+    def __init__(self, method: Callable[Concatenate[Any, _P], RunStream]) -> None:
+        self._method = method
+        self._signature = _without_self(method).replace(return_annotation="SyncRunStream")
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> _BlockingStream[_P]: ...
+    @overload
+    def __get__(self, obj: _SyncResource[Any], owner: type[Any]) -> Callable[_P, SyncRunStream]: ...
+    def __get__(
+        self, obj: _SyncResource[Any] | None, owner: type[Any]
+    ) -> _BlockingStream[_P] | Callable[_P, SyncRunStream]:
+        if obj is None:
+            return self
+        method = self._method
+
+        def blocking(*args: _P.args, **kwargs: _P.kwargs) -> SyncRunStream:
+            return SyncRunStream(method(obj._async, *args, **kwargs), obj._portal)
+
+        functools.update_wrapper(blocking, method)
+        blocking.__signature__ = self._signature  # type: ignore[attr-defined]
+        return blocking
+
+
+class SyncAssistantsClient(_SyncResource[AssistantsClient]):
+    """The blocking twin of `AssistantsClient`; same methods, same arguments."""
+
+    create = _Blocking(AssistantsClient.create)
+    get = _Blocking(AssistantsClient.get)
+    search = _Blocking(AssistantsClient.search)
+    delete = _Blocking(AssistantsClient.delete)
+
+
+class SyncThreadsClient(_SyncResource[ThreadsClient]):
+    """The blocking twin of `ThreadsClient`; same methods, same arguments."""
+
+    create = _Blocking(ThreadsClient.create)
+    get = _Blocking(ThreadsClient.get)
+    update = _Blocking(ThreadsClient.update)
+    delete = _Blocking(ThreadsClient.delete)
+    search = _Blocking(ThreadsClient.search)
+    get_state = _Blocking(ThreadsClient.get_state)
+    get_history = _Blocking(ThreadsClient.get_history)
+
+
+class SyncRunsClient(_SyncResource[RunsClient]):
+    """The blocking twin of `RunsClient`; same methods, same arguments.
+
+    `stream` and `join_stream` return a `SyncRunStream`, a plain iterator of `StreamPart`s.
+    """
+
+    create = _Blocking(RunsClient.create)
+    wait = _Blocking(RunsClient.wait)
+    wait_run = _Blocking(RunsClient.wait_run)
+    stream = _BlockingStream(RunsClient.stream)
+    get = _Blocking(RunsClient.get)
+    list = _Blocking(RunsClient.list)
+    delete = _Blocking(RunsClient.delete)
+    cancel = _Blocking(RunsClient.cancel)
+    join = _Blocking(RunsClient.join)
+    join_run = _Blocking(RunsClient.join_run)
+    join_stream = _BlockingStream(RunsClient.join_stream)
+
+
+class SyncTurnstileClient:
+    """The blocking client: `assistants`, `threads` and `runs`, as on `TurnstileClient`.
+
+    Calls run on a private event loop in a daemon thread, started on the first call. Close
+    the client with `close()` or `with`.
+    """
+
+    def __init__(self, client: TurnstileClient) -> None:
+        self._client = client
+        self._portal = Portal()
+        self.assistants = SyncAssistantsClient(client.assistants, self._portal)
+        self.threads = SyncThreadsClient(client.threads, self._portal)
+        self.runs = SyncRunsClient(client.runs, self._portal)
+
+    def close(self) -> None:
+        """Closes the channel and stops the loop thread."""
+        self._portal.close(self._client.close())
+
+    def __enter__(self) -> SyncTurnstileClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SyncTurnstileClient {self._client.target!r}>"
+
+
+def get_sync_client(
+    url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = None
+) -> SyncTurnstileClient:
+    """Returns a blocking client for the Turnstile server at `url`; see `get_client`."""
+    return SyncTurnstileClient(get_client(url, api_key=api_key, timeout=timeout))

@@ -1,0 +1,140 @@
+"""`client.threads`: conversation threads, their state and history."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from turnstile._convert import (
+    IF_EXISTS,
+    THREAD_STATUS,
+    checkpoint_to_dict,
+    thread_to_dict,
+    to_struct,
+)
+from turnstile._paging import page_through
+from turnstile._transport import Transport
+from turnstile._types import IfExists, Thread, ThreadState, ThreadStatus
+from turnstile.v1 import thread_service_pb2 as pb
+
+
+class ThreadsClient:
+    """Creates, reads, lists, updates and deletes threads; reads their state and history."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def create(
+        self,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        thread_id: str | None = None,
+        if_exists: IfExists | None = None,
+        request_id: str | None = None,
+    ) -> Thread:
+        """Creates a thread and returns it.
+
+        `if_exists` ("raise", the default, or "do_nothing") says what happens when `thread_id`
+        is taken: `AlreadyExistsError`, or the existing thread is returned. `request_id` is an
+        idempotency key; one is generated when omitted, so the call is safely retried.
+        """
+        request = pb.CreateThreadRequest(
+            thread_id=thread_id or "",
+            metadata=to_struct(metadata, "metadata"),
+            if_exists=IF_EXISTS.encode(if_exists),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        response = await self._transport.unary(
+            lambda s: s.threads.CreateThread, request, pb.CreateThreadResponse, retry=True
+        )
+        return thread_to_dict(response.thread)
+
+    async def get(self, thread_id: str) -> Thread:
+        """Returns one thread with its current state."""
+        response = await self._transport.unary(
+            lambda s: s.threads.GetThread,
+            pb.GetThreadRequest(thread_id=thread_id),
+            pb.GetThreadResponse,
+            retry=True,
+        )
+        return thread_to_dict(response.thread)
+
+    async def update(self, thread_id: str, *, metadata: Mapping[str, Any]) -> Thread:
+        """Merges `metadata` into the thread's metadata (other keys stay) and returns it."""
+        request = pb.UpdateThreadRequest(
+            thread_id=thread_id, metadata=to_struct(metadata, "metadata")
+        )
+        response = await self._transport.unary(
+            lambda s: s.threads.UpdateThread, request, pb.UpdateThreadResponse, retry=False
+        )
+        return thread_to_dict(response.thread)
+
+    async def delete(self, thread_id: str) -> None:
+        """Stops the thread's runs, then deletes the thread, its runs and its checkpoints."""
+        await self._transport.unary(
+            lambda s: s.threads.DeleteThread,
+            pb.DeleteThreadRequest(thread_id=thread_id),
+            pb.DeleteThreadResponse,
+            retry=False,
+        )
+
+    async def search(
+        self,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        status: ThreadStatus | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[Thread]:
+        """Lists threads, newest first, optionally filtered by status and metadata.
+
+        `metadata` matches threads whose metadata contains all its keys with these values.
+        """
+        status_filter = THREAD_STATUS.encode(status)
+        metadata_filter = to_struct(metadata, "metadata")
+
+        async def fetch(page_size: int, page_token: str) -> tuple[Sequence[Thread], str]:
+            request = pb.ListThreadsRequest(
+                status=status_filter,
+                metadata=metadata_filter,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            response = await self._transport.unary(
+                lambda s: s.threads.ListThreads, request, pb.ListThreadsResponse, retry=True
+            )
+            return [thread_to_dict(t) for t in response.threads], response.next_page_token
+
+        return await page_through(fetch, limit=limit, offset=offset)
+
+    async def get_state(self, thread_id: str) -> ThreadState:
+        """Returns the thread's latest checkpoint; `state["values"]` is the current state.
+
+        A thread without checkpoints gives `values == {}` and `checkpoint_id is None`.
+        """
+        response = await self._transport.unary(
+            lambda s: s.threads.GetThreadState,
+            pb.GetThreadStateRequest(thread_id=thread_id),
+            pb.GetThreadStateResponse,
+            retry=True,
+        )
+        return checkpoint_to_dict(response.checkpoint)
+
+    async def get_history(self, thread_id: str, *, limit: int = 10) -> list[ThreadState]:
+        """Returns up to `limit` of the thread's checkpoints, newest first."""
+
+        async def fetch(page_size: int, page_token: str) -> tuple[Sequence[ThreadState], str]:
+            request = pb.GetThreadHistoryRequest(
+                thread_id=thread_id, page_size=page_size, page_token=page_token
+            )
+            response = await self._transport.unary(
+                lambda s: s.threads.GetThreadHistory,
+                request,
+                pb.GetThreadHistoryResponse,
+                retry=True,
+            )
+            checkpoints = [checkpoint_to_dict(c) for c in response.checkpoints]
+            return checkpoints, response.next_page_token
+
+        return await page_through(fetch, limit=limit, offset=0)

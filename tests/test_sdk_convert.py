@@ -1,0 +1,453 @@
+"""The SDK's pure conversions: protos to dicts, enum strings, error trailers, paging."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import pytest
+from google.protobuf import any_pb2, struct_pb2, timestamp_pb2
+from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
+    code_pb2,
+    error_details_pb2,
+    status_pb2,
+)
+
+import turnstile
+from turnstile import _convert as convert
+from turnstile._errors import STATUS_DETAILS_KEY, error_from_status
+from turnstile._paging import page_through
+from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
+
+T0 = datetime.datetime(2024, 6, 25, 18, 30, 12, 123456, tzinfo=datetime.UTC)
+
+
+def timestamp(at: datetime.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(value)
+    return result
+
+
+def trailers(
+    code: int, message: str, *details: Any, extra: Sequence[tuple[str, str | bytes]] = ()
+) -> list[tuple[str, str | bytes]]:
+    """The trailing metadata a server sends with a `google.rpc.Status`."""
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    status = status_pb2.Status(code=code, message=message, details=packed)
+    return [*extra, (STATUS_DETAILS_KEY, status.SerializeToString())]
+
+
+# --- runs, threads, assistants, checkpoints ----------------------------------------------
+
+
+def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names() -> None:
+    run = run_pb2.Run(
+        run_id="r1",
+        thread_id="t1",
+        assistant_id="agent",
+        status=run_pb2.RUN_STATUS_INTERRUPTED,
+        multitask_strategy=run_pb2.MULTITASK_STRATEGY_ROLLBACK,
+        metadata=struct({"user": "ada", "n": 2}),
+        create_time=timestamp(T0),
+        start_time=timestamp(T0 + datetime.timedelta(seconds=1)),
+        end_time=timestamp(T0 + datetime.timedelta(seconds=2)),
+        attempt=1,
+        error=run_pb2.RunError(type="ValueError", message="boom"),
+        cancel_reason="superseded by r2",
+        superseded_by="r2",
+        queue_position=3,
+    )
+
+    assert convert.run_to_dict(run) == {
+        "run_id": "r1",
+        "thread_id": "t1",
+        "assistant_id": "agent",
+        "status": "interrupted",
+        "multitask_strategy": "rollback",
+        "metadata": {"user": "ada", "n": 2.0},
+        "create_time": "2024-06-25T18:30:12.123456+00:00",
+        "start_time": "2024-06-25T18:30:13.123456+00:00",
+        "end_time": "2024-06-25T18:30:14.123456+00:00",
+        "attempt": 1,
+        "error": {"type": "ValueError", "message": "boom"},
+        "cancel_reason": "superseded by r2",
+        "superseded_by": "r2",
+        "queue_position": 3,
+    }
+
+
+def test_run_unset_fields_become_none_and_queue_position_zero_stays_zero() -> None:
+    bare = convert.run_to_dict(run_pb2.Run(run_id="r1", status=run_pb2.RUN_STATUS_RUNNING))
+    assert bare["start_time"] is None
+    assert bare["end_time"] is None
+    assert bare["create_time"] is None
+    assert bare["error"] is None
+    assert bare["cancel_reason"] is None
+    assert bare["superseded_by"] is None
+    assert bare["queue_position"] is None
+    assert bare["metadata"] == {}
+    assert bare["multitask_strategy"] == convert.UNSPECIFIED
+
+    pending = run_pb2.Run(status=run_pb2.RUN_STATUS_PENDING, queue_position=0)
+    assert convert.run_to_dict(pending)["queue_position"] == 0
+
+
+def test_timestamps_are_iso_8601_strings_that_parse_back_to_the_same_instant() -> None:
+    run = run_pb2.Run(create_time=timestamp(T0))
+    created = convert.run_to_dict(run)["create_time"]
+    assert created is not None
+    assert datetime.datetime.fromisoformat(created) == T0
+
+
+def test_thread_converts_with_status_values_and_times() -> None:
+    thread = thread_pb2.Thread(
+        thread_id="t1",
+        metadata=struct({"k": "v"}),
+        status=thread_pb2.THREAD_STATUS_BUSY,
+        values=struct({"messages": [{"type": "human", "content": "hi"}]}),
+        create_time=timestamp(T0),
+    )
+    assert convert.thread_to_dict(thread) == {
+        "thread_id": "t1",
+        "metadata": {"k": "v"},
+        "status": "busy",
+        "values": {"messages": [{"type": "human", "content": "hi"}]},
+        "create_time": "2024-06-25T18:30:12.123456+00:00",
+        "update_time": None,
+    }
+
+
+def test_assistant_converts_with_config_and_metadata() -> None:
+    assistant = assistant_pb2.Assistant(
+        assistant_id="a1",
+        graph_id="agent",
+        name="weather",
+        config=struct({"configurable": {"model": "x"}}),
+        update_time=timestamp(T0),
+    )
+    assert convert.assistant_to_dict(assistant) == {
+        "assistant_id": "a1",
+        "graph_id": "agent",
+        "name": "weather",
+        "config": {"configurable": {"model": "x"}},
+        "metadata": {},
+        "create_time": None,
+        "update_time": "2024-06-25T18:30:12.123456+00:00",
+    }
+
+
+def test_checkpoint_converts_to_a_thread_state() -> None:
+    checkpoint = thread_pb2.Checkpoint(
+        checkpoint_id="c1",
+        thread_id="t1",
+        run_id="r1",
+        step=2,
+        source=thread_pb2.CHECKPOINT_SOURCE_STEP,
+        values=struct({"messages": []}),
+        create_time=timestamp(T0),
+    )
+    assert convert.checkpoint_to_dict(checkpoint) == {
+        "values": {"messages": []},
+        "checkpoint_id": "c1",
+        "thread_id": "t1",
+        "run_id": "r1",
+        "step": 2,
+        "source": "step",
+        "create_time": "2024-06-25T18:30:12.123456+00:00",
+    }
+
+
+def test_state_of_a_thread_without_checkpoints_has_empty_values_and_no_ids() -> None:
+    state = convert.checkpoint_to_dict(thread_pb2.Checkpoint(thread_id="t1"))
+    assert state["values"] == {}
+    assert state["checkpoint_id"] is None
+    assert state["run_id"] is None
+    assert state["source"] is None
+    assert state["create_time"] is None
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+def test_struct_round_trip_keeps_json_shape_but_numbers_come_back_as_floats() -> None:
+    value = {"a": 1, "b": [1, 2.5, {"c": None}], "d": True, "e": "s", "f": {}}
+    encoded = convert.to_struct(value, "input")
+    assert encoded is not None
+    decoded = convert.struct_to_dict(encoded)
+    assert decoded == {"a": 1.0, "b": [1.0, 2.5, {"c": None}], "d": True, "e": "s", "f": {}}
+    assert isinstance(decoded["a"], float)
+
+
+def test_none_stays_unset_and_an_empty_object_is_set() -> None:
+    assert convert.to_struct(None, "input") is None
+    empty = convert.to_struct({}, "input")
+    assert empty is not None
+    assert convert.struct_to_dict(empty) == {}
+
+
+@pytest.mark.parametrize(
+    "value", [{"when": datetime.datetime.now(datetime.UTC)}, [1, 2], "text", {1: "int key"}]
+)
+def test_non_json_objects_raise_type_error_naming_the_argument(value: Any) -> None:
+    with pytest.raises(TypeError, match="input"):
+        convert.to_struct(value, "input")
+
+
+def test_an_unset_value_decodes_to_none() -> None:
+    assert convert.value_to_python(struct_pb2.Value()) is None
+
+
+def test_a_batch_of_events_gives_one_part_per_event_in_order() -> None:
+    events = [
+        run_pb2.RunEvent(seq=4, run_id="r", event="values", data=struct_pb2.Value(number_value=1)),
+        run_pb2.RunEvent(seq=5, run_id="r", event="messages", data=struct_pb2.Value()),
+        run_pb2.RunEvent(
+            seq=6,
+            run_id="r",
+            event="end",
+            data=struct_pb2.Value(struct_value=struct({"status": "success"})),
+        ),
+    ]
+    parts = convert.event_parts(events)
+    assert parts == [
+        turnstile.StreamPart("values", 1.0, 4),
+        turnstile.StreamPart("messages", None, 5),
+        turnstile.StreamPart("end", {"status": "success"}, 6),
+    ]
+    assert parts[2].event == "end"
+    assert parts[2].data == {"status": "success"}
+    assert parts[2].seq == 6
+
+
+# --- enums ---------------------------------------------------------------------------------
+
+CODECS: list[tuple[convert.EnumCodec[Any], list[str]]] = [
+    (convert.MULTITASK_STRATEGY, ["reject", "interrupt", "rollback", "enqueue"]),
+    (
+        convert.RUN_STATUS,
+        ["pending", "running", "success", "error", "timeout", "interrupted"],
+    ),
+    (convert.THREAD_STATUS, ["idle", "busy", "interrupted", "error"]),
+    (convert.STREAM_MODE, ["values", "updates", "messages", "custom"]),
+    (convert.CANCEL_ACTION, ["interrupt", "rollback"]),
+    (convert.IF_NOT_EXISTS, ["reject", "create"]),
+    (convert.IF_EXISTS, ["raise", "do_nothing"]),
+    (convert.CHECKPOINT_SOURCE, ["input", "step"]),
+]
+
+
+@pytest.mark.parametrize(("codec", "names"), CODECS)
+def test_enum_strings_are_the_lower_case_names_without_prefix_and_round_trip(
+    codec: convert.EnumCodec[Any], names: list[str]
+) -> None:
+    assert list(codec.names) == names
+    for name in names:
+        assert codec.encode(name) != 0
+        assert codec.decode(codec.encode(name)) == name
+
+
+@pytest.mark.parametrize(("codec", "names"), CODECS)
+def test_none_encodes_as_unspecified(codec: convert.EnumCodec[Any], names: list[str]) -> None:
+    assert codec.encode(None) == 0
+    assert codec.decode(0) == convert.UNSPECIFIED
+
+
+@pytest.mark.parametrize("bad", ["bogus", "Reject", "REJECT", "MULTITASK_STRATEGY_REJECT", ""])
+def test_unknown_strategy_strings_raise_value_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="expected one of 'reject', 'interrupt'"):
+        convert.MULTITASK_STRATEGY.encode(bad)
+
+
+def test_unhashable_input_raises_value_error_not_type_error() -> None:
+    with pytest.raises(ValueError, match="unknown run status"):
+        convert.RUN_STATUS.encode(["pending"])  # type: ignore[arg-type]
+
+
+def test_unknown_enum_numbers_from_a_newer_server_decode_as_unspecified() -> None:
+    assert convert.RUN_STATUS.decode(99) == convert.UNSPECIFIED
+
+
+def test_stream_mode_accepts_one_mode_or_several() -> None:
+    assert convert.stream_modes(None) == []
+    assert convert.stream_modes("values") == [run_pb2.STREAM_MODE_VALUES]
+    assert convert.stream_modes(["updates", "messages"]) == [
+        run_pb2.STREAM_MODE_UPDATES,
+        run_pb2.STREAM_MODE_MESSAGES,
+    ]
+    with pytest.raises(ValueError, match="stream mode 'debug'"):
+        convert.stream_modes(["values", "debug"])
+
+
+async def test_unknown_strings_raise_before_any_call_is_made() -> None:
+    # Nothing listens on port 1: reaching the network would fail with UnavailableError.
+    client = turnstile.get_client("127.0.0.1:1", timeout=1)
+    try:
+        with pytest.raises(ValueError, match="strategy"):
+            await client.runs.create("t", "agent", multitask_strategy="later")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="cancel action"):
+            await client.runs.cancel("t", "r", action="stop")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="stream mode"):
+            client.runs.stream("t", "agent", stream_mode="debug")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="thread status"):
+            await client.threads.search(status="done")  # type: ignore[arg-type]
+    finally:
+        await client.close()
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_thread_busy_parses_into_conflict_error_with_reason_and_metadata() -> None:
+    info = error_details_pb2.ErrorInfo(
+        reason="THREAD_BUSY",
+        domain="turnstile.v1",
+        metadata={"inflight_run_ids": "r1,r2", "thread_id": "t1"},
+    )
+    error = error_from_status(
+        grpc.StatusCode.ABORTED,
+        "thread t1 is busy",
+        trailers(code_pb2.ABORTED, "thread t1 is busy", info, extra=[("x-other", "1")]),
+    )
+    assert type(error) is turnstile.ConflictError
+    assert isinstance(error, turnstile.TurnstileError)
+    assert error.code == grpc.StatusCode.ABORTED
+    assert error.reason == "THREAD_BUSY"
+    assert error.domain == "turnstile.v1"
+    assert error.metadata == {"inflight_run_ids": "r1,r2", "thread_id": "t1"}
+    assert error.message == "thread t1 is busy"
+    assert "THREAD_BUSY" in str(error)
+
+
+def test_error_info_is_found_after_other_details() -> None:
+    retry = error_details_pb2.RetryInfo()
+    info = error_details_pb2.ErrorInfo(reason="RUN_NOT_FOUND", metadata={"run_id": "r9"})
+    error = error_from_status(
+        grpc.StatusCode.NOT_FOUND, "", trailers(code_pb2.NOT_FOUND, "run r9 not found", retry, info)
+    )
+    assert type(error) is turnstile.NotFoundError
+    assert error.reason == "RUN_NOT_FOUND"
+    assert error.metadata == {"run_id": "r9"}
+    assert error.message == "run r9 not found"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.CANCELLED, turnstile.RequestCancelledError),
+        (grpc.StatusCode.UNKNOWN, turnstile.UnknownError),
+        (grpc.StatusCode.INVALID_ARGUMENT, turnstile.InvalidArgumentError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, turnstile.DeadlineExceededError),
+        (grpc.StatusCode.NOT_FOUND, turnstile.NotFoundError),
+        (grpc.StatusCode.ALREADY_EXISTS, turnstile.AlreadyExistsError),
+        (grpc.StatusCode.PERMISSION_DENIED, turnstile.PermissionDeniedError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, turnstile.ResourceExhaustedError),
+        (grpc.StatusCode.FAILED_PRECONDITION, turnstile.FailedPreconditionError),
+        (grpc.StatusCode.ABORTED, turnstile.ConflictError),
+        (grpc.StatusCode.OUT_OF_RANGE, turnstile.OutOfRangeError),
+        (grpc.StatusCode.UNIMPLEMENTED, turnstile.UnimplementedError),
+        (grpc.StatusCode.INTERNAL, turnstile.InternalError),
+        (grpc.StatusCode.UNAVAILABLE, turnstile.UnavailableError),
+        (grpc.StatusCode.DATA_LOSS, turnstile.DataLossError),
+        (grpc.StatusCode.UNAUTHENTICATED, turnstile.UnauthenticatedError),
+    ],
+)
+def test_every_status_code_has_its_own_exception_class(
+    code: Any, cls: type[turnstile.TurnstileError]
+) -> None:
+    info = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain="turnstile.v1")
+    error = error_from_status(code, "m", trailers(code.value[0], "m", info))
+    assert type(error) is cls
+    assert cls.code == code
+    assert error.code == code
+    assert error.reason == "SOME_REASON"
+
+
+def test_an_error_without_details_has_empty_reason_and_metadata() -> None:
+    error = error_from_status(grpc.StatusCode.UNAVAILABLE, "connection refused", None)
+    assert type(error) is turnstile.UnavailableError
+    assert error.reason == ""
+    assert error.domain == ""
+    assert error.metadata == {}
+    assert error.message == "connection refused"
+
+
+def test_garbage_in_the_details_trailer_is_ignored() -> None:
+    error = error_from_status(
+        grpc.StatusCode.INTERNAL, "internal error", [(STATUS_DETAILS_KEY, b"\xff\xfe not proto")]
+    )
+    assert type(error) is turnstile.InternalError
+    assert error.reason == ""
+
+
+def test_a_status_without_error_info_keeps_the_code_and_message() -> None:
+    error = error_from_status(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad id",
+        trailers(code_pb2.INVALID_ARGUMENT, "bad id", error_details_pb2.RetryInfo()),
+    )
+    assert type(error) is turnstile.InvalidArgumentError
+    assert error.reason == ""
+    assert error.message == "bad id"
+
+
+# --- paging --------------------------------------------------------------------------------
+
+
+class Listing:
+    """A listing of `total` numbers served in pages of at most `cap` items."""
+
+    def __init__(self, total: int, cap: int) -> None:
+        self.items = list(range(total))
+        self.cap = cap
+        self.requests: list[tuple[int, str]] = []
+
+    async def fetch(self, page_size: int, page_token: str) -> tuple[Sequence[int], str]:
+        self.requests.append((page_size, page_token))
+        start = int(page_token or 0)
+        end = start + min(page_size, self.cap)
+        return self.items[start:end], str(end) if end < len(self.items) else ""
+
+
+@pytest.mark.parametrize(
+    ("total", "cap", "limit", "offset", "expected"),
+    [
+        (25, 50, 10, 0, list(range(10))),
+        (25, 50, 10, 20, list(range(20, 25))),
+        (25, 4, 10, 3, list(range(3, 13))),
+        (25, 50, 10, 30, []),
+        (3, 50, 10, 0, [0, 1, 2]),
+    ],
+)
+async def test_limit_and_offset_page_through_the_listing(
+    total: int, cap: int, limit: int, offset: int, expected: list[int]
+) -> None:
+    listing = Listing(total, cap)
+    assert await page_through(listing.fetch, limit=limit, offset=offset) == expected
+
+
+async def test_paging_asks_only_for_what_it_needs_and_follows_tokens() -> None:
+    listing = Listing(100, 4)
+    assert await page_through(listing.fetch, limit=6, offset=2) == [2, 3, 4, 5, 6, 7]
+    assert listing.requests == [(8, ""), (4, "4")]
+
+
+async def test_a_zero_limit_makes_no_call_and_negative_values_raise() -> None:
+    listing = Listing(10, 10)
+    assert await page_through(listing.fetch, limit=0, offset=0) == []
+    assert listing.requests == []
+    with pytest.raises(ValueError, match="limit"):
+        await page_through(listing.fetch, limit=-1, offset=0)
+    with pytest.raises(ValueError, match="offset"):
+        await page_through(listing.fetch, limit=1, offset=-1)
