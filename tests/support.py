@@ -96,10 +96,10 @@ def registry() -> GraphRegistry:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.01
+    check: Callable[[], Awaitable[T]], *, within: float = 10.0, interval: float = 0.01
 ) -> T:
-    """Retries `check` until it stops raising AssertionError, or fails after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """Retries `check` until it stops raising AssertionError, or fails after `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         try:
             return await check()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from turnstile_server.errors import InvalidArgument, InvalidInput, UnknownGraph
 from turnstile_server.graph import Graph, GraphRegistry, RunContext, load_graph
 from turnstile_server.graphs.agent import TOOL_NAME, agent

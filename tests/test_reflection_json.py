@@ -12,8 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, json_format
-from google.protobuf import message_factory
+from google.protobuf import (
+    descriptor,
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
+
 from turnstile_server.errors import InvalidArgument, InvalidInput
 from turnstile_server.state import ThreadState, fold, normalize_input, normalize_update
 
