@@ -65,6 +65,7 @@ async def recording(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dic
     """`steps` steps (input), each entering and leaving the step log around a few awaits."""
     for step in range(int(ctx.input.get("steps", 3))):
         pause = float(ctx.input.get("pause", 0.001))
+        unwind = float(ctx.input.get("unwind", 0.02))
         STEPS.enter(ctx.thread_id, ctx.run_id)
         try:
             for _ in range(3):
@@ -73,7 +74,7 @@ async def recording(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dic
         except asyncio.CancelledError:
             # Unwinding takes time too (closing a connection, say): a superseding run must
             # not start before it is over.
-            await asyncio.sleep(pause)
+            await asyncio.sleep(unwind)
             raise
         finally:
             STEPS.exit(ctx.thread_id, ctx.run_id)

@@ -1,0 +1,95 @@
+"""Concurrency guarantees under contention (SPEC §3, guarantees 1 and 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from tests.support import GATES, STEPS
+from turnstile import ConflictError, NotFoundError, TurnstileClient
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_concurrent_reject_creates_on_an_idle_thread_admit_exactly_one(
+    client: TurnstileClient,
+) -> None:
+    for round_ in range(20):
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        gate = f"round-{round_}"
+        results = await asyncio.gather(
+            *(
+                client.runs.create(tid, "gated", input={"gates": [gate]}, multitask_strategy="reject")
+                for _ in range(50)
+            ),
+            return_exceptions=True,
+        )
+        admitted = [r for r in results if isinstance(r, dict)]
+        refused = [r for r in results if isinstance(r, ConflictError)]
+        assert len(admitted) == 1, f"round {round_}: {len(admitted)} admitted"
+        assert len(refused) == 49
+        assert all(r.metadata["inflight_run_ids"] == admitted[0]["run_id"] for r in refused)
+        assert len(await client.runs.list(tid, limit=100)) == 1, "a refusal writes nothing"
+        GATES.open(gate)
+        await client.runs.join(tid, admitted[0]["run_id"])
+
+
+async def test_bursts_of_interrupt_and_rollback_never_overlap_two_runs_of_a_thread(
+    client: TurnstileClient,
+) -> None:
+    rng = random.Random(7)
+    threads = [(await client.threads.create())["thread_id"] for _ in range(8)]
+
+    async def burst(tid: str) -> list[str]:
+        created = []
+        for _ in range(12):
+            strategy = rng.choice(["interrupt", "rollback", "interrupt", "rollback", "enqueue"])
+            run = await client.runs.create(
+                tid, "recording", input={"steps": 3, "pause": 0.003, "unwind": 0.05}, multitask_strategy=strategy
+            )
+            created.append(run["run_id"])
+            await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005]))
+        return created
+
+    bursts = await asyncio.gather(*(burst(tid) for tid in threads))
+    for tid, created in zip(threads, bursts, strict=True):
+        await client.runs.join(tid, created[-1])
+        surviving = {r["run_id"]: r for r in await client.runs.list(tid, limit=100)}
+        assert all(r["status"] not in ("pending", "running") for r in surviving.values())
+        history = await client.threads.get_history(tid, limit=1000)
+        written = {c["run_id"] for c in history}
+        assert written <= set(surviving), "no checkpoint of a rolled-back run survives"
+        for run_id in set(created) - set(surviving):
+            with pytest.raises(NotFoundError):
+                await client.runs.get(tid, run_id)
+    assert STEPS.steps > 0
+    assert STEPS.overlaps == [], "two runs of one thread were inside a step at once"
+
+
+async def test_rollback_restores_the_values_exactly_and_keeps_no_checkpoint_of_the_run(
+    client: TurnstileClient,
+) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    for word in ("one", "two"):
+        await client.runs.wait(tid, "echo", input={"messages": [{"role": "user", "content": word}]})
+    before = await client.threads.get_state(tid)
+    history_before = await client.threads.get_history(tid, limit=100)
+
+    doomed = await client.runs.create(tid, "gated", input={"gates": ["g1", "g2"], "extra": 1})
+    GATES.open("g1")
+    await GATES.arrived("g2").wait()
+    progressed = await client.threads.get_state(tid)
+    assert progressed["run_id"] == doomed["run_id"], "the run had written checkpoints"
+
+    cancelled = await client.runs.cancel(tid, doomed["run_id"], wait=True, action="rollback")
+    assert cancelled["status"] == "interrupted"
+    after = await client.threads.get_state(tid)
+    assert after["values"] == before["values"]
+    assert after["checkpoint_id"] == before["checkpoint_id"]
+    assert await client.threads.get_history(tid, limit=100) == history_before
+    with pytest.raises(NotFoundError):
+        await client.runs.get(tid, doomed["run_id"])
+    assert (await client.threads.get(tid))["status"] == "idle"
