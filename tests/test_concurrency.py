@@ -22,7 +22,9 @@ async def test_concurrent_reject_creates_on_an_idle_thread_admit_exactly_one(
         gate = f"round-{round_}"
         results = await asyncio.gather(
             *(
-                client.runs.create(tid, "gated", input={"gates": [gate]}, multitask_strategy="reject")
+                client.runs.create(
+                    tid, "gated", input={"gates": [gate]}, multitask_strategy="reject"
+                )
                 for _ in range(50)
             ),
             return_exceptions=True,
@@ -48,7 +50,10 @@ async def test_bursts_of_interrupt_and_rollback_never_overlap_two_runs_of_a_thre
         for _ in range(12):
             strategy = rng.choice(["interrupt", "rollback", "interrupt", "rollback", "enqueue"])
             run = await client.runs.create(
-                tid, "recording", input={"steps": 3, "pause": 0.003, "unwind": 0.05}, multitask_strategy=strategy
+                tid,
+                "recording",
+                input={"steps": 3, "pause": 0.003, "unwind": 0.05},
+                multitask_strategy=strategy,
             )
             created.append(run["run_id"])
             await asyncio.sleep(rng.choice([0, 0, 0.001, 0.005]))

@@ -134,7 +134,8 @@ async def run_demo(*, step_seconds: float = 0.8) -> None:
                 "agent", config={"configurable": {"step_seconds": step_seconds}}
             )
             print(
-                f"turnstile demo: server on {app.address}, assistant {json.dumps(assistant['assistant_id'])}"
+                f"turnstile demo: server on {app.address},"
+                f" assistant {json.dumps(assistant['assistant_id'])}"
             )
             for title, scenario in (
                 ("Reject", reject),
