@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,7 @@ def random_id() -> str:
 
 
 async def stream_events(
-    responses: AsyncIterator[
+    responses: AsyncIterable[
         run_service_pb2.StreamRunResponse | run_service_pb2.JoinRunStreamResponse
     ],
 ) -> list[tuple[int, str, Any]]:

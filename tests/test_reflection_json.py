@@ -208,7 +208,9 @@ async def test_reflection_describes_every_method_with_its_messages(client: JsonC
     assert run_service.FindMethodByName("StreamRun").server_streaming
     wait = run_service.FindMethodByName("WaitRun")
     assert wait.input_type.full_name == "turnstile.v1.WaitRunRequest"
-    assert wait.output_type.fields_by_name["run"].message_type.full_name == "turnstile.v1.Run"
+    run_type = wait.output_type.fields_by_name["run"].message_type
+    assert run_type is not None
+    assert run_type.full_name == "turnstile.v1.Run"
 
 
 async def test_create_thread_and_wait_run_with_plain_json(client: JsonClient) -> None:

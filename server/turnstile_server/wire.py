@@ -95,11 +95,16 @@ def uuid_id(value: str, field: str, *, required: bool = True) -> str:
         ) from None
 
 
+MAX_SECONDS = 366 * 24 * 3600.0
+
+
 def seconds(value: float, field: str) -> float:
-    """Checks a non-negative, finite number of seconds."""
-    if not math.isfinite(value) or value < 0:
+    """Checks a non-negative, finite number of seconds, at most a year."""
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
         raise InvalidArgument(
-            f"{field} must be a finite number >= 0", reason="INVALID_NUMBER", field=field
+            f"{field} must be a number of seconds from 0 to {MAX_SECONDS:.0f}",
+            reason="INVALID_NUMBER",
+            field=field,
         )
     return value
 
@@ -114,9 +119,10 @@ def page(page_size: int, page_token: str, *, default: int) -> tuple[int, int | N
     try:
         text = base64.urlsafe_b64decode(page_token.encode()).decode()
         prefix, cursor = text.split(":", 1)
-        if prefix != "c1":
+        number = int(cursor)
+        if prefix != "c1" or not 0 <= number < 2**63:
             raise ValueError(prefix)
-        return limit, int(cursor)
+        return limit, number
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument(
             "page_token is not a token this server issued",
@@ -130,9 +136,14 @@ def next_token(cursor: int | None) -> str:
     return "" if cursor is None else base64.urlsafe_b64encode(f"c1:{cursor}".encode()).decode()
 
 
-def to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """Converts a Struct to a plain dict."""
-    result: dict[str, Any] = json_format.MessageToDict(struct)
+def to_dict(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
+    """Converts a Struct to a plain dict; NaN and infinities are refused (JSON has neither)."""
+    try:
+        result: dict[str, Any] = json_format.MessageToDict(struct)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field or 'a JSON field'}: {exc}", reason="INVALID_INPUT", field=field or None
+        ) from None
     return result
 
 

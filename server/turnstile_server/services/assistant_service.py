@@ -54,8 +54,8 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
             assistant_id or str(uuid.uuid4()),
             request.graph_id,
             request.name,
-            wire.to_dict(request.config),
-            wire.to_dict(request.metadata),
+            wire.to_dict(request.config, "config"),
+            wire.to_dict(request.metadata, "metadata"),
         )
         if_exists = wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists")
         created = await self._store.assistants.create(record, if_exists=if_exists)
@@ -71,7 +71,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
         self, request: pb.ListAssistantsRequest, context: Any
     ) -> pb.ListAssistantsResponse:
         limit, cursor = wire.page(request.page_size, request.page_token, default=50)
-        metadata = wire.to_dict(request.metadata)
+        metadata = wire.to_dict(request.metadata, "metadata")
         # The built-in assistants come first, on the first page, in addition to `page_size`.
         builtins = (
             []

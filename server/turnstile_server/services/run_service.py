@@ -36,19 +36,19 @@ class RunService(pb_grpc.RunServiceServicer):
         assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
         self._graphs.get(assistant.graph_id)
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
-        config = _merge_config(assistant.config, wire.to_dict(request.config))
+        config = _merge_config(assistant.config, wire.to_dict(request.config, "config"))
         return RunSpec(
             thread_id=thread_id,
             assistant_id=assistant.assistant_id,
             graph_id=assistant.graph_id,
-            input=normalize_input(wire.to_dict(request.input))
+            input=normalize_input(wire.to_dict(request.input, "input"))
             if request.HasField("input")
             else None,
             multitask_strategy=wire.enum_value(
                 wire.STRATEGIES, request.multitask_strategy, "multitask_strategy"
             ),
             config=config,
-            metadata=wire.to_dict(request.metadata),
+            metadata=wire.to_dict(request.metadata, "metadata"),
             stream_mode=list(dict.fromkeys(modes)) or ["values"],
             after_seconds=wire.seconds(request.after_seconds, "after_seconds"),
             create_thread=wire.enum_value(

@@ -29,7 +29,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread_id = wire.uuid_id(request.thread_id, "thread_id", required=False)
         thread = await self._store.threads.create(
             thread_id or str(uuid.uuid4()),
-            wire.to_dict(request.metadata),
+            wire.to_dict(request.metadata, "metadata"),
             if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
             request_id=request.request_id,
         )
@@ -45,7 +45,10 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         limit, cursor = wire.page(request.page_size, request.page_token, default=50)
         status = wire.optional_enum(wire.THREAD_STATUSES, request.status, "status")
         threads, next_cursor = await self._store.threads.list(
-            status=status, metadata=wire.to_dict(request.metadata), limit=limit, before=cursor
+            status=status,
+            metadata=wire.to_dict(request.metadata, "metadata"),
+            limit=limit,
+            before=cursor,
         )
         return pb.ListThreadsResponse(
             threads=[await self._message(t) for t in threads],
@@ -57,7 +60,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
     ) -> pb.UpdateThreadResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         thread = await self._store.threads.update_metadata(
-            thread_id, wire.to_dict(request.metadata)
+            thread_id, wire.to_dict(request.metadata, "metadata")
         )
         return pb.UpdateThreadResponse(thread=await self._message(thread))
 

@@ -1,0 +1,529 @@
+"""SPEC §9, row by row: each domain error's gRPC code and its `ErrorInfo` (reason, domain)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests import support
+from tests.rpc import DOMAIN, ErrorDetails, Stubs, error_info, human_input, random_id, struct
+from turnstile.v1 import (
+    assistant_pb2,
+    assistant_service_pb2,
+    run_pb2,
+    run_service_pb2,
+    thread_pb2,
+    thread_service_pb2,
+)
+from turnstile_server.app import App
+
+GATE_TIMEOUT = 10.0
+# Enum numbers the contract does not define; proto3 enums are open, so they reach the server.
+BAD_CANCEL_ACTION = run_pb2.CancelAction.ValueType(99)
+BAD_IF_EXISTS = assistant_pb2.IfExists.ValueType(99)
+BAD_THREAD_STATUS = thread_pb2.ThreadStatus.ValueType(99)
+BAD_RUN_STATUS = run_pb2.RunStatus.ValueType(99)
+
+Call = Callable[[], Awaitable[Any]]
+
+
+@pytest.fixture
+async def stubs(app: App) -> AsyncIterator[Stubs]:
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        yield Stubs(channel)
+
+
+async def failure(call: Call) -> ErrorDetails:
+    """Makes the call, expects it to fail, and returns what the failure said."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call()
+    return error_info(caught.value)
+
+
+def assert_error(error: ErrorDetails, code: grpc.StatusCode, reason: str, **metadata: str) -> None:
+    """Checks code, reason, domain and the given metadata entries of a failure."""
+    assert (error.code, error.reason, error.domain) == (code, reason, DOMAIN), error
+    assert error.message.strip(), error
+    assert "Traceback" not in error.message, error
+    for key, value in metadata.items():
+        assert error.metadata.get(key) == value, (key, error.metadata)
+
+
+async def new_thread(stubs: Stubs) -> str:
+    response: thread_service_pb2.CreateThreadResponse = await stubs.threads.CreateThread(
+        thread_service_pb2.CreateThreadRequest()
+    )
+    return response.thread.thread_id
+
+
+async def finished_run(stubs: Stubs, thread_id: str) -> run_pb2.Run:
+    response: run_service_pb2.WaitRunResponse = await stubs.runs.WaitRun(
+        run_service_pb2.WaitRunRequest(
+            thread_id=thread_id, assistant_id="echo", input=human_input("hi")
+        )
+    )
+    assert response.run.status == run_pb2.RUN_STATUS_SUCCESS
+    return response.run
+
+
+async def running_gated_run(stubs: Stubs, thread_id: str, gate: str) -> run_pb2.Run:
+    """Starts a `gated` run and returns once it is RUNNING, held at `gate`."""
+    response: run_service_pb2.CreateRunResponse = await stubs.runs.CreateRun(
+        run_service_pb2.CreateRunRequest(
+            thread_id=thread_id, assistant_id="gated", input=struct({"gates": [gate]})
+        )
+    )
+    async with asyncio.timeout(GATE_TIMEOUT):
+        await support.GATES.arrived(gate).wait()
+    return response.run
+
+
+async def release(stubs: Stubs, run: run_pb2.Run, gate: str) -> None:
+    """Opens the gate and waits for the run to end, so no run outlives the test."""
+    support.GATES.open(gate)
+    joined = await stubs.runs.JoinRun(
+        run_service_pb2.JoinRunRequest(thread_id=run.thread_id, run_id=run.run_id)
+    )
+    assert joined.run.status == run_pb2.RUN_STATUS_SUCCESS
+
+
+def create_run(thread_id: str, **fields: Any) -> run_service_pb2.CreateRunRequest:
+    fields.setdefault("assistant_id", "echo")
+    return run_service_pb2.CreateRunRequest(thread_id=thread_id, **fields)
+
+
+def page_token(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+# NOT_FOUND
+
+
+async def test_unknown_thread_is_not_found_thread_not_found(stubs: Stubs) -> None:
+    thread_id = random_id()
+
+    error = await failure(
+        lambda: stubs.threads.GetThread(thread_service_pb2.GetThreadRequest(thread_id=thread_id))
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "THREAD_NOT_FOUND", thread_id=thread_id)
+
+
+async def test_run_on_unknown_thread_is_not_found_thread_not_found(stubs: Stubs) -> None:
+    thread_id = random_id()
+
+    error = await failure(lambda: stubs.runs.CreateRun(create_run(thread_id)))
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "THREAD_NOT_FOUND", thread_id=thread_id)
+
+
+async def test_unknown_run_is_not_found_run_not_found(stubs: Stubs) -> None:
+    thread_id = await new_thread(stubs)
+    run_id = random_id()
+
+    error = await failure(
+        lambda: stubs.runs.GetRun(run_service_pb2.GetRunRequest(thread_id=thread_id, run_id=run_id))
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND", run_id=run_id)
+
+
+async def test_run_of_another_thread_is_not_found_run_not_found(stubs: Stubs) -> None:
+    run = await finished_run(stubs, await new_thread(stubs))
+    other_thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.runs.GetRun(
+            run_service_pb2.GetRunRequest(thread_id=other_thread_id, run_id=run.run_id)
+        )
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND", run_id=run.run_id)
+
+
+async def test_run_with_unknown_assistant_is_not_found_assistant_not_found(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.runs.CreateRun(create_run(thread_id, assistant_id="nosuch"))
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "ASSISTANT_NOT_FOUND", assistant_id="nosuch")
+
+
+async def test_unknown_assistant_is_not_found_assistant_not_found(stubs: Stubs) -> None:
+    assistant_id = random_id()
+
+    error = await failure(
+        lambda: stubs.assistants.GetAssistant(
+            assistant_service_pb2.GetAssistantRequest(assistant_id=assistant_id)
+        )
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "ASSISTANT_NOT_FOUND", assistant_id=assistant_id)
+
+
+# INVALID_ARGUMENT
+
+
+async def test_malformed_thread_id_is_invalid_argument_invalid_id(stubs: Stubs) -> None:
+    error = await failure(
+        lambda: stubs.threads.GetThread(thread_service_pb2.GetThreadRequest(thread_id="nope"))
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ID", field="thread_id")
+
+
+async def test_missing_thread_id_is_invalid_argument_missing_field(stubs: Stubs) -> None:
+    error = await failure(lambda: stubs.runs.CreateRun(create_run("")))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "MISSING_FIELD", field="thread_id")
+
+
+async def test_unknown_graph_is_invalid_argument_unknown_graph(stubs: Stubs) -> None:
+    error = await failure(
+        lambda: stubs.assistants.CreateAssistant(
+            assistant_service_pb2.CreateAssistantRequest(graph_id="nosuch")
+        )
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_GRAPH")
+    assert "nosuch" in error.message
+
+
+@pytest.mark.parametrize(
+    "run_input",
+    [
+        pytest.param({"messages": "hi"}, id="messages-as-a-string"),
+        pytest.param({"messages": [{"role": "wizard", "content": "hi"}]}, id="unknown-role"),
+        pytest.param({"messages": [{"role": "user"}]}, id="message-without-content"),
+        pytest.param({"messages": [{"role": "user", "content": "hi"}], "x": math.nan}, id="nan"),
+    ],
+)
+async def test_bad_input_shape_is_invalid_argument_invalid_input(
+    stubs: Stubs, run_input: dict[str, Any]
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.runs.CreateRun(create_run(thread_id, input=struct(run_input)))
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+
+
+@pytest.mark.parametrize(
+    ("field", "make"),
+    [
+        pytest.param(
+            "multitask_strategy",
+            lambda thread_id: create_run(thread_id, multitask_strategy=99),
+            id="multitask_strategy",
+        ),
+        pytest.param(
+            "stream_mode",
+            lambda thread_id: create_run(thread_id, stream_mode=[99]),
+            id="stream_mode",
+        ),
+        pytest.param(
+            "if_not_exists",
+            lambda thread_id: create_run(thread_id, if_not_exists=99),
+            id="if_not_exists",
+        ),
+    ],
+)
+async def test_out_of_range_enum_number_is_invalid_argument_invalid_enum(
+    stubs: Stubs, field: str, make: Callable[[str], run_service_pb2.CreateRunRequest]
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(lambda: stubs.runs.CreateRun(make(thread_id)))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM", field=field)
+
+
+async def test_out_of_range_cancel_action_is_invalid_argument_invalid_enum(stubs: Stubs) -> None:
+    thread_id = await new_thread(stubs)
+    run = await running_gated_run(stubs, thread_id, "g1")
+
+    error = await failure(
+        lambda: stubs.runs.CancelRun(
+            run_service_pb2.CancelRunRequest(
+                thread_id=thread_id, run_id=run.run_id, action=BAD_CANCEL_ACTION
+            )
+        )
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM", field="action")
+    await release(stubs, run, "g1")
+
+
+@pytest.mark.parametrize(
+    "after_seconds",
+    [
+        pytest.param(-1.0, id="negative"),
+        pytest.param(math.inf, id="infinite"),
+        pytest.param(math.nan, id="nan"),
+        pytest.param(1e300, id="beyond-any-timestamp"),
+    ],
+)
+async def test_bad_after_seconds_is_invalid_argument_invalid_number(
+    stubs: Stubs, after_seconds: float
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.runs.CreateRun(create_run(thread_id, after_seconds=after_seconds))
+    )
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NUMBER", field="after_seconds")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("garbage", id="not-base64"),
+        pytest.param(page_token("abc"), id="no-prefix"),
+        pytest.param(page_token("c2:5"), id="other-version"),
+        pytest.param(page_token("c1:five"), id="cursor-not-a-number"),
+        pytest.param(page_token("c1:" + "9" * 30), id="cursor-beyond-int64"),
+    ],
+)
+async def test_bad_page_token_is_invalid_argument_invalid_page_token(
+    stubs: Stubs, token: str
+) -> None:
+    thread_id = await new_thread(stubs)
+    calls: list[Call] = [
+        lambda: stubs.threads.ListThreads(thread_service_pb2.ListThreadsRequest(page_token=token)),
+        lambda: stubs.threads.GetThreadHistory(
+            thread_service_pb2.GetThreadHistoryRequest(thread_id=thread_id, page_token=token)
+        ),
+        lambda: stubs.runs.ListRuns(
+            run_service_pb2.ListRunsRequest(thread_id=thread_id, page_token=token)
+        ),
+        lambda: stubs.assistants.ListAssistants(
+            assistant_service_pb2.ListAssistantsRequest(page_token=token)
+        ),
+    ]
+
+    for call in calls:
+        error = await failure(call)
+        assert_error(
+            error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", field="page_token"
+        )
+
+
+# ALREADY_EXISTS
+
+
+async def test_creating_a_thread_with_a_taken_id_is_already_exists(stubs: Stubs) -> None:
+    thread_id = random_id()
+    request = thread_service_pb2.CreateThreadRequest(thread_id=thread_id)
+    await stubs.threads.CreateThread(request)
+
+    error = await failure(lambda: stubs.threads.CreateThread(request))
+
+    assert_error(error, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", thread_id=thread_id)
+
+
+# ABORTED
+
+
+async def test_reject_on_a_busy_thread_is_aborted_thread_busy_naming_the_inflight_run(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+    running = await running_gated_run(stubs, thread_id, "g1")
+
+    error = await failure(
+        lambda: stubs.runs.CreateRun(
+            create_run(thread_id, multitask_strategy=run_pb2.MULTITASK_STRATEGY_REJECT)
+        )
+    )
+
+    assert_error(
+        error,
+        grpc.StatusCode.ABORTED,
+        "THREAD_BUSY",
+        thread_id=thread_id,
+        inflight_run_ids=running.run_id,
+    )
+    runs = await stubs.runs.ListRuns(run_service_pb2.ListRunsRequest(thread_id=thread_id))
+    assert [run.run_id for run in runs.runs] == [running.run_id]
+    await release(stubs, running, "g1")
+
+
+# FAILED_PRECONDITION
+
+
+async def test_cancelling_a_finished_run_is_failed_precondition_run_not_active(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+    run = await finished_run(stubs, thread_id)
+
+    error = await failure(
+        lambda: stubs.runs.CancelRun(
+            run_service_pb2.CancelRunRequest(thread_id=thread_id, run_id=run.run_id)
+        )
+    )
+
+    assert_error(
+        error,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_NOT_ACTIVE",
+        run_id=run.run_id,
+        status="success",
+    )
+
+
+async def test_deleting_a_running_run_is_failed_precondition_run_active(stubs: Stubs) -> None:
+    thread_id = await new_thread(stubs)
+    run = await running_gated_run(stubs, thread_id, "g1")
+
+    error = await failure(
+        lambda: stubs.runs.DeleteRun(
+            run_service_pb2.DeleteRunRequest(thread_id=thread_id, run_id=run.run_id)
+        )
+    )
+
+    assert_error(
+        error,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_ACTIVE",
+        run_id=run.run_id,
+        status="running",
+    )
+    await release(stubs, run, "g1")
+
+
+# OUT_OF_RANGE
+
+
+async def test_joining_a_finished_stream_beyond_its_end_is_out_of_range_stream_expired(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+    run = await finished_run(stubs, thread_id)
+
+    async def join_beyond_the_end() -> None:
+        request = run_service_pb2.JoinRunStreamRequest(
+            thread_id=thread_id, run_id=run.run_id, after_seq=1000
+        )
+        async for _ in stubs.runs.JoinRunStream(request):
+            pass
+
+    error = await failure(join_beyond_the_end)
+
+    assert_error(error, grpc.StatusCode.OUT_OF_RANGE, "STREAM_EXPIRED", run_id=run.run_id)
+
+
+# Whatever the mistake: no traceback, never UNKNOWN, always ErrorInfo, and the server lives on.
+
+
+async def test_no_error_carries_a_traceback_and_the_server_still_answers(
+    app: App, stubs: Stubs
+) -> None:
+    thread_id = await new_thread(stubs)
+    finished = await finished_run(stubs, thread_id)
+    nan = struct({"x": math.nan})
+    mistakes: list[Call] = [
+        lambda: stubs.threads.GetThread(thread_service_pb2.GetThreadRequest(thread_id="nope")),
+        lambda: stubs.threads.GetThread(thread_service_pb2.GetThreadRequest()),
+        lambda: stubs.threads.GetThread(thread_service_pb2.GetThreadRequest(thread_id=random_id())),
+        lambda: stubs.threads.CreateThread(
+            thread_service_pb2.CreateThreadRequest(thread_id=thread_id)
+        ),
+        lambda: stubs.threads.CreateThread(thread_service_pb2.CreateThreadRequest(metadata=nan)),
+        lambda: stubs.threads.CreateThread(
+            thread_service_pb2.CreateThreadRequest(if_exists=BAD_IF_EXISTS)
+        ),
+        lambda: stubs.threads.ListThreads(
+            thread_service_pb2.ListThreadsRequest(status=BAD_THREAD_STATUS)
+        ),
+        lambda: stubs.threads.ListThreads(thread_service_pb2.ListThreadsRequest(page_size=-1)),
+        lambda: stubs.threads.ListThreads(
+            thread_service_pb2.ListThreadsRequest(page_token=page_token("c1:" + "9" * 30))
+        ),
+        lambda: stubs.threads.UpdateThread(
+            thread_service_pb2.UpdateThreadRequest(thread_id=random_id())
+        ),
+        lambda: stubs.threads.DeleteThread(thread_service_pb2.DeleteThreadRequest(thread_id="x")),
+        lambda: stubs.threads.GetThreadState(
+            thread_service_pb2.GetThreadStateRequest(thread_id=random_id())
+        ),
+        lambda: stubs.threads.GetThreadHistory(
+            thread_service_pb2.GetThreadHistoryRequest(thread_id=thread_id, page_token="@@")
+        ),
+        lambda: stubs.assistants.CreateAssistant(assistant_service_pb2.CreateAssistantRequest()),
+        lambda: stubs.assistants.CreateAssistant(
+            assistant_service_pb2.CreateAssistantRequest(graph_id="echo", assistant_id="nope")
+        ),
+        lambda: stubs.assistants.GetAssistant(assistant_service_pb2.GetAssistantRequest()),
+        lambda: stubs.assistants.DeleteAssistant(
+            assistant_service_pb2.DeleteAssistantRequest(assistant_id="echo")
+        ),
+        lambda: stubs.assistants.DeleteAssistant(
+            assistant_service_pb2.DeleteAssistantRequest(assistant_id=random_id())
+        ),
+        lambda: stubs.runs.CreateRun(create_run(thread_id, assistant_id="")),
+        lambda: stubs.runs.CreateRun(create_run(thread_id, input=struct({"messages": 5}))),
+        lambda: stubs.runs.CreateRun(create_run(thread_id, config=nan)),
+        lambda: stubs.runs.CreateRun(create_run(thread_id, after_seconds=1e300)),
+        lambda: stubs.runs.WaitRun(run_service_pb2.WaitRunRequest(thread_id=thread_id)),
+        lambda: stubs.runs.GetRun(run_service_pb2.GetRunRequest(thread_id=thread_id, run_id="r")),
+        lambda: stubs.runs.ListRuns(run_service_pb2.ListRunsRequest(thread_id=random_id())),
+        lambda: stubs.runs.ListRuns(
+            run_service_pb2.ListRunsRequest(thread_id=thread_id, status=BAD_RUN_STATUS)
+        ),
+        lambda: stubs.runs.DeleteRun(
+            run_service_pb2.DeleteRunRequest(thread_id=thread_id, run_id=random_id())
+        ),
+        lambda: stubs.runs.CancelRun(
+            run_service_pb2.CancelRunRequest(thread_id=thread_id, run_id=finished.run_id)
+        ),
+        lambda: stubs.runs.JoinRun(run_service_pb2.JoinRunRequest(thread_id=thread_id, run_id="")),
+    ]
+
+    for index, mistake in enumerate(mistakes):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mistake()
+        error = caught.value
+        details = error.details() or ""
+        assert "Traceback" not in details, (index, details)
+        assert 'File "' not in details, (index, details)
+        assert error.code() != grpc.StatusCode.UNKNOWN, (index, details)
+        info = error_info(error)
+        assert info.domain == DOMAIN, (index, info)
+        assert info.reason, (index, info)
+        assert not any("Traceback" in value for value in info.metadata.values()), (index, info)
+
+    created = await stubs.threads.CreateThread(thread_service_pb2.CreateThreadRequest())
+    assert created.thread.status == thread_pb2.THREAD_STATUS_IDLE
+    assert (await finished_run(stubs, created.thread.thread_id)).attempt == 1
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# Client mistakes are INVALID_ARGUMENT, not INTERNAL: these reach code that used to crash.
+
+
+async def test_non_finite_number_in_metadata_is_invalid_argument(stubs: Stubs) -> None:
+    error = await failure(
+        lambda: stubs.threads.CreateThread(
+            thread_service_pb2.CreateThreadRequest(metadata=struct({"score": math.inf}))
+        )
+    )
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert error.domain == DOMAIN, error
