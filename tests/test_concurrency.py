@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tests.support import GATES, STEPS
-from turnstile import ConflictError, NotFoundError, TurnstileClient
+from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +48,9 @@ async def test_bursts_of_interrupt_and_rollback_never_overlap_two_runs_of_a_thre
     async def burst(tid: str) -> list[str]:
         created = []
         for _ in range(12):
-            strategy = rng.choice(["interrupt", "rollback", "interrupt", "rollback", "enqueue"])
+            strategy: MultitaskStrategy = rng.choice(
+                ["interrupt", "rollback", "interrupt", "rollback", "enqueue"]
+            )
             run = await client.runs.create(
                 tid,
                 "recording",

@@ -10,12 +10,12 @@ import asyncio
 
 import pytest
 
-from turnstile import ConflictError, NotFoundError, TurnstileClient
+from turnstile import ConflictError, NotFoundError, ThreadState, TurnstileClient
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def contents(state: dict[str, object]) -> list[tuple[str, str]]:
+def contents(state: ThreadState) -> list[tuple[str, str]]:
     values = state["values"]
     assert isinstance(values, dict)
     return [(m["type"], m["content"]) for m in values["messages"]]

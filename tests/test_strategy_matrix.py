@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from tests.support import GATES, eventually
-from turnstile import ConflictError, NotFoundError, TurnstileClient
+from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 
-STRATEGIES = ["reject", "enqueue", "interrupt", "rollback"]
+STRATEGIES: list[MultitaskStrategy] = ["reject", "enqueue", "interrupt", "rollback"]
 SITUATIONS = [
     "idle",
     "pending_delayed",
@@ -75,7 +75,7 @@ async def make(client: TurnstileClient, name: str) -> Situation:
 @pytest.mark.parametrize("situation", SITUATIONS)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_strategy_in_situation(
-    client: TurnstileClient, strategy: str, situation: str
+    client: TurnstileClient, strategy: MultitaskStrategy, situation: str
 ) -> None:
     s = await make(client, situation)
     tid = s.thread_id
@@ -108,7 +108,8 @@ async def test_strategy_in_situation(
     if s.inflight and strategy == "enqueue":
         runs = [await client.runs.get(tid, run_id) for run_id in [*s.inflight, new["run_id"]]]
         assert [r["status"] for r in runs] == ["success"] * len(runs)
-        starts = [r["start_time"] for r in runs]
+        starts = [t for r in runs if (t := r["start_time"]) is not None]
+        assert len(starts) == len(runs), "every run started"
         assert starts == sorted(starts), "queued runs start in admission order"
     elif s.inflight and strategy == "interrupt":
         for position, run_id in enumerate(s.inflight):

@@ -92,7 +92,9 @@ def wrap_streaming(behavior: Streaming) -> Streaming:
     return handler
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+# grpc ships no type information, so its base class is Any to mypy; grpc.aio.server() requires
+# a real ServerInterceptor instance, so the subclass must stay.
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Applies the error table to every RPC of the Turnstile services."""
 
     async def intercept_service(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,7 +75,10 @@ class Runner:
             input=run.input,
             config=run.config,
         )
-        async with aclosing(graph(state.values, ctx)) as updates:
+        steps = graph(state.values, ctx)
+        # The registry admits only async generator functions, so what a graph returns is closable.
+        assert isinstance(steps, AsyncGenerator)
+        async with aclosing(steps) as updates:
             async for raw in updates:
                 update = normalize_update(raw)
                 step += 1

@@ -6,7 +6,8 @@ import base64
 import binascii
 import math
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -66,8 +67,11 @@ CHECKPOINT_SOURCES = {
 }
 MAX_PAGE_SIZE = 1000
 
+E = TypeVar("E", bound=int)
+V = TypeVar("V")
 
-def enum_value(table: dict[int, Any], number: int, field: str) -> Any:
+
+def enum_value(table: Mapping[E, V], number: E, field: str) -> V:
     """Maps an enum number through `table`, refusing numbers the contract does not define."""
     if number not in table:
         raise InvalidArgument(
@@ -76,7 +80,7 @@ def enum_value(table: dict[int, Any], number: int, field: str) -> Any:
     return table[number]
 
 
-def optional_enum(table: dict[int, Any], number: int, field: str) -> Any:
+def optional_enum(table: Mapping[E, V], number: E, field: str) -> V | None:
     """Like enum_value, but 0 (unspecified) means None: no filter."""
     return None if number == 0 else enum_value(table, number, field)
 
@@ -177,8 +181,8 @@ def run_message(run: RunRecord) -> run_pb2.Run:
         run_id=run.run_id,
         thread_id=run.thread_id,
         assistant_id=run.assistant_id,
-        status=RUN_STATUS_ENUM[run.status],  # type: ignore[arg-type]
-        multitask_strategy=STRATEGY_ENUM[run.multitask_strategy],  # type: ignore[arg-type]
+        status=RUN_STATUS_ENUM[run.status],
+        multitask_strategy=STRATEGY_ENUM[run.multitask_strategy],
         metadata=to_struct(run.metadata),
         create_time=timestamp(run.create_time),
         start_time=timestamp(run.start_time),
@@ -200,7 +204,7 @@ def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.T
     return thread_pb2.Thread(
         thread_id=thread.thread_id,
         metadata=to_struct(thread.metadata),
-        status=THREAD_STATUS_ENUM[thread.status],  # type: ignore[arg-type]
+        status=THREAD_STATUS_ENUM[thread.status],
         values=to_struct(values),
         create_time=timestamp(thread.create_time),
         update_time=timestamp(thread.update_time),

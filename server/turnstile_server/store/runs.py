@@ -6,6 +6,7 @@ transaction, so two admissions on one thread cannot interleave.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -121,7 +122,7 @@ class Runs:
         )
         return run_from_row(rows[0]) if rows else None
 
-    async def threads_with_inflight(self) -> list[str]:
+    async def threads_with_inflight(self) -> builtins.list[str]:
         """Returns the threads that have pending or running runs, oldest admission first."""
         rows = await self._db.fetchall(
             "SELECT thread_id, MIN(seq) AS first FROM runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from typing import Any
 
@@ -100,7 +101,7 @@ class Threads:
             )
         return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
 
-    async def delete(self, thread_id: str) -> list[str]:
+    async def delete(self, thread_id: str) -> builtins.list[str]:
         """Deletes the thread, its runs and checkpoints; returns the ids of its inflight runs."""
         async with self._db.transaction() as conn:
             cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,))
