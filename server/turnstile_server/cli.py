@@ -8,6 +8,7 @@ import logging
 import sys
 
 from turnstile_server.config import ServerConfig
+from turnstile_server.errors import TurnstileError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             asyncio.run(serve(config))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TurnstileError) as exc:
             print(f"turnstile: {exc}", file=sys.stderr)
             return 1
         return 0

@@ -1,0 +1,79 @@
+"""`turnstile serve` as an operator runs it: a real process, user graphs, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from turnstile import get_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "turnstile_server.cli",
+        "serve",
+        "--port",
+        "0",
+        "--database",
+        str(tmp_path / "serve.db"),
+        "--graph",
+        "recording=tests.support:recording",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        address = ""
+        async with asyncio.timeout(30):
+            while not address:
+                line = (await process.stderr.readline()).decode()
+                assert line, "server exited before serving"
+                found = re.search(r"serving on (127\.0\.0\.1:\d+)", line)
+                address = found.group(1) if found else ""
+        client = get_client(url=address)
+        thread = await client.threads.create()
+        result = await client.runs.wait_run(thread["thread_id"], "recording", input={"steps": 2})
+        assert result.run["status"] == "success"
+        assert len(result.values["messages"]) == 2
+        await client.close()
+        process.send_signal(sig)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_serve_refuses_a_bad_graph_spec_with_a_clear_message(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "turnstile_server.cli",
+        "serve",
+        "--port",
+        "0",
+        "--database",
+        str(tmp_path / "bad.db"),
+        "--graph",
+        "nope",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 1
+    assert b"name=package.module:attribute" in err
+    assert b"Traceback" not in err
