@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
@@ -17,6 +17,7 @@ from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
 
 CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
+StreamResponse = TypeVar("StreamResponse", pb.StreamRunResponse, pb.JoinRunStreamResponse)
 
 
 class RunService(pb_grpc.RunServiceServicer):
@@ -77,15 +78,8 @@ class RunService(pb_grpc.RunServiceServicer):
         self, request: pb.StreamRunRequest, context: Any
     ) -> AsyncIterator[pb.StreamRunResponse]:
         run = await self._scheduler.admit(await self._spec(request))
-        first = True
-        async for events in self._follow(run, 0):
-            message = pb.StreamRunResponse(events=wire.event_messages(events))
-            if first:
-                message.run.CopyFrom(wire.run_message(run))
-                first = False
+        async for message in self._stream(pb.StreamRunResponse, run, 0):
             yield message
-        if first:
-            yield pb.StreamRunResponse(run=wire.run_message(run))
 
     async def JoinRunStream(
         self, request: pb.JoinRunStreamRequest, context: Any
@@ -95,15 +89,22 @@ class RunService(pb_grpc.RunServiceServicer):
             raise InvalidArgument(
                 "after_seq must be >= 0", reason="INVALID_NUMBER", field="after_seq"
             )
+        async for message in self._stream(pb.JoinRunStreamResponse, run, request.after_seq):
+            yield message
+
+    async def _stream(
+        self, response: type[StreamResponse], run: RunRecord, after_seq: int
+    ) -> AsyncIterator[StreamResponse]:
+        """Wraps the run's event batches in responses; the first one also carries the run."""
         first = True
-        async for events in self._follow(run, request.after_seq):
-            message = pb.JoinRunStreamResponse(events=wire.event_messages(events))
+        async for events in self._follow(run, after_seq):
+            message = response(events=wire.event_messages(events))
             if first:
                 message.run.CopyFrom(wire.run_message(run))
                 first = False
             yield message
         if first:
-            yield pb.JoinRunStreamResponse(run=wire.run_message(run))
+            yield response(run=wire.run_message(run))
 
     async def _follow(self, run: RunRecord, after_seq: int) -> AsyncIterator[list[Any]]:
         stream = self._hub.get(run.run_id)
