@@ -25,7 +25,7 @@ class Checkpoints:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._cache: OrderedDict[str, tuple[int, ThreadState]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[CheckpointRecord, ThreadState]] = OrderedDict()
         self._generation: dict[str, int] = {}
 
     async def put(
@@ -55,13 +55,6 @@ class Checkpoints:
         self._cache.pop(thread_id, None)
         self._generation[thread_id] = self._generation.get(thread_id, 0) + 1
 
-    async def latest(self, thread_id: str) -> CheckpointRecord | None:
-        """Returns the thread's newest checkpoint, or None."""
-        row = await self._db.fetchone(
-            "SELECT * FROM checkpoints WHERE thread_id = ? ORDER BY seq DESC LIMIT 1", (thread_id,)
-        )
-        return checkpoint_from_row(row) if row else None
-
     async def last_of_run(self, run_id: str) -> CheckpointRecord | None:
         """Returns the newest checkpoint a run wrote, or None."""
         row = await self._db.fetchone(
@@ -80,29 +73,31 @@ class Checkpoints:
         """Returns a private copy of the thread's latest state and its checkpoint."""
         generation = self._generation.get(thread_id, 0)
         cached = self._cache.get(thread_id)
-        since = cached[0] if cached else 0
+        since = cached[0].seq if cached else 0
         rows = await self._db.fetchall(
             "SELECT * FROM checkpoints WHERE thread_id = ? AND seq > ? ORDER BY seq",
             (thread_id, since),
         )
+        if self._generation.get(thread_id, 0) != generation:
+            return await self.state(thread_id)  # checkpoints were deleted meanwhile: fold again
         state = cached[1].copy() if cached else ThreadState()
-        last: CheckpointRecord | None = None
+        last = cached[0] if cached else None
         for row in rows:
             last = checkpoint_from_row(row)
             state.apply(last.update)
-        if last is None and cached is not None:
-            last = await self.latest(thread_id)
-        if last is not None and self._generation.get(thread_id, 0) == generation:
-            self._cache[thread_id] = (last.seq, state.copy())
-            self._cache.move_to_end(thread_id)
+        if rows:
+            assert last is not None
+            self._cache[thread_id] = (last, state.copy())
             while len(self._cache) > CACHE_THREADS:
                 self._cache.popitem(last=False)
+        if thread_id in self._cache:
+            self._cache.move_to_end(thread_id)
         return state, last
 
     async def values_at(self, thread_id: str, seq: int) -> dict[str, Any]:
         """Returns the thread's values at the checkpoint with sequence number `seq`."""
         cached = self._cache.get(thread_id)
-        if cached and cached[0] == seq:
+        if cached and cached[0].seq == seq:
             return cached[1].snapshot()
         rows = await self._db.fetchall(
             "SELECT update_json FROM checkpoints WHERE thread_id = ? AND seq <= ? ORDER BY seq",
