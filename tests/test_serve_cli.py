@@ -15,11 +15,9 @@ from turnstile import get_client
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    process = await asyncio.create_subprocess_exec(
+async def serve(database: Path, graph: str) -> asyncio.subprocess.Process:
+    """Starts `turnstile serve` on a free port with one `--graph`, stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "turnstile_server.cli",
@@ -27,12 +25,19 @@ async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
         "--port",
         "0",
         "--database",
-        str(tmp_path / "serve.db"),
+        str(database),
         "--graph",
-        "recording=tests.support:recording",
+        graph,
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    process = await serve(tmp_path / "serve.db", "recording=tests.support:recording")
     assert process.stderr is not None
     try:
         address = ""
@@ -58,20 +63,7 @@ async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
 
 
 async def test_serve_refuses_a_bad_graph_spec_with_a_clear_message(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "turnstile_server.cli",
-        "serve",
-        "--port",
-        "0",
-        "--database",
-        str(tmp_path / "bad.db"),
-        "--graph",
-        "nope",
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await serve(tmp_path / "bad.db", "nope")
     async with asyncio.timeout(30):
         _, err = await process.communicate()
     assert process.returncode == 1
