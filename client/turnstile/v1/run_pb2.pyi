@@ -171,6 +171,30 @@ STREAM_MODE_CUSTOM: StreamMode.ValueType  # 4
 """Anything a graph emits itself (`custom` events)."""
 Global___StreamMode: _TypeAlias = StreamMode  # noqa: Y015
 
+class _OnDisconnect:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OnDisconnectEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnDisconnect.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ON_DISCONNECT_UNSPECIFIED: _OnDisconnect.ValueType  # 0
+    """The server default: `ON_DISCONNECT_CONTINUE`."""
+    ON_DISCONNECT_CONTINUE: _OnDisconnect.ValueType  # 1
+    """The run goes on; its events can be joined with `JoinRunStream`."""
+    ON_DISCONNECT_CANCEL: _OnDisconnect.ValueType  # 2
+    """The run is interrupted, as by `CancelRun` with `CANCEL_ACTION_INTERRUPT`."""
+
+class OnDisconnect(_OnDisconnect, metaclass=_OnDisconnectEnumTypeWrapper):
+    """What `StreamRun` does with its run when the client goes away before the run ends."""
+
+ON_DISCONNECT_UNSPECIFIED: OnDisconnect.ValueType  # 0
+"""The server default: `ON_DISCONNECT_CONTINUE`."""
+ON_DISCONNECT_CONTINUE: OnDisconnect.ValueType  # 1
+"""The run goes on; its events can be joined with `JoinRunStream`."""
+ON_DISCONNECT_CANCEL: OnDisconnect.ValueType  # 2
+"""The run is interrupted, as by `CancelRun` with `CANCEL_ACTION_INTERRUPT`."""
+Global___OnDisconnect: _TypeAlias = OnDisconnect  # noqa: Y015
+
 @_typing.final
 class RunError(_message.Message):
     """Why a run failed."""
@@ -293,12 +317,17 @@ class RunEvent(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    COALESCED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's position in the run's stream: 1 for the first event, then one more per event."""
     run_id: _builtins.str
     """The run the event belongs to."""
     event: _builtins.str
     """The kind: `metadata`, `values`, `updates`, `messages`, `custom`, `error` or `end`."""
+    coalesced: _builtins.int
+    """For a subscriber that fell behind: how many consecutive `messages` chunks of one message
+    this event merges (their `content` joined; `seq` is the last one's). 0 when not merged.
+    """
     @_builtins.property
     def data(self) -> _struct_pb2.Value:
         """The event's payload."""
@@ -310,10 +339,11 @@ class RunEvent(_message.Message):
         run_id: _builtins.str = ...,
         event: _builtins.str = ...,
         data: _struct_pb2.Value | None = ...,
+        coalesced: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event", b"event", "run_id", b"run_id", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "data", b"data", "event", b"event", "run_id", b"run_id", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -126,6 +126,7 @@ class StreamRunRequest(_message.Message):
     AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -138,6 +139,8 @@ class StreamRunRequest(_message.Message):
     """Optional. What to do when the thread does not exist."""
     request_id: _builtins.str
     """Optional. An idempotency key: a retry with the same key returns the first run."""
+    on_disconnect: _run_pb2.OnDisconnect.ValueType
+    """Optional. What happens to the run if the client goes away before it ends; default continue."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Optional. The input applied to the thread's state before the graph runs."""
@@ -167,10 +170,11 @@ class StreamRunRequest(_message.Message):
         after_seconds: _builtins.float = ...,
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
+        on_disconnect: _run_pb2.OnDisconnect.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,7 +182,9 @@ Global___StreamRunRequest: _TypeAlias = StreamRunRequest  # noqa: Y015
 
 @_typing.final
 class StreamRunResponse(_message.Message):
-    """One message of a `StreamRun` stream."""
+    """One message of a `StreamRun` stream. The first one is sent at once and carries the run
+    (with its `queue_position` while it waits); the last event is always `end`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from turnstile.v1 import assistant_pb2 as _assistant_pb2
+from turnstile.v1 import run_pb2 as _run_pb2
 from turnstile.v1 import thread_pb2 as _thread_pb2
 import builtins as _builtins
 import sys
@@ -385,3 +386,103 @@ class GetThreadHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetThreadHistoryResponse: _TypeAlias = GetThreadHistoryResponse  # noqa: Y015
+
+@_typing.final
+class WatchThreadRequest(_message.Message):
+    """Request for `WatchThread`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """Required. The thread to watch."""
+    after_seq: _builtins.int
+    """Optional. Replay the thread's retained events after this `seq`; 0 starts with the oldest
+    retained event.
+    """
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchThreadRequest: _TypeAlias = WatchThreadRequest  # noqa: Y015
+
+@_typing.final
+class WatchThreadResponse(_message.Message):
+    """One message of a `WatchThread` stream; the first one is sent at once and carries the thread."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    THREAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThreadEvent]:
+        """The next events of the thread, in `seq` order."""
+
+    @_builtins.property
+    def thread(self) -> _thread_pb2.Thread:
+        """The thread as it was when the watch opened; set on the first message only."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ThreadEvent] | None = ...,
+        thread: _thread_pb2.Thread | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["thread", b"thread"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "thread", b"thread"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchThreadResponse: _TypeAlias = WatchThreadResponse  # noqa: Y015
+
+@_typing.final
+class ThreadEvent(_message.Message):
+    """One event of a thread's watch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    RUN_STARTED_FIELD_NUMBER: _builtins.int
+    RUN_EVENT_FIELD_NUMBER: _builtins.int
+    RUN_ENDED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The event's position in the thread's watch stream: one more than the event before it."""
+    @_builtins.property
+    def run_started(self) -> _run_pb2.Run:
+        """A run of the thread started executing; the run as it started."""
+
+    @_builtins.property
+    def run_event(self) -> _run_pb2.RunEvent:
+        """An event of one of the thread's runs, with its own run `seq`."""
+
+    @_builtins.property
+    def run_ended(self) -> _run_pb2.Run:
+        """A run of the thread ended; the run as it ended."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        run_started: _run_pb2.Run | None = ...,
+        run_event: _run_pb2.RunEvent | None = ...,
+        run_ended: _run_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "run_ended", b"run_ended", "run_event", b"run_event", "run_started", b"run_started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "run_ended", b"run_ended", "run_event", b"run_event", "run_started", b"run_started", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["run_started", "run_event", "run_ended"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ThreadEvent: _TypeAlias = ThreadEvent  # noqa: Y015

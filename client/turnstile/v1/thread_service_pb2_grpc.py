@@ -70,6 +70,11 @@ class ThreadServiceStub:
                 request_serializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryRequest.SerializeToString,
                 response_deserializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryResponse.FromString,
                 _registered_method=True)
+        self.WatchThread = channel.unary_stream(
+                '/turnstile.v1.ThreadService/WatchThread',
+                request_serializer=turnstile_dot_v1_dot_thread__service__pb2.WatchThreadRequest.SerializeToString,
+                response_deserializer=turnstile_dot_v1_dot_thread__service__pb2.WatchThreadResponse.FromString,
+                _registered_method=True)
 
 
 class ThreadServiceServicer:
@@ -125,6 +130,13 @@ class ThreadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchThread(self, request, context):
+        """Streams every run's events on a thread, with run started and run ended events; resumable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ThreadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +174,11 @@ def add_ThreadServiceServicer_to_server(servicer, server):
                     servicer.GetThreadHistory,
                     request_deserializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryRequest.FromString,
                     response_serializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryResponse.SerializeToString,
+            ),
+            'WatchThread': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchThread,
+                    request_deserializer=turnstile_dot_v1_dot_thread__service__pb2.WatchThreadRequest.FromString,
+                    response_serializer=turnstile_dot_v1_dot_thread__service__pb2.WatchThreadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +371,33 @@ class ThreadService:
             '/turnstile.v1.ThreadService/GetThreadHistory',
             turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryRequest.SerializeToString,
             turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/turnstile.v1.ThreadService/WatchThread',
+            turnstile_dot_v1_dot_thread__service__pb2.WatchThreadRequest.SerializeToString,
+            turnstile_dot_v1_dot_thread__service__pb2.WatchThreadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class ThreadServiceStub:
     """Returns the thread's latest checkpoint."""
     GetThreadHistory: _grpc.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadHistoryRequest, _thread_service_pb2.GetThreadHistoryResponse]
     """Lists the thread's checkpoints, newest first, paginated."""
+    WatchThread: _grpc.UnaryStreamMultiCallable[_thread_service_pb2.WatchThreadRequest, _thread_service_pb2.WatchThreadResponse]
+    """Streams every run's events on a thread, with run started and run ended events; resumable."""
 
 @_typing.type_check_only
 class ThreadServiceAsyncStub(ThreadServiceStub):
@@ -67,6 +69,8 @@ class ThreadServiceAsyncStub(ThreadServiceStub):
     """Returns the thread's latest checkpoint."""
     GetThreadHistory: _aio.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadHistoryRequest, _thread_service_pb2.GetThreadHistoryResponse]  # type: ignore[assignment]
     """Lists the thread's checkpoints, newest first, paginated."""
+    WatchThread: _aio.UnaryStreamMultiCallable[_thread_service_pb2.WatchThreadRequest, _thread_service_pb2.WatchThreadResponse]  # type: ignore[assignment]
+    """Streams every run's events on a thread, with run started and run ended events; resumable."""
 
 class ThreadServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages conversation threads and reads their state and history."""
@@ -126,5 +130,13 @@ class ThreadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_thread_service_pb2.GetThreadHistoryResponse, _abc.Awaitable[_thread_service_pb2.GetThreadHistoryResponse]]:
         """Lists the thread's checkpoints, newest first, paginated."""
+
+    @_abc_1.abstractmethod
+    def WatchThread(
+        self,
+        request: _thread_service_pb2.WatchThreadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_thread_service_pb2.WatchThreadResponse], _abc.AsyncIterator[_thread_service_pb2.WatchThreadResponse]]:
+        """Streams every run's events on a thread, with run started and run ended events; resumable."""
 
 def add_ThreadServiceServicer_to_server(servicer: ThreadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
