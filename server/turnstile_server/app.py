@@ -72,7 +72,7 @@ class App:
             graph_id, graph = load_graph(spec)
             registry.register(graph_id, graph)
         store = await Store.open(config.database)
-        hub = EventHub(retain_seconds=config.retain_seconds)
+        hub = EventHub(config.stream_limits(), thread_epoch=store.threads.next_watch_epoch)
         scheduler = Scheduler(
             store, Runner(store, registry, hub), hub, max_running=config.max_running
         )
@@ -87,7 +87,7 @@ class App:
             AssistantService(store, registry), server
         )
         thread_service_pb2_grpc.add_ThreadServiceServicer_to_server(
-            ThreadService(store, scheduler), server
+            ThreadService(store, scheduler, hub), server
         )
         run_service_pb2_grpc.add_RunServiceServicer_to_server(
             RunService(store, scheduler, hub, registry), server

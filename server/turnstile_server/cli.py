@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
@@ -34,6 +35,27 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.max_running,
         help="runs executing at once (TURNSTILE_MAX_RUNNING)",
     )
+    serve.add_argument(
+        "--stream-retain-seconds",
+        type=float,
+        default=defaults.stream_retain_seconds,
+        metavar="S",
+        help="keep a run's events this long after it ends (TURNSTILE_STREAM_RETAIN_SECONDS)",
+    )
+    serve.add_argument(
+        "--stream-max-events",
+        type=int,
+        default=defaults.stream_max_events,
+        metavar="N",
+        help="events kept per run (TURNSTILE_STREAM_MAX_EVENTS)",
+    )
+    serve.add_argument(
+        "--subscriber-max-lag",
+        type=int,
+        default=defaults.subscriber_max_lag,
+        metavar="N",
+        help="events a live subscriber may fall behind (TURNSTILE_SUBSCRIBER_MAX_LAG)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level")
     demo = commands.add_parser("demo", help="show the four multitask strategies")
     demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
@@ -49,14 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         from turnstile_server.app import serve
 
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            database=args.database,
-            graphs=args.graph,
-            max_running=args.max_running,
-        )
         try:
+            config = replace(
+                ServerConfig.from_env(),
+                host=args.host,
+                port=args.port,
+                database=args.database,
+                graphs=args.graph,
+                max_running=args.max_running,
+                stream_retain_seconds=args.stream_retain_seconds,
+                stream_max_events=args.stream_max_events,
+                subscriber_max_lag=args.subscriber_max_lag,
+            )
+            config.check()
             asyncio.run(serve(config))
         except (OSError, ValueError, TurnstileError) as exc:
             print(f"turnstile: {exc}", file=sys.stderr)

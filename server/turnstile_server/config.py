@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from turnstile_server.events import StreamLimits
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 
@@ -18,7 +20,11 @@ class ServerConfig:
     database: str = "turnstile.db"
     graphs: list[str] = field(default_factory=list)
     max_running: int = 64
-    retain_seconds: float = 600.0
+    stream_retain_seconds: float = 600.0
+    stream_max_events: int = 100_000
+    stream_max_bytes: int = 64 << 20
+    stream_retained_bytes: int = 256 << 20
+    subscriber_max_lag: int = 10_000
     max_message_bytes: int = 1024 * 1024
     shutdown_grace_seconds: float = 5.0
 
@@ -26,6 +32,16 @@ class ServerConfig:
     def address(self) -> str:
         """The `host:port` to bind."""
         return f"{self.host}:{self.port}"
+
+    def stream_limits(self) -> StreamLimits:
+        """The event logs' retention and the subscribers' lag bound."""
+        return StreamLimits(
+            retain_seconds=self.stream_retain_seconds,
+            max_events=self.stream_max_events,
+            max_bytes=self.stream_max_bytes,
+            retained_bytes=self.stream_retained_bytes,
+            max_lag=self.subscriber_max_lag,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerConfig:
@@ -38,4 +54,34 @@ class ServerConfig:
         graphs = env.get("TURNSTILE_GRAPHS", "")
         config.graphs = [g.strip() for g in graphs.split(",") if g.strip()]
         config.max_running = int(env.get("TURNSTILE_MAX_RUNNING", config.max_running))
+        config.stream_retain_seconds = float(
+            env.get("TURNSTILE_STREAM_RETAIN_SECONDS", config.stream_retain_seconds)
+        )
+        config.stream_max_events = int(
+            env.get("TURNSTILE_STREAM_MAX_EVENTS", config.stream_max_events)
+        )
+        config.stream_max_bytes = int(
+            env.get("TURNSTILE_STREAM_MAX_BYTES", config.stream_max_bytes)
+        )
+        config.stream_retained_bytes = int(
+            env.get("TURNSTILE_STREAM_RETAINED_BYTES", config.stream_retained_bytes)
+        )
+        config.subscriber_max_lag = int(
+            env.get("TURNSTILE_SUBSCRIBER_MAX_LAG", config.subscriber_max_lag)
+        )
+        config.check()
         return config
+
+    def check(self) -> None:
+        """Raises ValueError for a setting out of range."""
+        if self.max_running < 1:
+            raise ValueError("max_running must be at least 1")
+        if not 0 <= self.stream_retain_seconds <= 7 * 24 * 3600:
+            raise ValueError("stream_retain_seconds must be between 0 and a week")
+        if self.stream_max_events < 1 or self.stream_max_bytes < 1:
+            raise ValueError("stream_max_events and stream_max_bytes must be at least 1")
+        if not 1 <= self.subscriber_max_lag < self.stream_max_events:
+            raise ValueError(
+                "subscriber_max_lag must be at least 1 and below stream_max_events, so that a"
+                " subscriber ended as too slow can still resume"
+            )

@@ -137,6 +137,12 @@ class ResourceExhausted(TurnstileError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class SubscriberTooSlow(ResourceExhausted):
+    """A stream's subscriber fell too far behind; it can resume from its last `seq`."""
+
+    reason = "SUBSCRIBER_TOO_SLOW"
+
+
 class Unavailable(TurnstileError):
     """The server is shutting down and takes no new work."""
 

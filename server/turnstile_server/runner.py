@@ -9,7 +9,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from turnstile_server.events import EventHub, RunStream
+from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.state import ThreadState, normalize_update
 from turnstile_server.store import RunError, RunRecord, Store
@@ -37,21 +37,21 @@ class Runner:
 
     async def execute(self, run: RunRecord) -> Outcome:
         """Executes `run` (RUNNING in the store) until its graph ends, fails or is cancelled."""
-        stream = self._hub.open(run.run_id)
         modes = frozenset(run.stream_mode)
-        stream.emit(
+        self._hub.emit(
+            run,
             "metadata",
             {"run_id": run.run_id, "thread_id": run.thread_id, "attempt": run.attempt},
         )
         try:
-            return await self._steps(run, stream, modes)
+            return await self._steps(run, modes)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
             return Outcome("error", RunError(type(exc).__name__, str(exc)))
 
-    async def _steps(self, run: RunRecord, stream: RunStream, modes: frozenset[str]) -> Outcome:
+    async def _steps(self, run: RunRecord, modes: frozenset[str]) -> Outcome:
         checkpoints = self._store.checkpoints
         state, _ = await checkpoints.state(run.thread_id)
         written = await checkpoints.count_of_run(run.run_id)
@@ -60,12 +60,12 @@ class Runner:
             update = dict(run.input or {})
             state.apply(update)
             await _settled(checkpoints.put(run.thread_id, run.run_id, 0, "input", update))
-            _emit_step(stream, modes, update, state)
+            self._emit_step(run, modes, update, state)
         graph = self._graphs.get(run.graph_id)
 
         def emit(event: str, data: Any) -> None:
             if event in modes:
-                stream.emit(event, data)
+                self._hub.emit(run, event, data)
 
         ctx = RunContext(
             run_id=run.run_id,
@@ -84,17 +84,16 @@ class Runner:
                 step += 1
                 state.apply(update)
                 await _settled(checkpoints.put(run.thread_id, run.run_id, step, "step", update))
-                _emit_step(stream, modes, update, state)
+                self._emit_step(run, modes, update, state)
         return Outcome("success")
 
-
-def _emit_step(
-    stream: RunStream, modes: frozenset[str], update: dict[str, Any], state: ThreadState
-) -> None:
-    if "updates" in modes:
-        stream.emit("updates", update)
-    if "values" in modes:
-        stream.emit("values", state.snapshot())
+    def _emit_step(
+        self, run: RunRecord, modes: frozenset[str], update: dict[str, Any], state: ThreadState
+    ) -> None:
+        if "updates" in modes:
+            self._hub.emit(run, "updates", update)
+        if "values" in modes:
+            self._hub.emit(run, "values", state.snapshot())
 
 
 async def _settled(write: Awaitable[T]) -> T:

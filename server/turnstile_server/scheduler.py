@@ -8,11 +8,12 @@ starts only after the run it supersedes has unwound and been finished in the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from turnstile_server.errors import RunNotFound
+from turnstile_server.errors import RunNotActive, RunNotFound, ThreadNotFound
 from turnstile_server.events import EventHub
 from turnstile_server.runner import Outcome, Runner
 from turnstile_server.store import RunRecord, RunSpec, Store
@@ -93,15 +94,29 @@ class Scheduler:
         self._kick(run.thread_id)
         return run
 
-    async def cancel(self, thread_id: str, run_id: str, action: str, *, wait: bool) -> RunRecord:
+    async def cancel(
+        self, thread_id: str, run_id: str, action: str, *, wait: bool, reason: str | None = None
+    ) -> RunRecord:
         """Cancels a pending or running run; with `wait`, returns once it has stopped."""
-        run, running = await self._store.runs.cancel(thread_id, run_id, action)
+        run, running = await self._store.runs.cancel(thread_id, run_id, action, reason=reason)
         if not running:
             self._settle(run, rolled_back=action == "rollback")
             self._kick(thread_id)
             return run
         self._stop_task(run)
         return await self.wait(thread_id, run_id) if wait else run
+
+    def cancel_soon(self, run: RunRecord, reason: str) -> None:
+        """Interrupts the run in the background unless it has ended (or the server stops)."""
+        if self._stopping:
+            return
+
+        async def interrupt() -> None:
+            with contextlib.suppress(RunNotFound, RunNotActive, ThreadNotFound):
+                # It may have ended (or gone) meanwhile.
+                await self.cancel(run.thread_id, run.run_id, "interrupt", wait=False, reason=reason)
+
+        self._own(asyncio.create_task(interrupt(), name=f"cancel {run.run_id}"))
 
     async def wait(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run once it has ended (a rolled-back run as it was when deleted)."""
@@ -136,10 +151,11 @@ class Scheduler:
             if active.executing and active.task:
                 active.task.cancel()
             await active.done.wait()
-        for run_id in inflight:
-            self._fail_waiters(run_id)
-            if self._hub.get(run_id) is not None:
-                self._hub.end(run_id, {"status": "interrupted", "reason": "thread deleted"})
+        for run in inflight:
+            self._fail_waiters(run.run_id)
+            end = {"status": run.status, "reason": run.cancel_reason, "action": "delete"}
+            self._hub.run_ended(run, {**end, "superseded_by": ""})
+        self._hub.thread_deleted(thread_id)
 
     def _kick(self, thread_id: str) -> None:
         """Makes sure the thread's next run is considered soon."""
@@ -192,6 +208,7 @@ class Scheduler:
             self._dirty.add(thread_id)
             return
         active.run = started
+        self._hub.run_started(started)
         active.task = asyncio.create_task(self._drive(active), name=f"run {started.run_id}")
 
     def _timer_fired(self, thread_id: str) -> None:
@@ -253,8 +270,8 @@ class Scheduler:
             while len(self._tombstones) > TOMBSTONES:
                 self._tombstones.popitem(last=False)
         error = run.error
-        self._hub.end(
-            run.run_id,
+        self._hub.run_ended(
+            run,
             {
                 "status": run.status,
                 "reason": run.cancel_reason or (run.error.message if run.error else ""),

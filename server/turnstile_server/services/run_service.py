@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
-from turnstile_server.errors import InvalidArgument, OutOfRange
-from turnstile_server.events import EventHub
+from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
+from turnstile_server.events import EventHub, check_position, coalesce, follow
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import resolve_assistant
@@ -77,9 +77,21 @@ class RunService(pb_grpc.RunServiceServicer):
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: Any
     ) -> AsyncIterator[pb.StreamRunResponse]:
-        run = await self._scheduler.admit(await self._spec(request))
-        async for message in self._stream(pb.StreamRunResponse, run, 0):
-            yield message
+        spec = await self._spec(request)
+        cancel = wire.enum_value(wire.ON_DISCONNECT, request.on_disconnect, "on_disconnect")
+        run = await self._scheduler.admit(spec)
+        finished = False
+        try:
+            async for message in self._stream(pb.StreamRunResponse, run, 0):
+                yield message
+            finished = True
+        except TurnstileError:
+            finished = True
+            raise
+        finally:
+            # Not finished means the call was cancelled: the client went away (or we stop).
+            if not finished and cancel == "cancel":
+                self._scheduler.cancel_soon(run, "the streaming client disconnected")
 
     async def JoinRunStream(
         self, request: pb.JoinRunStreamRequest, context: Any
@@ -95,33 +107,25 @@ class RunService(pb_grpc.RunServiceServicer):
     async def _stream(
         self, response: type[StreamResponse], run: RunRecord, after_seq: int
     ) -> AsyncIterator[StreamResponse]:
-        """Wraps the run's event batches in responses; the first one also carries the run."""
-        first = True
-        async for events in self._follow(run, after_seq):
-            message = response(events=wire.event_messages(events))
-            if first:
-                message.run.CopyFrom(wire.run_message(run))
-                first = False
-            yield message
-        if first:
-            yield response(run=wire.run_message(run))
-
-    async def _follow(self, run: RunRecord, after_seq: int) -> AsyncIterator[list[Any]]:
-        stream = self._hub.get(run.run_id)
-        if stream is None:
+        """Sends the run at once, then its events after `after_seq` in batches, until `end`."""
+        what = {"run_id": run.run_id}
+        log = self._hub.get(run.run_id)
+        if log is None:
             if not run.inflight:
                 raise OutOfRange(
-                    f"the events of run {run.run_id} are no longer retained",
-                    metadata={"run_id": run.run_id},
+                    f"the events of run {run.run_id} are no longer retained", metadata=what
                 )
-            stream = self._hub.open(run.run_id)
-        if after_seq > len(stream.events) and stream.ended:
-            raise OutOfRange(
-                f"run {run.run_id} has only {len(stream.events)} events",
-                metadata={"run_id": run.run_id, "last_seq": str(len(stream.events))},
-            )
-        async for batch in stream.follow(after_seq):
-            yield batch
+            log = self._hub.open(run.run_id)
+        check_position(log, after_seq, what=what)
+        yield response(run=wire.run_message(run))
+        limits = self._hub.limits
+        async for batch in follow(log, after_seq, limits, what=what):
+            message = response.FromString(b"".join(batch.frames))
+            if batch.behind > limits.coalesce_lag:
+                merged = coalesce(message.events)
+                del message.events[:]
+                message.events.extend(merged)
+            yield message
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
         return await self._store.runs.get(

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
+from turnstile_server.errors import InvalidArgument
+from turnstile_server.events import EventHub, check_position, follow
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 
 
 class ThreadService(pb_grpc.ThreadServiceServicer):
-    """Creates, reads, lists, updates and deletes threads."""
+    """Creates, reads, lists, updates, deletes and watches threads."""
 
-    def __init__(self, store: Store, scheduler: Scheduler) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler, hub: EventHub) -> None:
         self._store = store
         self._scheduler = scheduler
+        self._hub = hub
 
     async def _message(self, thread: ThreadRecord) -> Any:
         state, _ = await self._store.checkpoints.state(thread.thread_id)
@@ -93,3 +97,19 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             checkpoints=[wire.checkpoint_message(c, v, thread_id) for c, v in history],
             next_page_token=wire.next_token(next_cursor),
         )
+
+    async def WatchThread(
+        self, request: pb.WatchThreadRequest, context: Any
+    ) -> AsyncIterator[pb.WatchThreadResponse]:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        if request.after_seq < 0:
+            raise InvalidArgument(
+                "after_seq must be >= 0", reason="INVALID_NUMBER", field="after_seq"
+            )
+        thread = await self._store.threads.get(thread_id)
+        what = {"thread_id": thread_id}
+        async with self._hub.watching(thread_id) as log:
+            check_position(log, request.after_seq, what=what)
+            yield pb.WatchThreadResponse(thread=await self._message(thread))
+            async for batch in follow(log, request.after_seq, self._hub.limits, what=what):
+                yield pb.WatchThreadResponse.FromString(b"".join(batch.frames))

@@ -186,7 +186,9 @@ class Runs:
             await _settle_thread(conn, run.thread_id, outcome, now)
         return final, outcome == "rollback"
 
-    async def cancel(self, thread_id: str, run_id: str, action: str) -> tuple[RunRecord, bool]:
+    async def cancel(
+        self, thread_id: str, run_id: str, action: str, *, reason: str | None = None
+    ) -> tuple[RunRecord, bool]:
         """Cancels a run: a pending one ends (or is deleted) now, a running one is marked.
 
         Returns the run (final if it ended now) and whether it is still running, to be stopped.
@@ -198,7 +200,7 @@ class Runs:
                 raise RunNotFound(run_id)
             if not run.inflight:
                 raise RunNotActive(run_id, run.status)
-            reason = (
+            reason = reason or (
                 "cancelled by the client" if action == "interrupt" else "rolled back by the client"
             )
             if run.status == "running":

@@ -65,4 +65,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX checkpoints_by_thread ON checkpoints (thread_id, seq);
     CREATE INDEX checkpoints_by_run ON checkpoints (run_id, seq);
     """,
+    # 2: a counter per thread, bumped whenever the thread's watch stream is (re)created, so that
+    # watch positions from an earlier stream never match a later one.
+    """
+    ALTER TABLE threads ADD COLUMN watch_epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
 from turnstile_server.store.database import Database
-from turnstile_server.store.records import ThreadRecord, now_us
-from turnstile_server.store.rows import dumps, metadata_filter, thread_from_row
+from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
+from turnstile_server.store.rows import (
+    RUN_COLUMNS,
+    dumps,
+    metadata_filter,
+    run_from_row,
+    thread_from_row,
+)
 
 
 class Threads:
@@ -61,6 +68,19 @@ class Threads:
             raise ThreadNotFound(thread_id)
         return thread_from_row(row)
 
+    async def next_watch_epoch(self, thread_id: str) -> int:
+        """Bumps and returns the thread's watch epoch, or raises ThreadNotFound."""
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE threads SET watch_epoch = watch_epoch + 1 WHERE thread_id = ?"
+                " RETURNING watch_epoch",
+                (thread_id,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise ThreadNotFound(thread_id)
+        return int(row[0])
+
     async def list(
         self,
         *,
@@ -101,16 +121,27 @@ class Threads:
             )
         return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
 
-    async def delete(self, thread_id: str) -> builtins.list[str]:
-        """Deletes the thread, its runs and checkpoints; returns the ids of its inflight runs."""
+    async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
+        """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
         async with self._db.transaction() as conn:
             cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,))
             if await cur.fetchone() is None:
                 raise ThreadNotFound(thread_id)
             cur = await conn.execute(
-                "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending', 'running')",
+                f"SELECT {RUN_COLUMNS} FROM runs r"
+                " WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
                 (thread_id,),
             )
-            inflight = [row[0] for row in await cur.fetchall()]
+            now = now_us()
+            inflight = [
+                replace(
+                    run_from_row(row),
+                    status="interrupted",
+                    end_time=now,
+                    cancel_reason="thread deleted",
+                    queue_position=None,
+                )
+                for row in await cur.fetchall()
+            ]
             await conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
         return inflight
