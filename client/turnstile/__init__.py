@@ -37,12 +37,13 @@ from turnstile._errors import (
     UnknownError,
 )
 from turnstile._runs import RunsClient
-from turnstile._stream import RunStream
+from turnstile._stream import RunStream, ThreadStream
 from turnstile._sync import (
     SyncAssistantsClient,
     SyncRunsClient,
     SyncRunStream,
     SyncThreadsClient,
+    SyncThreadStream,
     SyncTurnstileClient,
     get_sync_client,
 )
@@ -56,6 +57,7 @@ from turnstile._types import (
     IfNotExists,
     Json,
     MultitaskStrategy,
+    OnDisconnect,
     Run,
     RunError,
     RunResult,
@@ -65,6 +67,7 @@ from turnstile._types import (
     Thread,
     ThreadState,
     ThreadStatus,
+    ThreadStreamPart,
 )
 
 __all__ = [
@@ -85,6 +88,7 @@ __all__ = [
     "Json",
     "MultitaskStrategy",
     "NotFoundError",
+    "OnDisconnect",
     "OutOfRangeError",
     "PermissionDeniedError",
     "RequestCancelledError",
@@ -100,11 +104,14 @@ __all__ = [
     "SyncAssistantsClient",
     "SyncRunStream",
     "SyncRunsClient",
+    "SyncThreadStream",
     "SyncThreadsClient",
     "SyncTurnstileClient",
     "Thread",
     "ThreadState",
     "ThreadStatus",
+    "ThreadStream",
+    "ThreadStreamPart",
     "ThreadsClient",
     "TurnstileClient",
     "TurnstileError",

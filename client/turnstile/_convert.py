@@ -20,8 +20,9 @@ from turnstile._types import (
     Thread,
     ThreadState,
     ThreadStatus,
+    ThreadStreamPart,
 )
-from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
+from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2, thread_service_pb2
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -74,6 +75,7 @@ STREAM_MODE = EnumCodec(run_pb2.StreamMode, "STREAM_MODE_", "stream mode")
 CANCEL_ACTION = EnumCodec(run_pb2.CancelAction, "CANCEL_ACTION_", "cancel action")
 IF_NOT_EXISTS = EnumCodec(run_pb2.IfNotExists, "IF_NOT_EXISTS_", "if_not_exists")
 IF_EXISTS = EnumCodec(assistant_pb2.IfExists, "IF_EXISTS_", "if_exists")
+ON_DISCONNECT = EnumCodec(run_pb2.OnDisconnect, "ON_DISCONNECT_", "on_disconnect")
 CHECKPOINT_SOURCE = EnumCodec(
     thread_pb2.CheckpointSource, "CHECKPOINT_SOURCE_", "checkpoint source"
 )
@@ -198,6 +200,30 @@ def checkpoint_to_dict(checkpoint: thread_pb2.Checkpoint) -> ThreadState:
     }
 
 
+def event_part(event: run_pb2.RunEvent) -> StreamPart:
+    """Converts a RunEvent into a `StreamPart`."""
+    return StreamPart(event.event, value_to_python(event.data), event.seq)
+
+
 def event_parts(events: Iterable[run_pb2.RunEvent]) -> list[StreamPart]:
     """Converts a batch of RunEvents into one `StreamPart` each, in order."""
-    return [StreamPart(event.event, value_to_python(event.data), event.seq) for event in events]
+    return [event_part(event) for event in events]
+
+
+def thread_event_part(event: thread_service_pb2.ThreadEvent) -> ThreadStreamPart | None:
+    """Converts a ThreadEvent into a `ThreadStreamPart`; `None` for a kind this SDK predates."""
+    kind = event.WhichOneof("kind")
+    if kind == "run_event":
+        inner = event.run_event
+        return ThreadStreamPart(
+            inner.event, value_to_python(inner.data), event.seq, inner.run_id, inner.seq
+        )
+    if kind == "run_started":
+        return ThreadStreamPart(
+            kind, run_to_dict(event.run_started), event.seq, event.run_started.run_id, 0
+        )
+    if kind == "run_ended":
+        return ThreadStreamPart(
+            kind, run_to_dict(event.run_ended), event.seq, event.run_ended.run_id, 0
+        )
+    return None

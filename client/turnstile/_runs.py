@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from turnstile._convert import (
     CANCEL_ACTION,
     IF_NOT_EXISTS,
     MULTITASK_STRATEGY,
+    ON_DISCONNECT,
     RUN_STATUS,
     run_to_dict,
     stream_modes,
@@ -18,13 +19,14 @@ from turnstile._convert import (
     to_struct,
 )
 from turnstile._paging import page_through
-from turnstile._stream import RunStream
+from turnstile._stream import RunStream, StreamMessage
 from turnstile._transport import Transport
 from turnstile._types import (
     CancelAction,
     IfNotExists,
     Json,
     MultitaskStrategy,
+    OnDisconnect,
     Run,
     RunResult,
     RunStatus,
@@ -69,7 +71,8 @@ class RunsClient:
     "updates", "messages", "custom" or a list of them; `multitask_strategy` is "reject",
     "interrupt", "rollback" or "enqueue" (the server default); `after_seconds` delays the
     start; `if_not_exists` is "reject" (the default) or "create"; `request_id` is an
-    idempotency key. An unknown string raises `ValueError` before any call is made.
+    idempotency key (generated when omitted). An unknown string raises `ValueError` before
+    any call is made.
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -193,12 +196,19 @@ class RunsClient:
         after_seconds: float | None = None,
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> RunStream:
         """Admits a run and returns its events as an async iterator of `StreamPart`s.
 
         The arguments are checked now; the call starts on the first iteration. Besides the
         selected modes, `metadata`, `error` and a final `end` event always come. The stream's
-        `run` attribute holds the admitted `Run` once the first part has arrived. Not retried.
+        `run` attribute holds the admitted `Run` once the first message has arrived.
+
+        `on_disconnect` says what the server does with the run when this client goes away
+        before it ends: "continue" (the server default) or "cancel" (interrupt it). A broken
+        call is resumed: before the run is known by sending the same request again (a
+        `request_id` is generated when omitted, so the run is admitted once), then by joining
+        its stream after the last part seen. See `RunStream` for the reconnect policy.
         """
         request = pb.StreamRunRequest(
             **_admission(
@@ -211,14 +221,19 @@ class RunsClient:
                 multitask_strategy=multitask_strategy,
                 after_seconds=after_seconds,
                 if_not_exists=if_not_exists,
-                request_id=request_id,
-            )
+                request_id=request_id or str(uuid.uuid4()),
+            ),
+            on_disconnect=ON_DISCONNECT.encode(on_disconnect),
         )
-        return RunStream(
-            lambda: self._transport.stream(
-                lambda s: s.runs.StreamRun, request, pb.StreamRunResponse
-            )
-        )
+
+        def open_messages(run: Run | None, after_seq: int) -> AsyncGenerator[StreamMessage, None]:
+            if run is None:
+                return self._transport.stream(
+                    lambda s: s.runs.StreamRun, request, pb.StreamRunResponse
+                )
+            return self._join_stream_messages(thread_id, run["run_id"], after_seq)
+
+        return RunStream(open_messages)
 
     async def get(self, thread_id: str, run_id: str) -> Run:
         """Returns one run; a rolled-back run raises `NotFoundError`."""
@@ -312,13 +327,21 @@ class RunsClient:
         """Attaches to a run's events: replays those after `after_seq`, then follows live.
 
         Pass the `seq` of the last part you saw to resume without gap or duplicate. The call
-        starts on the first iteration. Not retried.
+        starts on the first iteration; a broken call is resumed after the last part seen (see
+        `RunStream`). Events the server no longer retains raise `OutOfRangeError` (reason
+        `STREAM_EXPIRED`).
         """
         if after_seq < 0:
             raise ValueError(f"after_seq must not be negative, got {after_seq}")
-        request = pb.JoinRunStreamRequest(thread_id=thread_id, run_id=run_id, after_seq=after_seq)
         return RunStream(
-            lambda: self._transport.stream(
-                lambda s: s.runs.JoinRunStream, request, pb.JoinRunStreamResponse
-            )
+            lambda _run, after: self._join_stream_messages(thread_id, run_id, after),
+            after_seq=after_seq,
+        )
+
+    def _join_stream_messages(
+        self, thread_id: str, run_id: str, after_seq: int
+    ) -> AsyncGenerator[StreamMessage, None]:
+        request = pb.JoinRunStreamRequest(thread_id=thread_id, run_id=run_id, after_seq=after_seq)
+        return self._transport.stream(
+            lambda s: s.runs.JoinRunStream, request, pb.JoinRunStreamResponse
         )

@@ -1,62 +1,137 @@
-"""`RunStream`: a run's events as an async iterator of `StreamPart`s."""
+"""`RunStream` and `ThreadStream`: event streams that reconnect after the last part seen."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
-from typing import TypeAlias
+from typing import Final, Generic, Self, TypeAlias, TypeVar
 
-from turnstile._convert import event_parts, run_to_dict
-from turnstile._types import Run, StreamPart
-from turnstile.v1 import run_service_pb2
+from google.protobuf.message import Message
+
+from turnstile._convert import event_part, run_to_dict, thread_event_part, thread_to_dict
+from turnstile._errors import ResourceExhaustedError, TurnstileError, UnavailableError
+from turnstile._types import Run, StreamPart, Thread, ThreadStreamPart
+from turnstile.v1 import run_service_pb2, thread_service_pb2
+
+logger = logging.getLogger(__name__)
 
 StreamMessage: TypeAlias = run_service_pb2.StreamRunResponse | run_service_pb2.JoinRunStreamResponse
+WatchMessage: TypeAlias = thread_service_pb2.WatchThreadResponse
+
+RECONNECT_ATTEMPTS: Final = 5
+"""Consecutive reconnects that may fail before a stream gives up and raises the last error."""
+RECONNECT_BACKOFF: Final = 0.1
+"""Seconds before the first reconnect after a break; doubled for each further failed one."""
+RECONNECT_MAX_BACKOFF: Final = 2.0
+"""The longest pause before a reconnect, in seconds."""
+SUBSCRIBER_TOO_SLOW: Final = "SUBSCRIBER_TOO_SLOW"
+"""The reason of the `RESOURCE_EXHAUSTED` that ends a reader who fell too far behind."""
+
+# Looked up at each pause, so tests can observe the backoff without waiting for it.
+_sleep = asyncio.sleep
+
+_M = TypeVar("_M", bound=Message)
+_P = TypeVar("_P")
 
 
-class RunStream:
-    """Yields one `StreamPart` per event of a run, ending after the `end` event.
+def reconnect_delay(failures: int) -> float:
+    """Seconds to pause before the reconnect that follows `failures` consecutive breaks."""
+    return min(RECONNECT_BACKOFF * 2.0 ** (failures - 1), RECONNECT_MAX_BACKOFF)
 
-    The call starts on the first iteration. `run` is the `Run` the server sends with its first
-    message (as it was when the stream opened), `None` until then. Break out early with
-    `aclose()` or `async with`, which cancels the call.
+
+class EventStream(ABC, Generic[_M, _P]):
+    """Yields the parts of a server stream, resuming it after the last `seq` when it breaks.
+
+    A call that fails with `UNAVAILABLE`, or ends before the stream's final event, is made
+    again after a pause of `reconnect_delay(n)` for the n-th consecutive break; one that a
+    server ended with `SUBSCRIBER_TOO_SLOW` is made again at once. After
+    `RECONNECT_ATTEMPTS` consecutive failed reconnects the last error is raised; a reconnect
+    that delivers a message resets the count. Events at or before the last `seq` seen are
+    skipped, so the caller sees each part once, in order. Any other error is raised as is.
     """
 
-    def __init__(self, open_messages: Callable[[], AsyncGenerator[StreamMessage, None]]) -> None:
-        self._open_messages = open_messages
-        self._messages: AsyncGenerator[StreamMessage, None] | None = None
-        self._pending: deque[StreamPart] = deque()
-        self._done = False
-        self.run: Run | None = None
+    _ended_early = "the stream ended before its final event"
+    """The message of the `UnavailableError` raised when every reconnect ends that way."""
 
-    def __aiter__(self) -> RunStream:
+    def __init__(self, after_seq: int) -> None:
+        self._last_seq = after_seq
+        self._messages: AsyncGenerator[_M, None] | None = None
+        self._pending: deque[_P] = deque()
+        self._failures = 0
+        self._complete = False
+        self._done = False
+
+    @abstractmethod
+    def _open(self) -> AsyncGenerator[_M, None]:
+        """Starts a call that delivers the stream's messages after `self._last_seq`."""
+
+    @abstractmethod
+    def _receive(self, message: _M) -> None:
+        """Queues the message's new parts, advances `_last_seq`, sets `_complete` at the end."""
+
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> StreamPart:
+    async def __anext__(self) -> _P:
         while not self._pending:
-            if self._done:
+            if self._complete or self._done:
+                await self.aclose()
                 raise StopAsyncIteration
-            if self._messages is None:
-                self._messages = self._open_messages()
             try:
-                message = await anext(self._messages)
+                message = await self._next_message()
             except BaseException:
-                # Whatever ends the generator (its end, an error, a cancellation) ends us.
+                # An error we do not reconnect after, or a cancellation, ends the stream.
                 self._done = True
                 raise
-            if self.run is None and message.HasField("run"):
-                self.run = run_to_dict(message.run)
-            self._pending.extend(event_parts(message.events))
+            self._receive(message)
         return self._pending.popleft()
+
+    async def _next_message(self) -> _M:
+        while True:
+            if self._messages is None:
+                self._messages = self._open()
+            try:
+                message = await anext(self._messages)
+            except StopAsyncIteration:
+                error: TurnstileError = UnavailableError(self._ended_early)
+                pause = True
+            except UnavailableError as exc:
+                error, pause = exc, True
+            except ResourceExhaustedError as exc:
+                if exc.reason != SUBSCRIBER_TOO_SLOW:
+                    raise
+                # The server dropped us to protect itself; the events are still there.
+                error, pause = exc, False
+            else:
+                self._failures = 0
+                return message
+            self._messages = None
+            self._failures += 1
+            if self._failures > RECONNECT_ATTEMPTS:
+                raise error
+            delay = reconnect_delay(self._failures) if pause else 0.0
+            logger.debug(
+                "stream broke (%s); reconnecting after seq %d in %.1f s",
+                error,
+                self._last_seq,
+                delay,
+            )
+            if pause:
+                await _sleep(delay)
 
     async def aclose(self) -> None:
         """Stops the stream and cancels its call; iterating afterwards ends at once."""
         self._done = True
         self._pending.clear()
-        if self._messages is not None:
-            await self._messages.aclose()
+        messages, self._messages = self._messages, None
+        if messages is not None:
+            await messages.aclose()
 
-    async def __aenter__(self) -> RunStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -66,3 +141,79 @@ class RunStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class RunStream(EventStream[StreamMessage, StreamPart]):
+    """Yields one `StreamPart` per event of a run, ending after the `end` event.
+
+    The call starts on the first iteration. `run` is the `Run` the server sends with its first
+    message (as it was when the stream opened), `None` until then. A call that breaks
+    (`UNAVAILABLE`, or an end before the `end` event) is resumed after the last part seen,
+    with a backoff of 0.1 s doubling up to 2 s, giving up after 5 failed reconnects in a row;
+    see `EventStream`. Break out early with `aclose()` or `async with`, which cancels the call.
+    """
+
+    _ended_early = "the run's stream ended before its end event"
+
+    def __init__(
+        self,
+        open_messages: Callable[[Run | None, int], AsyncGenerator[StreamMessage, None]],
+        *,
+        after_seq: int = 0,
+    ) -> None:
+        """`open_messages(run, after_seq)` starts a call; `run` is `None` until one arrived."""
+        super().__init__(after_seq)
+        self._open_messages = open_messages
+        self.run: Run | None = None
+
+    def _open(self) -> AsyncGenerator[StreamMessage, None]:
+        return self._open_messages(self.run, self._last_seq)
+
+    def _receive(self, message: StreamMessage) -> None:
+        if self.run is None and message.HasField("run"):
+            self.run = run_to_dict(message.run)
+        for event in message.events:
+            if event.seq <= self._last_seq:
+                continue
+            self._last_seq = event.seq
+            self._pending.append(event_part(event))
+            if event.event == "end":
+                self._complete = True
+                return
+
+
+class ThreadStream(EventStream[WatchMessage, ThreadStreamPart]):
+    """Yields one `ThreadStreamPart` per event of a thread, until closed.
+
+    The call starts on the first iteration. `thread` is the `Thread` the server sends with
+    its first message (as it was when the watch opened), `None` until then. A call that breaks
+    is resumed after the last part seen, as for `RunStream`; see `EventStream`. Stop with
+    `aclose()` or `async with`, which cancels the call.
+    """
+
+    _ended_early = "the thread's watch ended"
+
+    def __init__(
+        self,
+        open_messages: Callable[[int], AsyncGenerator[WatchMessage, None]],
+        *,
+        after_seq: int = 0,
+    ) -> None:
+        """`open_messages(after_seq)` starts a call."""
+        super().__init__(after_seq)
+        self._open_messages = open_messages
+        self.thread: Thread | None = None
+
+    def _open(self) -> AsyncGenerator[WatchMessage, None]:
+        return self._open_messages(self._last_seq)
+
+    def _receive(self, message: WatchMessage) -> None:
+        if self.thread is None and message.HasField("thread"):
+            self.thread = thread_to_dict(message.thread)
+        for event in message.events:
+            if event.seq <= self._last_seq:
+                continue
+            self._last_seq = event.seq
+            part = thread_event_part(event)
+            if part is not None:
+                self._pending.append(part)

@@ -10,40 +10,35 @@ import functools
 import inspect
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from turnstile._assistants import AssistantsClient
 from turnstile._client import DEFAULT_URL, TurnstileClient, get_client
 from turnstile._portal import Portal, awaited
 from turnstile._runs import RunsClient
-from turnstile._stream import RunStream
+from turnstile._stream import EventStream, RunStream, ThreadStream
 from turnstile._threads import ThreadsClient
-from turnstile._types import Run, StreamPart
+from turnstile._types import Run, StreamPart, Thread, ThreadStreamPart
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _A = TypeVar("_A")
+_Part = TypeVar("_Part")
+_Stream = TypeVar("_Stream", bound=EventStream[Any, Any])
+_SyncStream = TypeVar("_SyncStream")
 
 
-class SyncRunStream:
-    """Yields one `StreamPart` per event of a run; the blocking twin of `RunStream`.
+class _BlockingIterator(Generic[_Part]):
+    """Iterates an `EventStream` on the portal's loop; `close()` or `with` cancels the call."""
 
-    Break out early with `close()` or `with`, which cancels the call.
-    """
-
-    def __init__(self, stream: RunStream, portal: Portal) -> None:
+    def __init__(self, stream: EventStream[Any, _Part], portal: Portal) -> None:
         self._stream = stream
         self._portal = portal
 
-    @property
-    def run(self) -> Run | None:
-        """The `Run` sent with the stream's first message; `None` until it arrived."""
-        return self._stream.run
-
-    def __iter__(self) -> SyncRunStream:
+    def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> StreamPart:
+    def __next__(self) -> _Part:
         try:
             return self._portal.run(awaited(anext(self._stream)))
         except StopAsyncIteration:
@@ -53,7 +48,7 @@ class SyncRunStream:
         """Stops the stream and cancels its call."""
         self._portal.run(self._stream.aclose())
 
-    def __enter__(self) -> SyncRunStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -63,6 +58,38 @@ class SyncRunStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SyncRunStream(_BlockingIterator[StreamPart]):
+    """Yields one `StreamPart` per event of a run; the blocking twin of `RunStream`.
+
+    Break out early with `close()` or `with`, which cancels the call.
+    """
+
+    def __init__(self, stream: RunStream, portal: Portal) -> None:
+        super().__init__(stream, portal)
+        self._run_stream = stream
+
+    @property
+    def run(self) -> Run | None:
+        """The `Run` sent with the stream's first message; `None` until it arrived."""
+        return self._run_stream.run
+
+
+class SyncThreadStream(_BlockingIterator[ThreadStreamPart]):
+    """Yields one `ThreadStreamPart` per event of a thread; the blocking twin of `ThreadStream`.
+
+    It never ends by itself: stop with `close()` or `with`, which cancels the call.
+    """
+
+    def __init__(self, stream: ThreadStream, portal: Portal) -> None:
+        super().__init__(stream, portal)
+        self._thread_stream = stream
+
+    @property
+    def thread(self) -> Thread | None:
+        """The `Thread` sent with the watch's first message; `None` until it arrived."""
+        return self._thread_stream.thread
 
 
 class _SyncResource(Generic[_A]):
@@ -102,26 +129,31 @@ class _Blocking(Generic[_P, _R]):
         return blocking
 
 
-class _BlockingStream(Generic[_P]):
-    """Turns a stream method of `RunsClient` into one returning a `SyncRunStream`."""
+class _BlockingStream(Generic[_P, _Stream, _SyncStream]):
+    """Turns a stream method of a resource client into one returning its blocking twin."""
 
-    def __init__(self, method: Callable[Concatenate[Any, _P], RunStream]) -> None:
+    def __init__(
+        self,
+        method: Callable[Concatenate[Any, _P], _Stream],
+        wrap: Callable[[_Stream, Portal], _SyncStream],
+    ) -> None:
         self._method = method
-        self._signature = _without_self(method).replace(return_annotation="SyncRunStream")
+        self._wrap = wrap
+        self._signature = _without_self(method).replace(return_annotation=wrap.__name__)
 
     @overload
-    def __get__(self, obj: None, owner: type[Any]) -> _BlockingStream[_P]: ...
+    def __get__(self, obj: None, owner: type[Any]) -> _BlockingStream[_P, _Stream, _SyncStream]: ...
     @overload
-    def __get__(self, obj: _SyncResource[Any], owner: type[Any]) -> Callable[_P, SyncRunStream]: ...
+    def __get__(self, obj: _SyncResource[Any], owner: type[Any]) -> Callable[_P, _SyncStream]: ...
     def __get__(
         self, obj: _SyncResource[Any] | None, owner: type[Any]
-    ) -> _BlockingStream[_P] | Callable[_P, SyncRunStream]:
+    ) -> _BlockingStream[_P, _Stream, _SyncStream] | Callable[_P, _SyncStream]:
         if obj is None:
             return self
-        method = self._method
+        method, wrap = self._method, self._wrap
 
-        def blocking(*args: _P.args, **kwargs: _P.kwargs) -> SyncRunStream:
-            return SyncRunStream(method(obj._async, *args, **kwargs), obj._portal)
+        def blocking(*args: _P.args, **kwargs: _P.kwargs) -> _SyncStream:
+            return wrap(method(obj._async, *args, **kwargs), obj._portal)
 
         functools.update_wrapper(blocking, method)
         blocking.__signature__ = self._signature  # type: ignore[attr-defined]
@@ -138,7 +170,10 @@ class SyncAssistantsClient(_SyncResource[AssistantsClient]):
 
 
 class SyncThreadsClient(_SyncResource[ThreadsClient]):
-    """The blocking twin of `ThreadsClient`; same methods, same arguments."""
+    """The blocking twin of `ThreadsClient`; same methods, same arguments.
+
+    `watch` returns a `SyncThreadStream`, a plain iterator of `ThreadStreamPart`s.
+    """
 
     create = _Blocking(ThreadsClient.create)
     get = _Blocking(ThreadsClient.get)
@@ -147,6 +182,7 @@ class SyncThreadsClient(_SyncResource[ThreadsClient]):
     search = _Blocking(ThreadsClient.search)
     get_state = _Blocking(ThreadsClient.get_state)
     get_history = _Blocking(ThreadsClient.get_history)
+    watch = _BlockingStream(ThreadsClient.watch, SyncThreadStream)
 
 
 class SyncRunsClient(_SyncResource[RunsClient]):
@@ -158,14 +194,14 @@ class SyncRunsClient(_SyncResource[RunsClient]):
     create = _Blocking(RunsClient.create)
     wait = _Blocking(RunsClient.wait)
     wait_run = _Blocking(RunsClient.wait_run)
-    stream = _BlockingStream(RunsClient.stream)
+    stream = _BlockingStream(RunsClient.stream, SyncRunStream)
     get = _Blocking(RunsClient.get)
     list = _Blocking(RunsClient.list)
     delete = _Blocking(RunsClient.delete)
     cancel = _Blocking(RunsClient.cancel)
     join = _Blocking(RunsClient.join)
     join_run = _Blocking(RunsClient.join_run)
-    join_stream = _BlockingStream(RunsClient.join_stream)
+    join_stream = _BlockingStream(RunsClient.join_stream, SyncRunStream)
 
 
 class SyncTurnstileClient:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from turnstile._convert import (
@@ -14,6 +14,7 @@ from turnstile._convert import (
     to_struct,
 )
 from turnstile._paging import page_through
+from turnstile._stream import ThreadStream, WatchMessage
 from turnstile._transport import Transport
 from turnstile._types import IfExists, Thread, ThreadState, ThreadStatus
 from turnstile.v1 import thread_service_pb2 as pb
@@ -138,3 +139,23 @@ class ThreadsClient:
             return checkpoints, response.next_page_token
 
         return await page_through(fetch, limit=limit, offset=0)
+
+    def watch(self, thread_id: str, *, after_seq: int = 0) -> ThreadStream:
+        """Follows a thread: its runs starting and ending, and their events, until closed.
+
+        Returns an async iterator of `ThreadStreamPart`s that replays the thread's retained
+        events after `after_seq` (the `seq` of the last part you saw), then follows live; it
+        never ends by itself. The call starts on the first iteration; a broken call is resumed
+        after the last part seen (see `ThreadStream`). Events the server no longer retains
+        raise `OutOfRangeError` (reason `STREAM_EXPIRED`).
+        """
+        if after_seq < 0:
+            raise ValueError(f"after_seq must not be negative, got {after_seq}")
+
+        def open_messages(after: int) -> AsyncGenerator[WatchMessage, None]:
+            request = pb.WatchThreadRequest(thread_id=thread_id, after_seq=after)
+            return self._transport.stream(
+                lambda s: s.threads.WatchThread, request, pb.WatchThreadResponse
+            )
+
+        return ThreadStream(open_messages, after_seq=after_seq)

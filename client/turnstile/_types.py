@@ -18,6 +18,7 @@ CancelAction: TypeAlias = Literal["interrupt", "rollback"]
 IfNotExists: TypeAlias = Literal["reject", "create"]
 IfExists: TypeAlias = Literal["raise", "do_nothing"]
 CheckpointSource: TypeAlias = Literal["input", "step"]
+OnDisconnect: TypeAlias = Literal["continue", "cancel"]
 
 Json: TypeAlias = dict[str, Any]
 """A JSON object: input, values, metadata, config."""
@@ -99,12 +100,31 @@ class StreamPart(NamedTuple):
 
     `event` is `metadata`, `values`, `updates`, `messages`, `custom`, `error` or `end`; `seq`
     is its position in the run's stream (1 for the first), usable as `join_stream`'s
-    `after_seq` to resume.
+    `after_seq` to resume. `seq` grows with every part but may skip numbers: several message
+    chunks merged into one part for a reader that fell behind, or a run resumed after a
+    server restart.
     """
 
     event: str
     data: Any
     seq: int
+
+
+class ThreadStreamPart(NamedTuple):
+    """One event of a thread's watch stream.
+
+    `event` is `run_started` or `run_ended`, with the `Run` as `data`, or the kind of one of
+    the runs' events (`metadata`, `values`, ..., `end`) with that event's data. `seq` is its
+    position in the thread's stream, usable as `watch`'s `after_seq` to resume; `run_id` names
+    the run and `run_seq` is the event's `seq` in the run's own stream (0 for `run_started`
+    and `run_ended`).
+    """
+
+    event: str
+    data: Any
+    seq: int
+    run_id: str
+    run_seq: int
 
 
 class RunResult(NamedTuple):
