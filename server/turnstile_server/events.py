@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,17 +37,8 @@ class StreamLimits:
     max_bytes: int = 64 << 20
     retained_bytes: int = 256 << 20
     max_lag: int = 10_000
-    coalesce_lag: int = 512
     batch_events: int = 512
     batch_bytes: int = 256 << 10
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Consecutive encoded events for one subscriber, and how far it is behind after them."""
-
-    frames: list[bytes]
-    behind: int
 
 
 class EventLog:
@@ -174,7 +165,7 @@ class EventLog:
 
 async def follow(
     log: EventLog, after_seq: int, limits: StreamLimits, *, what: dict[str, str]
-) -> AsyncIterator[Batch]:
+) -> AsyncIterator[list[bytes]]:
     """Yields the log's events after `after_seq`, then new ones as they come, until it ends.
 
     A subscriber is "live" once it has caught up; a live subscriber that falls more than
@@ -199,7 +190,7 @@ async def follow(
             if behind > 0:
                 frames = log.read(position, limits.batch_events, limits.batch_bytes)
                 position += len(frames)
-                yield Batch(frames, behind - len(frames) if live else 0)
+                yield frames
                 continue
             if log.ended:
                 if position > log.last_seq:
@@ -225,41 +216,6 @@ def check_position(log: EventLog, after_seq: int, *, what: dict[str, str]) -> No
             f"{log.name} ended at seq {log.last_seq}; after_seq {after_seq} is past it",
             metadata={**what, "last_seq": str(log.last_seq)},
         )
-
-
-def coalesce(events: Iterable[run_pb2.RunEvent]) -> list[run_pb2.RunEvent]:
-    """Merges consecutive `messages` chunks of one message (same `id`, text `content`).
-
-    The merged event keeps the first chunk's other fields, joins the contents, takes the last
-    chunk's `seq` and counts the chunks in `coalesced`.
-    """
-    merged: list[run_pb2.RunEvent] = []
-    for event in events:
-        previous = merged[-1] if merged else None
-        if previous is not None and _same_message(previous, event):
-            content = previous.data.struct_value.fields["content"]
-            content.string_value += event.data.struct_value.fields["content"].string_value
-            previous.coalesced = max(previous.coalesced, 1) + 1
-            previous.seq = event.seq
-        else:
-            merged.append(event)
-    return merged
-
-
-def _same_message(a: run_pb2.RunEvent, b: run_pb2.RunEvent) -> bool:
-    if a.event != "messages" or b.event != "messages":
-        return False
-    fa, fb = a.data.struct_value.fields, b.data.struct_value.fields
-    return (
-        "id" in fa
-        and "id" in fb
-        and fa["id"].WhichOneof("kind") == "string_value"
-        and fa["id"] == fb["id"]
-        and "content" in fa
-        and "content" in fb
-        and fa["content"].WhichOneof("kind") == "string_value"
-        and fb["content"].WhichOneof("kind") == "string_value"
-    )
 
 
 def _expired(log: EventLog, position: int, what: dict[str, str]) -> OutOfRange:

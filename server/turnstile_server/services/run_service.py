@@ -9,7 +9,7 @@ from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
-from turnstile_server.events import EventHub, check_position, coalesce, follow
+from turnstile_server.events import EventHub, check_position, follow
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import resolve_assistant
@@ -120,12 +120,7 @@ class RunService(pb_grpc.RunServiceServicer):
         yield response(run=wire.run_message(run))
         limits = self._hub.limits
         async for batch in follow(log, after_seq, limits, what=what):
-            message = response.FromString(b"".join(batch.frames))
-            if batch.behind > limits.coalesce_lag:
-                merged = coalesce(message.events)
-                del message.events[:]
-                message.events.extend(merged)
-            yield message
+            yield response.FromString(b"".join(batch))
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
         return await self._store.runs.get(

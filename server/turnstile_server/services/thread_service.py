@@ -112,4 +112,4 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             check_position(log, request.after_seq, what=what)
             yield pb.WatchThreadResponse(thread=await self._message(thread))
             async for batch in follow(log, request.after_seq, self._hub.limits, what=what):
-                yield pb.WatchThreadResponse.FromString(b"".join(batch.frames))
+                yield pb.WatchThreadResponse.FromString(b"".join(batch))
