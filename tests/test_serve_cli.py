@@ -69,3 +69,27 @@ async def test_serve_refuses_a_bad_graph_spec_with_a_clear_message(tmp_path: Pat
     assert process.returncode == 1
     assert b"name=package.module:attribute" in err
     assert b"Traceback" not in err
+
+
+def test_serve_refuses_stream_limits_that_could_not_be_resumed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from turnstile_server.cli import main
+
+    code = main(
+        [
+            "serve",
+            "--port",
+            "0",
+            "--database",
+            str(tmp_path / "x.db"),
+            "--stream-max-events",
+            "100",
+            "--subscriber-max-lag",
+            "100",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "subscriber_max_lag must be at least 1 and below stream_max_events" in err
+    assert not (tmp_path / "x.db").exists()

@@ -173,13 +173,14 @@ async def follow(
     still retained, so that it can resume. Replaying is never too slow.
     """
     position = after_seq
+    placed = after_seq != 0  # 0 means the log's origin, known once the log is numbered
     live = False
     while True:
         if log.expired:
             raise _expired(log, position, what)
         if log.numbered:
-            if after_seq == 0 and not live and position == 0:
-                position = log.origin
+            if not placed:
+                position, placed = log.origin, True
             if position < log.first_seq - 1:
                 if live:
                     raise _too_slow(log, position, what)

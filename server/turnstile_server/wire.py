@@ -158,13 +158,6 @@ def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
     return struct
 
 
-def to_value(data: Any) -> struct_pb2.Value:
-    """Converts any JSON value to a Value."""
-    value = struct_pb2.Value()
-    json_format.ParseDict(data, value)
-    return value
-
-
 def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
     """Converts microseconds since the epoch to a Timestamp (None stays unset)."""
     if micros is None:
