@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.rpc import Stubs
+from tests.streams import serving
 from turnstile import TurnstileClient, get_client
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
@@ -38,3 +40,10 @@ async def client(app: App) -> AsyncIterator[TurnstileClient]:
     sdk = get_client(url=app.address)
     yield sdk
     await sdk.close()
+
+
+@pytest.fixture
+async def stubs(database: str) -> AsyncIterator[Stubs]:
+    """Raw stubs on a server with the streaming test graphs (`tests/streams.py`)."""
+    async with serving(database) as (_, stubs):
+        yield stubs

@@ -108,3 +108,40 @@ async def eventually(
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+async def burst(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Emits input `chunks` message chunks of one message and `custom` events at once, then
+    yields the whole message: a fast producer for retention and lag tests."""
+    count = int(ctx.input.get("chunks", 10))
+    customs = int(ctx.input.get("customs", 0))
+    message_id = f"burst-{ctx.run_id}"
+    for index in range(customs):
+        ctx.emit_custom({"custom": index})
+    for index in range(count):
+        ctx.emit_message_chunk({"id": message_id, "type": "ai", "content": f"t{index} "})
+    content = "".join(f"t{index} " for index in range(count))
+    yield {"messages": [{"id": message_id, "type": "ai", "content": content}]}
+
+
+async def chatty(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Per name in input `gates`: a `custom` event and `chunks` message chunks, then waits for
+    the gate and yields the message; every stream mode has events before each gate."""
+    count = int(ctx.input.get("chunks", 3))
+    for name in ctx.input.get("gates", []):
+        message_id = f"{ctx.run_id}-{name}"
+        ctx.emit_custom({"gate": name})
+        for index in range(count):
+            ctx.emit_message_chunk({"id": message_id, "type": "ai", "content": f"{name}.{index} "})
+        GATES.arrived(name).set()
+        await GATES.event(name).wait()
+        content = "".join(f"{name}.{index} " for index in range(count))
+        yield {"messages": [{"id": message_id, "type": "ai", "content": content}], "gate": name}
+
+
+def streaming_registry() -> GraphRegistry:
+    """`registry()` plus the streaming test graphs `burst` and `chatty`."""
+    graphs = registry()
+    graphs.register("burst", burst)
+    graphs.register("chatty", chatty)
+    return graphs

@@ -102,8 +102,8 @@ class EventLog:
         return self._bytes
 
     def rebase(self, base: int) -> None:
-        """Numbers the first event `base + 1`; only while nothing has been appended."""
-        if self._frames or self._first != (self._base or 0) + 1:
+        """Numbers the first event `base + 1`, unless the numbering is fixed already."""
+        if self._base is not None:
             return
         self._base = base
         self._first = base + 1
