@@ -1,118 +1,36 @@
-"""The SDK's streams against scripted calls: dedupe by seq, reconnects, backoff, encoding."""
+"""The SDK's run streams against scripted calls: dedupe by seq, reconnects, backoff, encoding."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Iterator, Sequence
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import pytest
-from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.message import Message
-from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
-    error_details_pb2,
-    status_pb2,
-)
 
 import turnstile
+from tests.scripted import (
+    FakeMethod,
+    FakeTransport,
+    collect,
+    join_message,
+    rpc_error,
+    run_message,
+    unavailable,
+    values,
+)
 from turnstile import _stream
-from turnstile._client import TurnstileClient
-from turnstile._errors import STATUS_DETAILS_KEY
 from turnstile._runs import RunsClient
-from turnstile._sync import SyncTurnstileClient
 from turnstile._threads import ThreadsClient
-from turnstile._transport import Stubs, Transport
-from turnstile.v1 import run_pb2, run_service_pb2, thread_pb2, thread_service_pb2
+from turnstile.v1 import run_pb2
 
 THREAD = "t1"
 RUN = "r1"
 
 Script = Sequence[Message | BaseException]
 """What one call delivers: messages in order, an exception to fail, or the end to complete."""
-
-
-# --- scripted calls --------------------------------------------------------------------------
-
-
-def rpc_error(code: grpc.StatusCode, reason: str = "") -> grpc.aio.AioRpcError:
-    """The error a failed call raises, with a `google.rpc.Status` trailer naming `reason`."""
-    details = []
-    if reason:
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="turnstile.v1"))
-        details.append(packed)
-    status = status_pb2.Status(code=code.value[0], message=reason.lower(), details=details)
-    trailers = grpc.aio.Metadata((STATUS_DETAILS_KEY, status.SerializeToString()))
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, reason.lower())
-
-
-def unavailable() -> grpc.aio.AioRpcError:
-    return rpc_error(grpc.StatusCode.UNAVAILABLE)
-
-
-class FakeCall:
-    """A server-streaming call that plays a script."""
-
-    def __init__(self, script: Script) -> None:
-        self._script = script
-        self.cancelled = False
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._play()
-
-    async def _play(self) -> AsyncIterator[Message]:
-        for item in self._script:
-            await asyncio.sleep(0)
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def cancel(self) -> bool:
-        self.cancelled = True
-        return True
-
-
-class FakeMethod:
-    """A stub method answering each call with the next script; records requests and calls."""
-
-    def __init__(self, *scripts: Script) -> None:
-        self._scripts = deque(scripts)
-        self.requests: list[Any] = []
-        self.calls: list[FakeCall] = []
-
-    def __call__(self, request: Message, *, timeout: float | None, metadata: Any) -> FakeCall:
-        self.requests.append(request)
-        assert self._scripts, f"unexpected call #{len(self.requests)}: {request}"
-        call = FakeCall(self._scripts.popleft())
-        self.calls.append(call)
-        return call
-
-
-class FakeTransport(Transport):
-    """A `Transport` whose stubs are scripted methods instead of a channel."""
-
-    def __init__(self) -> None:
-        super().__init__("fake:0", api_key=None, timeout=None)
-        self.stream_run = FakeMethod()
-        self.join_run_stream = FakeMethod()
-        self.watch_thread = FakeMethod()
-
-    def stubs(self) -> Stubs:
-        return Stubs(
-            assistants=cast(Any, None),
-            threads=cast(Any, _Namespace(WatchThread=self.watch_thread)),
-            runs=cast(
-                Any, _Namespace(StreamRun=self.stream_run, JoinRunStream=self.join_run_stream)
-            ),
-        )
-
-
-class _Namespace:
-    def __init__(self, **methods: FakeMethod) -> None:
-        self.__dict__.update(methods)
 
 
 @pytest.fixture
@@ -141,47 +59,6 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
 
     monkeypatch.setattr(_stream, "_sleep", sleep)
     yield pauses
-
-
-# --- messages ---------------------------------------------------------------------------------
-
-
-def run_events(events: Sequence[tuple[int, str]]) -> list[run_pb2.RunEvent]:
-    """RunEvents of kind and seq as given; each one's data is its seq."""
-    return [
-        run_pb2.RunEvent(seq=seq, run_id=RUN, event=kind, data=struct_pb2.Value(number_value=seq))
-        for seq, kind in events
-    ]
-
-
-def the_run() -> run_pb2.Run:
-    return run_pb2.Run(run_id=RUN, thread_id=THREAD, status=run_pb2.RUN_STATUS_RUNNING)
-
-
-def run_message(
-    *, run: bool = False, events: Sequence[tuple[int, str]] = ()
-) -> run_service_pb2.StreamRunResponse:
-    """A StreamRun message; the first one of a call carries the run (`run`)."""
-    return run_service_pb2.StreamRunResponse(
-        events=run_events(events), run=the_run() if run else None
-    )
-
-
-def join_message(
-    *, run: bool = False, events: Sequence[tuple[int, str]] = ()
-) -> run_service_pb2.JoinRunStreamResponse:
-    """A JoinRunStream message; the first one of a call carries the run (`run`)."""
-    return run_service_pb2.JoinRunStreamResponse(
-        events=run_events(events), run=the_run() if run else None
-    )
-
-
-def values(*seqs: int) -> list[tuple[int, str]]:
-    return [(seq, "values") for seq in seqs]
-
-
-async def collect(stream: AsyncIterator[turnstile.StreamPart]) -> list[turnstile.StreamPart]:
-    return [part async for part in stream]
 
 
 # --- runs.stream ------------------------------------------------------------------------------
@@ -477,124 +354,3 @@ def test_an_unknown_on_disconnect_raises_before_any_call(
         runs.stream(THREAD, "agent", on_disconnect="detach")  # type: ignore[arg-type]
 
     assert transport.stream_run.requests == []
-
-
-# --- threads.watch ----------------------------------------------------------------------------
-
-
-def watch_message(
-    *events: thread_service_pb2.ThreadEvent, thread: bool = False
-) -> thread_service_pb2.WatchThreadResponse:
-    """A WatchThread message; the first one of a call carries the thread (`thread`)."""
-    busy = thread_pb2.Thread(thread_id=THREAD, status=thread_pb2.THREAD_STATUS_BUSY)
-    return thread_service_pb2.WatchThreadResponse(events=events, thread=busy if thread else None)
-
-
-def started(seq: int) -> thread_service_pb2.ThreadEvent:
-    run = run_pb2.Run(run_id=RUN, thread_id=THREAD, status=run_pb2.RUN_STATUS_RUNNING)
-    return thread_service_pb2.ThreadEvent(seq=seq, run_started=run)
-
-
-def ended(seq: int) -> thread_service_pb2.ThreadEvent:
-    run = run_pb2.Run(run_id=RUN, thread_id=THREAD, status=run_pb2.RUN_STATUS_SUCCESS)
-    return thread_service_pb2.ThreadEvent(seq=seq, run_ended=run)
-
-
-def run_event(seq: int, run_seq: int, kind: str = "values") -> thread_service_pb2.ThreadEvent:
-    event = run_pb2.RunEvent(
-        seq=run_seq, run_id=RUN, event=kind, data=struct_pb2.Value(number_value=run_seq)
-    )
-    return thread_service_pb2.ThreadEvent(seq=seq, run_event=event)
-
-
-async def take(stream: AsyncIterator[Any], count: int) -> list[Any]:
-    return [await anext(stream) for _ in range(count)]
-
-
-async def test_watch_yields_run_lifecycle_and_run_events_and_resumes_after_the_thread_seq(
-    transport: FakeTransport, threads: ThreadsClient, sleeps: list[float]
-) -> None:
-    transport.watch_thread = FakeMethod(
-        [watch_message(started(1), run_event(2, 1), thread=True), unavailable()],
-        [watch_message(run_event(2, 1), run_event(3, 2, "end"), ended(4), thread=True)],
-    )
-
-    async with threads.watch(THREAD) as watch:
-        parts = await take(watch, 4)
-
-    assert [(p.event, p.seq, p.run_id, p.run_seq) for p in parts] == [
-        ("run_started", 1, RUN, 0),
-        ("values", 2, RUN, 1),
-        ("end", 3, RUN, 2),
-        ("run_ended", 4, RUN, 0),
-    ]
-    assert parts[0].data["status"] == "running"
-    assert parts[1].data == 1.0
-    assert parts[3].data["status"] == "success"
-    assert [r.after_seq for r in transport.watch_thread.requests] == [0, 2]
-    assert sleeps == [0.1]
-    assert watch.thread is not None
-    assert (watch.thread["thread_id"], watch.thread["status"]) == (THREAD, "busy")
-    assert transport.watch_thread.calls[1].cancelled
-
-
-async def test_watch_does_not_end_when_a_run_ends_and_reconnects_when_the_call_completes(
-    transport: FakeTransport, threads: ThreadsClient, sleeps: list[float]
-) -> None:
-    transport.watch_thread = FakeMethod(
-        [watch_message(run_event(6, 9, "end"), ended(7), thread=True)],
-        [watch_message(started(8), thread=True)],
-    )
-
-    async with threads.watch(THREAD, after_seq=5) as watch:
-        parts = await take(watch, 3)
-
-    assert [p.seq for p in parts] == [6, 7, 8]
-    assert [r.after_seq for r in transport.watch_thread.requests] == [5, 7]
-    assert all(r.thread_id == THREAD for r in transport.watch_thread.requests)
-    assert sleeps == [0.1]
-
-
-async def test_watch_resumes_at_once_when_too_slow_and_raises_when_expired(
-    transport: FakeTransport, threads: ThreadsClient, sleeps: list[float]
-) -> None:
-    transport.watch_thread = FakeMethod(
-        [
-            watch_message(started(1), thread=True),
-            rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW"),
-        ],
-        [rpc_error(grpc.StatusCode.OUT_OF_RANGE, "STREAM_EXPIRED")],
-    )
-
-    watch = threads.watch(THREAD)
-    assert (await anext(watch)).seq == 1
-    with pytest.raises(turnstile.OutOfRangeError):
-        await anext(watch)
-
-    assert [r.after_seq for r in transport.watch_thread.requests] == [0, 1]
-    assert sleeps == []
-    with pytest.raises(StopAsyncIteration):
-        await anext(watch)
-
-
-def test_watch_refuses_a_negative_after_seq(threads: ThreadsClient) -> None:
-    with pytest.raises(ValueError, match="after_seq"):
-        threads.watch(THREAD, after_seq=-1)
-
-
-async def test_the_sync_watch_yields_the_same_parts(transport: FakeTransport) -> None:
-    transport.watch_thread = FakeMethod([watch_message(started(1), run_event(2, 1), thread=True)])
-
-    def script() -> tuple[list[turnstile.ThreadStreamPart], turnstile.Thread | None]:
-        with (
-            SyncTurnstileClient(TurnstileClient(transport)) as sync,
-            sync.threads.watch(THREAD) as watch,
-        ):
-            parts = [next(watch), next(watch)]
-            return parts, watch.thread
-
-    parts, thread = await asyncio.to_thread(script)
-
-    assert [(p.event, p.seq) for p in parts] == [("run_started", 1), ("values", 2)]
-    assert thread is not None and thread["thread_id"] == THREAD
-    assert transport.watch_thread.calls[0].cancelled
