@@ -69,11 +69,11 @@ class Threads:
         return thread_from_row(row)
 
     async def next_watch_epoch(self, thread_id: str) -> int:
-        """Bumps and returns the thread's watch epoch, or raises ThreadNotFound."""
+        """Returns the thread's watch epoch (0 at first) and bumps it for the next caller."""
         async with self._db.transaction() as conn:
             cur = await conn.execute(
                 "UPDATE threads SET watch_epoch = watch_epoch + 1 WHERE thread_id = ?"
-                " RETURNING watch_epoch",
+                " RETURNING watch_epoch - 1",
                 (thread_id,),
             )
             row = await cur.fetchone()
