@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from turnstile_server.graph import GraphRegistry, RunContext
@@ -57,6 +58,8 @@ async def gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[st
     """One step per name in input `gates`: waits for the gate, then appends an ai message."""
     for name in ctx.input.get("gates", []):
         GATES.arrived(name).set()
+        if name == "raise-timeout":
+            raise TimeoutError("the graph's own call timed out")
         await GATES.event(name).wait()
         yield {"messages": [{"type": "ai", "content": f"passed {name}"}], "last_gate": name}
 
@@ -145,3 +148,22 @@ def streaming_registry() -> GraphRegistry:
     graphs.register("burst", burst)
     graphs.register("chatty", chatty)
     return graphs
+
+
+async def file_gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Like `gated`, but a gate is a file: per name in input `gates`, waits until the file
+    `<configurable.gate_dir>/<name>` exists, then yields an ai message. Works across processes
+    (a server started with `--graph file_gated=tests.support:file_gated`). Resumed on a
+    partial state, it skips the gates passed since the last human message."""
+    gate_dir = Path(str(ctx.configurable("gate_dir", ".")))
+    messages = state.get("messages", [])
+    humans = [i for i, m in enumerate(messages) if m.get("type") == "human"]
+    since = messages[humans[-1] + 1 :] if humans else []
+    passed = {m.get("content") for m in since if m.get("type") == "ai"}
+    for name in ctx.input.get("gates", []):
+        if f"passed {name}" in passed:
+            continue
+        (gate_dir / f"{name}.arrived").touch()
+        while not (gate_dir / name).exists():  # noqa: ASYNC110 - a file, across processes
+            await asyncio.sleep(0.02)
+        yield {"messages": [{"type": "ai", "content": f"passed {name}"}]}

@@ -85,6 +85,7 @@ def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names(
         "cancel_reason": "superseded by r2",
         "superseded_by": "r2",
         "queue_position": 3,
+        "timeout_seconds": None,
     }
 
 

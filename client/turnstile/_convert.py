@@ -158,6 +158,7 @@ def run_to_dict(run: run_pb2.Run) -> Run:
         "cancel_reason": run.cancel_reason or None,
         "superseded_by": run.superseded_by or None,
         "queue_position": run.queue_position if run.HasField("queue_position") else None,
+        "timeout_seconds": run.timeout_seconds or None,
     }
 
 

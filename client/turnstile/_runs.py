@@ -47,6 +47,7 @@ def _admission(
     after_seconds: float | None,
     if_not_exists: IfNotExists | None,
     request_id: str | None,
+    timeout_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Validates and encodes the fields shared by CreateRun, StreamRun and WaitRun."""
     return {
@@ -60,6 +61,7 @@ def _admission(
         "after_seconds": after_seconds or 0.0,
         "if_not_exists": IF_NOT_EXISTS.encode(if_not_exists),
         "request_id": request_id or "",
+        "timeout_seconds": timeout_seconds or 0.0,
     }
 
 
@@ -71,8 +73,9 @@ class RunsClient:
     "updates", "messages", "custom" or a list of them; `multitask_strategy` is "reject",
     "interrupt", "rollback" or "enqueue" (the server default); `after_seconds` delays the
     start; `if_not_exists` is "reject" (the default) or "create"; `request_id` is an
-    idempotency key (generated when omitted). An unknown string raises `ValueError` before
-    any call is made.
+    idempotency key (generated when omitted); `timeout_seconds` limits each attempt of the run
+    (the server's default otherwise). An unknown string raises `ValueError` before any call is
+    made.
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -91,6 +94,7 @@ class RunsClient:
         after_seconds: float | None = None,
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
+        timeout_seconds: float | None = None,
     ) -> Run:
         """Admits a run in the background and returns it (pending or running).
 
@@ -109,6 +113,7 @@ class RunsClient:
                 after_seconds=after_seconds,
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
+                timeout_seconds=timeout_seconds,
             )
         )
         response = await self._transport.unary(
@@ -129,6 +134,7 @@ class RunsClient:
         after_seconds: float | None = None,
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
+        timeout_seconds: float | None = None,
     ) -> Json:
         """Admits a run, waits for it to end and returns its final values.
 
@@ -146,6 +152,7 @@ class RunsClient:
             after_seconds=after_seconds,
             if_not_exists=if_not_exists,
             request_id=request_id,
+            timeout_seconds=timeout_seconds,
         )
         return result.values
 
@@ -162,6 +169,7 @@ class RunsClient:
         after_seconds: float | None = None,
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
+        timeout_seconds: float | None = None,
     ) -> RunResult:
         """Like `wait`, but returns `RunResult(run, values)`: the run as it ended, and values."""
         request = pb.WaitRunRequest(
@@ -176,6 +184,7 @@ class RunsClient:
                 after_seconds=after_seconds,
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
+                timeout_seconds=timeout_seconds,
             )
         )
         response = await self._transport.unary(
@@ -196,6 +205,7 @@ class RunsClient:
         after_seconds: float | None = None,
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
+        timeout_seconds: float | None = None,
         on_disconnect: OnDisconnect | None = None,
     ) -> RunStream:
         """Admits a run and returns its events as an async iterator of `StreamPart`s.
@@ -222,6 +232,7 @@ class RunsClient:
                 after_seconds=after_seconds,
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
+                timeout_seconds=timeout_seconds,
             ),
             on_disconnect=ON_DISCONNECT.encode(on_disconnect),
         )

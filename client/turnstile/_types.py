@@ -50,6 +50,7 @@ class Run(TypedDict):
     superseded_by: str | None
     """The run whose admission interrupted or rolled back this one; `None` when none did."""
     queue_position: int | None
+    timeout_seconds: float | None
     """While pending: how many runs of the thread go before it (0 = next); else `None`."""
 
 

@@ -73,8 +73,14 @@ class App:
             registry.register(graph_id, graph)
         store = await Store.open(config.database)
         hub = EventHub(config.stream_limits(), thread_epoch=store.threads.next_watch_epoch)
+        runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
         scheduler = Scheduler(
-            store, Runner(store, registry, hub), hub, max_running=config.max_running
+            store,
+            runner,
+            hub,
+            max_running=config.max_running,
+            max_queued=config.max_queued,
+            max_attempts=config.max_attempts,
         )
         server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
@@ -109,10 +115,14 @@ class App:
         return cls(config, store, hub, scheduler, server, health_servicer, port)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stops in order: health NOT_SERVING, the server (with a grace period), runs, store."""
+        """Stops gracefully: health NOT_SERVING and new runs refused UNAVAILABLE; running runs
+        get `grace` seconds (default `shutdown_grace_seconds`) to end, then are stopped, left
+        RUNNING to resume at the next start; then the server and the store close."""
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        await self.scheduler.drain(grace)
         await self.scheduler.stop()
+        await self.server.stop(min(grace, 1.0))
         self.hub.close()
         await self.store.close()
         log.info("turnstile stopped")

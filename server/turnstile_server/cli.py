@@ -36,6 +36,37 @@ def _parser() -> argparse.ArgumentParser:
         help="runs executing at once (TURNSTILE_MAX_RUNNING)",
     )
     serve.add_argument(
+        "--max-queued",
+        type=int,
+        default=defaults.max_queued,
+        metavar="N",
+        help="pending runs allowed per thread, then QUEUE_FULL (TURNSTILE_MAX_QUEUED)",
+    )
+    serve.add_argument(
+        "--max-attempts",
+        type=int,
+        default=defaults.max_attempts,
+        metavar="N",
+        help="attempts of a run cut off by a crash or stop before it ends ERROR"
+        " (TURNSTILE_MAX_ATTEMPTS)",
+    )
+    serve.add_argument(
+        "--run-timeout-seconds",
+        type=float,
+        default=defaults.run_timeout_seconds,
+        metavar="S",
+        help="time limit of a run's attempt unless the run sets one; 0 = none"
+        " (TURNSTILE_RUN_TIMEOUT_SECONDS)",
+    )
+    serve.add_argument(
+        "--shutdown-grace-seconds",
+        type=float,
+        default=defaults.shutdown_grace_seconds,
+        metavar="S",
+        help="on SIGTERM/SIGINT, how long running runs may go on before they are stopped"
+        " (TURNSTILE_SHUTDOWN_GRACE_SECONDS)",
+    )
+    serve.add_argument(
         "--stream-retain-seconds",
         type=float,
         default=defaults.stream_retain_seconds,
@@ -79,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 database=args.database,
                 graphs=args.graph,
                 max_running=args.max_running,
+                max_queued=args.max_queued,
+                max_attempts=args.max_attempts,
+                run_timeout_seconds=args.run_timeout_seconds,
+                shutdown_grace_seconds=args.shutdown_grace_seconds,
                 stream_retain_seconds=args.stream_retain_seconds,
                 stream_max_events=args.stream_max_events,
                 subscriber_max_lag=args.subscriber_max_lag,

@@ -20,13 +20,16 @@ class ServerConfig:
     database: str = "turnstile.db"
     graphs: list[str] = field(default_factory=list)
     max_running: int = 64
+    max_queued: int = 100
+    max_attempts: int = 3
+    run_timeout_seconds: float = 3600.0
     stream_retain_seconds: float = 600.0
     stream_max_events: int = 100_000
     stream_max_bytes: int = 64 << 20
     stream_retained_bytes: int = 256 << 20
     subscriber_max_lag: int = 10_000
     max_message_bytes: int = 1024 * 1024
-    shutdown_grace_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
 
     @property
     def address(self) -> str:
@@ -54,6 +57,14 @@ class ServerConfig:
         graphs = env.get("TURNSTILE_GRAPHS", "")
         config.graphs = [g.strip() for g in graphs.split(",") if g.strip()]
         config.max_running = int(env.get("TURNSTILE_MAX_RUNNING", config.max_running))
+        config.max_queued = int(env.get("TURNSTILE_MAX_QUEUED", config.max_queued))
+        config.max_attempts = int(env.get("TURNSTILE_MAX_ATTEMPTS", config.max_attempts))
+        config.run_timeout_seconds = float(
+            env.get("TURNSTILE_RUN_TIMEOUT_SECONDS", config.run_timeout_seconds)
+        )
+        config.shutdown_grace_seconds = float(
+            env.get("TURNSTILE_SHUTDOWN_GRACE_SECONDS", config.shutdown_grace_seconds)
+        )
         config.stream_retain_seconds = float(
             env.get("TURNSTILE_STREAM_RETAIN_SECONDS", config.stream_retain_seconds)
         )
@@ -74,8 +85,14 @@ class ServerConfig:
 
     def check(self) -> None:
         """Raises ValueError for a setting out of range."""
-        if self.max_running < 1:
-            raise ValueError("max_running must be at least 1")
+        if self.max_running < 1 or self.max_queued < 0 or self.max_attempts < 1:
+            raise ValueError(
+                "max_running and max_attempts must be at least 1, max_queued at least 0"
+            )
+        if not 0 <= self.run_timeout_seconds <= 366 * 24 * 3600:
+            raise ValueError("run_timeout_seconds must be between 0 (no limit) and a year")
+        if not 0 <= self.shutdown_grace_seconds <= 3600:
+            raise ValueError("shutdown_grace_seconds must be between 0 and an hour")
         if not 0 <= self.stream_retain_seconds <= 7 * 24 * 3600:
             raise ValueError("stream_retain_seconds must be between 0 and a week")
         if self.stream_max_events < 1 or self.stream_max_bytes < 1:

@@ -137,6 +137,18 @@ class ResourceExhausted(TurnstileError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class QueueFull(ResourceExhausted):
+    """A thread has as many queued runs as allowed; an `enqueue` run is refused."""
+
+    reason = "QUEUE_FULL"
+
+    def __init__(self, thread_id: str, limit: int) -> None:
+        super().__init__(
+            f"thread {thread_id} has {limit} queued runs, the most allowed; retry once some ran",
+            metadata={"thread_id": thread_id, "max_queued": str(limit)},
+        )
+
+
 class SubscriberTooSlow(ResourceExhausted):
     """A stream's subscriber fell too far behind; it can resume from its last `seq`."""
 
@@ -153,3 +165,9 @@ class OutOfRange(TurnstileError):
     """Asking a stream for events that are no longer retained."""
 
     reason = "STREAM_EXPIRED"
+
+
+class StoreUnavailable(Unavailable):
+    """The database cannot serve the request now: it stayed locked, or it failed (I/O)."""
+
+    reason = "STORE_UNAVAILABLE"

@@ -30,26 +30,44 @@ class Outcome:
 class Runner:
     """Runs graphs against the store, emitting events into the hub."""
 
-    def __init__(self, store: Store, graphs: GraphRegistry, hub: EventHub) -> None:
+    def __init__(
+        self,
+        store: Store,
+        graphs: GraphRegistry,
+        hub: EventHub,
+        *,
+        timeout_seconds: float | None = None,
+    ) -> None:
         self._store = store
         self._graphs = graphs
         self._hub = hub
+        self._timeout_seconds = timeout_seconds
 
     async def execute(self, run: RunRecord) -> Outcome:
-        """Executes `run` (RUNNING in the store) until its graph ends, fails or is cancelled."""
+        """Executes `run` (RUNNING in the store) until its graph ends, fails, times out or is
+        cancelled; the time limit is the run's own, else the server's, per attempt."""
         modes = frozenset(run.stream_mode)
         self._hub.emit(
             run,
             "metadata",
             {"run_id": run.run_id, "thread_id": run.thread_id, "attempt": run.attempt},
         )
+        limit = run.timeout_seconds or self._timeout_seconds
+        deadline = asyncio.timeout(limit or None)
         try:
-            return await self._steps(run, modes)
+            async with deadline:
+                return await self._steps(run, modes)
         except asyncio.CancelledError:
             raise
+        except TimeoutError as exc:
+            if not deadline.expired():
+                return _failed(run, exc)
+            log.info("run %s timed out after %s s", run.run_id, limit)
+            return Outcome(
+                "timeout", RunError("RunTimeout", f"the run exceeded its time limit of {limit} s")
+            )
         except Exception as exc:
-            log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
-            return Outcome("error", RunError(type(exc).__name__, str(exc)))
+            return _failed(run, exc)
 
     async def _steps(self, run: RunRecord, modes: frozenset[str]) -> Outcome:
         checkpoints = self._store.checkpoints
@@ -94,6 +112,11 @@ class Runner:
             self._hub.emit(run, "updates", update)
         if "values" in modes:
             self._hub.emit(run, "values", state.snapshot())
+
+
+def _failed(run: RunRecord, exc: Exception) -> Outcome:
+    log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
+    return Outcome("error", RunError(type(exc).__name__, str(exc)))
 
 
 async def _settled(write: Awaitable[T]) -> T:

@@ -13,7 +13,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from turnstile_server.errors import RunNotActive, RunNotFound, ThreadNotFound
+from turnstile_server.errors import RunNotActive, RunNotFound, ThreadNotFound, Unavailable
 from turnstile_server.events import EventHub
 from turnstile_server.runner import Outcome, Runner
 from turnstile_server.store import RunRecord, RunSpec, Store
@@ -38,11 +38,23 @@ class _Active:
 class Scheduler:
     """Starts, cancels and finishes runs; the store is the source of truth."""
 
-    def __init__(self, store: Store, runner: Runner, hub: EventHub, *, max_running: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        hub: EventHub,
+        *,
+        max_running: int,
+        max_queued: int = 100,
+        max_attempts: int = 3,
+    ) -> None:
         self._store = store
         self._runner = runner
         self._hub = hub
         self._max_running = max_running
+        self._max_queued = max_queued
+        self._max_attempts = max_attempts
+        self._draining = False
         self._active: dict[str, _Active] = {}  # by thread id
         self._slots = 0
         self._pumping: set[str] = set()
@@ -60,15 +72,38 @@ class Scheduler:
         return len(self._active)
 
     async def start(self) -> None:
-        """Resumes runs a previous process left RUNNING and starts every thread's next run."""
-        requeued = await self._store.runs.requeue_running()
-        if requeued:
-            log.info("requeued %d runs left running by the previous process", requeued)
+        """Settles the runs a previous process left RUNNING and starts every thread's next run.
+
+        They resume from their last checkpoint as a new attempt, unless they were being
+        cancelled (they end so) or have had `max_attempts` attempts (they end ERROR).
+        """
+        recovery = await self._store.runs.recover(self._max_attempts)
+        if recovery.requeued:
+            log.info("resuming %d runs left running by the previous process", recovery.requeued)
+        for run in recovery.ended:
+            log.warning("run %s ended %s at recovery: %s", run.run_id, run.status, run.error)
+            self._settle(run, rolled_back=False)
+        for run in recovery.deleted:
+            self._settle(run, rolled_back=True)
         for thread_id in await self._store.runs.threads_with_inflight():
             self._kick(thread_id)
 
+    async def drain(self, grace: float) -> None:
+        """Refuses new runs and starts no queued one; waits up to `grace` s for running runs."""
+        self._draining = True
+        if not self._active or grace <= 0:
+            return
+        log.info("waiting up to %.1f s for %d running runs", grace, len(self._active))
+        waits = [asyncio.ensure_future(a.done.wait()) for a in self._active.values()]
+        try:
+            await asyncio.wait(waits, timeout=grace)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     async def stop(self) -> None:
         """Stops every run (they stay RUNNING in the store, to resume at the next start)."""
+        self._draining = True
         self._stopping = True
         for handle in self._timers.values():
             handle.cancel()
@@ -80,7 +115,9 @@ class Scheduler:
 
     async def admit(self, spec: RunSpec) -> RunRecord:
         """Admits a run with its strategy and lets the thread's next run start."""
-        admission = await self._store.runs.admit(spec)
+        if self._draining:
+            raise Unavailable("the server is shutting down; retry on another instance or later")
+        admission = await self._store.runs.admit(spec, max_queued=self._max_queued)
         run = admission.run
         if admission.existing:
             return run
@@ -159,7 +196,7 @@ class Scheduler:
 
     def _kick(self, thread_id: str) -> None:
         """Makes sure the thread's next run is considered soon."""
-        if self._stopping or thread_id in self._active:
+        if self._draining or thread_id in self._active:
             return
         if thread_id in self._pumping:
             self._dirty.add(thread_id)
@@ -173,7 +210,7 @@ class Scheduler:
 
     async def _pump(self, thread_id: str) -> None:
         try:
-            while not self._stopping and thread_id not in self._active:
+            while not self._draining and thread_id not in self._active:
                 self._dirty.discard(thread_id)
                 await self._start_next(thread_id)
                 if thread_id not in self._dirty:
@@ -185,7 +222,7 @@ class Scheduler:
 
     async def _start_next(self, thread_id: str) -> None:
         head = await self._store.runs.head(thread_id)
-        if head is None or head.status != "pending":
+        if head is None or head.status != "pending" or self._draining:
             return
         delay = (head.not_before - now_us()) / 1_000_000
         if delay > 0:

@@ -182,6 +182,7 @@ def run_message(run: RunRecord) -> run_pb2.Run:
         attempt=run.attempt,
         cancel_reason=run.cancel_reason,
         superseded_by=run.superseded_by,
+        timeout_seconds=run.timeout_seconds or 0.0,
     )
     if run.error is not None:
         message.error.type = run.error.type

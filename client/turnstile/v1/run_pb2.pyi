@@ -241,6 +241,7 @@ class Run(_message.Message):
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Output only. The run's id, a UUID."""
     thread_id: _builtins.str
@@ -259,6 +260,8 @@ class Run(_message.Message):
     """Output only. The run whose admission interrupted or rolled back this run."""
     queue_position: _builtins.int
     """Output only. While PENDING: how many runs of the thread go before it (0 = next)."""
+    timeout_seconds: _builtins.float
+    """Output only. The run's own time limit per attempt in seconds; 0 means the server's default."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata given at creation."""
@@ -296,10 +299,11 @@ class Run(_message.Message):
         cancel_reason: _builtins.str = ...,
         superseded_by: _builtins.str = ...,
         queue_position: _builtins.int | None = ...,
+        timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "queue_position", b"queue_position", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
     _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015

@@ -36,6 +36,7 @@ class CreateRunRequest(_message.Message):
     AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -48,6 +49,10 @@ class CreateRunRequest(_message.Message):
     """Optional. What to do when the thread does not exist."""
     request_id: _builtins.str
     """Optional. An idempotency key: a retry with the same key returns the first run."""
+    timeout_seconds: _builtins.float
+    """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
+    server's default.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Optional. The input applied to the thread's state before the graph runs."""
@@ -77,10 +82,11 @@ class CreateRunRequest(_message.Message):
         after_seconds: _builtins.float = ...,
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,6 +132,7 @@ class StreamRunRequest(_message.Message):
     AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
@@ -139,6 +146,10 @@ class StreamRunRequest(_message.Message):
     """Optional. What to do when the thread does not exist."""
     request_id: _builtins.str
     """Optional. An idempotency key: a retry with the same key returns the first run."""
+    timeout_seconds: _builtins.float
+    """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
+    server's default.
+    """
     on_disconnect: _run_pb2.OnDisconnect.ValueType
     """Optional. What happens to the run if the client goes away before it ends; default continue."""
     @_builtins.property
@@ -170,11 +181,12 @@ class StreamRunRequest(_message.Message):
         after_seconds: _builtins.float = ...,
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
         on_disconnect: _run_pb2.OnDisconnect.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,6 +240,7 @@ class WaitRunRequest(_message.Message):
     AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -240,6 +253,10 @@ class WaitRunRequest(_message.Message):
     """Optional. What to do when the thread does not exist."""
     request_id: _builtins.str
     """Optional. An idempotency key: a retry with the same key returns the first run."""
+    timeout_seconds: _builtins.float
+    """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
+    server's default.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Optional. The input applied to the thread's state before the graph runs."""
@@ -269,10 +286,11 @@ class WaitRunRequest(_message.Message):
         after_seconds: _builtins.float = ...,
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

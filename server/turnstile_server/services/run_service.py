@@ -56,6 +56,7 @@ class RunService(pb_grpc.RunServiceServicer):
                 wire.IF_NOT_EXISTS, request.if_not_exists, "if_not_exists"
             ),
             request_id=request.request_id,
+            timeout_seconds=wire.seconds(request.timeout_seconds, "timeout_seconds") or None,
         )
 
     async def _final(self, thread_id: str, run_id: str) -> tuple[RunRecord, dict[str, Any]]:

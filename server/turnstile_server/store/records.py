@@ -74,6 +74,7 @@ class RunRecord:
     superseded_by: str
     seq: int
     queue_position: int | None = None
+    timeout_seconds: float | None = None
 
     @property
     def inflight(self) -> bool:
@@ -110,6 +111,7 @@ class RunSpec:
     after_seconds: float = 0.0
     create_thread: bool = False
     request_id: str = ""
+    timeout_seconds: float | None = None
 
 
 @dataclass(slots=True)

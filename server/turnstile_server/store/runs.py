@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiosqlite
 
-from turnstile_server.errors import RunActive, RunNotActive, RunNotFound, ThreadBusy, ThreadNotFound
+from turnstile_server.errors import (
+    QueueFull,
+    RunActive,
+    RunNotActive,
+    RunNotFound,
+    ThreadBusy,
+    ThreadNotFound,
+)
 from turnstile_server.store.database import Database
 from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, now_us
 from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
@@ -34,8 +41,12 @@ class Runs:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def admit(self, spec: RunSpec) -> Admission:
-        """Admits a run applying its multitask strategy, all in one transaction."""
+    async def admit(self, spec: RunSpec, *, max_queued: int) -> Admission:
+        """Admits a run applying its multitask strategy, all in one transaction.
+
+        An `enqueue` run is refused with `QueueFull` when `max_queued` runs of the thread are
+        pending already.
+        """
         run_id = str(uuid.uuid4())
         now = now_us()
         async with self._db.transaction() as conn:
@@ -56,13 +67,17 @@ class Runs:
             superseded = Admission(run=inflight[0]) if inflight else None
             if inflight and spec.multitask_strategy == "reject":
                 raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
+            pending = sum(1 for r in inflight if r.status == "pending")
+            if spec.multitask_strategy == "enqueue" and pending >= max_queued:
+                raise QueueFull(spec.thread_id, max_queued)
             if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
                 assert superseded is not None
                 await _supersede(conn, inflight, spec.multitask_strategy, run_id, now, superseded)
             await conn.execute(
                 "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
                 " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-                " not_before, request_id) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " not_before, request_id, timeout_seconds)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     spec.thread_id,
@@ -76,6 +91,7 @@ class Runs:
                     now,
                     now + int(spec.after_seconds * 1_000_000),
                     spec.request_id or None,
+                    spec.timeout_seconds,
                 ),
             )
             await _set_thread_status(conn, spec.thread_id, "busy", now)
@@ -130,11 +146,51 @@ class Runs:
         )
         return [r["thread_id"] for r in rows]
 
-    async def requeue_running(self) -> int:
-        """Puts runs left RUNNING by a previous process back to PENDING; returns how many."""
+    async def recover(self, max_attempts: int) -> Recovery:
+        """Settles the runs a previous process left RUNNING, in one transaction.
+
+        A run that was being cancelled ends as its cancellation says (interrupted, or deleted
+        for a rollback); one that has had `max_attempts` attempts ends ERROR; the others go
+        back to PENDING, to resume from their last checkpoint as a new attempt.
+        """
+        now = now_us()
+        recovery = Recovery()
         async with self._db.transaction() as conn:
-            cur = await conn.execute("UPDATE runs SET status = 'pending' WHERE status = 'running'")
-            return cur.rowcount
+            cur = await conn.execute(f"{_SELECT} WHERE r.status = 'running' ORDER BY r.seq")
+            for run in [run_from_row(row) for row in await cur.fetchall()]:
+                if run.cancel_action == "rollback":
+                    await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+                    await conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+                    recovery.deleted.append(_ended(run, "interrupted", now, None))
+                    outcome = "rollback"
+                elif run.cancel_action is not None:
+                    await conn.execute(
+                        "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
+                        (now, run.run_id),
+                    )
+                    recovery.ended.append(_ended(run, "interrupted", now, None))
+                    outcome = "interrupted"
+                elif run.attempt >= max_attempts:
+                    error = RunError(
+                        "MaxAttemptsExceeded",
+                        f"the run was cut off {run.attempt} times (the server stopped or"
+                        f" crashed during it); giving up after {max_attempts} attempts",
+                    )
+                    await conn.execute(
+                        "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
+                        " error_message = ? WHERE run_id = ?",
+                        (now, error.type, error.message, run.run_id),
+                    )
+                    recovery.ended.append(_ended(run, "error", now, error))
+                    outcome = "error"
+                else:
+                    await conn.execute(
+                        "UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,)
+                    )
+                    recovery.requeued += 1
+                    continue
+                await _settle_thread(conn, run.thread_id, outcome, now)
+        return recovery
 
     async def start(self, run_id: str) -> RunRecord | None:
         """Marks a pending run RUNNING as a new attempt; None if it is no longer pending."""
@@ -227,6 +283,15 @@ class Runs:
             if run.inflight:
                 raise RunActive(run_id, run.status)
             await conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+@dataclass(slots=True)
+class Recovery:
+    """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
+
+    requeued: int = 0
+    ended: builtins.list[RunRecord] = field(default_factory=list)
+    deleted: builtins.list[RunRecord] = field(default_factory=list)
 
 
 async def _one(conn: aiosqlite.Connection, where: str, *params: Any) -> RunRecord | None:

@@ -70,4 +70,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE threads ADD COLUMN watch_epoch INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: a per-run time limit (seconds; NULL means the server default).
+    """
+    ALTER TABLE runs ADD COLUMN timeout_seconds REAL;
+    """,
 ]
