@@ -1,4 +1,7 @@
-"""The `turnstile` command: `serve` runs the server, `demo` shows the four strategies."""
+"""The `turnstile` command: `serve` runs the server, `demo` shows the four strategies.
+
+`bench` measures the server against a raw gRPC echo server (`turnstile_server.bench`).
+"""
 
 from __future__ import annotations
 
@@ -90,11 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", help="logging level")
     demo = commands.add_parser("demo", help="show the four multitask strategies")
     demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
+    # Parsed by the bench itself (see `turnstile bench --help`); listed here for `--help`.
+    commands.add_parser(
+        "bench", help="measure the server against a raw gRPC echo server", add_help=False
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `turnstile` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from turnstile_server.bench import main as bench
+
+        return bench(argv[1:], prog="turnstile bench")
     args = _parser().parse_args(argv)
     if args.command == "serve":
         logging.basicConfig(

@@ -1,0 +1,148 @@
+"""The size workloads: B7 (memory with queued runs) and B8 (one thread grown long)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from turnstile_server.bench.latency import Figures
+from turnstile_server.bench.load import (
+    CALL_SECONDS,
+    ENQUEUE,
+    PENDING,
+    UPDATES,
+    Channels,
+    check_run,
+    create_request,
+    human,
+    new_thread,
+    run_seconds,
+    wait_request,
+)
+from turnstile_server.bench.processes import TurnstileProcess
+from turnstile_server.bench.sizes import Sizes
+
+GROW_BATCH = 500
+"""Messages the `bench_grow` graph appends per step."""
+CHECKPOINTS_PER_ECHO_RUN = 3
+"""An `echo` run writes its input and two steps."""
+
+
+async def queued_memory(server: TurnstileProcess, channels: Channels, sizes: Sizes) -> Figures:
+    """B7: on each of `b7_threads` threads a waiting run and `b7_runs_per_thread` queued."""
+    idle = server.memory()["VmRSS"]
+    threads = [await new_thread(channels.stubs(i)) for i in range(sizes.b7_threads)]
+    queued = 0
+
+    async def thread(index: int) -> None:
+        nonlocal queued
+        stubs, thread_id = channels.stubs(index), threads[index]
+        sleeping = create_request(thread_id, "bench_sleep", {"seconds": 3600})
+        await stubs.runs.CreateRun(sleeping, timeout=CALL_SECONDS)
+        for number in range(sizes.b7_runs_per_thread):
+            request = create_request(
+                thread_id, "echo", human(f"queued {number}"), multitask_strategy=ENQUEUE
+            )
+            response = await stubs.runs.CreateRun(request, timeout=CALL_SECONDS)
+            queued += response.run.status == PENDING
+
+    started = time.perf_counter()
+    await asyncio.gather(*(thread(i) for i in range(sizes.b7_threads)))
+    elapsed = time.perf_counter() - started
+    memory = server.memory()
+    return {
+        "rss": memory["VmRSS"],
+        "peak_rss": memory["VmHWM"],
+        "idle_rss": idle,
+        "queued": queued,
+        "admit_rate": sizes.b7_threads * (sizes.b7_runs_per_thread + 1) / elapsed,
+    }
+
+
+async def long_thread(channels: Channels, sizes: Sizes, database: Path) -> Figures:
+    """B8: echo runs on a thread of `b8_small`, then of `b8_large` messages.
+
+    Step cost is the server's own time per checkpointed step (the run's `end_time -
+    start_time` over its input and two steps); growth is the database's bytes in use, per step.
+    Both are measured with the default stream mode (`values`, which encodes the whole state
+    after each step) and with `updates` (only the step's update).
+    """
+    stubs = channels.stubs(0)
+    figures: Figures = {}
+    threads = {mode: await new_thread(stubs) for mode in ("values", "updates")}
+    size = 0
+    for label, target in (("small", sizes.b8_small), ("large", sizes.b8_large)):
+        for mode, thread_id in threads.items():
+            await _grow(channels, thread_id, target - size)
+            phase = await _echo_runs(channels, database, thread_id, sizes.b8_runs, mode)
+            figures.update({f"{label}_{mode}_{key}": value for key, value in phase.items()})
+        size = target + 2 * sizes.b8_runs
+    for mode in threads:
+        for key in ("step", "growth"):
+            small = figures[f"small_{mode}_{key}"]
+            figures[f"{mode}_{key}_ratio"] = figures[f"large_{mode}_{key}"] / small if small else 0
+    figures["small"] = sizes.b8_small
+    figures["large"] = sizes.b8_large
+    return figures
+
+
+async def _grow(channels: Channels, thread_id: str, messages: int) -> None:
+    if messages <= 0:
+        return
+    request = wait_request(
+        thread_id, "bench_grow", {"grow": messages, "batch": GROW_BATCH}, stream_mode=[UPDATES]
+    )
+    response = await channels.stubs(0).runs.WaitRun(request, timeout=CALL_SECONDS)
+    check_run(response.run)
+
+
+async def _echo_runs(
+    channels: Channels, database: Path, thread_id: str, runs: int, mode: str
+) -> Figures:
+    stubs = channels.stubs(0)
+    modes = [UPDATES] if mode == "updates" else []
+    before = await asyncio.to_thread(_used_bytes, database)
+    server: list[float] = []
+    client: list[float] = []
+    for number in range(runs):
+        request = wait_request(thread_id, "echo", human(f"hello {number}"), stream_mode=modes)
+        started = time.perf_counter()
+        response = await stubs.runs.WaitRun(request, timeout=CALL_SECONDS)
+        client.append(time.perf_counter() - started)
+        check_run(response.run)
+        server.append(run_seconds(response.run))
+    after = await asyncio.to_thread(_used_bytes, database)
+    steps = runs * CHECKPOINTS_PER_ECHO_RUN
+    return {
+        "step": _median(server) / CHECKPOINTS_PER_ECHO_RUN,
+        "growth": (after - before) / steps,
+        "wait_p50": _median(client),
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _used_bytes(database: Path) -> int:
+    """The bytes the database's pages hold (WAL included, free space not).
+
+    Read from SQLite's `dbstat` table when it is compiled in, else counted in whole pages.
+    """
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        try:
+            used = conn.execute("SELECT SUM(pgsize - unused) FROM dbstat").fetchone()[0]
+            return int(used)
+        except sqlite3.OperationalError:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            return int((pages - free) * page_size)
+    finally:
+        conn.close()
