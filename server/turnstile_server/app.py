@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from turnstile.v1 import (
     thread_service_pb2,
     thread_service_pb2_grpc,
 )
+from turnstile_server.auth import ApiKeys, AuthInterceptor, read_keys
 from turnstile_server.config import ServerConfig
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
@@ -71,6 +73,11 @@ class App:
         for spec in config.graphs:
             graph_id, graph = load_graph(spec)
             registry.register(graph_id, graph)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        keys = _api_keys(config)
+        if keys is not None:
+            interceptors.append(AuthInterceptor(keys))
+        credentials = _server_credentials(config)
         store = await Store.open(config.database)
         hub = EventHub(config.stream_limits(), thread_epoch=store.threads.next_watch_epoch)
         runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
@@ -83,7 +90,7 @@ class App:
             max_attempts=config.max_attempts,
         )
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
@@ -103,7 +110,10 @@ class App:
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        port = server.add_insecure_port(config.address)
+        if credentials is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
         if port == 0:
             await store.close()
             raise OSError(f"cannot bind {config.address}")
@@ -111,7 +121,14 @@ class App:
         await server.start()
         for name in ["", *SERVICE_NAMES]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("turnstile serving on %s:%d (database %s)", config.host, port, config.database)
+        log.info(
+            "turnstile serving on %s:%d (database %s; %s; %s)",
+            config.host,
+            port,
+            config.database,
+            "mutual TLS" if config.tls_client_ca else "TLS" if credentials else "plaintext",
+            "API keys required" if keys else "no API keys",
+        )
         return cls(config, store, hub, scheduler, server, health_servicer, port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -126,6 +143,27 @@ class App:
         self.hub.close()
         await self.store.close()
         log.info("turnstile stopped")
+
+
+def _api_keys(config: ServerConfig) -> ApiKeys | None:
+    """The configured API keys (environment and file), or None when every caller is let in."""
+    keys = list(config.api_keys)
+    if config.api_keys_file:
+        keys += read_keys(config.api_keys_file)
+    return ApiKeys(keys) if keys else None
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files; with a client CA, clients need a
+    certificate it signed (mutual TLS)."""
+    if not config.tls_cert:
+        return None
+    key = Path(config.tls_key).read_bytes()
+    cert = Path(config.tls_cert).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 async def serve(config: ServerConfig) -> None:

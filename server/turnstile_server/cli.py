@@ -90,6 +90,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="events a live subscriber may fall behind (TURNSTILE_SUBSCRIBER_MAX_LAG)",
     )
+    serve.add_argument(
+        "--api-keys-file",
+        default=defaults.api_keys_file,
+        metavar="PATH",
+        help="accept only calls with one of these keys, one per line (TURNSTILE_API_KEYS_FILE;"
+        " or TURNSTILE_API_KEYS, comma-separated); keys are never taken as flags",
+    )
+    serve.add_argument(
+        "--tls-cert", default=defaults.tls_cert, metavar="PEM", help="TLS (TURNSTILE_TLS_CERT)"
+    )
+    serve.add_argument(
+        "--tls-key", default=defaults.tls_key, metavar="PEM", help="its key (TURNSTILE_TLS_KEY)"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        default=defaults.tls_client_ca,
+        metavar="PEM",
+        help="mutual TLS: require client certificates from this CA (TURNSTILE_TLS_CLIENT_CA)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level")
     demo = commands.add_parser("demo", help="show the four multitask strategies")
     demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
@@ -126,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                 max_attempts=args.max_attempts,
                 run_timeout_seconds=args.run_timeout_seconds,
                 shutdown_grace_seconds=args.shutdown_grace_seconds,
+                api_keys_file=args.api_keys_file,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_client_ca=args.tls_client_ca,
                 stream_retain_seconds=args.stream_retain_seconds,
                 stream_max_events=args.stream_max_events,
                 subscriber_max_lag=args.subscriber_max_lag,

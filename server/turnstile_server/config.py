@@ -30,6 +30,11 @@ class ServerConfig:
     subscriber_max_lag: int = 10_000
     max_message_bytes: int = 1024 * 1024
     shutdown_grace_seconds: float = 10.0
+    api_keys: list[str] = field(default_factory=list, repr=False)
+    api_keys_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @property
     def address(self) -> str:
@@ -80,11 +85,21 @@ class ServerConfig:
         config.subscriber_max_lag = int(
             env.get("TURNSTILE_SUBSCRIBER_MAX_LAG", config.subscriber_max_lag)
         )
+        keys = env.get("TURNSTILE_API_KEYS", "")
+        config.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
+        config.api_keys_file = env.get("TURNSTILE_API_KEYS_FILE", "")
+        config.tls_cert = env.get("TURNSTILE_TLS_CERT", "")
+        config.tls_key = env.get("TURNSTILE_TLS_KEY", "")
+        config.tls_client_ca = env.get("TURNSTILE_TLS_CLIENT_CA", "")
         config.check()
         return config
 
     def check(self) -> None:
-        """Raises ValueError for a setting out of range."""
+        """Raises ValueError for a setting out of range or inconsistent."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("mutual TLS (--tls-client-ca) needs TLS (--tls-cert, --tls-key)")
         if self.max_running < 1 or self.max_queued < 0 or self.max_attempts < 1:
             raise ValueError(
                 "max_running and max_attempts must be at least 1, max_queued at least 0"

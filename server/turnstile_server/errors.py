@@ -171,3 +171,13 @@ class StoreUnavailable(Unavailable):
     """The database cannot serve the request now: it stayed locked, or it failed (I/O)."""
 
     reason = "STORE_UNAVAILABLE"
+
+
+class Unauthenticated(TurnstileError):
+    """The call carries no API key, or one the server does not accept."""
+
+    reason = "API_KEY_INVALID"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -27,6 +27,7 @@ CODES: list[tuple[type[errors.TurnstileError], grpc.StatusCode]] = [
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
 ]
 
 
