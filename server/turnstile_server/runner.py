@@ -130,4 +130,6 @@ async def _settled(write: Awaitable[T]) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a write of a cancelled run failed: %s", task.exception())
         raise

@@ -22,6 +22,7 @@ from turnstile_server.store.records import now_us
 log = logging.getLogger(__name__)
 
 TOMBSTONES = 4096
+RETRY_SECONDS = 0.5  # how soon scheduling is tried again after a store fault
 
 
 @dataclass(slots=True)
@@ -215,8 +216,18 @@ class Scheduler:
                 await self._start_next(thread_id)
                 if thread_id not in self._dirty:
                     return
-        except Exception:
-            log.exception("scheduling thread %s failed", thread_id)
+        except Exception as exc:
+            # A store fault: look at the thread again shortly, or its next run never starts.
+            level = logging.WARNING if isinstance(exc, Unavailable) else logging.ERROR
+            log.log(level, "scheduling thread %s failed; retrying", thread_id, exc_info=exc)
+            if not self._draining:
+                loop = asyncio.get_running_loop()
+                old = self._timers.pop(thread_id, None)
+                if old:
+                    old.cancel()
+                self._timers[thread_id] = loop.call_later(
+                    RETRY_SECONDS, self._timer_fired, thread_id
+                )
         finally:
             self._pumping.discard(thread_id)
 
@@ -238,11 +249,18 @@ class Scheduler:
         self._slots += 1
         active = _Active(head)
         self._active[thread_id] = active
-        started = await self._store.runs.start(head.run_id)
-        if started is None:  # cancelled meanwhile; look again
-            del self._active[thread_id]
-            self._slots -= 1
-            self._dirty.add(thread_id)
+        try:
+            started = await self._store.runs.start(head.run_id)
+        except BaseException:
+            started = None
+            raise
+        finally:
+            if started is None:  # cancelled meanwhile, or the store failed: look again
+                del self._active[thread_id]
+                self._slots -= 1
+                self._dirty.add(thread_id)
+                self._kick_ready()
+        if started is None:
             return
         active.run = started
         self._hub.run_started(started)
@@ -268,7 +286,7 @@ class Scheduler:
                         task.uncancel()
                 finally:
                     active.executing = False
-            result = await self._store.runs.finish(run.run_id, outcome.status, error=outcome.error)
+            result = await self._finish(run, outcome)
         except Exception:
             log.exception("finishing run %s failed; it resumes at the next start", run.run_id)
             return
@@ -285,6 +303,22 @@ class Scheduler:
         if rolled_back:
             self._store.checkpoints.forget(run.thread_id)
         self._settle(final, rolled_back=rolled_back)
+
+    async def _finish(self, run: RunRecord, outcome: Outcome) -> tuple[RunRecord, bool] | None:
+        """Records how the run ended, retrying through store faults until it lands (or the
+        server stops: then the run stays RUNNING and the next start settles it)."""
+        pause = RETRY_SECONDS / 8
+        while True:
+            try:
+                return await self._store.runs.finish(
+                    run.run_id, outcome.status, error=outcome.error
+                )
+            except Unavailable as exc:
+                if self._stopping:
+                    raise
+                log.warning("finishing run %s failed (%s); retrying", run.run_id, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 4 * RETRY_SECONDS)
 
     def _kick_ready(self) -> None:
         while self._ready and self._slots < self._max_running:
