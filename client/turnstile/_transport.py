@@ -138,6 +138,15 @@ class Transport:
     ) -> _R:
         """Makes a unary call; retries it on `UNAVAILABLE` when `retry` (idempotent calls).
 
+        `UNAVAILABLE` may come after the server did the work (the response was lost), so
+        `retry` is only for calls whose repetition is harmless: reads (`Get*`, `List*`,
+        `GetThreadState`, `GetThreadHistory`, `JoinRun`) and creates with a `request_id`
+        generated once per call (`CreateThread`, `CreateRun`, `WaitRun`; `RunStream` re-sends
+        `StreamRun` with its id). Not retried: `CancelRun`, `DeleteRun`, `DeleteThread` and
+        `DeleteAssistant`, whose repetition after a lost response answers `RUN_NOT_ACTIVE` or
+        `NOT_FOUND` for a call that worked; `UpdateThread`, whose late repetition can overwrite
+        a newer value of the same key; `CreateAssistant`, which has no request id.
+
         `waits` marks calls that last as long as a run (wait, join, cancel with wait): they
         have no default deadline.
         """

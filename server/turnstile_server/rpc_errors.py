@@ -8,10 +8,12 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from turnstile_server import errors
+from turnstile_server.wire import MAX_JSON_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,36 @@ def code_of(exc: errors.TurnstileError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# The status travels in trailers, twice (`grpc-message` and `grpc-status-details-bin`), and a
+# client drops trailers over gRPC's 8 KiB default limit, reporting RESOURCE_EXHAUSTED without our
+# ErrorInfo; so an error never echoes more than this of what a caller sent (a 1 MiB id, say).
+MAX_MESSAGE_BYTES = 256
+MAX_METADATA_BYTES = 4096  # all values together: room for THREAD_BUSY's 101 inflight run ids
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to at most about `limit` UTF-8 bytes and marked with an ellipsis if cut."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: max(limit - 3, 0)].decode(errors="ignore") + "…"
+
+
+def _clipped(metadata: Mapping[str, str]) -> dict[str, str]:
+    left = MAX_METADATA_BYTES
+    clipped: dict[str, str] = {}
+    for key, value in metadata.items():
+        clipped[key] = clip(value, left)
+        left = max(left - len(clipped[key].encode()), 0)
+    return clipped
+
+
 def status_of(
     code: grpc.StatusCode, message: str, reason: str, metadata: Mapping[str, str]
 ) -> grpc.Status:
-    """Builds a status whose details carry an `ErrorInfo`."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=dict(metadata))
+    """Builds a status whose details carry an `ErrorInfo`, within the trailers' size limit."""
+    message = clip(message, MAX_MESSAGE_BYTES)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=_clipped(metadata))
     detail = any_pb2.Any()
     detail.Pack(info)
     proto = status_pb2.Status(code=code.value[0], message=message, details=[detail])
@@ -64,11 +91,45 @@ Unary = Callable[[Any, Any], Awaitable[Any]]
 Streaming = Callable[[Any, Any], AsyncIterator[Any]]
 
 
+class Undecodable:
+    """A request whose bytes did not decode: the handler answers INVALID_ARGUMENT for it.
+
+    gRPC answers a deserializer's exception with UNKNOWN and the exception's text, before any
+    handler runs; so the deserializer returns this instead, and the handler refuses it.
+    """
+
+    def __init__(self, method: str, error: DecodeError) -> None:
+        self.error = errors.InvalidArgument(
+            f"the {method.rsplit('/', 1)[-1]} request is not a valid protobuf message ({error});"
+            f" JSON in it may nest at most {MAX_JSON_DEPTH} levels",
+            reason="MALFORMED_REQUEST",
+        )
+
+
+def lenient(
+    deserializer: Callable[[bytes], Any] | None, method: str
+) -> Callable[[bytes], Any] | None:
+    """Wraps a request deserializer so undecodable bytes become an `Undecodable` (None, for a
+    handler that takes the raw bytes, stays None)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Undecodable(method, exc)
+
+    return deserialize
+
+
 def wrap_unary(behavior: Unary) -> Unary:
     """Wraps a unary handler so every exception becomes a proper status."""
 
     async def handler(request: Any, context: Any) -> Any:
         try:
+            if isinstance(request, Undecodable):
+                raise request.error
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -83,6 +144,8 @@ def wrap_streaming(behavior: Streaming) -> Streaming:
 
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, Undecodable):
+                raise request.error
             async for response in behavior(request, context):
                 yield response
         except grpc.aio.AbortError:
@@ -104,18 +167,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(f"/{DOMAIN}."):
+        method = handler_call_details.method
+        if handler is None or not method.startswith(f"/{DOMAIN}."):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 wrap_streaming(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -139,15 +139,45 @@ def next_token(cursor: int | None) -> str:
     return "" if cursor is None else base64.urlsafe_b64encode(f"c1:{cursor}".encode()).decode()
 
 
+# Protobuf decoders (upb, C++, Java) refuse messages nested more than 100 deep, and a level of
+# JSON object costs three (Struct, map entry, Value): a request with JSON nested past about 32
+# levels cannot be decoded at all, and what we accept comes back a few messages deeper (a watch's
+# `values` event sits in WatchThreadResponse, ThreadEvent, RunEvent, Value), where it must still
+# decode; 20 leaves room for that.
+MAX_JSON_DEPTH = 20
+
+
 def to_dict(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
-    """Converts a Struct to a plain dict; NaN and infinities are refused (JSON has neither)."""
+    """Converts a Struct to a plain dict; refuses NaN and infinities (JSON has neither) and
+    objects and lists nested more than `MAX_JSON_DEPTH` deep."""
+    name = field or "a JSON field"
     try:
         result: dict[str, Any] = json_format.MessageToDict(struct)
     except ValueError as exc:
         raise InvalidArgument(
-            f"{field or 'a JSON field'}: {exc}", reason="INVALID_INPUT", field=field or None
+            f"{name}: {exc}", reason="INVALID_INPUT", field=field or None
         ) from None
+    if json_depth(result) > MAX_JSON_DEPTH:
+        raise InvalidArgument(
+            f"{name}: objects and lists nest more than {MAX_JSON_DEPTH} levels deep",
+            reason="INVALID_INPUT",
+            field=field or None,
+        )
     return result
+
+
+def json_depth(data: Any) -> int:
+    """How deep objects and lists nest in JSON data: 0 for a scalar, 1 for a flat object."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:

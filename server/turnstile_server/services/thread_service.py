@@ -12,6 +12,7 @@ from turnstile_server import wire
 from turnstile_server.errors import InvalidArgument
 from turnstile_server.events import EventHub, check_position, follow
 from turnstile_server.scheduler import Scheduler
+from turnstile_server.services import idempotency
 from turnstile_server.store import Store, ThreadRecord
 
 
@@ -37,6 +38,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
             request_id=request.request_id,
         )
+        idempotency.check_thread(request.request_id, thread_id, thread)
         return pb.CreateThreadResponse(thread=await self._message(thread))
 
     async def GetThread(self, request: pb.GetThreadRequest, context: Any) -> pb.GetThreadResponse:
