@@ -138,10 +138,15 @@ async def test_tls_serves_clients_that_trust_the_certificate_and_refuses_plainte
                 await Stubs(channel).threads.CreateThread(
                     thread_service_pb2.CreateThreadRequest(), timeout=5
                 )
+        async with get_client(
+            url=f"https://{app.address}", root_certificates=ca.cert_pem.bytes()
+        ) as client:
+            sdk = await client.runs.wait_run((await client.threads.create())["thread_id"], "echo")
     finally:
         await app.stop(grace=0)
     assert created.thread.thread_id
     assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert sdk.run["status"] == "success"
 
 
 async def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(tmp_path: Path) -> None:
@@ -181,11 +186,20 @@ async def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(tmp_path
         return grpc.StatusCode.OK
 
     try:
+        chain, private = client_cert(client_ca, "sdk")
+        async with get_client(
+            url=app.address,
+            root_certificates=server_ca.cert_pem.bytes(),
+            client_certificate=chain,
+            client_key=private,
+        ) as client:
+            sdk_thread = await client.threads.create()
         member = await create(client_cert(client_ca, "member"))
         stranger = await create(client_cert(stranger_ca, "stranger"))
         anonymous = await create(None)
     finally:
         await app.stop(grace=0)
+    assert sdk_thread["thread_id"]
     assert member == grpc.StatusCode.OK
     assert stranger == grpc.StatusCode.UNAVAILABLE
     assert anonymous == grpc.StatusCode.UNAVAILABLE

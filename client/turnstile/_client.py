@@ -7,7 +7,7 @@ from types import TracebackType
 from turnstile._assistants import AssistantsClient
 from turnstile._runs import RunsClient
 from turnstile._threads import ThreadsClient
-from turnstile._transport import Transport
+from turnstile._transport import TlsFiles, Transport
 
 DEFAULT_URL = "localhost:50051"
 
@@ -54,7 +54,13 @@ class TurnstileClient:
 
 
 def get_client(
-    url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = None
+    url: str = DEFAULT_URL,
+    *,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    root_certificates: bytes | None = None,
+    client_certificate: bytes | None = None,
+    client_key: bytes | None = None,
 ) -> TurnstileClient:
     """Returns an asyncio client for the Turnstile server at `url`.
 
@@ -63,5 +69,14 @@ def get_client(
     seconds, is the deadline of every call; by default unary reads and writes get 30 s and
     waits, joins and streams none. Calls that are safe to repeat are retried on
     `UNAVAILABLE`, at most 5 times with exponential backoff capped at 2 s.
+
+    TLS trusts the system's CAs unless `root_certificates` (PEM bytes) are given; for mutual
+    TLS pass `client_certificate` and `client_key` (PEM bytes). Giving any of them turns TLS
+    on for a `host:port` url too.
     """
-    return TurnstileClient(Transport(url, api_key=api_key, timeout=timeout))
+    tls = (
+        TlsFiles(root_certificates, client_certificate, client_key)
+        if root_certificates or client_certificate or client_key
+        else None
+    )
+    return TurnstileClient(Transport(url, api_key=api_key, timeout=timeout, tls=tls))

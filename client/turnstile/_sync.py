@@ -238,7 +238,22 @@ class SyncTurnstileClient:
 
 
 def get_sync_client(
-    url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float | None = None
+    url: str = DEFAULT_URL,
+    *,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    root_certificates: bytes | None = None,
+    client_certificate: bytes | None = None,
+    client_key: bytes | None = None,
 ) -> SyncTurnstileClient:
     """Returns a blocking client for the Turnstile server at `url`; see `get_client`."""
-    return SyncTurnstileClient(get_client(url, api_key=api_key, timeout=timeout))
+    return SyncTurnstileClient(
+        get_client(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            root_certificates=root_certificates,
+            client_certificate=client_certificate,
+            client_key=client_key,
+        )
+    )

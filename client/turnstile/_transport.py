@@ -65,6 +65,16 @@ def parse_url(url: str) -> tuple[str, bool]:
     return url, False
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM bytes for TLS: the CA to trust (None: the system's) and, for mutual TLS, the
+    client's certificate chain and key."""
+
+    root_certificates: bytes | None = None
+    client_certificate: bytes | None = None
+    client_key: bytes | None = None
+
+
 class Transport:
     """Owns a `grpc.aio` channel, opened on first use in the event loop that uses it.
 
@@ -72,10 +82,21 @@ class Transport:
     translate `grpc.RpcError` into `TurnstileError` subclasses.
     """
 
-    def __init__(self, url: str, *, api_key: str | None, timeout: float | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None,
+        timeout: float | None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if tls is not None and (tls.client_certificate is None) != (tls.client_key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
         self._target, self._secure = parse_url(url)
+        self._tls = tls
+        self._secure = self._secure or tls is not None
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
@@ -209,7 +230,12 @@ class Transport:
             ("grpc.primary_user_agent", _USER_AGENT),
         ]
         if self._secure:
-            credentials = grpc.ssl_channel_credentials()
+            tls = self._tls or TlsFiles()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.root_certificates,
+                private_key=tls.client_key,
+                certificate_chain=tls.client_certificate,
+            )
             return grpc.aio.secure_channel(self._target, credentials, options=options)
         return grpc.aio.insecure_channel(self._target, options=options)
 
