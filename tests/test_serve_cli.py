@@ -93,3 +93,26 @@ def test_serve_refuses_stream_limits_that_could_not_be_resumed(
     err = capsys.readouterr().err
     assert "subscriber_max_lag must be at least 1 and below stream_max_events" in err
     assert not (tmp_path / "x.db").exists()
+
+
+def test_every_limit_has_an_environment_variable() -> None:
+    from turnstile_server.config import ServerConfig
+
+    config = ServerConfig.from_env(
+        {
+            "TURNSTILE_MAX_QUEUED": "7",
+            "TURNSTILE_MAX_MESSAGE_BYTES": "4096",
+            "TURNSTILE_MAX_ATTEMPTS": "5",
+            "TURNSTILE_RUN_TIMEOUT_SECONDS": "12.5",
+            "TURNSTILE_SHUTDOWN_GRACE_SECONDS": "3",
+        }
+    )
+    assert (
+        config.max_queued,
+        config.max_message_bytes,
+        config.max_attempts,
+        config.run_timeout_seconds,
+        config.shutdown_grace_seconds,
+    ) == (7, 4096, 5, 12.5, 3.0)
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        ServerConfig.from_env({"TURNSTILE_MAX_MESSAGE_BYTES": "10"})

@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pending runs allowed per thread, then QUEUE_FULL (TURNSTILE_MAX_QUEUED)",
     )
     serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        metavar="N",
+        help="largest request accepted, then RESOURCE_EXHAUSTED (TURNSTILE_MAX_MESSAGE_BYTES)",
+    )
+    serve.add_argument(
         "--max-attempts",
         type=int,
         default=defaults.max_attempts,
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 graphs=args.graph,
                 max_running=args.max_running,
                 max_queued=args.max_queued,
+                max_message_bytes=args.max_message_bytes,
                 max_attempts=args.max_attempts,
                 run_timeout_seconds=args.run_timeout_seconds,
                 shutdown_grace_seconds=args.shutdown_grace_seconds,

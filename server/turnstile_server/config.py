@@ -63,6 +63,9 @@ class ServerConfig:
         config.graphs = [g.strip() for g in graphs.split(",") if g.strip()]
         config.max_running = int(env.get("TURNSTILE_MAX_RUNNING", config.max_running))
         config.max_queued = int(env.get("TURNSTILE_MAX_QUEUED", config.max_queued))
+        config.max_message_bytes = int(
+            env.get("TURNSTILE_MAX_MESSAGE_BYTES", config.max_message_bytes)
+        )
         config.max_attempts = int(env.get("TURNSTILE_MAX_ATTEMPTS", config.max_attempts))
         config.run_timeout_seconds = float(
             env.get("TURNSTILE_RUN_TIMEOUT_SECONDS", config.run_timeout_seconds)
@@ -104,6 +107,8 @@ class ServerConfig:
             raise ValueError(
                 "max_running and max_attempts must be at least 1, max_queued at least 0"
             )
+        if not 1024 <= self.max_message_bytes <= 64 << 20:
+            raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
         if not 0 <= self.run_timeout_seconds <= 366 * 24 * 3600:
             raise ValueError("run_timeout_seconds must be between 0 (no limit) and a year")
         if not 0 <= self.shutdown_grace_seconds <= 3600:
