@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from turnstile_server.errors import Unauthenticated
-from turnstile_server.rpc_errors import DOMAIN
+from turnstile_server.rpc_errors import DOMAIN, Refused, with_deserializer
 
 _SCHEME = "bearer "
 
@@ -86,24 +85,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self._keys.check(handler_call_details.invocation_metadata)
         except Unauthenticated as refusal:
-            return _refusing(handler, refusal)
+            # The request is not decoded: it becomes the refusal, which `ErrorInterceptor`'s
+            # wrapper raises.
+            refused = Refused(refusal)
+            return with_deserializer(handler, lambda _: refused, wrap=False)
         return handler
-
-
-def _refusing(handler: grpc.RpcMethodHandler, refusal: Unauthenticated) -> grpc.RpcMethodHandler:
-    """A handler of the same shape that raises `refusal` without decoding the request."""
-
-    async def unary(request: bytes, context: Any) -> Any:
-        raise refusal
-
-    async def streaming(request: bytes, context: Any) -> AsyncIterator[Any]:
-        raise refusal
-        yield  # pragma: no cover - makes this an async generator
-
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            streaming, response_serializer=handler.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        unary, response_serializer=handler.response_serializer
-    )

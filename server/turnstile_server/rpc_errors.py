@@ -91,26 +91,23 @@ Unary = Callable[[Any, Any], Awaitable[Any]]
 Streaming = Callable[[Any, Any], AsyncIterator[Any]]
 
 
-class Undecodable:
-    """A request whose bytes did not decode: the handler answers INVALID_ARGUMENT for it.
+class Refused:
+    """A stand-in for a request the handler must refuse with `error`, produced by a request
+    deserializer: for bytes that do not decode, or a call without an accepted API key.
 
     gRPC answers a deserializer's exception with UNKNOWN and the exception's text, before any
-    handler runs; so the deserializer returns this instead, and the handler refuses it.
+    handler runs; so the deserializer returns this instead, and the wrapped handler raises it.
     """
 
-    def __init__(self, method: str, error: DecodeError) -> None:
-        self.error = errors.InvalidArgument(
-            f"the {method.rsplit('/', 1)[-1]} request is not a valid protobuf message ({error});"
-            f" JSON in it may nest at most {MAX_JSON_DEPTH} levels",
-            reason="MALFORMED_REQUEST",
-        )
+    def __init__(self, error: errors.TurnstileError) -> None:
+        self.error = error
 
 
 def lenient(
     deserializer: Callable[[bytes], Any] | None, method: str
 ) -> Callable[[bytes], Any] | None:
-    """Wraps a request deserializer so undecodable bytes become an `Undecodable` (None, for a
-    handler that takes the raw bytes, stays None)."""
+    """Wraps a request deserializer so undecodable bytes become a `Refused` with
+    INVALID_ARGUMENT (None, for a handler that takes the raw bytes, stays None)."""
     if deserializer is None:
         return None
 
@@ -118,9 +115,41 @@ def lenient(
         try:
             return deserializer(data)
         except DecodeError as exc:
-            return Undecodable(method, exc)
+            return Refused(
+                errors.InvalidArgument(
+                    f"the {method.rsplit('/', 1)[-1]} request is not a valid protobuf message"
+                    f" ({exc}); JSON in it may nest at most {MAX_JSON_DEPTH} levels",
+                    reason="MALFORMED_REQUEST",
+                )
+            )
 
     return deserialize
+
+
+def with_deserializer(
+    handler: grpc.RpcMethodHandler,
+    deserializer: Callable[[bytes], Any] | None,
+    *,
+    wrap: bool,
+) -> grpc.RpcMethodHandler:
+    """The handler with another request deserializer and, with `wrap`, the error table applied
+    to its behaviour; unary-unary and unary-stream handlers (the only kinds here) keep their
+    kind."""
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            wrap_unary(unary) if wrap else unary,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        streaming = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_streaming(streaming) if wrap else streaming,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def wrap_unary(behavior: Unary) -> Unary:
@@ -128,7 +157,7 @@ def wrap_unary(behavior: Unary) -> Unary:
 
     async def handler(request: Any, context: Any) -> Any:
         try:
-            if isinstance(request, Undecodable):
+            if isinstance(request, Refused):
                 raise request.error
             return await behavior(request, context)
         except grpc.aio.AbortError:
@@ -144,7 +173,7 @@ def wrap_streaming(behavior: Streaming) -> Streaming:
 
     async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            if isinstance(request, Undecodable):
+            if isinstance(request, Refused):
                 raise request.error
             async for response in behavior(request, context):
                 yield response
@@ -170,16 +199,4 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or not method.startswith(f"/{DOMAIN}."):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap_unary(handler.unary_unary),
-                request_deserializer=lenient(handler.request_deserializer, method),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                wrap_streaming(handler.unary_stream),
-                request_deserializer=lenient(handler.request_deserializer, method),
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return with_deserializer(handler, lenient(handler.request_deserializer, method), wrap=True)
