@@ -14,6 +14,9 @@ from turnstile import TurnstileClient, get_client
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
 
+# The SDK stream tests' fixtures (a scripted transport and clients on it) live with it.
+pytest_plugins = ["tests.scripted"]
+
 
 @pytest.fixture(autouse=True)
 def fresh_support_state() -> None:

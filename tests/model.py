@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
-from tests.support import Gates
+from tests.support import Gates, gates_to_pass
 from turnstile import Run, ThreadStream, ThreadStreamPart
 from turnstile_server.graph import RunContext
 
@@ -55,13 +55,7 @@ class GatedGraph:
             self.overlaps.append((ctx.thread_id, other, ctx.run_id))
         self.inside[ctx.thread_id] = ctx.run_id
         try:
-            messages = state.get("messages", [])
-            humans = [i for i, m in enumerate(messages) if m.get("type") == "human"]
-            since = messages[humans[-1] + 1 :] if humans else []
-            passed = {m.get("content") for m in since if m.get("type") == "ai"}
-            for name in ctx.input.get("gates", []):
-                if f"passed {name}" in passed:
-                    continue
+            for name in gates_to_pass(state, ctx):
                 self.gates.arrived(name).set()
                 try:
                     await self.gates.event(name).wait()

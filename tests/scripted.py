@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+import pytest
 from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.message import Message
 from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
@@ -18,7 +19,10 @@ from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
 )
 
 import turnstile
+from turnstile import _stream
 from turnstile._errors import STATUS_DETAILS_KEY
+from turnstile._runs import RunsClient
+from turnstile._threads import ThreadsClient
 from turnstile._transport import Stubs, Transport
 from turnstile.v1 import run_pb2, run_service_pb2
 
@@ -149,3 +153,34 @@ def values(*seqs: int) -> list[tuple[int, str]]:
 
 async def collect(stream: AsyncIterator[turnstile.StreamPart]) -> list[turnstile.StreamPart]:
     return [part async for part in stream]
+
+
+# --- fixtures (imported by the test modules that use them) ----------------------------------
+
+
+@pytest.fixture
+def transport() -> FakeTransport:
+    return FakeTransport()
+
+
+@pytest.fixture
+def runs(transport: FakeTransport) -> RunsClient:
+    return RunsClient(transport)
+
+
+@pytest.fixture
+def threads(transport: FakeTransport) -> ThreadsClient:
+    return ThreadsClient(transport)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Records the stream's backoff pauses instead of waiting them out."""
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(_stream, "_sleep", sleep)
+    yield pauses

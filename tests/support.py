@@ -150,19 +150,23 @@ def streaming_registry() -> GraphRegistry:
     return graphs
 
 
+def gates_to_pass(state: dict[str, Any], ctx: RunContext) -> list[str]:
+    """The input's `gates` not yet passed since the last human message: a resumed run goes
+    on from where it was cut off, as a real resumable graph would."""
+    messages = state.get("messages", [])
+    humans = [i for i, m in enumerate(messages) if m.get("type") == "human"]
+    since = messages[humans[-1] + 1 :] if humans else []
+    passed = {m.get("content") for m in since if m.get("type") == "ai"}
+    return [name for name in ctx.input.get("gates", []) if f"passed {name}" not in passed]
+
+
 async def file_gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
     """Like `gated`, but a gate is a file: per name in input `gates`, waits until the file
     `<configurable.gate_dir>/<name>` exists, then yields an ai message. Works across processes
     (a server started with `--graph file_gated=tests.support:file_gated`). Resumed on a
     partial state, it skips the gates passed since the last human message."""
     gate_dir = Path(str(ctx.configurable("gate_dir", ".")))
-    messages = state.get("messages", [])
-    humans = [i for i, m in enumerate(messages) if m.get("type") == "human"]
-    since = messages[humans[-1] + 1 :] if humans else []
-    passed = {m.get("content") for m in since if m.get("type") == "ai"}
-    for name in ctx.input.get("gates", []):
-        if f"passed {name}" in passed:
-            continue
+    for name in gates_to_pass(state, ctx):
         (gate_dir / f"{name}.arrived").touch()
         while not (gate_dir / name).exists():  # noqa: ASYNC110 - a file, across processes
             await asyncio.sleep(0.02)

@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
+from tests.processes import STARTUP, serving
 from tests.support import eventually
 from turnstile import ThreadState, get_client
 
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP = 30.0
-
-
-@asynccontextmanager
-async def server_process(database: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`turnstile serve` on a free port with the file-gated graph; yields it and its address."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "turnstile_server.cli",
-        "serve",
-        "--port",
-        "0",
-        "--database",
-        str(database),
-        "--graph",
-        "file_gated=tests.support:file_gated",
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stderr is not None
-        address = ""
-        async with asyncio.timeout(STARTUP):
-            while not address:
-                line = (await process.stderr.readline()).decode()
-                assert line, "the server exited before serving"
-                if match := re.search(r"serving on (\S+:\d+)", line):
-                    address = match.group(1)
-        drain = asyncio.create_task(process.stderr.read())  # keep the pipe from filling
-        yield process, address
-        drain.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+GRAPH = "file_gated=tests.support:file_gated"
 
 
 def texts(state: ThreadState) -> list[tuple[str, str]]:
@@ -67,7 +27,7 @@ async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
     config = {"configurable": {"gate_dir": str(gates)}}
     database = tmp_path / "crash.db"
 
-    async with server_process(database) as (process, address):
+    async with serving(database, GRAPH) as (process, address):
         client = get_client(url=address)
         thread = await client.threads.create()
         thread_id = thread["thread_id"]
@@ -99,7 +59,7 @@ async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
         assert await process.wait() == -signal.SIGKILL
 
     (gates / "b").touch()
-    async with server_process(database) as (_, address):
+    async with serving(database, GRAPH) as (_, address):
         client = get_client(url=address)
         try:
             results = [await client.runs.join_run(thread_id, r["run_id"]) for r in [cut, *queued]]

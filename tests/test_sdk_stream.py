@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator, Sequence
-
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 import pytest
-from google.protobuf.message import Message
 
 import turnstile
 from tests.scripted import (
+    RUN,
+    THREAD,
     FakeMethod,
     FakeTransport,
     collect,
@@ -23,43 +21,7 @@ from tests.scripted import (
 )
 from turnstile import _stream
 from turnstile._runs import RunsClient
-from turnstile._threads import ThreadsClient
 from turnstile.v1 import run_pb2
-
-THREAD = "t1"
-RUN = "r1"
-
-Script = Sequence[Message | BaseException]
-"""What one call delivers: messages in order, an exception to fail, or the end to complete."""
-
-
-@pytest.fixture
-def transport() -> FakeTransport:
-    return FakeTransport()
-
-
-@pytest.fixture
-def runs(transport: FakeTransport) -> RunsClient:
-    return RunsClient(transport)
-
-
-@pytest.fixture
-def threads(transport: FakeTransport) -> ThreadsClient:
-    return ThreadsClient(transport)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
-    """Records the stream's backoff pauses instead of waiting them out."""
-    pauses: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-        await asyncio.sleep(0)
-
-    monkeypatch.setattr(_stream, "_sleep", sleep)
-    yield pauses
-
 
 # --- runs.stream ------------------------------------------------------------------------------
 

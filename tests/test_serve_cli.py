@@ -3,50 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.processes import serve, serving
 from turnstile import get_client
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def serve(database: Path, graph: str) -> asyncio.subprocess.Process:
-    """Starts `turnstile serve` on a free port with one `--graph`, stderr piped."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "turnstile_server.cli",
-        "serve",
-        "--port",
-        "0",
-        "--database",
-        str(database),
-        "--graph",
-        graph,
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    process = await serve(tmp_path / "serve.db", "recording=tests.support:recording")
-    assert process.stderr is not None
-    try:
-        address = ""
-        async with asyncio.timeout(30):
-            while not address:
-                line = (await process.stderr.readline()).decode()
-                assert line, "server exited before serving"
-                found = re.search(r"serving on (127\.0\.0\.1:\d+)", line)
-                address = found.group(1) if found else ""
+    async with serving(tmp_path / "serve.db", "recording=tests.support:recording") as (
+        process,
+        address,
+    ):
         client = get_client(url=address)
         thread = await client.threads.create()
         result = await client.runs.wait_run(thread["thread_id"], "recording", input={"steps": 2})
@@ -56,10 +29,6 @@ async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
         process.send_signal(sig)
         async with asyncio.timeout(30):
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_serve_refuses_a_bad_graph_spec_with_a_clear_message(tmp_path: Path) -> None:
