@@ -85,3 +85,14 @@ def test_every_limit_has_an_environment_variable() -> None:
     ) == (7, 4096, 5, 12.5, 3.0)
     with pytest.raises(ValueError, match="max_message_bytes"):
         ServerConfig.from_env({"TURNSTILE_MAX_MESSAGE_BYTES": "10"})
+
+
+def test_a_malformed_environment_variable_is_named_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from turnstile_server.cli import main
+
+    monkeypatch.setenv("TURNSTILE_PORT", "abc")
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert err == "turnstile: TURNSTILE_PORT='abc' is not a valid int\n"

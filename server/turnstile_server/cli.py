@@ -133,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         from turnstile_server.bench import main as bench
 
         return bench(argv[1:], prog="turnstile bench")
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()  # its defaults come from the environment
+    except ValueError as exc:
+        print(f"turnstile: {exc}", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     if args.command == "serve":
         logging.basicConfig(
             level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 from turnstile_server.events import StreamLimits
 
@@ -52,48 +53,27 @@ class ServerConfig:
         )
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServerConfig:
-        """Reads `TURNSTILE_*` variables over the defaults."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """Reads `TURNSTILE_<FIELD>` variables (e.g. `TURNSTILE_MAX_RUNNING`) over the defaults;
+        list fields (`TURNSTILE_GRAPHS`, `TURNSTILE_API_KEYS`) are comma-separated."""
         env = os.environ if environ is None else environ
         config = cls()
-        config.host = env.get("TURNSTILE_HOST", config.host)
-        config.port = int(env.get("TURNSTILE_PORT", config.port))
-        config.database = env.get("TURNSTILE_DATABASE", config.database)
-        graphs = env.get("TURNSTILE_GRAPHS", "")
-        config.graphs = [g.strip() for g in graphs.split(",") if g.strip()]
-        config.max_running = int(env.get("TURNSTILE_MAX_RUNNING", config.max_running))
-        config.max_queued = int(env.get("TURNSTILE_MAX_QUEUED", config.max_queued))
-        config.max_message_bytes = int(
-            env.get("TURNSTILE_MAX_MESSAGE_BYTES", config.max_message_bytes)
-        )
-        config.max_attempts = int(env.get("TURNSTILE_MAX_ATTEMPTS", config.max_attempts))
-        config.run_timeout_seconds = float(
-            env.get("TURNSTILE_RUN_TIMEOUT_SECONDS", config.run_timeout_seconds)
-        )
-        config.shutdown_grace_seconds = float(
-            env.get("TURNSTILE_SHUTDOWN_GRACE_SECONDS", config.shutdown_grace_seconds)
-        )
-        config.stream_retain_seconds = float(
-            env.get("TURNSTILE_STREAM_RETAIN_SECONDS", config.stream_retain_seconds)
-        )
-        config.stream_max_events = int(
-            env.get("TURNSTILE_STREAM_MAX_EVENTS", config.stream_max_events)
-        )
-        config.stream_max_bytes = int(
-            env.get("TURNSTILE_STREAM_MAX_BYTES", config.stream_max_bytes)
-        )
-        config.stream_retained_bytes = int(
-            env.get("TURNSTILE_STREAM_RETAINED_BYTES", config.stream_retained_bytes)
-        )
-        config.subscriber_max_lag = int(
-            env.get("TURNSTILE_SUBSCRIBER_MAX_LAG", config.subscriber_max_lag)
-        )
-        keys = env.get("TURNSTILE_API_KEYS", "")
-        config.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
-        config.api_keys_file = env.get("TURNSTILE_API_KEYS_FILE", "")
-        config.tls_cert = env.get("TURNSTILE_TLS_CERT", "")
-        config.tls_key = env.get("TURNSTILE_TLS_KEY", "")
-        config.tls_client_ca = env.get("TURNSTILE_TLS_CLIENT_CA", "")
+        for setting in fields(cls):
+            name = f"TURNSTILE_{setting.name.upper()}"
+            if name not in env:
+                continue
+            raw = env[name]
+            default = getattr(config, setting.name)
+            if isinstance(default, list):
+                value: object = [item.strip() for item in raw.split(",") if item.strip()]
+            else:
+                try:
+                    value = type(default)(raw)
+                except ValueError:
+                    raise ValueError(
+                        f"{name}={raw!r} is not a valid {type(default).__name__}"
+                    ) from None
+            setattr(config, setting.name, value)
         config.check()
         return config
 
