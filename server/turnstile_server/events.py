@@ -195,10 +195,7 @@ async def follow(
                 continue
             if log.ended:
                 if position > log.last_seq:
-                    raise OutOfRange(
-                        f"{log.name} ended at seq {log.last_seq}; after_seq {position} is past it",
-                        metadata={**what, "last_seq": str(log.last_seq)},
-                    )
+                    raise _past_end(log, position, what)
                 return
         elif log.ended:
             return
@@ -213,16 +210,20 @@ def check_position(log: EventLog, after_seq: int, *, what: dict[str, str]) -> No
     if log.expired or (log.numbered and after_seq < log.first_seq - 1):
         raise _expired(log, after_seq, what)
     if log.ended and after_seq > log.last_seq:
-        raise OutOfRange(
-            f"{log.name} ended at seq {log.last_seq}; after_seq {after_seq} is past it",
-            metadata={**what, "last_seq": str(log.last_seq)},
-        )
+        raise _past_end(log, after_seq, what)
 
 
 def _expired(log: EventLog, position: int, what: dict[str, str]) -> OutOfRange:
     return OutOfRange(
         f"the events of {log.name} after seq {position} are no longer retained",
         metadata={**what, "after_seq": str(position), "first_seq": str(log.first_seq)},
+    )
+
+
+def _past_end(log: EventLog, position: int, what: dict[str, str]) -> OutOfRange:
+    return OutOfRange(
+        f"{log.name} ended at seq {log.last_seq}; after_seq {position} is past it",
+        metadata={**what, "last_seq": str(log.last_seq)},
     )
 
 
