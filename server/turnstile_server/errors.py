@@ -137,6 +137,20 @@ class ResourceExhausted(TurnstileError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class RequestIdReused(FailedPrecondition):
+    """A `request_id` already created something, with different parameters (Stripe's rule:
+    one key, one request)."""
+
+    reason = "REQUEST_ID_REUSED"
+
+    def __init__(self, what: str, request_id: str, field: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} already created a {what} with another {field}; use a new"
+            " request_id for a new request",
+            metadata={"request_id": request_id, "field": field},
+        )
+
+
 class QueueFull(ResourceExhausted):
     """A thread has as many queued runs as allowed; an `enqueue` run is refused."""
 

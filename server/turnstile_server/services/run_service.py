@@ -12,7 +12,6 @@ from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.events import EventHub, check_position, follow
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.scheduler import Scheduler
-from turnstile_server.services import idempotency
 from turnstile_server.services.assistant_service import resolve_assistant
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
@@ -67,18 +66,12 @@ class RunService(pb_grpc.RunServiceServicer):
         values = await self._store.checkpoints.values_at(thread_id, last.seq) if last else {}
         return run, values
 
-    async def _admit(self, spec: RunSpec) -> RunRecord:
-        """Admits a run, or returns the one `spec.request_id` admitted before."""
-        run = await self._scheduler.admit(spec)
-        idempotency.check_run(spec, run)
-        return run
-
     async def CreateRun(self, request: pb.CreateRunRequest, context: Any) -> pb.CreateRunResponse:
-        run = await self._admit(await self._spec(request))
+        run = await self._scheduler.admit(await self._spec(request))
         return pb.CreateRunResponse(run=wire.run_message(run))
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
-        admitted = await self._admit(await self._spec(request))
+        admitted = await self._scheduler.admit(await self._spec(request))
         run, values = await self._final(admitted.thread_id, admitted.run_id)
         return pb.WaitRunResponse(run=wire.run_message(run), values=wire.to_struct(values))
 
@@ -87,7 +80,7 @@ class RunService(pb_grpc.RunServiceServicer):
     ) -> AsyncIterator[pb.StreamRunResponse]:
         spec = await self._spec(request)
         cancel = wire.enum_value(wire.ON_DISCONNECT, request.on_disconnect, "on_disconnect")
-        run = await self._admit(spec)
+        run = await self._scheduler.admit(spec)
         finished = False
         try:
             async for message in self._stream(pb.StreamRunResponse, run, 0):

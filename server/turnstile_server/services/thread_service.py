@@ -9,10 +9,9 @@ from typing import Any
 from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
-from turnstile_server.errors import InvalidArgument
+from turnstile_server.errors import InvalidArgument, RequestIdReused
 from turnstile_server.events import EventHub, check_position, follow
 from turnstile_server.scheduler import Scheduler
-from turnstile_server.services import idempotency
 from turnstile_server.store import Store, ThreadRecord
 
 
@@ -38,7 +37,9 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
             request_id=request.request_id,
         )
-        idempotency.check_thread(request.request_id, thread_id, thread)
+        if request.request_id and thread_id and thread_id != thread.thread_id:
+            # Metadata is not compared: UpdateThread may have changed it since.
+            raise RequestIdReused("thread", request.request_id, "thread_id")
         return pb.CreateThreadResponse(thread=await self._message(thread))
 
     async def GetThread(self, request: pb.GetThreadRequest, context: Any) -> pb.GetThreadResponse:

@@ -15,6 +15,7 @@ import aiosqlite
 
 from turnstile_server.errors import (
     QueueFull,
+    RequestIdReused,
     RunActive,
     RunNotActive,
     RunNotFound,
@@ -44,6 +45,9 @@ class Runs:
     async def admit(self, spec: RunSpec, *, max_queued: int) -> Admission:
         """Admits a run applying its multitask strategy, all in one transaction.
 
+        A `request_id` seen before returns its run (`existing`), or `RequestIdReused` when the
+        request asks for something else.
+
         An `enqueue` run is refused with `QueueFull` when `max_queued` runs of the thread are
         pending already.
         """
@@ -53,6 +57,7 @@ class Runs:
             if spec.request_id:
                 existing = await _one(conn, "r.request_id = ?", spec.request_id)
                 if existing is not None:
+                    _check_same_request(spec, existing)
                     return Admission(run=existing, existing=True)
             cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,))
             if await cur.fetchone() is None:
@@ -292,6 +297,31 @@ class Recovery:
     requeued: int = 0
     ended: builtins.list[RunRecord] = field(default_factory=list)
     deleted: builtins.list[RunRecord] = field(default_factory=list)
+
+
+def _check_same_request(spec: RunSpec, run: RunRecord) -> None:
+    """Refuses `run`, admitted before for `spec.request_id`, if `spec` asks for something else."""
+    asked_and_got: list[tuple[str, Any, Any]] = [
+        ("thread_id", spec.thread_id, run.thread_id),
+        ("assistant_id", spec.assistant_id, run.assistant_id),
+        ("multitask_strategy", spec.multitask_strategy, run.multitask_strategy),
+        ("input", _without_message_ids(spec.input), _without_message_ids(run.input)),
+        ("metadata", spec.metadata, run.metadata),
+        ("config", spec.config, run.config),
+        ("stream_mode", spec.stream_mode, run.stream_mode),
+        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
+    ]
+    for field_name, asked, got in asked_and_got:
+        if asked != got:
+            raise RequestIdReused("run", spec.request_id, field_name)
+
+
+def _without_message_ids(values: dict[str, Any] | None) -> Any:
+    """The input with its messages' ids left out: the server makes up the ids not given."""
+    if values is None or not isinstance(values.get("messages"), list):
+        return values
+    messages = [{k: v for k, v in m.items() if k != "id"} for m in values["messages"]]
+    return {**values, "messages": messages}
 
 
 async def _one(conn: aiosqlite.Connection, where: str, *params: Any) -> RunRecord | None:
