@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.state import ThreadState, normalize_update
 from turnstile_server.store import RunError, RunRecord, Store
+from turnstile_server.store.database import to_the_end
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# A run's checkpoint lands even if the run is cancelled meanwhile: it is finished (or rolled
+# back) only after its task unwinds, so no write of the run reaches the database after that.
+_CANCELLED_WRITE = "writing a checkpoint of a cancelled run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,9 @@ class Runner:
         if written == 0:
             update = dict(run.input or {})
             state.apply(update)
-            await _settled(checkpoints.put(run.thread_id, run.run_id, 0, "input", update))
+            await to_the_end(
+                checkpoints.put(run.thread_id, run.run_id, 0, "input", update), _CANCELLED_WRITE
+            )
             self._emit_step(run, modes, update, state)
         graph = self._graphs.get(run.graph_id)
 
@@ -101,7 +106,10 @@ class Runner:
                 update = normalize_update(raw)
                 step += 1
                 state.apply(update)
-                await _settled(checkpoints.put(run.thread_id, run.run_id, step, "step", update))
+                await to_the_end(
+                    checkpoints.put(run.thread_id, run.run_id, step, "step", update),
+                    _CANCELLED_WRITE,
+                )
                 self._emit_step(run, modes, update, state)
         return Outcome("success")
 
@@ -117,19 +125,3 @@ class Runner:
 def _failed(run: RunRecord, exc: Exception) -> Outcome:
     log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
     return Outcome("error", RunError(type(exc).__name__, str(exc)))
-
-
-async def _settled(write: Awaitable[T]) -> T:
-    """Awaits a store write that a cancellation must not cut in half.
-
-    A cancelled run is finished (or rolled back) only after its task unwinds; letting the write
-    land first means no write of the run can reach the database after its rollback.
-    """
-    task = asyncio.ensure_future(write)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            log.info("a write of a cancelled run failed: %s", task.exception())
-        raise

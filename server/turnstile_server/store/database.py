@@ -79,9 +79,9 @@ class Database:
                 try:
                     yield self._writer
                 except BaseException:
-                    await _to_the_end(self._rollback())
+                    await to_the_end(self._rollback(), "rolling back a cancelled transaction")
                     raise
-                await _to_the_end(self._commit())
+                await to_the_end(self._commit(), "committing a cancelled transaction")
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """Reads committed rows through the reader connection."""
@@ -164,11 +164,13 @@ async def _connect(path: str, policy: RetryPolicy) -> Connection:
     return conn
 
 
-async def _to_the_end(work: Awaitable[T]) -> T:
+async def to_the_end(work: Awaitable[T], what: str) -> T:
     """Awaits `work` even if the caller is cancelled meanwhile, then lets the cancellation on.
 
-    Committing or rolling back must finish before the write lock is released: the next
-    transaction would otherwise begin on a connection still in this one.
+    For writes a cancellation must not cut in half: a commit or rollback must finish before the
+    write lock is released (the next transaction would begin on a connection still in this
+    one), and a cancelled run's checkpoint must land before the run is finished or rolled back.
+    A failure of `work` after the cancellation is logged as `what` failing.
     """
     task = asyncio.ensure_future(work)
     try:
@@ -176,7 +178,7 @@ async def _to_the_end(work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         if not task.cancelled() and task.exception() is not None:
-            log.warning("ending a cancelled transaction failed", exc_info=task.exception())
+            log.warning("%s failed", what, exc_info=task.exception())
         raise
 
 
