@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP = 30.0
 
 
-async def serve(database: Path, graph: str) -> asyncio.subprocess.Process:
-    """Starts `turnstile serve` on a free port with one `--graph`, stderr piped."""
+async def serve(database: Path, graph: str, *options: str) -> asyncio.subprocess.Process:
+    """Starts `turnstile serve` on a free port with one `--graph` and `options`, stderr piped."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -26,6 +26,7 @@ async def serve(database: Path, graph: str) -> asyncio.subprocess.Process:
         str(database),
         "--graph",
         graph,
+        *options,
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
     )

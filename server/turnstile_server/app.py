@@ -23,7 +23,9 @@ from turnstile_server.auth import ApiKeys, AuthInterceptor, read_keys
 from turnstile_server.config import ServerConfig
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
+from turnstile_server.metrics import Metrics
 from turnstile_server.rpc_errors import ErrorInterceptor
+from turnstile_server.rpc_metrics import MetricsInterceptor
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import AssistantService
@@ -52,6 +54,7 @@ class App:
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.store = store
@@ -60,6 +63,7 @@ class App:
         self.server = server
         self.health = health_servicer
         self.port = port
+        self.metrics = metrics
 
     @property
     def address(self) -> str:
@@ -73,7 +77,12 @@ class App:
         for spec in config.graphs:
             graph_id, graph = load_graph(spec)
             registry.register(graph_id, graph)
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        metrics = Metrics(enabled=config.metrics_port >= 0)
+        # The timing interceptor first: it wraps the others, so it sees the final status.
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            *([MetricsInterceptor(metrics)] if metrics.enabled else []),
+            ErrorInterceptor(),
+        ]
         keys = _api_keys(config)
         if keys is not None:
             interceptors.append(AuthInterceptor(keys))
@@ -88,6 +97,7 @@ class App:
             max_running=config.max_running,
             max_queued=config.max_queued,
             max_attempts=config.max_attempts,
+            metrics=metrics,
         )
         server = grpc.aio.server(
             interceptors=interceptors,
@@ -117,6 +127,13 @@ class App:
         if port == 0:
             await store.close()
             raise OSError(f"cannot bind {config.address}")
+        if metrics.enabled:
+            try:
+                metrics_port = metrics.serve(config.host, config.metrics_port)
+            except OSError:
+                await store.close()
+                raise
+            log.info("metrics on %s:%d", config.host, metrics_port)
         await scheduler.start()
         await server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -129,7 +146,7 @@ class App:
             "mutual TLS" if config.tls_client_ca else "TLS" if credentials else "plaintext",
             "API keys required" if keys else "no API keys",
         )
-        return cls(config, store, hub, scheduler, server, health_servicer, port)
+        return cls(config, store, hub, scheduler, server, health_servicer, port, metrics)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops gracefully: health NOT_SERVING and new runs refused UNAVAILABLE; running runs
@@ -142,6 +159,7 @@ class App:
         await self.server.stop(min(grace, 1.0))
         self.hub.close()
         await self.store.close()
+        await self.metrics.close()
         log.info("turnstile stopped")
 
 

@@ -1,18 +1,20 @@
 """The `turnstile` command: `serve` runs the server, `demo` shows the four strategies.
 
 `bench` measures the server against a raw gRPC echo server (`turnstile_server.bench`).
+`threads` and `runs` inspect a running server (`turnstile_server.operator_cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from dataclasses import replace
 
+from turnstile_server import operator_cli
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
+from turnstile_server.logs import configure as configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,13 +118,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="mutual TLS: require client certificates from this CA (TURNSTILE_TLS_CLIENT_CA)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=defaults.metrics_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 = any free port, -1 = off"
+        " (TURNSTILE_METRICS_PORT; default off)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level")
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=defaults.log_format,
+        help="text lines, or one JSON object per line (TURNSTILE_LOG_FORMAT)",
+    )
     demo = commands.add_parser("demo", help="show the four multitask strategies")
     demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
     # Parsed by the bench itself (see `turnstile bench --help`); listed here for `--help`.
     commands.add_parser(
         "bench", help="measure the server against a raw gRPC echo server", add_help=False
     )
+    operator_cli.add_commands(commands)
     return parser
 
 
@@ -140,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     if args.command == "serve":
-        logging.basicConfig(
-            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(args.log_level, args.log_format)
         from turnstile_server.app import serve
 
         try:
@@ -165,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 stream_retain_seconds=args.stream_retain_seconds,
                 stream_max_events=args.stream_max_events,
                 subscriber_max_lag=args.subscriber_max_lag,
+                metrics_port=args.metrics_port,
+                log_format=args.log_format,
             )
             config.check()
             asyncio.run(serve(config))
@@ -172,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"turnstile: {exc}", file=sys.stderr)
             return 1
         return 0
+    if args.command in ("threads", "runs"):
+        return operator_cli.run(args)
     from turnstile_server.demo import run_demo
 
     asyncio.run(run_demo(step_seconds=args.step_seconds))

@@ -36,6 +36,8 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    metrics_port: int = -1  # -1: no metrics endpoint; 0: any free port
+    log_format: str = "text"
 
     @property
     def address(self) -> str:
@@ -97,6 +99,10 @@ class ServerConfig:
             raise ValueError("stream_retain_seconds must be between 0 and a week")
         if self.stream_max_events < 1 or self.stream_max_bytes < 1:
             raise ValueError("stream_max_events and stream_max_bytes must be at least 1")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be a port, 0 for any free one, or -1 for none")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
         if not 1 <= self.subscriber_max_lag < self.stream_max_events:
             raise ValueError(
                 "subscriber_max_lag must be at least 1 and below stream_max_events, so that a"

@@ -13,8 +13,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from turnstile_server.errors import RunNotActive, RunNotFound, ThreadNotFound, Unavailable
+from turnstile_server.errors import (
+    RunNotActive,
+    RunNotFound,
+    ThreadNotFound,
+    TurnstileError,
+    Unavailable,
+)
 from turnstile_server.events import EventHub
+from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner
 from turnstile_server.store import RunRecord, RunSpec, Store
 from turnstile_server.store.records import now_us
@@ -48,8 +55,10 @@ class Scheduler:
         max_running: int,
         max_queued: int = 100,
         max_attempts: int = 3,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._runner = runner
         self._hub = hub
         self._max_running = max_running
@@ -86,7 +95,14 @@ class Scheduler:
             self._settle(run, rolled_back=False)
         for run in recovery.deleted:
             self._settle(run, rolled_back=True)
-        for thread_id in await self._store.runs.threads_with_inflight():
+        threads = await self._store.runs.threads_with_inflight()
+        if self._metrics.enabled:  # the queued gauge counts the runs left pending too
+            for thread_id in threads:
+                pending, _ = await self._store.runs.list(
+                    thread_id, status="pending", limit=1 << 30, before=None
+                )
+                self._metrics.runs_recovered(pending)
+        for thread_id in threads:
             self._kick(thread_id)
 
     async def drain(self, grace: float) -> None:
@@ -116,13 +132,18 @@ class Scheduler:
 
     async def admit(self, spec: RunSpec) -> RunRecord:
         """Admits a run with its strategy and lets the thread's next run start."""
-        if self._draining:
-            raise Unavailable("the server is shutting down; retry on another instance or later")
-        admission = await self._store.runs.admit(spec, max_queued=self._max_queued)
+        try:
+            if self._draining:
+                raise Unavailable("the server is shutting down; retry on another instance or later")
+            admission = await self._store.runs.admit(spec, max_queued=self._max_queued)
+        except TurnstileError as exc:
+            self._metrics.run_refused(spec, exc.reason)
+            raise
         run = admission.run
         if admission.existing:
             return run
         self._hub.open(run.run_id)
+        self._metrics.run_admitted(run)
         for ended in admission.ended:
             self._settle(ended, rolled_back=False)
         for deleted in admission.deleted:
@@ -190,6 +211,7 @@ class Scheduler:
                 active.task.cancel()
             await active.done.wait()
         for run in inflight:
+            self._metrics.run_finished(run, "deleted")
             self._fail_waiters(run.run_id)
             end = {"status": run.status, "reason": run.cancel_reason, "action": "delete"}
             self._hub.run_ended(run, {**end, "superseded_by": ""})
@@ -263,6 +285,7 @@ class Scheduler:
         if started is None:
             return
         active.run = started
+        self._metrics.run_started(started)
         self._hub.run_started(started)
         active.task = asyncio.create_task(self._drive(active), name=f"run {started.run_id}")
 
@@ -293,6 +316,7 @@ class Scheduler:
         finally:
             del self._active[run.thread_id]
             self._slots -= 1
+            self._metrics.run_stopped(run)
             active.done.set()
             self._kick(run.thread_id)
             self._kick_ready()
@@ -331,6 +355,7 @@ class Scheduler:
         if active is None or active.run.run_id != run.run_id:
             return
         active.cancelling = True
+        self._metrics.cancel_requested(run)
         if active.executing and active.task is not None:
             active.task.cancel(f"cancelled: {run.cancel_reason}")
 
@@ -354,7 +379,7 @@ class Scheduler:
         for future in self._waiters.get(run.run_id, []):
             if not future.done():
                 future.set_result(run)
-        log.info("run %s on thread %s ended %s", run.run_id, run.thread_id, run.status)
+        self._metrics.run_finished(run, "rolled_back" if rolled_back else run.status)
 
     def _fail_waiters(self, run_id: str) -> None:
         for future in self._waiters.get(run_id, []):

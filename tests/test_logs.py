@@ -1,0 +1,207 @@
+"""Logs: one line per run transition with its thread and run, as text or JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import support
+from tests.processes import STARTUP, serve
+from tests.support import GATES
+from turnstile import ConflictError, TurnstileClient, get_client
+from turnstile_server.app import App
+from turnstile_server.config import ServerConfig
+from turnstile_server.logs import JsonFormatter, TextFormatter
+
+LOGGER = "turnstile_server.metrics"
+HUMAN = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def transitions(caplog: pytest.LogCaptureFixture) -> dict[str, list[logging.LogRecord]]:
+    """The run transition records, by run id (`""` for refusals, which have no run)."""
+    runs: dict[str, list[logging.LogRecord]] = {}
+    for record in caplog.records:
+        if record.name == LOGGER:
+            assert record.thread_id  # type: ignore[attr-defined]
+            runs.setdefault(getattr(record, "run_id", ""), []).append(record)
+    return runs
+
+
+def messages(records: list[logging.LogRecord]) -> list[str]:
+    return [r.getMessage() for r in records]
+
+
+async def test_each_run_transition_logs_one_line_with_its_thread_and_run(
+    client: TurnstileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    thread_id = (await client.threads.create())["thread_id"]
+    first = await client.runs.create(thread_id, "gated", input={"gates": ["g"]})
+    await GATES.arrived("g").wait()
+    with pytest.raises(ConflictError):
+        await client.runs.create(thread_id, "echo", input=HUMAN, multitask_strategy="reject")
+    second = await client.runs.create(
+        thread_id, "echo", input=HUMAN, multitask_strategy="interrupt"
+    )
+    await client.runs.join(thread_id, second["run_id"])
+    third = await client.runs.create(thread_id, "gated", input={"gates": ["h"]})
+    await GATES.arrived("h").wait()
+    fourth = await client.runs.create(thread_id, "failing", multitask_strategy="rollback")
+    await client.runs.join(thread_id, fourth["run_id"])
+
+    runs = transitions(caplog)
+    assert set(runs) == {"", first["run_id"], second["run_id"], third["run_id"], fourth["run_id"]}
+    for run_id, records in runs.items():
+        assert all(r.thread_id == thread_id for r in records)  # type: ignore[attr-defined]
+        assert all(getattr(r, "run_id", "") == run_id for r in records)
+    interrupted = ["run admitted", "run started", "run cancelling", "run interrupted"]
+    assert messages(runs[first["run_id"]]) == interrupted
+    assert messages(runs[second["run_id"]]) == ["run admitted", "run started", "run finished"]
+    rolled_back = ["run admitted", "run started", "run cancelling", "run rolled back"]
+    assert messages(runs[third["run_id"]]) == rolled_back
+    assert messages(runs[fourth["run_id"]]) == ["run admitted", "run started", "run finished"]
+    [refused] = runs[""]
+    assert (refused.getMessage(), refused.reason, refused.strategy) == (  # type: ignore[attr-defined]
+        "run refused",
+        "THREAD_BUSY",
+        "reject",
+    )
+    ended = runs[first["run_id"]][-1]
+    assert (ended.status, ended.superseded_by) == ("interrupted", second["run_id"])  # type: ignore[attr-defined]
+    done = runs[second["run_id"]][-1]
+    assert (done.status, done.strategy, done.attempt) == ("success", "interrupt", 1)  # type: ignore[attr-defined]
+    failed = runs[fourth["run_id"]][-1]
+    assert (failed.status, failed.error_type) == ("error", "RuntimeError")  # type: ignore[attr-defined]
+    assert runs[third["run_id"]][-1].status == "rolled_back"  # type: ignore[attr-defined]
+
+
+async def test_a_run_resumed_after_a_restart_logs_its_attempt(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    config = ServerConfig(host="127.0.0.1", port=0, database=database)
+    app = await App.start(config, support.registry())
+    client = get_client(url=app.address)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread_id, "gated", input={"gates": ["a"]})
+    await GATES.arrived("a").wait()
+    await client.close()
+    await app.stop(grace=0)
+    GATES.open("a")
+    app = await App.start(config, support.registry())
+    client = get_client(url=app.address)
+    try:
+        await client.runs.join(thread_id, run["run_id"])
+    finally:
+        await client.close()
+        await app.stop(grace=0)
+    records = transitions(caplog)[run["run_id"]]
+    expected = ["run admitted", "run started", "run resumed", "run finished"]
+    assert messages(records) == expected
+    assert [getattr(r, "attempt", None) for r in records] == [None, 1, 2, 2]
+
+
+def test_json_lines_carry_timestamp_level_logger_message_and_fields() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("run %s", "finished", extra={"thread_id": "t", "run_id": "r", "n": 2})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.pop("timestamp"))
+    assert first == {
+        "level": "WARNING",
+        "logger": "tests.json",
+        "message": "run finished",
+        "thread_id": "t",
+        "run_id": "r",
+        "n": 2,
+    }
+    assert second["message"] == "failed"
+    assert "ValueError: boom" in second["exception"]
+
+
+def test_text_lines_append_the_fields_as_key_value() -> None:
+    record = logging.makeLogRecord(
+        {"name": "x", "levelname": "INFO", "msg": "run interrupted", "run_id": "r1"}
+    )
+    record.reason = "interrupted by run r2"
+    line = TextFormatter().format(record)
+    assert line.endswith('x: run interrupted run_id=r1 reason="interrupted by run r2"')
+
+
+async def test_serve_logs_json_lines_and_the_metrics_address(tmp_path: Path) -> None:
+    process = await serve(
+        tmp_path / "json.db",
+        "recording=tests.support:recording",
+        "--metrics-port",
+        "0",
+        "--log-format",
+        "json",
+    )
+    try:
+        assert process.stderr is not None
+        lines: list[dict[str, Any]] = []
+        address = metrics = ""
+        async with asyncio.timeout(STARTUP):
+            while not (address and metrics):
+                raw = await process.stderr.readline()
+                assert raw, "the server exited before serving"
+                lines.append(json.loads(raw))
+                # The pattern `tests/processes.py` looks for in text logs matches JSON too.
+                if match := re.search(r"serving on (127\.0\.0\.1:\d+)", raw.decode()):
+                    address = match.group(1)
+                if match := re.fullmatch(r"metrics on (127\.0\.0\.1:\d+)", lines[-1]["message"]):
+                    metrics = match.group(1)
+        client = get_client(url=address)
+        thread_id = (await client.threads.create())["thread_id"]
+        result = await client.runs.wait_run(thread_id, "recording", input={"steps": 1})
+        await client.close()
+        run_id = result.run["run_id"]
+
+        def fetch() -> str:
+            with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+
+        families = {
+            f.name: f for f in text_string_to_metric_families(await asyncio.to_thread(fetch))
+        }
+        samples = families["turnstile_runs_admitted"].samples
+        [admitted] = [s for s in samples if s.name == "turnstile_runs_admitted_total"]
+        assert (admitted.labels, admitted.value) == ({"strategy": "enqueue"}, 1.0)
+
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            rest = await process.stderr.read()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines += [json.loads(line) for line in rest.decode().splitlines()]
+    for line in lines:
+        assert {"timestamp", "level", "logger", "message"} <= set(line)
+    of_run = [line for line in lines if line.get("run_id") == run_id]
+    assert [line["message"] for line in of_run] == ["run admitted", "run started", "run finished"]
+    assert all(line["thread_id"] == thread_id and line["logger"] == LOGGER for line in of_run)
+    assert of_run[-1]["status"] == "success"
