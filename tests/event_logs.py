@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from turnstile.v1 import run_service_pb2, thread_service_pb2
-from turnstile_server import wire
+from turnstile_server import encoding
 from turnstile_server.events import (
     SEQ_EPOCH_BITS,
     EventLog,
@@ -28,7 +28,7 @@ def encoder(data: Any = None) -> Callable[[int], bytes]:
 
     def encode(seq: int) -> bytes:
         payload = {"n": seq} if data is None else data
-        return wire.frame(wire.run_event_payload(seq, "r", "custom", payload))
+        return encoding.frame(encoding.run_event(seq, "r", "custom", payload))
 
     return encode
 

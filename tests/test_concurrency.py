@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
+from tests.streams import STEP_TIMEOUT, arrived, create_run, join_run, new_thread, serving
 from tests.support import GATES, STEPS
 from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
+from turnstile.v1 import run_pb2, run_service_pb2
+from turnstile_server.errors import RunNotFound
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -100,3 +104,46 @@ async def test_rollback_restores_the_values_exactly_and_keeps_no_checkpoint_of_t
     with pytest.raises(NotFoundError):
         await client.runs.get(tid, doomed["run_id"])
     assert (await client.threads.get(tid))["status"] == "idle"
+
+
+async def test_joining_a_rolled_back_run_between_its_deletion_and_its_settling_returns_it(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the rollback has deleted the run's row, but the scheduler has not
+    yet announced the run's end when JoinRun looks the run up (it finds no row)."""
+    async with serving(database) as (app, stubs):
+        runs = app.store.runs
+        finish, get = runs.finish, runs.get
+        finished, release, missed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def held_finish(run_id: str, status: str, **kwargs: Any) -> Any:
+            result = await finish(run_id, status, **kwargs)
+            finished.set()
+            await release.wait()
+            return result
+
+        async def watched_get(thread_id: str, run_id: str) -> Any:
+            try:
+                return await get(thread_id, run_id)
+            except RunNotFound:
+                missed.set()
+                raise
+
+        monkeypatch.setattr(runs, "finish", held_finish)
+        monkeypatch.setattr(runs, "get", watched_get)
+        thread_id = await new_thread(stubs)
+        run = await create_run(stubs, thread_id, "gated", {"gates": ["held"]})
+        await arrived("held")
+        await stubs.runs.CancelRun(
+            run_service_pb2.CancelRunRequest(
+                thread_id=thread_id, run_id=run.run_id, action=run_pb2.CANCEL_ACTION_ROLLBACK
+            )
+        )
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await finished.wait()
+            joining = asyncio.create_task(join_run(stubs, run))
+            await missed.wait()
+        release.set()
+        joined = await joining
+    assert joined.status == run_pb2.RUN_STATUS_INTERRUPTED
+    assert joined.cancel_reason == "rolled back by the client"

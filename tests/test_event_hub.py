@@ -19,7 +19,7 @@ from tests.event_logs import (
     thread_seqs,
 )
 from tests.support import eventually
-from turnstile_server import wire
+from turnstile_server import encoding, wire
 from turnstile_server.events import (
     SEQ_EPOCH_BITS,
     EventHub,
@@ -120,7 +120,7 @@ async def test_an_ended_run_log_is_dropped_after_retain_seconds() -> None:
 
 
 async def test_ended_run_logs_over_the_retained_bytes_budget_drop_the_oldest() -> None:
-    size = len(wire.frame(wire.run_event_payload(1, "r0", "end", {"status": "success"})))
+    size = len(encoding.frame(encoding.run_event(1, "r0", "end", {"status": "success"})))
     hub = EventHub(StreamLimits(retained_bytes=int(2.5 * size)))
     try:
         for index in range(4):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.support import eventually
 from turnstile_server.errors import StoreUnavailable, Unavailable
 from turnstile_server.rpc_errors import code_of
 from turnstile_server.store import Database, Store
+from turnstile_server.store.database import Session
 from turnstile_server.store.retry import RetryPolicy, error_name, is_transient
 
 pytestmark = pytest.mark.timeout(30)
@@ -35,14 +37,18 @@ async def insert_thread(db: Database, thread_id: str, *, also: str | None = None
     """Inserts a thread (and optionally a second) in one transaction; returns how often the
     transaction's block ran."""
     runs = 0
-    async with db.transaction() as conn:
+
+    def insert(conn: Session) -> None:
+        nonlocal runs
         runs += 1
         for tid in [thread_id] if also is None else [thread_id, also]:
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO threads (thread_id, status, create_time, update_time)"
                 " VALUES (?, 'idle', 0, 0)",
                 (tid,),
             )
+
+    await db.write(insert)
     return runs
 
 
@@ -164,16 +170,15 @@ async def test_a_lock_that_cost_the_transaction_is_not_retried_and_nothing_appli
     # then run the rest of the block outside any transaction.
     faults = ScriptedFaults([Rule("VALUES ('t2'", "lost")])
 
-    async def three_inserts() -> None:
-        async with store.db.transaction() as conn:
-            for tid in ("t1", "t2", "t3"):
-                await conn.execute(
-                    "INSERT INTO threads (thread_id, status, create_time, update_time)"
-                    f" VALUES ('{tid}', 'idle', 0, 0)"
-                )
+    def three_inserts(conn: Session) -> None:
+        for tid in ("t1", "t2", "t3"):
+            conn.execute(
+                "INSERT INTO threads (thread_id, status, create_time, update_time)"
+                f" VALUES ('{tid}', 'idle', 0, 0)"
+            )
 
     with inject(store.db, faults), pytest.raises(StoreUnavailable):
-        await three_inserts()
+        await store.db.write(three_inserts)
     inserts = [s for s in faults.statements if INSERT in s]
     assert len(inserts) == 2, "no retry, and no statement after it"
     assert await thread_ids(store.db) == [], "the first insert went with its transaction"
@@ -204,7 +209,7 @@ async def test_an_io_error_on_a_read_is_not_retried_and_is_store_unavailable(
     assert "disk I/O error" in caught.value.message
 
 
-async def test_cancelling_a_transaction_while_its_commit_retries_lets_the_commit_finish(
+async def test_cancelling_a_write_while_its_commit_retries_still_applies_it_once(
     tmp_path: Path,
 ) -> None:
     slow = RetryPolicy(first_wait=0.05, max_wait=0.05)  # a wide window to cancel in
@@ -223,11 +228,55 @@ async def test_cancelling_a_transaction_while_its_commit_retries_lets_the_commit
             with pytest.raises(asyncio.CancelledError):
                 await writing
             assert fired_at_cancel < 3
-            assert faults.rules[0].fired == 3, "the commit ran to its end before the lock was freed"
+            # The next write queues behind the group being committed, which runs to its end.
             assert await insert_thread(db, "t2") == 1
+            assert faults.rules[0].fired == 3
         assert await thread_ids(db) == ["t1", "t2"]
     finally:
         await db.close()
+
+
+async def test_a_write_cancelled_before_its_group_begins_is_withdrawn(store: Store) -> None:
+    held = asyncio.Event()
+    release = threading.Event()
+
+    def hold(conn: Session) -> None:
+        held.set()  # only a flag: set from the writer's thread, read after release
+        release.wait(5)
+
+    holding = asyncio.create_task(store.db.write(hold))
+    await eventually(lambda: _is_set(held), interval=0.001)
+    queued = asyncio.create_task(insert_thread(store.db, "t1"))
+    await asyncio.sleep(0)
+    queued.cancel()
+    release.set()
+    await holding
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert await insert_thread(store.db, "t2") == 1
+    assert await thread_ids(store.db) == ["t2"]
+
+
+async def _is_set(event: asyncio.Event) -> None:
+    assert event.is_set()
+
+
+async def test_a_failing_write_is_undone_alone_and_its_group_commits(store: Store) -> None:
+    release = threading.Event()
+    holding = asyncio.create_task(store.db.write(lambda conn: release.wait(5)))
+    await asyncio.sleep(0.01)
+    group = [
+        asyncio.create_task(insert_thread(store.db, "t1")),
+        asyncio.create_task(insert_thread(store.db, "t2", also="t1")),  # t1 exists: undone
+        asyncio.create_task(insert_thread(store.db, "t3")),
+    ]
+    await asyncio.sleep(0.01)
+    release.set()
+    await holding
+    results = await asyncio.gather(*group, return_exceptions=True)
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await thread_ids(store.db) == ["t1", "t3"], "t2 went with its write's savepoint"
 
 
 # Everything else is not the store being unavailable, and keeps its meaning.
@@ -240,8 +289,7 @@ async def test_constraint_and_sql_errors_are_neither_retried_nor_translated(stor
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await store.db.fetchall("SELECT * FROM nowhere")
     with pytest.raises(sqlite3.OperationalError, match="syntax error"):
-        async with store.db.transaction() as conn:
-            await conn.execute("INSERTT INTO threads")
+        await store.db.write(lambda conn: conn.execute("INSERTT INTO threads"))
     assert await thread_ids(store.db) == ["t1"]
 
 

@@ -162,12 +162,12 @@ async def test_a_run_superseded_between_its_start_and_its_first_step_streams_end
     when an interrupt arrives (the scheduler then finishes it without running the graph)."""
     async with serving(database) as (app, stubs):
         runs = app.store.runs
-        start, finish = runs.start, runs.finish
+        start, finish = runs.start_next, runs.finish
         started, release_start = asyncio.Event(), asyncio.Event()
         finishing, release_finish = asyncio.Event(), asyncio.Event()
 
-        async def held_start(run_id: str) -> Any:
-            record = await start(run_id)
+        async def held_start(thread_id: str) -> Any:
+            record = await start(thread_id)
             if not started.is_set():
                 started.set()
                 await release_start.wait()
@@ -179,7 +179,7 @@ async def test_a_run_superseded_between_its_start_and_its_first_step_streams_end
                 await release_finish.wait()
             return await finish(run_id, status, **kwargs)
 
-        monkeypatch.setattr(runs, "start", held_start)
+        monkeypatch.setattr(runs, "start_next", held_start)
         monkeypatch.setattr(runs, "finish", held_finish)
         thread_id = await new_thread(stubs)
         caller = RunStream(stream_run(stubs, thread_id, "echo", {}))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnstile.v1 import run_pb2
-from turnstile_server import wire
+from turnstile_server import encoding, wire
 from turnstile_server.errors import OutOfRange, SubscriberTooSlow
 from turnstile_server.store import RunRecord
 
@@ -39,6 +39,17 @@ class StreamLimits:
     max_lag: int = 10_000
     batch_events: int = 512
     batch_bytes: int = 256 << 10
+
+
+class _Lazy:
+    """An event not encoded yet: it is encoded when first read, as most runs' events never are
+    (a `WaitRun` caller reads none). Until then it counts as `size` bytes."""
+
+    __slots__ = ("encode", "size")
+
+    def __init__(self, encode: Callable[[], bytes], size: int) -> None:
+        self.encode = encode
+        self.size = size
 
 
 class EventLog:
@@ -63,7 +74,7 @@ class EventLog:
         self.name = name
         self.from_oldest = from_oldest
         self.limits = limits
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[bytes | _Lazy] = deque()
         self._bytes = 0
         self._base = base
         self._first = (base or 0) + 1
@@ -108,21 +119,30 @@ class EventLog:
         self._base = base
         self._first = base + 1
 
-    def append(self, encode: Callable[[int], bytes]) -> int:
-        """Appends the event `encode(seq)` returns for the next `seq`, and returns that `seq`."""
+    def append(self, encode: Callable[[int], bytes], *, lazy_size: int | None = None) -> int:
+        """Appends the event `encode(seq)` returns for the next `seq`, and returns that `seq`.
+
+        With `lazy_size`, `encode` is called only when the event is first read, and the event
+        counts as that many bytes until then: for data known to encode (checked JSON).
+        """
         if self.ended:
             raise RuntimeError(f"{self.name} has ended")
         if self._base is None:
             self._base = 0
         seq = self.last_seq + 1
-        frame = encode(seq)
+        if lazy_size is None:
+            encoded = encode(seq)
+            frame: bytes | _Lazy = encoded
+            size = len(encoded)
+        else:
+            frame, size = _Lazy(lambda: encode(seq), lazy_size), lazy_size
         self._frames.append(frame)
-        self._bytes += len(frame)
+        self._bytes += size
         limits = self.limits
         while len(self._frames) > 1 and (
             len(self._frames) > limits.max_events or self._bytes > limits.max_bytes
         ):
-            self._bytes -= len(self._frames.popleft())
+            self._bytes -= _size(self._frames.popleft())
             self._first += 1
         self._wake()
         return seq
@@ -147,6 +167,10 @@ class EventLog:
         size = 0
         for index in range(start, min(len(self._frames), start + max_events)):
             frame = self._frames[index]
+            if isinstance(frame, _Lazy):
+                lazy, frame = frame, frame.encode()
+                self._frames[index] = frame
+                self._bytes += len(frame) - lazy.size
             if frames and size + len(frame) > max_bytes:
                 break
             frames.append(frame)
@@ -286,17 +310,24 @@ class EventHub:
         if thread is not None:
             thread.log.append(_encoder(run_started=wire.run_message(run)))
 
-    def emit(self, run: RunRecord, event: str, data: Any) -> None:
-        """Appends an event to the run's log (and its thread's); raises if `data` is not JSON."""
+    def emit(self, run: RunRecord, event: str, data: Any, *, checked: bool = False) -> None:
+        """Appends an event to the run's log (and its thread's); raises if `data` is not JSON.
+
+        `checked` data is known to be JSON (the store's records, normalised updates): unless
+        the thread is watched, it is encoded only if a subscriber reads it.
+        """
         payload: bytes | None = None
 
         def encode(seq: int) -> bytes:
             nonlocal payload
-            payload = wire.run_event_payload(seq, run.run_id, event, data)
-            return wire.frame(payload)
+            payload = encoding.run_event(seq, run.run_id, event, data)
+            return encoding.frame(payload)
 
-        self.open(run.run_id).append(encode)
         thread = self._threads.get(run.thread_id)
+        if checked and thread is None:
+            self.open(run.run_id).append(encode, lazy_size=_estimate(data))
+            return
+        self.open(run.run_id).append(encode)
         if thread is not None and payload is not None:
             thread.log.append(_encoder(run_event=payload))
 
@@ -378,8 +409,8 @@ class EventHub:
             log.append(_encoder(run_started=wire.run_message(run)))
             run_log = self._runs.get(run.run_id)
             if run_log is not None:
-                for frame in run_log.read(run_log.first_seq - 1, len(run_log), run_log.nbytes):
-                    log.append(_encoder(run_event=wire.unframe(frame)))
+                for frame in run_log.read(run_log.first_seq - 1, len(run_log), 1 << 62):
+                    log.append(_encoder(run_event=encoding.unframe(frame)))
 
     @asynccontextmanager
     async def watching(self, thread_id: str) -> AsyncIterator[EventLog]:
@@ -443,8 +474,21 @@ def _encoder(
     """Returns the encoder of one thread event, for `EventLog.append`."""
 
     def encode(seq: int) -> bytes:
-        return wire.thread_event_frame(
+        return encoding.thread_event_frame(
             seq, run_started=run_started, run_event=run_event, run_ended=run_ended
         )
 
     return encode
+
+
+def _size(frame: bytes | _Lazy) -> int:
+    return frame.size if isinstance(frame, _Lazy) else len(frame)
+
+
+def _estimate(data: Any) -> int:
+    """What an event not encoded yet counts as: its own objects, not the messages it shares
+    with the thread's state (a `values` event refers to them)."""
+    if isinstance(data, dict):
+        messages = data.get("messages")
+        return 64 + 32 * len(data) + (8 * len(messages) if isinstance(messages, list) else 0)
+    return 64

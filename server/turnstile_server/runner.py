@@ -14,6 +14,7 @@ from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.state import ThreadState, normalize_update
 from turnstile_server.store import RunError, RunRecord, Store
 from turnstile_server.store.database import to_the_end
+from turnstile_server.store.runs import Start
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,21 @@ class Runner:
         self._hub = hub
         self._timeout_seconds = timeout_seconds
 
-    async def execute(self, run: RunRecord) -> Outcome:
-        """Executes `run` (RUNNING in the store) until its graph ends, fails, times out or is
-        cancelled; the time limit is the run's own, else the server's, per attempt."""
+    async def execute(self, run: RunRecord, start: Start) -> Outcome:
+        """Executes `run`, just started as `start` says, until its graph ends, fails, times out
+        or is cancelled; the time limit is the run's own, else the server's, per attempt."""
         modes = frozenset(run.stream_mode)
         self._hub.emit(
             run,
             "metadata",
             {"run_id": run.run_id, "thread_id": run.thread_id, "attempt": run.attempt},
+            checked=True,
         )
         limit = run.timeout_seconds or self._timeout_seconds
         deadline = asyncio.timeout(limit or None)
         try:
             async with deadline:
-                return await self._steps(run, modes)
+                return await self._steps(run, modes, start)
         except asyncio.CancelledError:
             raise
         except TimeoutError as exc:
@@ -72,18 +74,14 @@ class Runner:
         except Exception as exc:
             return _failed(run, exc)
 
-    async def _steps(self, run: RunRecord, modes: frozenset[str]) -> Outcome:
+    async def _steps(self, run: RunRecord, modes: frozenset[str], start: Start) -> Outcome:
         checkpoints = self._store.checkpoints
-        state, _ = await checkpoints.state(run.thread_id)
-        written = await checkpoints.count_of_run(run.run_id)
-        step = max(0, written - 1)
-        if written == 0:
-            update = dict(run.input or {})
-            state.apply(update)
-            await to_the_end(
-                checkpoints.put(run.thread_id, run.run_id, 0, "input", update), _CANCELLED_WRITE
-            )
-            self._emit_step(run, modes, update, state)
+        # The input was written when the run started (first attempt): steps continue after the
+        # checkpoints the run has, so a resumed run neither repeats its input nor renumbers.
+        step = max(0, start.checkpoints - 1)
+        state = await checkpoints.live(run.thread_id)
+        if start.input is not None:
+            self._emit_step(run, modes, start.input.update, state)
         graph = self._graphs.get(run.graph_id)
 
         def emit(event: str, data: Any) -> None:
@@ -105,11 +103,11 @@ class Runner:
             async for raw in updates:
                 update = normalize_update(raw)
                 step += 1
-                state.apply(update)
                 await to_the_end(
                     checkpoints.put(run.thread_id, run.run_id, step, "step", update),
                     _CANCELLED_WRITE,
                 )
+                state = await checkpoints.live(run.thread_id)  # `put` advanced it
                 self._emit_step(run, modes, update, state)
         return Outcome("success")
 
@@ -117,9 +115,9 @@ class Runner:
         self, run: RunRecord, modes: frozenset[str], update: dict[str, Any], state: ThreadState
     ) -> None:
         if "updates" in modes:
-            self._hub.emit(run, "updates", update)
+            self._hub.emit(run, "updates", update, checked=True)
         if "values" in modes:
-            self._hub.emit(run, "values", state.snapshot())
+            self._hub.emit(run, "values", state.snapshot(), checked=True)
 
 
 def _failed(run: RunRecord, exc: Exception) -> Outcome:

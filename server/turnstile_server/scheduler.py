@@ -24,7 +24,7 @@ from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner
 from turnstile_server.store import RunRecord, RunSpec, Store
-from turnstile_server.store.records import now_us
+from turnstile_server.store.runs import Start
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ RETRY_SECONDS = 0.5  # how soon scheduling is tried again after a store fault
 
 @dataclass(slots=True)
 class _Active:
-    """A run this process is executing (or about to)."""
+    """A run this process is executing (or about to: `run` is None while it is being started)."""
 
-    run: RunRecord
+    run: RunRecord | None
+    stop_first: dict[str, RunRecord] = field(default_factory=dict)  # cancelled while starting
     task: asyncio.Task[None] | None = None
     executing: bool = False
     cancelling: bool = False
@@ -191,6 +192,9 @@ class Scheduler:
                 tombstone = self._tombstones.get(run_id)
                 if tombstone is not None and tombstone.thread_id == thread_id:
                     return tombstone
+                active = self._active.get(thread_id)
+                if active is not None and active.run is not None and active.run.run_id == run_id:
+                    return await future  # rolled back just now: settled once it has unwound
                 raise
             if not run.inflight:
                 return run
@@ -254,53 +258,52 @@ class Scheduler:
             self._pumping.discard(thread_id)
 
     async def _start_next(self, thread_id: str) -> None:
-        head = await self._store.runs.head(thread_id)
-        if head is None or head.status != "pending" or self._draining:
-            return
-        delay = (head.not_before - now_us()) / 1_000_000
-        if delay > 0:
-            old = self._timers.pop(thread_id, None)
-            if old:
-                old.cancel()
-            loop = asyncio.get_running_loop()
-            self._timers[thread_id] = loop.call_later(delay, self._timer_fired, thread_id)
+        if self._draining:
             return
         if self._slots >= self._max_running:
-            self._ready[thread_id] = None
+            self._ready[thread_id] = None  # looked at again when a slot frees
             return
         self._slots += 1
-        active = _Active(head)
+        active = _Active(None)
         self._active[thread_id] = active
+        start = Start()
         try:
-            started = await self._store.runs.start(head.run_id)
-        except BaseException:
-            started = None
-            raise
+            start = await self._store.runs.start_next(thread_id)
         finally:
-            if started is None:  # cancelled meanwhile, or the store failed: look again
+            if start.run is None:  # nothing due, cancelled meanwhile, or the store failed
                 del self._active[thread_id]
                 self._slots -= 1
-                self._dirty.add(thread_id)
                 self._kick_ready()
-        if started is None:
+        if start.input is not None:
+            self._store.checkpoints.advance(start.input)
+        if start.run is None:
+            if start.delay > 0:
+                old = self._timers.pop(thread_id, None)
+                if old:
+                    old.cancel()
+                loop = asyncio.get_running_loop()
+                self._timers[thread_id] = loop.call_later(start.delay, self._timer_fired, thread_id)
             return
-        active.run = started
+        active.run = started = start.run
         self._metrics.run_started(started)
         self._hub.run_started(started)
-        active.task = asyncio.create_task(self._drive(active), name=f"run {started.run_id}")
+        if started.run_id in active.stop_first:
+            self._stop_task(active.stop_first[started.run_id])
+        active.task = asyncio.create_task(self._drive(active, start), name=f"run {started.run_id}")
 
     def _timer_fired(self, thread_id: str) -> None:
         self._timers.pop(thread_id, None)
         self._kick(thread_id)
 
-    async def _drive(self, active: _Active) -> None:
+    async def _drive(self, active: _Active, start: Start) -> None:
         run = active.run
+        assert run is not None
         outcome = Outcome("interrupted")
         try:
             if not active.cancelling:
                 active.executing = True
                 try:
-                    outcome = await self._runner.execute(run)
+                    outcome = await self._runner.execute(run, start)
                 except asyncio.CancelledError:
                     if not active.cancelling or self._stopping:
                         raise
@@ -324,8 +327,6 @@ class Scheduler:
             self._fail_waiters(run.run_id)
             return
         final, rolled_back = result
-        if rolled_back:
-            self._store.checkpoints.forget(run.thread_id)
         self._settle(final, rolled_back=rolled_back)
 
     async def _finish(self, run: RunRecord, outcome: Outcome) -> tuple[RunRecord, bool] | None:
@@ -352,7 +353,12 @@ class Scheduler:
     def _stop_task(self, run: RunRecord) -> None:
         """Interrupts a running run's task at its next await (it may not have started yet)."""
         active = self._active.get(run.thread_id)
-        if active is None or active.run.run_id != run.run_id:
+        if active is None:
+            return
+        if active.run is None:  # its start is being written: stopped once it is known
+            active.stop_first[run.run_id] = run
+            return
+        if active.run.run_id != run.run_id:
             return
         active.cancelling = True
         self._metrics.cancel_requested(run)
@@ -362,6 +368,7 @@ class Scheduler:
     def _settle(self, run: RunRecord, *, rolled_back: bool) -> None:
         """Announces a run's end: its stream's `end` event and its waiters."""
         if rolled_back:
+            self._store.checkpoints.forget(run.thread_id)  # its checkpoints were deleted
             self._tombstones[run.run_id] = run
             while len(self._tombstones) > TOMBSTONES:
                 self._tombstones.popitem(last=False)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
+from turnstile_server import encoding
 from turnstile_server.errors import InvalidArgument
 from turnstile_server.store import AssistantRecord, CheckpointRecord, RunRecord, ThreadRecord
 
@@ -181,11 +182,10 @@ def json_depth(data: Any) -> int:
 
 
 def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
-    """Converts a JSON dict to a Struct."""
-    struct = struct_pb2.Struct()
-    if values:
-        struct.update(values)
-    return struct
+    """Converts a JSON dict to a Struct (encoded directly, then parsed by protobuf's C core)."""
+    if not values:
+        return struct_pb2.Struct()
+    return struct_pb2.Struct.FromString(encoding.struct_body(values, "values"))
 
 
 def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
@@ -269,93 +269,3 @@ ON_DISCONNECT = {
     run_pb2.ON_DISCONNECT_CONTINUE: "continue",
     run_pb2.ON_DISCONNECT_CANCEL: "cancel",
 }
-
-
-def set_value(value: struct_pb2.Value, data: Any, path: str = "data") -> None:
-    """Sets a Value from JSON data; refuses what JSON cannot carry (NaN, non-string keys)."""
-    if data is None:
-        value.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(data, str):
-        value.string_value = data
-    elif isinstance(data, bool):
-        value.bool_value = data
-    elif isinstance(data, int | float):
-        if not math.isfinite(data):
-            raise ValueError(f"{path}: {data!r} is not a JSON number")
-        value.number_value = data
-    elif isinstance(data, Mapping):
-        fields = value.struct_value.fields
-        if not data:
-            value.struct_value.SetInParent()
-        for key, item in data.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{path}: key {key!r} is not a string")
-            set_value(fields[key], item, f"{path}.{key}")
-    elif isinstance(data, list | tuple):
-        values = value.list_value.values
-        if not data:
-            value.list_value.SetInParent()
-        for index, item in enumerate(data):
-            set_value(values.add(), item, f"{path}[{index}]")
-    else:
-        raise TypeError(f"{path}: a {type(data).__name__} is not JSON")
-
-
-def run_event_payload(seq: int, run_id: str, event: str, data: Any) -> bytes:
-    """Encodes one `RunEvent`."""
-    message = run_pb2.RunEvent(seq=seq, run_id=run_id, event=event)
-    set_value(message.data, data)
-    return message.SerializeToString()
-
-
-def _varint(number: int) -> bytes:
-    out = bytearray()
-    while number > 0x7F:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field: its tag byte (field number < 16), length, payload."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
-
-
-_EVENTS = 0x0A  # field 1, length-delimited: `events` of every stream response message
-
-
-def frame(payload: bytes) -> bytes:
-    """Frames an encoded event as an element of a stream response's `events` (field 1).
-
-    Frames concatenate into the body of `StreamRunResponse`, `JoinRunStreamResponse` or
-    `WatchThreadResponse`, so a batch becomes a message with one parse.
-    """
-    return _field(_EVENTS, payload)
-
-
-def unframe(framed: bytes) -> bytes:
-    """The encoded event inside a frame."""
-    index = 1
-    while framed[index] & 0x80:
-        index += 1
-    return framed[index + 1 :]
-
-
-def thread_event_frame(
-    seq: int,
-    *,
-    run_started: run_pb2.Run | None = None,
-    run_event: bytes | None = None,
-    run_ended: run_pb2.Run | None = None,
-) -> bytes:
-    """Encodes and frames one `ThreadEvent` (fields: seq 1, run_started 2, run_event 3,
-    run_ended 4); `run_event` is an encoded `RunEvent`, embedded without decoding."""
-    body = b"\x08" + _varint(seq)
-    if run_started is not None:
-        body += _field(0x12, run_started.SerializeToString())
-    elif run_event is not None:
-        body += _field(0x1A, run_event)
-    elif run_ended is not None:
-        body += _field(0x22, run_ended.SerializeToString())
-    return frame(body)

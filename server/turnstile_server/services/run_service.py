@@ -62,6 +62,9 @@ class RunService(pb_grpc.RunServiceServicer):
     async def _final(self, thread_id: str, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
         """Waits for the run to end; returns it with the values at its own last checkpoint."""
         run = await self._scheduler.wait(thread_id, run_id)
+        latest = self._store.checkpoints.latest(thread_id)
+        if latest is not None and latest[0].run_id == run_id:
+            return run, latest[1]  # the thread's newest checkpoint is the run's last
         last = await self._store.checkpoints.last_of_run(run_id)
         values = await self._store.checkpoints.values_at(thread_id, last.seq) if last else {}
         return run, values

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, AssistantNotFound
-from turnstile_server.store.database import Database
+from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import AssistantRecord, now_us
 from turnstile_server.store.rows import assistant_from_row, dumps, metadata_filter
 
@@ -18,11 +18,11 @@ class Assistants:
 
     async def create(self, record: AssistantRecord, *, if_exists: str) -> AssistantRecord:
         """Inserts the assistant; with `if_exists="do_nothing"` an existing one is returned."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
+
+        def create(conn: Session) -> AssistantRecord:
+            row = conn.one(
                 "SELECT * FROM assistants WHERE assistant_id = ?", (record.assistant_id,)
             )
-            row = await cur.fetchone()
             if row is not None:
                 if if_exists == "do_nothing":
                     return assistant_from_row(row)
@@ -30,7 +30,7 @@ class Assistants:
                     f"assistant {record.assistant_id} already exists",
                     metadata={"assistant_id": record.assistant_id},
                 )
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO assistants (assistant_id, graph_id, name, config, metadata,"
                 " create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -43,7 +43,9 @@ class Assistants:
                     record.update_time,
                 ),
             )
-        return record
+            return record
+
+        return await self._db.write(create)
 
     async def get(self, assistant_id: str) -> AssistantRecord:
         """Returns the assistant or raises AssistantNotFound."""
@@ -75,12 +77,13 @@ class Assistants:
 
     async def delete(self, assistant_id: str) -> None:
         """Deletes the assistant or raises AssistantNotFound."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "DELETE FROM assistants WHERE assistant_id = ?", (assistant_id,)
-            )
+
+        def delete(conn: Session) -> None:
+            cur = conn.execute("DELETE FROM assistants WHERE assistant_id = ?", (assistant_id,))
             if cur.rowcount == 0:
                 raise AssistantNotFound(assistant_id)
+
+        await self._db.write(delete)
 
 
 def new_assistant(

@@ -1,7 +1,8 @@
 """Checkpoints: each stores only its update, so writing a step costs what the step changed.
 
-A thread's values are the fold of its checkpoints' updates in order. `StateCache` keeps the
-folded state of recently used threads so reading the latest state does not replay history.
+A thread's values are the fold of its checkpoints' updates in order. The cache keeps the
+folded state of recently used threads, advanced by every checkpoint this process writes, so
+neither a run starting nor a read of the latest state replays history.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from turnstile_server.errors import ThreadNotFound
 from turnstile_server.state import ThreadState
-from turnstile_server.store.database import Database
+from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import CheckpointRecord, now_us
 from turnstile_server.store.rows import checkpoint_from_row, dumps, loads
 
@@ -32,23 +33,46 @@ class Checkpoints:
         self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
     ) -> CheckpointRecord:
         """Appends a checkpoint holding `update`; raises ThreadNotFound if the thread is gone."""
-        checkpoint_id = str(uuid.uuid4())
         now = now_us()
         try:
-            async with self._db.transaction() as conn:
-                cur = await conn.execute(
-                    "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
-                    " update_json, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (checkpoint_id, thread_id, run_id, step, source, dumps(update), now),
-                )
-                seq = cur.lastrowid
-                await conn.execute(
-                    "UPDATE threads SET update_time = ? WHERE thread_id = ?", (now, thread_id)
-                )
+            record = await self._db.write(
+                lambda conn: insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
+            )
         except sqlite3.IntegrityError as exc:
             raise ThreadNotFound(thread_id) from exc
-        assert seq is not None
-        return CheckpointRecord(seq, checkpoint_id, thread_id, run_id, step, source, update, now)
+        self.advance(record)
+        return record
+
+    def advance(self, record: CheckpointRecord) -> None:
+        """Folds a checkpoint just written into the thread's cached state.
+
+        Each checkpoint a thread gets is written by this process and advanced here before the
+        thread's next one is written, so a cached state behind `record` lacks only `record`.
+        """
+        cached = self._cache.get(record.thread_id)
+        if cached is not None and cached[0].seq < record.seq:
+            cached[1].apply(record.update)
+            self._cache[record.thread_id] = (record, cached[1])
+
+    async def live(self, thread_id: str) -> ThreadState:
+        """The thread's cached state itself, for the one run executing on the thread.
+
+        It is not copied: `put` advances it, so the run reads its own steps back from it. Any
+        other reader takes a copy through `state`.
+        """
+        cached = self._cache.get(thread_id)
+        if cached is None:
+            await self.state(thread_id)
+            cached = self._cache.get(thread_id)
+            if cached is None:  # no checkpoint yet: start the thread's entry empty
+                return ThreadState()
+        self._cache.move_to_end(thread_id)
+        return cached[1]
+
+    def latest(self, thread_id: str) -> tuple[CheckpointRecord, dict[str, Any]] | None:
+        """The thread's newest checkpoint and the values at it, when they are cached."""
+        cached = self._cache.get(thread_id)
+        return (cached[0], cached[1].snapshot()) if cached else None
 
     def forget(self, thread_id: str) -> None:
         """Drops the cached state of a thread whose checkpoints were deleted."""
@@ -62,13 +86,6 @@ class Checkpoints:
         )
         return checkpoint_from_row(row) if row else None
 
-    async def count_of_run(self, run_id: str) -> int:
-        """Returns how many checkpoints a run has."""
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (run_id,)
-        )
-        return int(row[0]) if row else 0
-
     async def state(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:
         """Returns a private copy of the thread's latest state and its checkpoint."""
         generation = self._generation.get(thread_id, 0)
@@ -80,19 +97,23 @@ class Checkpoints:
         )
         if self._generation.get(thread_id, 0) != generation:
             return await self.state(thread_id)  # checkpoints were deleted meanwhile: fold again
-        state = cached[1].copy() if cached else ThreadState()
-        last = cached[0] if cached else None
+        current = self._cache.get(thread_id)
+        if current is None:
+            base = (cached[0], cached[1].copy()) if cached else None
+            last, state = base if base else (None, ThreadState())
+        else:
+            last, state = current  # fold into the cached state itself: a run may hold it
         for row in rows:
-            last = checkpoint_from_row(row)
-            state.apply(last.update)
-        if rows:
-            assert last is not None
-            self._cache[thread_id] = (last, state.copy())
-            while len(self._cache) > CACHE_THREADS:
-                self._cache.popitem(last=False)
-        if thread_id in self._cache:
-            self._cache.move_to_end(thread_id)
-        return state, last
+            if last is None or row["seq"] > last.seq:
+                last = checkpoint_from_row(row)
+                state.apply(last.update)
+        if last is None:
+            return state, None
+        self._cache[thread_id] = (last, state)
+        self._cache.move_to_end(thread_id)
+        while len(self._cache) > CACHE_THREADS:
+            self._cache.popitem(last=False)
+        return state.copy(), last
 
     async def values_at(self, thread_id: str, seq: int) -> dict[str, Any]:
         """Returns the thread's values at the checkpoint with sequence number `seq`."""
@@ -128,3 +149,26 @@ class Checkpoints:
         folded.reverse()
         cursor = folded[-1][0].seq if first_kept > 0 and folded else None
         return folded, cursor
+
+
+def insert_checkpoint(
+    conn: Session,
+    thread_id: str,
+    run_id: str,
+    step: int,
+    source: str,
+    update: dict[str, Any],
+    now: int,
+) -> CheckpointRecord:
+    """Inserts a checkpoint inside a write; IntegrityError if the thread is gone."""
+    checkpoint_id = str(uuid.uuid4())
+    cur = conn.execute(
+        "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
+        " update_json, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (checkpoint_id, thread_id, run_id, step, source, dumps(update), now),
+    )
+    conn.execute("UPDATE threads SET update_time = ? WHERE thread_id = ?", (now, thread_id))
+    assert cur.lastrowid is not None
+    return CheckpointRecord(
+        cur.lastrowid, checkpoint_id, thread_id, run_id, step, source, update, now
+    )

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import (
-    AsyncRetrying,
+    Retrying,
     before_sleep_log,
     retry_if_exception,
     stop_after_attempt,
@@ -96,26 +96,29 @@ def is_transient(exc: BaseException) -> bool:
     return error_name(exc) in TRANSIENT
 
 
-async def retried(
+def retried(
     policy: RetryPolicy,
-    call: Callable[[], Awaitable[T]],
+    call: Callable[[], T],
     safe: Callable[[BaseException], bool],
 ) -> T:
-    """Awaits `call()`; while it fails with an error `safe` accepts, calls it again after a
-    backoff, `policy.attempts` times in all; then re-raises the last error."""
+    """Calls `call()`; while it fails with an error `safe` accepts, calls it again after a
+    backoff, `policy.attempts` times in all; then re-raises the last error.
+
+    It sleeps in the calling thread: the store calls it in its connections' own threads.
+    """
     try:
-        return await call()
+        return call()
     except sqlite3.Error as exc:
         if not safe(exc):
             raise
         first: list[BaseException] = [exc]
 
-    async def attempt() -> T:
+    def attempt() -> T:
         if first:  # the failure above is attempt 1, so the policy counts and waits from it
             raise first.pop()
-        return await call()
+        return call()
 
-    retrying = AsyncRetrying(
+    retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_exponential_jitter(
             multiplier=policy.first_wait, max=policy.max_wait, jitter=policy.first_wait
@@ -124,8 +127,7 @@ async def retried(
         before_sleep=before_sleep_log(log, logging.DEBUG),
         reraise=True,
     )
-    result: T = await retrying(attempt)
-    return result
+    return retrying(attempt)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Runs: admission with the multitask strategies, starting, finishing and cancelling.
 
-Every change that decides what runs on a thread happens inside one `BEGIN IMMEDIATE`
-transaction, so two admissions on one thread cannot interleave.
+Every change that decides what runs on a thread is one write (`Database.write`): it runs whole
+inside the writer's transaction, so two admissions on one thread cannot interleave.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import builtins
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import aiosqlite
 
 from turnstile_server.errors import (
     QueueFull,
@@ -22,8 +20,16 @@ from turnstile_server.errors import (
     ThreadBusy,
     ThreadNotFound,
 )
-from turnstile_server.store.database import Database
-from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, now_us
+from turnstile_server.store.checkpoints import insert_checkpoint
+from turnstile_server.store.database import Database, Session
+from turnstile_server.store.records import (
+    Admission,
+    CheckpointRecord,
+    RunError,
+    RunRecord,
+    RunSpec,
+    now_us,
+)
 from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
 
 _SELECT = f"SELECT {RUN_COLUMNS} FROM runs r"
@@ -53,59 +59,7 @@ class Runs:
         """
         run_id = str(uuid.uuid4())
         now = now_us()
-        async with self._db.transaction() as conn:
-            if spec.request_id:
-                existing = await _one(conn, "r.request_id = ?", spec.request_id)
-                if existing is not None:
-                    _check_same_request(spec, existing)
-                    return Admission(run=existing, existing=True)
-            cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,))
-            if await cur.fetchone() is None:
-                if not spec.create_thread:
-                    raise ThreadNotFound(spec.thread_id)
-                await conn.execute(
-                    "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
-                    " VALUES (?, '{}', 'idle', ?, ?)",
-                    (spec.thread_id, now, now),
-                )
-            inflight = await _inflight(conn, spec.thread_id)
-            superseded = Admission(run=inflight[0]) if inflight else None
-            if inflight and spec.multitask_strategy == "reject":
-                raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
-            pending = sum(1 for r in inflight if r.status == "pending")
-            if spec.multitask_strategy == "enqueue" and pending >= max_queued:
-                raise QueueFull(spec.thread_id, max_queued)
-            if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
-                assert superseded is not None
-                await _supersede(conn, inflight, spec.multitask_strategy, run_id, now, superseded)
-            await conn.execute(
-                "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
-                " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-                " not_before, request_id, timeout_seconds)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    spec.thread_id,
-                    spec.assistant_id,
-                    spec.graph_id,
-                    spec.multitask_strategy,
-                    None if spec.input is None else dumps(spec.input),
-                    dumps(spec.config),
-                    dumps(spec.metadata),
-                    dumps(spec.stream_mode),
-                    now,
-                    now + int(spec.after_seconds * 1_000_000),
-                    spec.request_id or None,
-                    spec.timeout_seconds,
-                ),
-            )
-            await _set_thread_status(conn, spec.thread_id, "busy", now)
-            run = await _one(conn, "r.run_id = ?", run_id)
-            assert run is not None
-        if superseded is None:
-            return Admission(run=run)
-        superseded.run = run
-        return superseded
+        return await self._db.write(lambda conn: _admit(conn, spec, run_id, now, max_queued))
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run or raises RunNotFound."""
@@ -159,55 +113,16 @@ class Runs:
         back to PENDING, to resume from their last checkpoint as a new attempt.
         """
         now = now_us()
-        recovery = Recovery()
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(f"{_SELECT} WHERE r.status = 'running' ORDER BY r.seq")
-            for run in [run_from_row(row) for row in await cur.fetchall()]:
-                if run.cancel_action == "rollback":
-                    await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-                    await conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
-                    recovery.deleted.append(_ended(run, "interrupted", now, None))
-                    outcome = "rollback"
-                elif run.cancel_action is not None:
-                    await conn.execute(
-                        "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
-                        (now, run.run_id),
-                    )
-                    recovery.ended.append(_ended(run, "interrupted", now, None))
-                    outcome = "interrupted"
-                elif run.attempt >= max_attempts:
-                    error = RunError(
-                        "MaxAttemptsExceeded",
-                        f"the run was cut off {run.attempt} times (the server stopped or"
-                        f" crashed during it); giving up after {max_attempts} attempts",
-                    )
-                    await conn.execute(
-                        "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
-                        " error_message = ? WHERE run_id = ?",
-                        (now, error.type, error.message, run.run_id),
-                    )
-                    recovery.ended.append(_ended(run, "error", now, error))
-                    outcome = "error"
-                else:
-                    await conn.execute(
-                        "UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,)
-                    )
-                    recovery.requeued += 1
-                    continue
-                await _settle_thread(conn, run.thread_id, outcome, now)
-        return recovery
+        return await self._db.write(lambda conn: _recover(conn, max_attempts, now))
 
-    async def start(self, run_id: str) -> RunRecord | None:
-        """Marks a pending run RUNNING as a new attempt; None if it is no longer pending."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = ?"
-                " WHERE run_id = ? AND status = 'pending' AND cancel_action IS NULL",
-                (now_us(), run_id),
-            )
-            if cur.rowcount == 0:
-                return None
-            return await _one(conn, "r.run_id = ?", run_id)
+    async def start_next(self, thread_id: str) -> Start:
+        """Starts the thread's earliest pending run as a new attempt, if it is due.
+
+        On its first attempt the run's input is written as the thread's next checkpoint in the
+        same write, so the input is applied exactly once however often the run resumes.
+        """
+        now = now_us()
+        return await self._db.write(lambda conn: _start_next(conn, thread_id, now))
 
     async def finish(
         self, run_id: str, status: str, *, error: RunError | None = None
@@ -219,33 +134,7 @@ class Runs:
         run is gone (its thread was deleted).
         """
         now = now_us()
-        async with self._db.transaction() as conn:
-            run = await _one(conn, "r.run_id = ?", run_id)
-            if run is None:
-                return None
-            if run.cancel_action == "rollback":
-                await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
-                await conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-                outcome = "rollback"
-                final = _ended(run, "interrupted", now, None)
-            else:
-                if run.cancel_action == "interrupt":
-                    status, error = "interrupted", None
-                await conn.execute(
-                    "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
-                    " WHERE run_id = ?",
-                    (
-                        status,
-                        now,
-                        error.type if error else None,
-                        error.message if error else None,
-                        run_id,
-                    ),
-                )
-                outcome = status
-                final = _ended(run, status, now, error)
-            await _settle_thread(conn, run.thread_id, outcome, now)
-        return final, outcome == "rollback"
+        return await self._db.write(lambda conn: _finish(conn, run_id, status, error, now))
 
     async def cancel(
         self, thread_id: str, run_id: str, action: str, *, reason: str | None = None
@@ -255,39 +144,33 @@ class Runs:
         Returns the run (final if it ended now) and whether it is still running, to be stopped.
         """
         now = now_us()
-        async with self._db.transaction() as conn:
-            run = await _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
-            if run is None:
-                raise RunNotFound(run_id)
-            if not run.inflight:
-                raise RunNotActive(run_id, run.status)
-            reason = reason or (
-                "cancelled by the client" if action == "interrupt" else "rolled back by the client"
-            )
-            if run.status == "running":
-                if run.cancel_action != "rollback":
-                    await conn.execute(
-                        "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
-                        (action, reason, run_id),
-                    )
-                marked = await _one(conn, "r.run_id = ?", run_id)
-                assert marked is not None
-                return marked, True
-            final = await _end_pending(conn, run, action, reason, "", now)
-            await _settle_thread(
-                conn, thread_id, "rollback" if action == "rollback" else "interrupted", now
-            )
-            return final, False
+        return await self._db.write(
+            lambda conn: _cancel(conn, thread_id, run_id, action, reason, now)
+        )
 
     async def delete(self, thread_id: str, run_id: str) -> None:
         """Deletes an ended run (its checkpoints stay part of the thread's history)."""
-        async with self._db.transaction() as conn:
-            run = await _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+
+        def delete(conn: Session) -> None:
+            run = _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
             if run is None:
                 raise RunNotFound(run_id)
             if run.inflight:
                 raise RunActive(run_id, run.status)
-            await conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+        await self._db.write(delete)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What `start_next` did: started `run` (with `checkpoints` written so far, `input` if it
+    wrote the input now), or found the head due in `delay` seconds, or nothing to start."""
+
+    run: RunRecord | None = None
+    checkpoints: int = 0
+    input: CheckpointRecord | None = None
+    delay: float = 0.0
 
 
 @dataclass(slots=True)
@@ -324,22 +207,195 @@ def _without_message_ids(values: dict[str, Any] | None) -> Any:
     return {**values, "messages": messages}
 
 
-async def _one(conn: aiosqlite.Connection, where: str, *params: Any) -> RunRecord | None:
-    cur = await conn.execute(f"{_SELECT} WHERE {where}", params)
-    row = await cur.fetchone()
+def _one(conn: Session, where: str, *params: Any) -> RunRecord | None:
+    row = conn.one(f"{_SELECT} WHERE {where}", params)
     return run_from_row(row) if row else None
 
 
-async def _inflight(conn: aiosqlite.Connection, thread_id: str) -> list[RunRecord]:
-    cur = await conn.execute(
+def _inflight(conn: Session, thread_id: str) -> list[RunRecord]:
+    rows = conn.all(
         f"{_SELECT} WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
         (thread_id,),
     )
-    return [run_from_row(row) for row in await cur.fetchall()]
+    return [run_from_row(row) for row in rows]
 
 
-async def _supersede(
-    conn: aiosqlite.Connection,
+def _admit(conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int) -> Admission:
+    if spec.request_id:
+        existing = _one(conn, "r.request_id = ?", spec.request_id)
+        if existing is not None:
+            _check_same_request(spec, existing)
+            return Admission(run=existing, existing=True)
+    if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,)) is None:
+        if not spec.create_thread:
+            raise ThreadNotFound(spec.thread_id)
+        conn.execute(
+            "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
+            " VALUES (?, '{}', 'idle', ?, ?)",
+            (spec.thread_id, now, now),
+        )
+    inflight = _inflight(conn, spec.thread_id)
+    admission = Admission(run=inflight[0]) if inflight else None
+    if inflight and spec.multitask_strategy == "reject":
+        raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
+    pending = sum(1 for r in inflight if r.status == "pending")
+    if spec.multitask_strategy == "enqueue" and pending >= max_queued:
+        raise QueueFull(spec.thread_id, max_queued)
+    if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
+        assert admission is not None
+        _supersede(conn, inflight, spec.multitask_strategy, run_id, now, admission)
+    conn.execute(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
+        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
+        " not_before, request_id, timeout_seconds)"
+        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            spec.thread_id,
+            spec.assistant_id,
+            spec.graph_id,
+            spec.multitask_strategy,
+            None if spec.input is None else dumps(spec.input),
+            dumps(spec.config),
+            dumps(spec.metadata),
+            dumps(spec.stream_mode),
+            now,
+            now + int(spec.after_seconds * 1_000_000),
+            spec.request_id or None,
+            spec.timeout_seconds,
+        ),
+    )
+    _set_thread_status(conn, spec.thread_id, "busy", now)
+    run = _one(conn, "r.run_id = ?", run_id)
+    assert run is not None
+    if admission is None:
+        return Admission(run=run)
+    admission.run = run
+    return admission
+
+
+def _recover(conn: Session, max_attempts: int, now: int) -> Recovery:
+    recovery = Recovery()
+    rows = conn.all(f"{_SELECT} WHERE r.status = 'running' ORDER BY r.seq")
+    for run in [run_from_row(row) for row in rows]:
+        if run.cancel_action == "rollback":
+            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            recovery.deleted.append(_ended(run, "interrupted", now, None))
+            outcome = "rollback"
+        elif run.cancel_action is not None:
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
+                (now, run.run_id),
+            )
+            recovery.ended.append(_ended(run, "interrupted", now, None))
+            outcome = "interrupted"
+        elif run.attempt >= max_attempts:
+            error = RunError(
+                "MaxAttemptsExceeded",
+                f"the run was cut off {run.attempt} times (the server stopped or"
+                f" crashed during it); giving up after {max_attempts} attempts",
+            )
+            conn.execute(
+                "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
+                " error_message = ? WHERE run_id = ?",
+                (now, error.type, error.message, run.run_id),
+            )
+            recovery.ended.append(_ended(run, "error", now, error))
+            outcome = "error"
+        else:
+            conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
+            recovery.requeued += 1
+            continue
+        _settle_thread(conn, run.thread_id, outcome, now)
+    return recovery
+
+
+def _start_next(conn: Session, thread_id: str, now: int) -> Start:
+    head = _one(
+        conn,
+        "r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq LIMIT 1",
+        thread_id,
+    )
+    if head is None or head.status != "pending" or head.cancel_action is not None:
+        return Start()
+    if head.not_before > now:
+        return Start(delay=(head.not_before - now) / 1_000_000)
+    conn.execute(
+        "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = ?"
+        " WHERE run_id = ?",
+        (now, head.run_id),
+    )
+    written = conn.one("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (head.run_id,))
+    steps = int(written[0]) if written else 0
+    started = replace(
+        head, status="running", attempt=head.attempt + 1, start_time=now, queue_position=None
+    )
+    if steps > 0:
+        return Start(run=started, checkpoints=steps)
+    update = dict(head.input or {})
+    checkpoint = insert_checkpoint(conn, thread_id, head.run_id, 0, "input", update, now)
+    return Start(run=started, checkpoints=1, input=checkpoint)
+
+
+def _finish(
+    conn: Session, run_id: str, status: str, error: RunError | None, now: int
+) -> tuple[RunRecord, bool] | None:
+    run = _one(conn, "r.run_id = ?", run_id)
+    if run is None:
+        return None
+    if run.cancel_action == "rollback":
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        outcome = "rollback"
+        final = _ended(run, "interrupted", now, None)
+    else:
+        if run.cancel_action == "interrupt":
+            status, error = "interrupted", None
+        conn.execute(
+            "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
+            " WHERE run_id = ?",
+            (
+                status,
+                now,
+                error.type if error else None,
+                error.message if error else None,
+                run_id,
+            ),
+        )
+        outcome = status
+        final = _ended(run, status, now, error)
+    _settle_thread(conn, run.thread_id, outcome, now)
+    return final, outcome == "rollback"
+
+
+def _cancel(
+    conn: Session, thread_id: str, run_id: str, action: str, reason: str | None, now: int
+) -> tuple[RunRecord, bool]:
+    run = _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if not run.inflight:
+        raise RunNotActive(run_id, run.status)
+    reason = reason or (
+        "cancelled by the client" if action == "interrupt" else "rolled back by the client"
+    )
+    if run.status == "running":
+        if run.cancel_action != "rollback":
+            conn.execute(
+                "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
+                (action, reason, run_id),
+            )
+        marked = _one(conn, "r.run_id = ?", run_id)
+        assert marked is not None
+        return marked, True
+    final = _end_pending(conn, run, action, reason, "", now)
+    _settle_thread(conn, thread_id, "rollback" if action == "rollback" else "interrupted", now)
+    return final, False
+
+
+def _supersede(
+    conn: Session,
     inflight: list[RunRecord],
     strategy: str,
     new_run_id: str,
@@ -350,32 +406,32 @@ async def _supersede(
     reason = f"{verb} by run {new_run_id}"
     for run in inflight:
         if run.status == "pending":
-            final = await _end_pending(conn, run, strategy, reason, new_run_id, now)
+            final = _end_pending(conn, run, strategy, reason, new_run_id, now)
             (admission.deleted if strategy == "rollback" else admission.ended).append(final)
             continue
         # A running run stops at its next await; the scheduler finishes it once it has unwound.
         action = (
             "rollback" if strategy == "rollback" or run.cancel_action == "rollback" else strategy
         )
-        await conn.execute(
+        conn.execute(
             "UPDATE runs SET cancel_action = ?, cancel_reason = ?, superseded_by = ?"
             " WHERE run_id = ?",
             (action, reason, new_run_id, run.run_id),
         )
-        marked = await _one(conn, "r.run_id = ?", run.run_id)
-        assert marked is not None
-        admission.cancelling.append(marked)
+        admission.cancelling.append(
+            replace(run, cancel_action=action, cancel_reason=reason, superseded_by=new_run_id)
+        )
 
 
-async def _end_pending(
-    conn: aiosqlite.Connection, run: RunRecord, action: str, reason: str, by: str, now: int
+def _end_pending(
+    conn: Session, run: RunRecord, action: str, reason: str, by: str, now: int
 ) -> RunRecord:
     """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
     if action == "rollback":
-        await conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-        await conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
     else:
-        await conn.execute(
+        conn.execute(
             "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
             " superseded_by = ? WHERE run_id = ?",
             (now, reason, by, run.run_id),
@@ -391,24 +447,20 @@ async def _end_pending(
     )
 
 
-async def _settle_thread(
-    conn: aiosqlite.Connection, thread_id: str, outcome: str, now: int
-) -> None:
+def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> None:
     """Sets the thread's status after a run ended: BUSY while others are inflight."""
-    cur = await conn.execute(
-        "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
-        (thread_id,),
+    busy = (
+        conn.one(
+            "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
+            (thread_id,),
+        )
+        is not None
     )
-    busy = await cur.fetchone() is not None
-    await _set_thread_status(
-        conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now
-    )
+    _set_thread_status(conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now)
 
 
-async def _set_thread_status(
-    conn: aiosqlite.Connection, thread_id: str, status: str, now: int
-) -> None:
-    await conn.execute(
+def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> None:
+    conn.execute(
         "UPDATE threads SET status = ?, update_time = ? WHERE thread_id = ?",
         (status, now, thread_id),
     )

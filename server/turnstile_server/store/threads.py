@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import builtins
-import sqlite3
 from dataclasses import replace
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
-from turnstile_server.store.database import Database
+from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 from turnstile_server.store.rows import (
     RUN_COLUMNS,
@@ -35,31 +34,27 @@ class Threads:
     ) -> ThreadRecord:
         """Creates a thread; a repeated `request_id` or `if_exists="do_nothing"` returns it."""
         now = now_us()
-        async with self._db.transaction() as conn:
+
+        def create(conn: Session) -> ThreadRecord:
             if request_id:
-                cur = await conn.execute(
-                    "SELECT * FROM threads WHERE request_id = ?", (request_id,)
-                )
-                row = await cur.fetchone()
+                row = conn.one("SELECT * FROM threads WHERE request_id = ?", (request_id,))
                 if row is not None:
                     return thread_from_row(row)
-            cur = await conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
-            row = await cur.fetchone()
+            row = conn.one("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
             if row is not None:
                 if if_exists == "do_nothing":
                     return thread_from_row(row)
                 raise AlreadyExists(
                     f"thread {thread_id} already exists", metadata={"thread_id": thread_id}
                 )
-            try:
-                await conn.execute(
-                    "INSERT INTO threads (thread_id, metadata, status, create_time, update_time,"
-                    " request_id) VALUES (?, ?, 'idle', ?, ?, ?)",
-                    (thread_id, dumps(metadata), now, now, request_id or None),
-                )
-            except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
-                raise AlreadyExists(f"thread {thread_id} already exists") from exc
-        return ThreadRecord(thread_id, dict(metadata), "idle", now, now)
+            conn.execute(
+                "INSERT INTO threads (thread_id, metadata, status, create_time, update_time,"
+                " request_id) VALUES (?, ?, 'idle', ?, ?, ?)",
+                (thread_id, dumps(metadata), now, now, request_id or None),
+            )
+            return ThreadRecord(thread_id, dict(metadata), "idle", now, now)
+
+        return await self._db.write(create)
 
     async def get(self, thread_id: str) -> ThreadRecord:
         """Returns the thread or raises ThreadNotFound."""
@@ -70,13 +65,13 @@ class Threads:
 
     async def next_watch_epoch(self, thread_id: str) -> int:
         """Returns the thread's watch epoch (0 at first) and bumps it for the next caller."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
+        row = await self._db.write(
+            lambda conn: conn.one(
                 "UPDATE threads SET watch_epoch = watch_epoch + 1 WHERE thread_id = ?"
                 " RETURNING watch_epoch - 1",
                 (thread_id,),
             )
-            row = await cur.fetchone()
+        )
         if row is None:
             raise ThreadNotFound(thread_id)
         return int(row[0])
@@ -107,33 +102,36 @@ class Threads:
 
     async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
         """Merges `metadata` into the thread's metadata."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
-            row = await cur.fetchone()
+        now = now_us()
+
+        def update(conn: Session) -> ThreadRecord:
+            row = conn.one("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
             if row is None:
                 raise ThreadNotFound(thread_id)
             thread = thread_from_row(row)
             merged = {**thread.metadata, **metadata}
-            now = now_us()
-            await conn.execute(
+            conn.execute(
                 "UPDATE threads SET metadata = ?, update_time = ? WHERE thread_id = ?",
                 (dumps(merged), now, thread_id),
             )
-        return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
+            return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
+
+        return await self._db.write(update)
 
     async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
         """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,))
-            if await cur.fetchone() is None:
+        now = now_us()
+
+        def delete(conn: Session) -> builtins.list[RunRecord]:
+            if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)) is None:
                 raise ThreadNotFound(thread_id)
-            cur = await conn.execute(
+            rows = conn.all(
                 f"SELECT {RUN_COLUMNS} FROM runs r"
                 " WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
                 (thread_id,),
             )
-            now = now_us()
-            inflight = [
+            conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+            return [
                 replace(
                     run_from_row(row),
                     status="interrupted",
@@ -141,7 +139,7 @@ class Threads:
                     cancel_reason="thread deleted",
                     queue_position=None,
                 )
-                for row in await cur.fetchall()
+                for row in rows
             ]
-            await conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
-        return inflight
+
+        return await self._db.write(delete)

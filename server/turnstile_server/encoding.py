@@ -1,0 +1,123 @@
+"""Protobuf wire bytes written directly, for what the server sends most: events and values.
+
+`google.protobuf.Value`/`Struct` built field by field cost a call into protobuf per JSON node;
+writing their wire format here costs a few bytes operations per node, and a stream response is
+the concatenation of its framed events, so an event is encoded once for every subscriber.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from turnstile.v1 import run_pb2
+
+_DOUBLE = struct.Struct("<d")
+_NULL = b"\x08\x00"  # Value.null_value (1) = NULL_VALUE
+_TRUE = b"\x20\x01"  # Value.bool_value (4)
+_FALSE = b"\x20\x00"
+_EMPTY_STRUCT = b"\x2a\x00"  # Value.struct_value (5), no fields
+_EMPTY_LIST = b"\x32\x00"  # Value.list_value (6), no values
+
+
+def varint(number: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    if number < 0x80:
+        return bytes((number,))
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field: its tag byte (field number < 16), length, payload."""
+    return bytes((tag,)) + varint(len(payload)) + payload
+
+
+def value(data: Any, path: str = "data") -> bytes:
+    """JSON data as an encoded `google.protobuf.Value`; refuses what JSON cannot carry (NaN,
+    non-string keys, other types)."""
+    if data is None:
+        return _NULL
+    if isinstance(data, str):
+        return field(0x1A, data.encode())  # string_value (3)
+    if data is True:
+        return _TRUE
+    if data is False:
+        return _FALSE
+    if isinstance(data, int | float):
+        if not math.isfinite(data):
+            raise ValueError(f"{path}: {data!r} is not a JSON number")
+        return b"\x11" + _DOUBLE.pack(data)  # number_value (2), a double
+    if isinstance(data, Mapping):
+        return field(0x2A, struct_body(data, path)) if data else _EMPTY_STRUCT
+    if isinstance(data, list | tuple):
+        if not data:
+            return _EMPTY_LIST
+        items = [field(0x0A, value(item, f"{path}[{i}]")) for i, item in enumerate(data)]
+        return field(0x32, b"".join(items))  # list_value (6): ListValue.values (1)
+    raise TypeError(f"{path}: a {type(data).__name__} is not JSON")
+
+
+def struct_body(data: Mapping[str, Any], path: str = "data") -> bytes:
+    """A JSON object as the body of a `google.protobuf.Struct` (its `fields` map, field 1)."""
+    entries = []
+    for key, item in data.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{path}: key {key!r} is not a string")
+        # A map entry: key (1), value (2).
+        entry = field(0x0A, key.encode()) + field(0x12, value(item, f"{path}.{key}"))
+        entries.append(field(0x0A, entry))
+    return b"".join(entries)
+
+
+def run_event(seq: int, run_id: str, event: str, data: Any) -> bytes:
+    """An encoded `RunEvent`: seq (1), run_id (2), event (3), data (4)."""
+    head = b"\x08" + varint(seq) if seq else b""
+    return (
+        head + field(0x12, run_id.encode()) + field(0x1A, event.encode()) + field(0x22, value(data))
+    )
+
+
+EVENTS = 0x0A  # field 1, length-delimited: `events` of every stream response message
+
+
+def frame(payload: bytes) -> bytes:
+    """Frames an encoded event as an element of a stream response's `events` (field 1).
+
+    Frames concatenate into the body of `StreamRunResponse`, `JoinRunStreamResponse` or
+    `WatchThreadResponse`, so a batch becomes a message with one parse.
+    """
+    return field(EVENTS, payload)
+
+
+def unframe(framed: bytes) -> bytes:
+    """The encoded event inside a frame."""
+    index = 1
+    while framed[index] & 0x80:
+        index += 1
+    return framed[index + 1 :]
+
+
+def thread_event_frame(
+    seq: int,
+    *,
+    run_started: run_pb2.Run | None = None,
+    run_event: bytes | None = None,
+    run_ended: run_pb2.Run | None = None,
+) -> bytes:
+    """Encodes and frames one `ThreadEvent` (fields: seq 1, run_started 2, run_event 3,
+    run_ended 4); `run_event` is an encoded `RunEvent`, embedded without decoding."""
+    body = b"\x08" + varint(seq)
+    if run_started is not None:
+        body += field(0x12, run_started.SerializeToString())
+    elif run_event is not None:
+        body += field(0x1A, run_event)
+    elif run_ended is not None:
+        body += field(0x22, run_ended.SerializeToString())
+    return frame(body)
