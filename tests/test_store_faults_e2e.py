@@ -85,7 +85,7 @@ async def new_thread(stubs: Stubs) -> str:
 
 
 def create_run(
-    thread_id: str, strategy: run_pb2.MultitaskStrategy.ValueType
+    thread_id: str, strategy: run_pb2.MultitaskStrategy.ValueType, after_seconds: float = 0.0
 ) -> run_service_pb2.CreateRunRequest:
     return run_service_pb2.CreateRunRequest(
         thread_id=thread_id,
@@ -93,6 +93,7 @@ def create_run(
         input=struct(RUN_INPUT),
         multitask_strategy=strategy,
         request_id=random_id(),
+        after_seconds=after_seconds,
     )
 
 
@@ -259,8 +260,11 @@ async def test_a_single_io_error_in_a_runs_background_work_does_not_strand_it(
     faults = ScriptedFaults([Rule(statement, "io", times=1)])
     async with faulty_server(tmp_path, faults) as server:
         tid = await new_thread(server.stubs)
+        # Due a moment later, the run is started by the scheduler, not in its admission (an
+        # error there is the caller's UNAVAILABLE, tested above).
         first = await server.stubs.runs.CreateRun(
-            create_run(tid, run_pb2.MULTITASK_STRATEGY_ENQUEUE), timeout=CALL_TIMEOUT
+            create_run(tid, run_pb2.MULTITASK_STRATEGY_ENQUEUE, after_seconds=0.01),
+            timeout=CALL_TIMEOUT,
         )
         await eventually(lambda: _fired(faults))
         runs = await settled_runs(server.stubs, tid)

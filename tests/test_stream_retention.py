@@ -168,7 +168,7 @@ async def test_a_run_superseded_between_its_start_and_its_first_step_streams_end
 
         async def held_start(thread_id: str) -> Any:
             record = await start(thread_id)
-            if not started.is_set():
+            if record.run is not None and not started.is_set():
                 started.set()
                 await release_start.wait()
             return record
@@ -182,7 +182,8 @@ async def test_a_run_superseded_between_its_start_and_its_first_step_streams_end
         monkeypatch.setattr(runs, "start_next", held_start)
         monkeypatch.setattr(runs, "finish", held_finish)
         thread_id = await new_thread(stubs)
-        caller = RunStream(stream_run(stubs, thread_id, "echo", {}))
+        # Due a moment later, so that the scheduler starts it (start_next), not its admission.
+        caller = RunStream(stream_run(stubs, thread_id, "echo", {}, after_seconds=0.01))
         run = await caller.opened()
         async with asyncio.timeout(STEP_TIMEOUT):
             await started.wait()

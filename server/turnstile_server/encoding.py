@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,9 +40,10 @@ def field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + varint(len(payload)) + payload
 
 
-def value(data: Any, path: str = "data") -> bytes:
+def value(data: Any, path: str = "data", *, state: bool = False) -> bytes:
     """JSON data as an encoded `google.protobuf.Value`; refuses what JSON cannot carry (NaN,
-    non-string keys, other types)."""
+    non-string keys, other types). `state`: `data` holds a thread state's messages (never
+    changed once stored), which may be encoded once and reused."""
     if data is None:
         return _NULL
     if isinstance(data, str):
@@ -55,7 +57,7 @@ def value(data: Any, path: str = "data") -> bytes:
             raise ValueError(f"{path}: {data!r} is not a JSON number")
         return b"\x11" + _DOUBLE.pack(data)  # number_value (2), a double
     if isinstance(data, Mapping):
-        return field(0x2A, struct_body(data, path)) if data else _EMPTY_STRUCT
+        return field(0x2A, struct_body(data, path, state=state)) if data else _EMPTY_STRUCT
     if isinstance(data, list | tuple):
         if not data:
             return _EMPTY_LIST
@@ -64,20 +66,56 @@ def value(data: Any, path: str = "data") -> bytes:
     raise TypeError(f"{path}: a {type(data).__name__} is not JSON")
 
 
-def struct_body(data: Mapping[str, Any], path: str = "data") -> bytes:
+def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = False) -> bytes:
     """A JSON object as the body of a `google.protobuf.Struct` (its `fields` map, field 1)."""
     entries = []
     for key, item in data.items():
         if not isinstance(key, str):
             raise TypeError(f"{path}: key {key!r} is not a string")
+        if state and key == "messages" and isinstance(item, list) and item:
+            encoded = field(0x32, b"".join([field(0x0A, _message(m, path)) for m in item]))
+        else:
+            encoded = value(item, f"{path}.{key}")
         # A map entry: key (1), value (2).
-        entry = field(0x0A, key.encode()) + field(0x12, value(item, f"{path}.{key}"))
-        entries.append(field(0x0A, entry))
+        entries.append(field(0x0A, field(0x0A, key.encode()) + field(0x12, encoded)))
     return b"".join(entries)
 
 
-def run_event(seq: int, run_id: str, event: str, data: Any) -> bytes:
-    """An encoded `RunEvent`: seq (1), run_id (2), event (3), data (4)."""
+class _Messages:
+    """Encoded messages by identity, the newest `size` kept.
+
+    A thread's state never changes a stored message (an update replaces it with a new one),
+    and every values snapshot and answer shares those objects: so a message is encoded once,
+    not once per step and per answer. An entry holds its message, so its id cannot be reused.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+
+    def get(self, message: Any, path: str) -> bytes:
+        key = id(message)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is message:
+            self.entries.move_to_end(key)
+            return entry[1]
+        encoded = value(message, f"{path}.messages[]")
+        self.entries[key] = (message, encoded)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return encoded
+
+
+_MESSAGES = _Messages(32_768)
+
+
+def _message(message: Any, path: str) -> bytes:
+    return _MESSAGES.get(message, path) if isinstance(message, dict) else value(message, path)
+
+
+def run_event(seq: int, run_id: str, event: str, data: Any, *, state: bool = False) -> bytes:
+    """An encoded `RunEvent`: seq (1), run_id (2), event (3), data (4); `state` as for
+    `value`."""
     head = b"\x08" + varint(seq) if seq else b""
     return (
         head + field(0x12, run_id.encode()) + field(0x1A, event.encode()) + field(0x22, value(data))

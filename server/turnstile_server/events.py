@@ -188,17 +188,22 @@ class EventLog:
 
 
 async def follow(
-    log: EventLog, after_seq: int, limits: StreamLimits, *, what: dict[str, str]
+    log: EventLog,
+    after_seq: int,
+    limits: StreamLimits,
+    *,
+    what: dict[str, str],
+    live: bool = False,
 ) -> AsyncIterator[list[bytes]]:
     """Yields the log's events after `after_seq`, then new ones as they come, until it ends.
 
-    A subscriber is "live" once it has caught up; a live subscriber that falls more than
-    `max_lag` events behind is ended with `SubscriberTooSlow`, while the events it misses are
-    still retained, so that it can resume. Replaying is never too slow.
+    A subscriber is "live" once it has caught up (or from the start, with `live`: the run's
+    own caller); a live subscriber that falls more than `max_lag` events behind is ended with
+    `SubscriberTooSlow`, while the events it misses are still retained, so that it can resume.
+    Replaying is never too slow.
     """
     position = after_seq
     placed = after_seq != 0  # 0 means the log's origin, known once the log is numbered
-    live = False
     while True:
         if log.expired:
             raise _expired(log, position, what)
@@ -320,7 +325,7 @@ class EventHub:
 
         def encode(seq: int) -> bytes:
             nonlocal payload
-            payload = encoding.run_event(seq, run.run_id, event, data)
+            payload = encoding.run_event(seq, run.run_id, event, data, state=checked)
             return encoding.frame(payload)
 
         thread = self._threads.get(run.thread_id)

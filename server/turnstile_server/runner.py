@@ -12,9 +12,8 @@ from typing import Any
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.state import ThreadState, normalize_update
-from turnstile_server.store import RunError, RunRecord, Store
+from turnstile_server.store import RunError, RunRecord, Start, Store
 from turnstile_server.store.database import to_the_end
-from turnstile_server.store.runs import Start
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from turnstile_server.errors import (
 from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner
-from turnstile_server.store import RunRecord, RunSpec, Store
-from turnstile_server.store.runs import Start
+from turnstile_server.store import Admission, RunRecord, RunSpec, Start, Store
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +132,53 @@ class Scheduler:
 
     async def admit(self, spec: RunSpec) -> RunRecord:
         """Admits a run with its strategy and lets the thread's next run start."""
+        admission = await self._admit(spec)
+        return admission.run
+
+    async def run_to_end(self, spec: RunSpec) -> RunRecord:
+        """Admits a run and returns it once it has ended (as `wait` does)."""
+        admission = await self._admit(spec)
+        run = admission.run
+        if admission.existing:  # admitted earlier: it may have ended meanwhile
+            return await self.wait(run.thread_id, run.run_id)
+        # Nothing ran since the admission, so the run has not ended: no read needed.
+        return await self._settled(run.run_id)
+
+    async def _admit(self, spec: RunSpec) -> Admission:
+        # A thread with nothing running here is claimed, so that its run starts in the same
+        # write as its admission when it is the thread's next.
+        claim = self._claim(spec.thread_id)
         try:
             if self._draining:
                 raise Unavailable("the server is shutting down; retry on another instance or later")
-            admission = await self._store.runs.admit(spec, max_queued=self._max_queued)
-        except TurnstileError as exc:
-            self._metrics.run_refused(spec, exc.reason)
+            admission = await self._store.runs.admit(
+                spec, max_queued=self._max_queued, start=claim is not None
+            )
+        except BaseException as exc:
+            if claim is not None:
+                self._release(spec.thread_id, claim)
+            if isinstance(exc, TurnstileError):
+                self._metrics.run_refused(spec, exc.reason)
             raise
         run = admission.run
-        if admission.existing:
-            return run
-        self._hub.open(run.run_id)
-        self._metrics.run_admitted(run)
-        for ended in admission.ended:
-            self._settle(ended, rolled_back=False)
-        for deleted in admission.deleted:
-            self._settle(deleted, rolled_back=True)
-        for running in admission.cancelling:
-            self._stop_task(running)
-        self._kick(run.thread_id)
-        return run
+        if not admission.existing:
+            self._hub.open(run.run_id)
+            self._metrics.run_admitted(run)
+            for ended in admission.ended:
+                self._settle(ended, rolled_back=False)
+            for deleted in admission.deleted:
+                self._settle(deleted, rolled_back=True)
+            for running in admission.cancelling:
+                self._stop_task(running)
+        if claim is not None:
+            start = admission.start
+            if start is not None and start.run is not None:
+                self._launch(claim, start)
+            else:
+                self._release(spec.thread_id, claim)
+        if not admission.existing:
+            self._kick(run.thread_id)
+        return admission
 
     async def cancel(
         self, thread_id: str, run_id: str, action: str, *, wait: bool, reason: str | None = None
@@ -198,6 +224,18 @@ class Scheduler:
                 raise
             if not run.inflight:
                 return run
+            return await future
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(run_id, None)
+
+    async def _settled(self, run_id: str) -> RunRecord:
+        """Returns the run once `_settle` announces its end (the caller knows it is inflight)."""
+        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(run_id, [])
+        waiters.append(future)
+        try:
             return await future
         finally:
             waiters.remove(future)
@@ -258,32 +296,46 @@ class Scheduler:
             self._pumping.discard(thread_id)
 
     async def _start_next(self, thread_id: str) -> None:
-        if self._draining:
+        active = self._claim(thread_id)
+        if active is None:
+            if not self._draining and thread_id not in self._active:
+                self._ready[thread_id] = None  # no slot: looked at again when one frees
             return
-        if self._slots >= self._max_running:
-            self._ready[thread_id] = None  # looked at again when a slot frees
-            return
-        self._slots += 1
-        active = _Active(None)
-        self._active[thread_id] = active
         start = Start()
         try:
             start = await self._store.runs.start_next(thread_id)
         finally:
             if start.run is None:  # nothing due, cancelled meanwhile, or the store failed
-                del self._active[thread_id]
-                self._slots -= 1
-                self._kick_ready()
+                self._release(thread_id, active)
+        if start.run is not None:
+            self._launch(active, start)
+        elif start.delay > 0:
+            old = self._timers.pop(thread_id, None)
+            if old:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[thread_id] = loop.call_later(start.delay, self._timer_fired, thread_id)
+
+    def _claim(self, thread_id: str) -> _Active | None:
+        """Takes a slot and the thread for a run about to be started, if both are free."""
+        if self._draining or thread_id in self._active or self._slots >= self._max_running:
+            return None
+        self._slots += 1
+        active = self._active[thread_id] = _Active(None)
+        return active
+
+    def _release(self, thread_id: str, active: _Active) -> None:
+        """Gives back a claim under which no run started."""
+        del self._active[thread_id]
+        self._slots -= 1
+        active.done.set()
+        self._kick_ready()
+
+    def _launch(self, active: _Active, start: Start) -> None:
+        """Drives a run the store has just started under `active`'s claim."""
+        assert start.run is not None
         if start.input is not None:
             self._store.checkpoints.advance(start.input)
-        if start.run is None:
-            if start.delay > 0:
-                old = self._timers.pop(thread_id, None)
-                if old:
-                    old.cancel()
-                loop = asyncio.get_running_loop()
-                self._timers[thread_id] = loop.call_later(start.delay, self._timer_fired, thread_id)
-            return
         active.run = started = start.run
         self._metrics.run_started(started)
         self._hub.run_started(started)

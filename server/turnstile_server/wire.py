@@ -181,11 +181,12 @@ def json_depth(data: Any) -> int:
     return deepest
 
 
-def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
-    """Converts a JSON dict to a Struct (encoded directly, then parsed by protobuf's C core)."""
+def to_struct(values: dict[str, Any] | None, *, state: bool = False) -> struct_pb2.Struct:
+    """Converts a JSON dict to a Struct (encoded directly, then parsed by protobuf's C core);
+    `state`: a thread's values, whose messages may be encoded once and reused."""
     if not values:
         return struct_pb2.Struct()
-    return struct_pb2.Struct.FromString(encoding.struct_body(values, "values"))
+    return struct_pb2.Struct.FromString(encoding.struct_body(values, "values", state=state))
 
 
 def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
@@ -228,7 +229,7 @@ def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.T
         thread_id=thread.thread_id,
         metadata=to_struct(thread.metadata),
         status=THREAD_STATUS_ENUM[thread.status],
-        values=to_struct(values),
+        values=to_struct(values, state=True),
         create_time=timestamp(thread.create_time),
         update_time=timestamp(thread.update_time),
     )
@@ -239,14 +240,14 @@ def checkpoint_message(
 ) -> thread_pb2.Checkpoint:
     """Converts a checkpoint and the values at it (None: a thread without checkpoints)."""
     if checkpoint is None:
-        return thread_pb2.Checkpoint(thread_id=thread_id, values=to_struct(values))
+        return thread_pb2.Checkpoint(thread_id=thread_id, values=to_struct(values, state=True))
     return thread_pb2.Checkpoint(
         checkpoint_id=checkpoint.checkpoint_id,
         thread_id=checkpoint.thread_id,
         run_id=checkpoint.run_id,
         step=checkpoint.step,
         source=CHECKPOINT_SOURCES[checkpoint.source],
-        values=to_struct(values),
+        values=to_struct(values, state=True),
         create_time=timestamp(checkpoint.create_time),
     )
 

@@ -62,21 +62,30 @@ class RunService(pb_grpc.RunServiceServicer):
     async def _final(self, thread_id: str, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
         """Waits for the run to end; returns it with the values at its own last checkpoint."""
         run = await self._scheduler.wait(thread_id, run_id)
-        latest = self._store.checkpoints.latest(thread_id)
-        if latest is not None and latest[0].run_id == run_id:
-            return run, latest[1]  # the thread's newest checkpoint is the run's last
-        last = await self._store.checkpoints.last_of_run(run_id)
-        values = await self._store.checkpoints.values_at(thread_id, last.seq) if last else {}
-        return run, values
+        return run, self._values_at_end(run) or await self._values_of(run)
+
+    def _values_at_end(self, run: RunRecord) -> dict[str, Any] | None:
+        """The values at the run's last checkpoint when it is the thread's newest (cached)."""
+        latest = self._store.checkpoints.latest(run.thread_id)
+        return latest[1] if latest is not None and latest[0].run_id == run.run_id else None
+
+    async def _values_of(self, run: RunRecord) -> dict[str, Any]:
+        """The values at the run's last checkpoint, read back; empty if it wrote none."""
+        last = await self._store.checkpoints.last_of_run(run.run_id)
+        if last is None:
+            return {}
+        return await self._store.checkpoints.values_at(run.thread_id, last.seq)
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Any) -> pb.CreateRunResponse:
         run = await self._scheduler.admit(await self._spec(request))
         return pb.CreateRunResponse(run=wire.run_message(run))
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
-        admitted = await self._scheduler.admit(await self._spec(request))
-        run, values = await self._final(admitted.thread_id, admitted.run_id)
-        return pb.WaitRunResponse(run=wire.run_message(run), values=wire.to_struct(values))
+        run = await self._scheduler.run_to_end(await self._spec(request))
+        values = self._values_at_end(run) or await self._values_of(run)
+        return pb.WaitRunResponse(
+            run=wire.run_message(run), values=wire.to_struct(values, state=True)
+        )
 
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: Any
@@ -86,7 +95,7 @@ class RunService(pb_grpc.RunServiceServicer):
         run = await self._scheduler.admit(spec)
         finished = False
         try:
-            async for message in self._stream(pb.StreamRunResponse, run, 0):
+            async for message in self._stream(pb.StreamRunResponse, run, 0, live=True):
                 yield message
             finished = True
         except TurnstileError:
@@ -109,9 +118,13 @@ class RunService(pb_grpc.RunServiceServicer):
             yield message
 
     async def _stream(
-        self, response: type[StreamResponse], run: RunRecord, after_seq: int
+        self, response: type[StreamResponse], run: RunRecord, after_seq: int, *, live: bool = False
     ) -> AsyncIterator[StreamResponse]:
-        """Sends the run at once, then its events after `after_seq` in batches, until `end`."""
+        """Sends the run at once, then its events after `after_seq` in batches, until `end`.
+
+        `live`: the subscriber follows the run from its admission (StreamRun), so it is held to
+        `max_lag` from the first event, not only once it has caught up (see `follow`).
+        """
         what = {"run_id": run.run_id}
         log = self._hub.get(run.run_id)
         if log is None:
@@ -123,7 +136,7 @@ class RunService(pb_grpc.RunServiceServicer):
         check_position(log, after_seq, what=what)
         yield response(run=wire.run_message(run))
         limits = self._hub.limits
-        async for batch in follow(log, after_seq, limits, what=what):
+        async for batch in follow(log, after_seq, limits, what=what, live=live):
             yield response.FromString(b"".join(batch))
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
@@ -163,7 +176,9 @@ class RunService(pb_grpc.RunServiceServicer):
     async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         run, values = await self._final(thread_id, wire.uuid_id(request.run_id, "run_id"))
-        return pb.JoinRunResponse(run=wire.run_message(run), values=wire.to_struct(values))
+        return pb.JoinRunResponse(
+            run=wire.run_message(run), values=wire.to_struct(values, state=True)
+        )
 
 
 def _merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

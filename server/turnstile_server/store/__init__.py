@@ -8,6 +8,7 @@ from turnstile_server.store.records import (
     RunError,
     RunRecord,
     RunSpec,
+    Start,
     ThreadRecord,
 )
 from turnstile_server.store.store import Store
@@ -20,6 +21,7 @@ __all__ = [
     "RunError",
     "RunRecord",
     "RunSpec",
+    "Start",
     "Store",
     "ThreadRecord",
 ]

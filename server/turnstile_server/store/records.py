@@ -127,3 +127,15 @@ class Admission:
     deleted: list[RunRecord] = field(default_factory=list)
     cancelling: list[RunRecord] = field(default_factory=list)
     existing: bool = False
+    start: Start | None = None  # the run was started in its admission too
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What starting a thread's next run did: started `run` (with `checkpoints` written so far,
+    `input` if it wrote the input now), or found it due in `delay` seconds, or nothing to do."""
+
+    run: RunRecord | None = None
+    checkpoints: int = 0
+    input: CheckpointRecord | None = None
+    delay: float = 0.0

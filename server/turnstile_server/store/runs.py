@@ -24,10 +24,10 @@ from turnstile_server.store.checkpoints import insert_checkpoint
 from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import (
     Admission,
-    CheckpointRecord,
     RunError,
     RunRecord,
     RunSpec,
+    Start,
     now_us,
 )
 from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
@@ -48,8 +48,12 @@ class Runs:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def admit(self, spec: RunSpec, *, max_queued: int) -> Admission:
+    async def admit(self, spec: RunSpec, *, max_queued: int, start: bool = False) -> Admission:
         """Admits a run applying its multitask strategy, all in one transaction.
+
+        With `start`, a run that is at once its thread's next (no other inflight run, no
+        `after_seconds`) is also started in that transaction (`Admission.start`), as
+        `start_next` would.
 
         A `request_id` seen before returns its run (`existing`), or `RequestIdReused` when the
         request asks for something else.
@@ -59,7 +63,7 @@ class Runs:
         """
         run_id = str(uuid.uuid4())
         now = now_us()
-        return await self._db.write(lambda conn: _admit(conn, spec, run_id, now, max_queued))
+        return await self._db.write(lambda conn: _admit(conn, spec, run_id, now, max_queued, start))
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run or raises RunNotFound."""
@@ -162,17 +166,6 @@ class Runs:
         await self._db.write(delete)
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
-    """What `start_next` did: started `run` (with `checkpoints` written so far, `input` if it
-    wrote the input now), or found the head due in `delay` seconds, or nothing to start."""
-
-    run: RunRecord | None = None
-    checkpoints: int = 0
-    input: CheckpointRecord | None = None
-    delay: float = 0.0
-
-
 @dataclass(slots=True)
 class Recovery:
     """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
@@ -220,7 +213,9 @@ def _inflight(conn: Session, thread_id: str) -> list[RunRecord]:
     return [run_from_row(row) for row in rows]
 
 
-def _admit(conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int) -> Admission:
+def _admit(
+    conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int, start: bool
+) -> Admission:
     if spec.request_id:
         existing = _one(conn, "r.request_id = ?", spec.request_id)
         if existing is not None:
@@ -269,7 +264,10 @@ def _admit(conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int)
     run = _one(conn, "r.run_id = ?", run_id)
     assert run is not None
     if admission is None:
-        return Admission(run=run)
+        admission = Admission(run=run)
+        if start and spec.after_seconds <= 0:
+            admission.start = _start_next(conn, spec.thread_id, now)
+        return admission
     admission.run = run
     return admission
 
