@@ -147,3 +147,37 @@ async def test_joining_a_rolled_back_run_between_its_deletion_and_its_settling_r
         joined = await joining
     assert joined.status == run_pb2.RUN_STATUS_INTERRUPTED
     assert joined.cancel_reason == "rolled back by the client"
+
+
+async def test_runs_enqueued_back_to_back_on_several_threads_all_run_in_order(
+    client: TurnstileClient,
+) -> None:
+    """Each admission while a run is active leaves one "look again" for the thread: the
+    scheduler must go on after every queued run, not only after the first of a queue."""
+
+    async def burst(thread_id: str) -> list[str]:
+        return [
+            (
+                await client.runs.create(
+                    thread_id,
+                    "echo",
+                    input={"messages": [{"role": "user", "content": f"m{index}"}]},
+                    multitask_strategy="enqueue",
+                )
+            )["run_id"]
+            for index in range(10)
+        ]
+
+    thread_ids = [(await client.threads.create())["thread_id"] for _ in range(5)]
+    queues = await asyncio.gather(*(burst(tid) for tid in thread_ids))
+    async with asyncio.timeout(30):
+        for thread_id, run_ids in zip(thread_ids, queues, strict=True):
+            for run_id in run_ids:
+                await client.runs.join(thread_id, run_id)
+            ended = [await client.runs.get(thread_id, run_id) for run_id in run_ids]
+            assert all(run["status"] == "success" for run in ended)
+            starts = [str(run["start_time"]) for run in ended]
+            assert starts == sorted(starts), "started in admission order"
+            state = await client.threads.get_state(thread_id)
+            humans = [m["content"] for m in state["values"]["messages"] if m["type"] == "human"]
+            assert humans == [f"m{index}" for index in range(10)]

@@ -287,8 +287,10 @@ class EventHub:
         self.limits = limits or StreamLimits()
         self._thread_epoch = thread_epoch
         self._runs: dict[str, EventLog] = {}
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
-        self._ended: OrderedDict[str, int] = OrderedDict()  # run id -> retained bytes
+        # Ended runs in the order they ended: run id -> (retained bytes, when to drop), swept
+        # by one timer (every run's retention is the same, so the oldest goes first).
+        self._ended: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._sweep: asyncio.TimerHandle | None = None
         self._ended_bytes = 0
         self._running: dict[str, dict[str, RunRecord]] = {}  # thread id -> run id -> run
         self._threads: dict[str, _ThreadLog] = {}
@@ -360,21 +362,33 @@ class EventHub:
     def _retire(self, run_id: str, log: EventLog) -> None:
         """Keeps an ended run's log for `retain_seconds`, within the total byte budget."""
         loop = asyncio.get_running_loop()
-        self._expiry[run_id] = loop.call_later(self.limits.retain_seconds, self._drop, run_id)
-        self._ended[run_id] = log.nbytes
+        self._ended[run_id] = (log.nbytes, loop.time() + self.limits.retain_seconds)
         self._ended_bytes += log.nbytes
         while self._ended_bytes > self.limits.retained_bytes and len(self._ended) > 1:
             oldest = next(iter(self._ended))
             self._drop(oldest)
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.limits.retain_seconds, self._swept)
+
+    def _swept(self) -> None:
+        """Drops the ended runs whose retention is over; waits for the next one's."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._ended:
+            run_id, (_, deadline) = next(iter(self._ended.items()))
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._swept)
+                return
+            self._drop(run_id)
 
     def _drop(self, run_id: str) -> None:
         log = self._runs.pop(run_id, None)
         if log is not None:
             log.expire()
-        handle = self._expiry.pop(run_id, None)
-        if handle is not None:
-            handle.cancel()
-        self._ended_bytes -= self._ended.pop(run_id, 0)
+        retained = self._ended.pop(run_id, None)
+        if retained is not None:
+            self._ended_bytes -= retained[0]
 
     # Threads.
 
@@ -461,9 +475,9 @@ class EventHub:
 
     def close(self) -> None:
         """Cancels the removal timers (on shutdown)."""
-        for handle in self._expiry.values():
-            handle.cancel()
-        self._expiry.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for thread in self._threads.values():
             if thread.expiry is not None:
                 thread.expiry.cancel()

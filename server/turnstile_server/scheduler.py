@@ -69,6 +69,10 @@ class Scheduler:
         self._slots = 0
         self._pumping: set[str] = set()
         self._dirty: set[str] = set()
+        # Threads kicked while a run of theirs was active: looked at again once it is gone.
+        # A thread nobody kicked meanwhile has nothing new to start, so a run's end alone
+        # costs no store read.
+        self._recheck: set[str] = set()
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[asyncio.Future[RunRecord]]] = {}
@@ -260,8 +264,11 @@ class Scheduler:
         self._hub.thread_deleted(thread_id)
 
     def _kick(self, thread_id: str) -> None:
-        """Makes sure the thread's next run is considered soon."""
-        if self._draining or thread_id in self._active:
+        """Makes sure the thread's next run is considered soon (once its active run is gone)."""
+        if self._draining:
+            return
+        if thread_id in self._active:
+            self._recheck.add(thread_id)
             return
         if thread_id in self._pumping:
             self._dirty.add(thread_id)
@@ -309,6 +316,8 @@ class Scheduler:
                 self._release(thread_id, active)
         if start.run is not None:
             self._launch(active, start)
+            # It was queued, maybe with others behind it: look again once it has ended.
+            self._recheck.add(thread_id)
         elif start.delay > 0:
             old = self._timers.pop(thread_id, None)
             if old:
@@ -329,7 +338,14 @@ class Scheduler:
         del self._active[thread_id]
         self._slots -= 1
         active.done.set()
+        self._kick_again(thread_id)
         self._kick_ready()
+
+    def _kick_again(self, thread_id: str) -> None:
+        """Kicks a thread that was kicked while it was active."""
+        if thread_id in self._recheck:
+            self._recheck.discard(thread_id)
+            self._kick(thread_id)
 
     def _launch(self, active: _Active, start: Start) -> None:
         """Drives a run the store has just started under `active`'s claim."""
@@ -373,7 +389,7 @@ class Scheduler:
             self._slots -= 1
             self._metrics.run_stopped(run)
             active.done.set()
-            self._kick(run.thread_id)
+            self._kick_again(run.thread_id)
             self._kick_ready()
         if result is None:
             self._fail_waiters(run.run_id)
