@@ -259,7 +259,9 @@ class Run(_message.Message):
     superseded_by: _builtins.str
     """Output only. The run whose admission interrupted or rolled back this run."""
     queue_position: _builtins.int
-    """Output only. While PENDING: how many runs of the thread go before it (0 = next)."""
+    """Output only. While PENDING: how many runs of the thread go before it, a running one
+    included (0: it starts as soon as it is due).
+    """
     timeout_seconds: _builtins.float
     """Output only. The run's own time limit per attempt in seconds; 0 means the server's default."""
     @_builtins.property
