@@ -62,7 +62,11 @@ class RunContext:
 
 
 Graph = Callable[[dict[str, Any], RunContext], AsyncIterator[dict[str, Any]]]
-"""An async generator function: given state values and a context, it yields step updates."""
+"""An async generator function: given state values and a context, it yields step updates.
+
+The state values are the thread's live, cached state: read-only for the graph (it changes the
+thread only by yielding updates), and showing each update once it has been checkpointed.
+"""
 
 
 class GraphRegistry:
