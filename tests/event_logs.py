@@ -10,12 +10,8 @@ from google.protobuf import json_format
 
 from turnstile.v1 import run_service_pb2, thread_service_pb2
 from turnstile_server import encoding
-from turnstile_server.events import (
-    SEQ_EPOCH_BITS,
-    EventLog,
-    StreamLimits,
-    follow,
-)
+from turnstile_server.event_log import EventLog, StreamLimits, follow
+from turnstile_server.events import SEQ_EPOCH_BITS
 from turnstile_server.store import RunRecord
 
 WHAT = {"run_id": "r"}

@@ -20,12 +20,8 @@ from tests.event_logs import (
 )
 from tests.support import eventually
 from turnstile_server import encoding, wire
-from turnstile_server.events import (
-    SEQ_EPOCH_BITS,
-    EventHub,
-    StreamLimits,
-    check_position,
-)
+from turnstile_server.event_log import StreamLimits, check_position
+from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 
 WHAT = {"run_id": "r"}
 EPOCH = 1 << SEQ_EPOCH_BITS

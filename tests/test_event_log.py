@@ -1,4 +1,4 @@
-"""The event logs behind every stream (`turnstile_server.events`), without a server.
+"""The event logs behind every stream (`turnstile_server.event_log`), without a server.
 
 A log numbers and keeps encoded events; `follow` is one subscriber's position in it. These
 tests pin the numbering, the bounds, and when a subscriber is expired or too slow.
@@ -18,13 +18,8 @@ from tests.event_logs import (
     seqs,
 )
 from turnstile_server.errors import OutOfRange, SubscriberTooSlow
-from turnstile_server.events import (
-    SEQ_EPOCH_BITS,
-    EventLog,
-    StreamLimits,
-    check_position,
-    follow,
-)
+from turnstile_server.event_log import EventLog, StreamLimits, check_position, follow
+from turnstile_server.events import SEQ_EPOCH_BITS
 
 WHAT = {"run_id": "r"}
 EPOCH = 1 << SEQ_EPOCH_BITS

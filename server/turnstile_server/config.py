@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from turnstile_server.events import StreamLimits
+from turnstile_server.event_log import StreamLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051

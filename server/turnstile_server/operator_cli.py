@@ -7,11 +7,10 @@ one line, `turnstile: <CODE> <reason>: <message>`, and exits 1; Ctrl-C exits 130
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeAlias, get_args
 
@@ -26,13 +25,21 @@ from turnstile import (
     get_sync_client,
 )
 from turnstile_server.config import DEFAULT_HOST, DEFAULT_PORT
+from turnstile_server.operator_display import (
+    MAX_CELL,
+    compact,
+    event_summary,
+    record,
+    run_record,
+    state_text,
+    table,
+    value_text,
+    values_summary,
+    when,
+)
 
 DEFAULT_ADDRESS: Final = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 """Where `serve` listens by default."""
-MAX_CELL: Final = 60
-"""Characters of metadata shown in a table cell."""
-MAX_TEXT: Final = 160
-"""Characters of a message or event summary shown on one line."""
 
 Handler: TypeAlias = Callable[[SyncTurnstileClient, argparse.Namespace], None]
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -193,8 +200,8 @@ def _fail(message: str) -> None:
     print(f"turnstile: {message}", file=sys.stderr)
 
 
-def _show(args: argparse.Namespace, data: Any, table: Callable[[], str]) -> None:
-    print(json.dumps(data, indent=2) if args.json else table())
+def _show(args: argparse.Namespace, data: Any, render: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2) if args.json else render())
 
 
 # --- commands --------------------------------------------------------------------------
@@ -206,10 +213,10 @@ def _threads_list(client: SyncTurnstileClient, args: argparse.Namespace) -> None
         status=args.status, metadata=metadata, limit=args.limit, offset=args.offset
     )
     rows = [
-        (t["thread_id"], t["status"], _when(t["update_time"]), _compact(t["metadata"], MAX_CELL))
+        (t["thread_id"], t["status"], when(t["update_time"]), compact(t["metadata"], MAX_CELL))
         for t in threads
     ]
-    _show(args, threads, lambda: _table(("THREAD_ID", "STATUS", "UPDATED", "METADATA"), rows))
+    _show(args, threads, lambda: table(("THREAD_ID", "STATUS", "UPDATED", "METADATA"), rows))
 
 
 def _threads_get(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
@@ -217,40 +224,17 @@ def _threads_get(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
     fields = [
         ("thread_id", thread["thread_id"]),
         ("status", thread["status"]),
-        ("created", _when(thread["create_time"])),
-        ("updated", _when(thread["update_time"])),
-        ("metadata", _compact(thread["metadata"])),
-        ("values", _values_summary(thread["values"])),
+        ("created", when(thread["create_time"])),
+        ("updated", when(thread["update_time"])),
+        ("metadata", compact(thread["metadata"])),
+        ("values", values_summary(thread["values"])),
     ]
-    _show(args, thread, lambda: _record(fields))
+    _show(args, thread, lambda: record(fields))
 
 
 def _threads_state(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
     state = client.threads.get_state(args.thread_id)
-    _show(args, state, lambda: _state_text(state))
-
-
-def _state_text(state: Mapping[str, Any]) -> str:
-    checkpoint = state["checkpoint_id"]
-    fields = [
-        ("thread_id", state["thread_id"]),
-        ("checkpoint", checkpoint or "- (no checkpoint yet)"),
-    ]
-    if checkpoint:
-        fields += [
-            ("run_id", _text(state["run_id"])),
-            ("step", f"{state['step']} ({state['source']})"),
-            ("created", _when(state["create_time"])),
-        ]
-    values = dict(state["values"])
-    messages = values.pop("messages", None)
-    parts = [_record(fields)]
-    if isinstance(messages, list):
-        rows = [(str(i), *_message_cells(m)) for i, m in enumerate(messages, 1)]
-        parts.append(f"messages ({len(rows)})\n" + _table(("#", "TYPE", "CONTENT"), rows))
-    if values:
-        parts.append("values\n" + _record([(k, _compact(v)) for k, v in values.items()]))
-    return "\n\n".join(parts)
+    _show(args, state, lambda: state_text(state))
 
 
 def _runs_list(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
@@ -262,48 +246,25 @@ def _runs_list(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
             r["run_id"],
             r["status"],
             r["multitask_strategy"],
-            _when(r["create_time"]),
+            when(r["create_time"]),
             str(r["attempt"]),
-            _text(r["queue_position"]),
+            value_text(r["queue_position"]),
             r["assistant_id"],
         )
         for r in runs
     ]
     headers = ("RUN_ID", "STATUS", "STRATEGY", "CREATED", "ATTEMPT", "QUEUE", "ASSISTANT")
-    _show(args, runs, lambda: _table(headers, rows))
+    _show(args, runs, lambda: table(headers, rows))
 
 
 def _runs_get(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
     found = client.runs.get(args.thread_id, args.run_id)
-    _show(args, found, lambda: _run_record(found))
+    _show(args, found, lambda: run_record(found))
 
 
 def _runs_cancel(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
     cancelled = client.runs.cancel(args.thread_id, args.run_id, wait=args.wait, action=args.action)
-    _show(args, cancelled, lambda: _run_record(cancelled))
-
-
-def _run_record(run: Mapping[str, Any]) -> str:
-    error = run["error"]
-    return _record(
-        [
-            ("run_id", run["run_id"]),
-            ("thread_id", run["thread_id"]),
-            ("assistant_id", run["assistant_id"]),
-            ("status", run["status"]),
-            ("strategy", run["multitask_strategy"]),
-            ("attempt", str(run["attempt"])),
-            ("queue_position", _text(run["queue_position"])),
-            ("created", _when(run["create_time"])),
-            ("started", _when(run["start_time"])),
-            ("ended", _when(run["end_time"])),
-            ("timeout_seconds", _text(run["timeout_seconds"])),
-            ("error", f"{error['type']}: {error['message']}" if error else "-"),
-            ("cancel_reason", _text(run["cancel_reason"])),
-            ("superseded_by", _text(run["superseded_by"])),
-            ("metadata", _compact(run["metadata"])),
-        ]
-    )
+    _show(args, cancelled, lambda: run_record(cancelled))
 
 
 def _runs_watch(client: SyncTurnstileClient, args: argparse.Namespace) -> None:
@@ -329,123 +290,6 @@ def _print_event(args: argparse.Namespace, part: StreamPart | ThreadStreamPart) 
             f"{part.seq:>5}  {run_column}{part.event:<11}  {event_summary(part.event, part.data)}"
         )
     print(line.rstrip(), flush=True)
-
-
-# --- rendering -------------------------------------------------------------------------
-
-
-def event_summary(event: str, data: Any) -> str:
-    """One line saying what an event of a run's (or a thread's) stream carries."""
-    if not isinstance(data, dict):
-        return _compact(data, MAX_TEXT)
-    if event == "metadata":
-        return f"run {data.get('run_id')} attempt {_text(data.get('attempt'))}"
-    if event == "end":
-        text = str(data.get("status", ""))
-        for key in ("action", "superseded_by", "reason"):
-            if data.get(key):
-                text += f" {key}={data[key]}"
-        return text
-    if event == "error":
-        return _clip(f"{data.get('type')}: {data.get('message')}")
-    if event in ("run_started", "run_ended"):
-        return f"run {data.get('run_id')} {data.get('status')} ({data.get('multitask_strategy')})"
-    if event == "messages" and "type" in data:
-        chunk = data.get("content")
-        shown = json.dumps(chunk, ensure_ascii=False) if isinstance(chunk, str) else _compact(chunk)
-        return _clip(f"{data['type']} chunk {shown}")
-    if event == "values":
-        return _values_summary(data)
-    if event == "updates" and isinstance(data.get("messages"), list):
-        rest = {k: v for k, v in data.items() if k != "messages"}
-        added = [f"{kind}: {content}" for kind, content in map(_message_cells, data["messages"])]
-        return _clip("; ".join([*added, *(f"{k}={_compact(v)}" for k, v in rest.items())]))
-    return _compact(data, MAX_TEXT)
-
-
-def _values_summary(values: Mapping[str, Any]) -> str:
-    messages = values.get("messages")
-    others = sorted(k for k in values if k != "messages")
-    parts = []
-    if isinstance(messages, list):
-        last = f"; last {': '.join(_message_cells(messages[-1]))}" if messages else ""
-        plural = "" if len(messages) == 1 else "s"
-        parts.append(f"{len(messages)} message{plural}{last}")
-    if others:
-        parts.append("keys " + ", ".join(others))
-    return _clip("; ".join(parts)) if parts else "{}"
-
-
-def _message_cells(message: Any) -> tuple[str, str]:
-    """A message as (type, one line of content)."""
-    if not isinstance(message, dict):
-        return "?", _compact(message, MAX_TEXT)
-    kind = str(message.get("type", "?"))
-    if message.get("name") and kind == "tool":
-        kind = f"tool ({message['name']})"
-    text = _content(message.get("content"))
-    calls = message.get("tool_calls") or []
-    for call in calls if isinstance(calls, list) else []:
-        if isinstance(call, dict):
-            text += f" [calls {call.get('name')}({_compact(call.get('args', {}))})]"
-    return kind, _clip(text.strip())
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, str):
-        return " ".join(content.split())
-    if isinstance(content, list):
-        texts = [b.get("text", "") if isinstance(b, dict) else _compact(b) for b in content]
-        return " ".join(" ".join(texts).split())
-    return "" if content is None else _compact(content)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = [list(headers), *map(list, rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _record(fields: Sequence[tuple[str, str]]) -> str:
-    width = max(len(name) for name, _ in fields)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in fields)
-
-
-def _when(iso: str | None) -> str:
-    """An SDK timestamp as ISO 8601 UTC to the second, e.g. `2025-01-31T09:30:00Z`."""
-    if not iso:
-        return "-"
-    moment = datetime.datetime.fromisoformat(iso).astimezone(datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None or value == "" else str(_plain(value))
-
-
-def _plain(value: Any) -> Any:
-    """`value` with whole floats as ints: JSON numbers travel as doubles (`3` comes as `3.0`)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _compact(value: Any, limit: int | None = None) -> str:
-    text = json.dumps(
-        _plain(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str
-    )
-    return _clip(text, limit or len(text))
-
-
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pair(item: str) -> tuple[str, Any]:

@@ -9,7 +9,8 @@ from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
-from turnstile_server.events import EventHub, check_position, follow
+from turnstile_server.event_log import check_position, follow
+from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import resolve_assistant

@@ -10,7 +10,8 @@ from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
 from turnstile_server.errors import InvalidArgument, RequestIdReused
-from turnstile_server.events import EventHub, check_position, follow
+from turnstile_server.event_log import check_position, follow
+from turnstile_server.events import EventHub
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 

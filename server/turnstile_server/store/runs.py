@@ -1,45 +1,20 @@
-"""Runs: admission with the multitask strategies, starting, finishing and cancelling.
+"""Runs: admission with the multitask strategies, starting, finishing, cancelling, reading.
 
-Every change that decides what runs on a thread is one write (`Database.write`): it runs whole
-inside the writer's transaction, so two admissions on one thread cannot interleave.
+Each change is one write of `store/run_writes.py`, run whole inside the writer's transaction.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from turnstile_server.errors import (
-    QueueFull,
-    RequestIdReused,
-    RunActive,
-    RunNotActive,
-    RunNotFound,
-    ThreadBusy,
-    ThreadNotFound,
-)
-from turnstile_server.store.checkpoints import insert_checkpoint
+from turnstile_server.errors import RunActive, RunNotFound
+from turnstile_server.store import run_writes
 from turnstile_server.store.database import Database, Session
-from turnstile_server.store.records import (
-    Admission,
-    RunError,
-    RunRecord,
-    RunSpec,
-    Start,
-    now_us,
-)
-from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
-
-_SELECT = f"SELECT {RUN_COLUMNS} FROM runs r"
-_THREAD_STATUS_AFTER = {
-    "success": "idle",
-    "rollback": "idle",
-    "interrupted": "interrupted",
-    "error": "error",
-    "timeout": "error",
-}
+from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start, now_us
+from turnstile_server.store.rows import run_from_row
+from turnstile_server.store.run_writes import SELECT_RUNS, Recovery
 
 
 class Runs:
@@ -63,12 +38,14 @@ class Runs:
         """
         run_id = str(uuid.uuid4())
         now = now_us()
-        return await self._db.write(lambda conn: _admit(conn, spec, run_id, now, max_queued, start))
+        return await self._db.write(
+            lambda conn: run_writes.admit(conn, spec, run_id, now, max_queued, start)
+        )
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run or raises RunNotFound."""
         rows = await self._db.fetchall(
-            f"{_SELECT} WHERE r.run_id = ? AND r.thread_id = ?", (run_id, thread_id)
+            f"{SELECT_RUNS} WHERE r.run_id = ? AND r.thread_id = ?", (run_id, thread_id)
         )
         if not rows:
             raise RunNotFound(run_id)
@@ -87,7 +64,7 @@ class Runs:
             where += " AND r.seq < ?"
             params.append(before)
         rows = await self._db.fetchall(
-            f"{_SELECT} WHERE {where} ORDER BY r.seq DESC LIMIT ?", [*params, limit + 1]
+            f"{SELECT_RUNS} WHERE {where} ORDER BY r.seq DESC LIMIT ?", [*params, limit + 1]
         )
         runs = [run_from_row(r) for r in rows[:limit]]
         return runs, (runs[-1].seq if len(rows) > limit else None)
@@ -95,7 +72,7 @@ class Runs:
     async def head(self, thread_id: str) -> RunRecord | None:
         """Returns the thread's earliest inflight run (the one to run next), or None."""
         rows = await self._db.fetchall(
-            f"{_SELECT} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
+            f"{SELECT_RUNS} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
             " ORDER BY r.seq LIMIT 1",
             (thread_id,),
         )
@@ -117,7 +94,7 @@ class Runs:
         back to PENDING, to resume from their last checkpoint as a new attempt.
         """
         now = now_us()
-        return await self._db.write(lambda conn: _recover(conn, max_attempts, now))
+        return await self._db.write(lambda conn: run_writes.recover(conn, max_attempts, now))
 
     async def start_next(self, thread_id: str) -> Start:
         """Starts the thread's earliest pending run as a new attempt, if it is due.
@@ -126,7 +103,7 @@ class Runs:
         same write, so the input is applied exactly once however often the run resumes.
         """
         now = now_us()
-        return await self._db.write(lambda conn: _start_next(conn, thread_id, now))
+        return await self._db.write(lambda conn: run_writes.start_next(conn, thread_id, now))
 
     async def finish(
         self, run_id: str, status: str, *, error: RunError | None = None
@@ -138,7 +115,9 @@ class Runs:
         run is gone (its thread was deleted).
         """
         now = now_us()
-        return await self._db.write(lambda conn: _finish(conn, run_id, status, error, now))
+        return await self._db.write(
+            lambda conn: run_writes.finish(conn, run_id, status, error, now)
+        )
 
     async def cancel(
         self, thread_id: str, run_id: str, action: str, *, reason: str | None = None
@@ -149,14 +128,14 @@ class Runs:
         """
         now = now_us()
         return await self._db.write(
-            lambda conn: _cancel(conn, thread_id, run_id, action, reason, now)
+            lambda conn: run_writes.cancel(conn, thread_id, run_id, action, reason, now)
         )
 
     async def delete(self, thread_id: str, run_id: str) -> None:
         """Deletes an ended run (its checkpoints stay part of the thread's history)."""
 
         def delete(conn: Session) -> None:
-            run = _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+            run = run_writes.one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
             if run is None:
                 raise RunNotFound(run_id)
             if run.inflight:
@@ -164,305 +143,3 @@ class Runs:
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
         await self._db.write(delete)
-
-
-@dataclass(slots=True)
-class Recovery:
-    """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
-
-    requeued: int = 0
-    ended: builtins.list[RunRecord] = field(default_factory=list)
-    deleted: builtins.list[RunRecord] = field(default_factory=list)
-
-
-def _check_same_request(spec: RunSpec, run: RunRecord) -> None:
-    """Refuses `run`, admitted before for `spec.request_id`, if `spec` asks for something else."""
-    asked_and_got: list[tuple[str, Any, Any]] = [
-        ("thread_id", spec.thread_id, run.thread_id),
-        ("assistant_id", spec.assistant_id, run.assistant_id),
-        ("multitask_strategy", spec.multitask_strategy, run.multitask_strategy),
-        ("input", _without_message_ids(spec.input), _without_message_ids(run.input)),
-        ("metadata", spec.metadata, run.metadata),
-        ("config", spec.config, run.config),
-        ("stream_mode", spec.stream_mode, run.stream_mode),
-        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
-    ]
-    for field_name, asked, got in asked_and_got:
-        if asked != got:
-            raise RequestIdReused("run", spec.request_id, field_name)
-
-
-def _without_message_ids(values: dict[str, Any] | None) -> Any:
-    """The input with its messages' ids left out: the server makes up the ids not given."""
-    if values is None or not isinstance(values.get("messages"), list):
-        return values
-    messages = [{k: v for k, v in m.items() if k != "id"} for m in values["messages"]]
-    return {**values, "messages": messages}
-
-
-def _one(conn: Session, where: str, *params: Any) -> RunRecord | None:
-    row = conn.one(f"{_SELECT} WHERE {where}", params)
-    return run_from_row(row) if row else None
-
-
-def _inflight(conn: Session, thread_id: str) -> list[RunRecord]:
-    rows = conn.all(
-        f"{_SELECT} WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
-        (thread_id,),
-    )
-    return [run_from_row(row) for row in rows]
-
-
-def _admit(
-    conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int, start: bool
-) -> Admission:
-    if spec.request_id:
-        existing = _one(conn, "r.request_id = ?", spec.request_id)
-        if existing is not None:
-            _check_same_request(spec, existing)
-            return Admission(run=existing, existing=True)
-    if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,)) is None:
-        if not spec.create_thread:
-            raise ThreadNotFound(spec.thread_id)
-        conn.execute(
-            "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
-            " VALUES (?, '{}', 'idle', ?, ?)",
-            (spec.thread_id, now, now),
-        )
-    inflight = _inflight(conn, spec.thread_id)
-    admission = Admission(run=inflight[0]) if inflight else None
-    if inflight and spec.multitask_strategy == "reject":
-        raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
-    pending = sum(1 for r in inflight if r.status == "pending")
-    if spec.multitask_strategy == "enqueue" and pending >= max_queued:
-        raise QueueFull(spec.thread_id, max_queued)
-    if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
-        assert admission is not None
-        _supersede(conn, inflight, spec.multitask_strategy, run_id, now, admission)
-    conn.execute(
-        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
-        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-        " not_before, request_id, timeout_seconds)"
-        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            spec.thread_id,
-            spec.assistant_id,
-            spec.graph_id,
-            spec.multitask_strategy,
-            None if spec.input is None else dumps(spec.input),
-            dumps(spec.config),
-            dumps(spec.metadata),
-            dumps(spec.stream_mode),
-            now,
-            now + int(spec.after_seconds * 1_000_000),
-            spec.request_id or None,
-            spec.timeout_seconds,
-        ),
-    )
-    _set_thread_status(conn, spec.thread_id, "busy", now)
-    run = _one(conn, "r.run_id = ?", run_id)
-    assert run is not None
-    if admission is None:
-        admission = Admission(run=run)
-        if start and spec.after_seconds <= 0:
-            admission.start = _start_next(conn, spec.thread_id, now)
-        return admission
-    admission.run = run
-    return admission
-
-
-def _recover(conn: Session, max_attempts: int, now: int) -> Recovery:
-    recovery = Recovery()
-    rows = conn.all(f"{_SELECT} WHERE r.status = 'running' ORDER BY r.seq")
-    for run in [run_from_row(row) for row in rows]:
-        if run.cancel_action == "rollback":
-            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
-            recovery.deleted.append(_ended(run, "interrupted", now, None))
-            outcome = "rollback"
-        elif run.cancel_action is not None:
-            conn.execute(
-                "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
-                (now, run.run_id),
-            )
-            recovery.ended.append(_ended(run, "interrupted", now, None))
-            outcome = "interrupted"
-        elif run.attempt >= max_attempts:
-            error = RunError(
-                "MaxAttemptsExceeded",
-                f"the run was cut off {run.attempt} times (the server stopped or"
-                f" crashed during it); giving up after {max_attempts} attempts",
-            )
-            conn.execute(
-                "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
-                " error_message = ? WHERE run_id = ?",
-                (now, error.type, error.message, run.run_id),
-            )
-            recovery.ended.append(_ended(run, "error", now, error))
-            outcome = "error"
-        else:
-            conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
-            recovery.requeued += 1
-            continue
-        _settle_thread(conn, run.thread_id, outcome, now)
-    return recovery
-
-
-def _start_next(conn: Session, thread_id: str, now: int) -> Start:
-    head = _one(
-        conn,
-        "r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq LIMIT 1",
-        thread_id,
-    )
-    if head is None or head.status != "pending" or head.cancel_action is not None:
-        return Start()
-    if head.not_before > now:
-        return Start(delay=(head.not_before - now) / 1_000_000)
-    conn.execute(
-        "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = ?"
-        " WHERE run_id = ?",
-        (now, head.run_id),
-    )
-    written = conn.one("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (head.run_id,))
-    steps = int(written[0]) if written else 0
-    started = replace(
-        head, status="running", attempt=head.attempt + 1, start_time=now, queue_position=None
-    )
-    if steps > 0:
-        return Start(run=started, checkpoints=steps)
-    update = dict(head.input or {})
-    checkpoint = insert_checkpoint(conn, thread_id, head.run_id, 0, "input", update, now)
-    return Start(run=started, checkpoints=1, input=checkpoint)
-
-
-def _finish(
-    conn: Session, run_id: str, status: str, error: RunError | None, now: int
-) -> tuple[RunRecord, bool] | None:
-    run = _one(conn, "r.run_id = ?", run_id)
-    if run is None:
-        return None
-    if run.cancel_action == "rollback":
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        outcome = "rollback"
-        final = _ended(run, "interrupted", now, None)
-    else:
-        if run.cancel_action == "interrupt":
-            status, error = "interrupted", None
-        conn.execute(
-            "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
-            " WHERE run_id = ?",
-            (
-                status,
-                now,
-                error.type if error else None,
-                error.message if error else None,
-                run_id,
-            ),
-        )
-        outcome = status
-        final = _ended(run, status, now, error)
-    _settle_thread(conn, run.thread_id, outcome, now)
-    return final, outcome == "rollback"
-
-
-def _cancel(
-    conn: Session, thread_id: str, run_id: str, action: str, reason: str | None, now: int
-) -> tuple[RunRecord, bool]:
-    run = _one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
-    if run is None:
-        raise RunNotFound(run_id)
-    if not run.inflight:
-        raise RunNotActive(run_id, run.status)
-    reason = reason or (
-        "cancelled by the client" if action == "interrupt" else "rolled back by the client"
-    )
-    if run.status == "running":
-        if run.cancel_action != "rollback":
-            conn.execute(
-                "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
-                (action, reason, run_id),
-            )
-        marked = _one(conn, "r.run_id = ?", run_id)
-        assert marked is not None
-        return marked, True
-    final = _end_pending(conn, run, action, reason, "", now)
-    _settle_thread(conn, thread_id, "rollback" if action == "rollback" else "interrupted", now)
-    return final, False
-
-
-def _supersede(
-    conn: Session,
-    inflight: list[RunRecord],
-    strategy: str,
-    new_run_id: str,
-    now: int,
-    admission: Admission,
-) -> None:
-    verb = "interrupted" if strategy == "interrupt" else "rolled back"
-    reason = f"{verb} by run {new_run_id}"
-    for run in inflight:
-        if run.status == "pending":
-            final = _end_pending(conn, run, strategy, reason, new_run_id, now)
-            (admission.deleted if strategy == "rollback" else admission.ended).append(final)
-            continue
-        # A running run stops at its next await; the scheduler finishes it once it has unwound.
-        action = (
-            "rollback" if strategy == "rollback" or run.cancel_action == "rollback" else strategy
-        )
-        conn.execute(
-            "UPDATE runs SET cancel_action = ?, cancel_reason = ?, superseded_by = ?"
-            " WHERE run_id = ?",
-            (action, reason, new_run_id, run.run_id),
-        )
-        admission.cancelling.append(
-            replace(run, cancel_action=action, cancel_reason=reason, superseded_by=new_run_id)
-        )
-
-
-def _end_pending(
-    conn: Session, run: RunRecord, action: str, reason: str, by: str, now: int
-) -> RunRecord:
-    """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
-    if action == "rollback":
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
-    else:
-        conn.execute(
-            "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
-            " superseded_by = ? WHERE run_id = ?",
-            (now, reason, by, run.run_id),
-        )
-    return replace(
-        run,
-        status="interrupted",
-        end_time=now,
-        cancel_reason=reason,
-        superseded_by=by,
-        cancel_action=action,
-        queue_position=None,
-    )
-
-
-def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> None:
-    """Sets the thread's status after a run ended: BUSY while others are inflight."""
-    busy = (
-        conn.one(
-            "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
-            (thread_id,),
-        )
-        is not None
-    )
-    _set_thread_status(conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now)
-
-
-def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> None:
-    conn.execute(
-        "UPDATE threads SET status = ?, update_time = ? WHERE thread_id = ?",
-        (status, now, thread_id),
-    )
-
-
-def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
-    return replace(run, status=status, end_time=now, error=error, queue_position=None)

@@ -1,0 +1,342 @@
+"""The run writes: plain functions run whole inside one write transaction (`Database.write`).
+
+Every change that decides what runs on a thread is one of these, so two admissions on one
+thread cannot interleave. `store.runs.Runs` submits them.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from turnstile_server.errors import (
+    QueueFull,
+    RequestIdReused,
+    RunNotActive,
+    RunNotFound,
+    ThreadBusy,
+    ThreadNotFound,
+)
+from turnstile_server.store.checkpoints import insert_checkpoint
+from turnstile_server.store.database import Session
+from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start
+from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
+
+SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
+_THREAD_STATUS_AFTER = {
+    "success": "idle",
+    "rollback": "idle",
+    "interrupted": "interrupted",
+    "error": "error",
+    "timeout": "error",
+}
+
+
+@dataclass(slots=True)
+class Recovery:
+    """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
+
+    requeued: int = 0
+    ended: builtins.list[RunRecord] = field(default_factory=list)
+    deleted: builtins.list[RunRecord] = field(default_factory=list)
+
+
+def _check_same_request(spec: RunSpec, run: RunRecord) -> None:
+    """Refuses `run`, admitted before for `spec.request_id`, if `spec` asks for something else."""
+    asked_and_got: list[tuple[str, Any, Any]] = [
+        ("thread_id", spec.thread_id, run.thread_id),
+        ("assistant_id", spec.assistant_id, run.assistant_id),
+        ("multitask_strategy", spec.multitask_strategy, run.multitask_strategy),
+        ("input", _without_message_ids(spec.input), _without_message_ids(run.input)),
+        ("metadata", spec.metadata, run.metadata),
+        ("config", spec.config, run.config),
+        ("stream_mode", spec.stream_mode, run.stream_mode),
+        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
+    ]
+    for field_name, asked, got in asked_and_got:
+        if asked != got:
+            raise RequestIdReused("run", spec.request_id, field_name)
+
+
+def _without_message_ids(values: dict[str, Any] | None) -> Any:
+    """The input with its messages' ids left out: the server makes up the ids not given."""
+    if values is None or not isinstance(values.get("messages"), list):
+        return values
+    messages = [{k: v for k, v in m.items() if k != "id"} for m in values["messages"]]
+    return {**values, "messages": messages}
+
+
+def one(conn: Session, where: str, *params: Any) -> RunRecord | None:
+    """The first run matching `where` (SQL over `runs r`), or None."""
+    row = conn.one(f"{SELECT_RUNS} WHERE {where}", params)
+    return run_from_row(row) if row else None
+
+
+def _inflight(conn: Session, thread_id: str) -> list[RunRecord]:
+    rows = conn.all(
+        f"{SELECT_RUNS} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
+        " ORDER BY r.seq",
+        (thread_id,),
+    )
+    return [run_from_row(row) for row in rows]
+
+
+def admit(
+    conn: Session, spec: RunSpec, run_id: str, now: int, max_queued: int, start: bool
+) -> Admission:
+    """Admits a run with its strategy (see `Runs.admit`)."""
+    if spec.request_id:
+        existing = one(conn, "r.request_id = ?", spec.request_id)
+        if existing is not None:
+            _check_same_request(spec, existing)
+            return Admission(run=existing, existing=True)
+    if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,)) is None:
+        if not spec.create_thread:
+            raise ThreadNotFound(spec.thread_id)
+        conn.execute(
+            "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
+            " VALUES (?, '{}', 'idle', ?, ?)",
+            (spec.thread_id, now, now),
+        )
+    inflight = _inflight(conn, spec.thread_id)
+    admission = Admission(run=inflight[0]) if inflight else None
+    if inflight and spec.multitask_strategy == "reject":
+        raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
+    pending = sum(1 for r in inflight if r.status == "pending")
+    if spec.multitask_strategy == "enqueue" and pending >= max_queued:
+        raise QueueFull(spec.thread_id, max_queued)
+    if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
+        assert admission is not None
+        _supersede(conn, inflight, spec.multitask_strategy, run_id, now, admission)
+    conn.execute(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
+        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
+        " not_before, request_id, timeout_seconds)"
+        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            spec.thread_id,
+            spec.assistant_id,
+            spec.graph_id,
+            spec.multitask_strategy,
+            None if spec.input is None else dumps(spec.input),
+            dumps(spec.config),
+            dumps(spec.metadata),
+            dumps(spec.stream_mode),
+            now,
+            now + int(spec.after_seconds * 1_000_000),
+            spec.request_id or None,
+            spec.timeout_seconds,
+        ),
+    )
+    _set_thread_status(conn, spec.thread_id, "busy", now)
+    run = one(conn, "r.run_id = ?", run_id)
+    assert run is not None
+    if admission is None:
+        admission = Admission(run=run)
+        if start and spec.after_seconds <= 0:
+            admission.start = start_next(conn, spec.thread_id, now)
+        return admission
+    admission.run = run
+    return admission
+
+
+def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
+    """Settles the runs a previous process left RUNNING (see `Runs.recover`)."""
+    recovery = Recovery()
+    rows = conn.all(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
+    for run in [run_from_row(row) for row in rows]:
+        if run.cancel_action == "rollback":
+            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            recovery.deleted.append(_ended(run, "interrupted", now, None))
+            outcome = "rollback"
+        elif run.cancel_action is not None:
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
+                (now, run.run_id),
+            )
+            recovery.ended.append(_ended(run, "interrupted", now, None))
+            outcome = "interrupted"
+        elif run.attempt >= max_attempts:
+            error = RunError(
+                "MaxAttemptsExceeded",
+                f"the run was cut off {run.attempt} times (the server stopped or"
+                f" crashed during it); giving up after {max_attempts} attempts",
+            )
+            conn.execute(
+                "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
+                " error_message = ? WHERE run_id = ?",
+                (now, error.type, error.message, run.run_id),
+            )
+            recovery.ended.append(_ended(run, "error", now, error))
+            outcome = "error"
+        else:
+            conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
+            recovery.requeued += 1
+            continue
+        _settle_thread(conn, run.thread_id, outcome, now)
+    return recovery
+
+
+def start_next(conn: Session, thread_id: str, now: int) -> Start:
+    """Starts the thread's earliest pending run if it is due (see `Runs.start_next`)."""
+    head = one(
+        conn,
+        "r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq LIMIT 1",
+        thread_id,
+    )
+    if head is None or head.status != "pending" or head.cancel_action is not None:
+        return Start()
+    if head.not_before > now:
+        return Start(delay=(head.not_before - now) / 1_000_000)
+    conn.execute(
+        "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = ?"
+        " WHERE run_id = ?",
+        (now, head.run_id),
+    )
+    written = conn.one("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (head.run_id,))
+    steps = int(written[0]) if written else 0
+    started = replace(
+        head, status="running", attempt=head.attempt + 1, start_time=now, queue_position=None
+    )
+    if steps > 0:
+        return Start(run=started, checkpoints=steps)
+    update = dict(head.input or {})
+    checkpoint = insert_checkpoint(conn, thread_id, head.run_id, 0, "input", update, now)
+    return Start(run=started, checkpoints=1, input=checkpoint)
+
+
+def finish(
+    conn: Session, run_id: str, status: str, error: RunError | None, now: int
+) -> tuple[RunRecord, bool] | None:
+    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
+    run = one(conn, "r.run_id = ?", run_id)
+    if run is None:
+        return None
+    if run.cancel_action == "rollback":
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        outcome = "rollback"
+        final = _ended(run, "interrupted", now, None)
+    else:
+        if run.cancel_action == "interrupt":
+            status, error = "interrupted", None
+        conn.execute(
+            "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
+            " WHERE run_id = ?",
+            (
+                status,
+                now,
+                error.type if error else None,
+                error.message if error else None,
+                run_id,
+            ),
+        )
+        outcome = status
+        final = _ended(run, status, now, error)
+    _settle_thread(conn, run.thread_id, outcome, now)
+    return final, outcome == "rollback"
+
+
+def cancel(
+    conn: Session, thread_id: str, run_id: str, action: str, reason: str | None, now: int
+) -> tuple[RunRecord, bool]:
+    """Cancels a pending or running run (see `Runs.cancel`)."""
+    run = one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if not run.inflight:
+        raise RunNotActive(run_id, run.status)
+    reason = reason or (
+        "cancelled by the client" if action == "interrupt" else "rolled back by the client"
+    )
+    if run.status == "running":
+        if run.cancel_action != "rollback":
+            conn.execute(
+                "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
+                (action, reason, run_id),
+            )
+        marked = one(conn, "r.run_id = ?", run_id)
+        assert marked is not None
+        return marked, True
+    final = _end_pending(conn, run, action, reason, "", now)
+    _settle_thread(conn, thread_id, "rollback" if action == "rollback" else "interrupted", now)
+    return final, False
+
+
+def _supersede(
+    conn: Session,
+    inflight: list[RunRecord],
+    strategy: str,
+    new_run_id: str,
+    now: int,
+    admission: Admission,
+) -> None:
+    verb = "interrupted" if strategy == "interrupt" else "rolled back"
+    reason = f"{verb} by run {new_run_id}"
+    for run in inflight:
+        if run.status == "pending":
+            final = _end_pending(conn, run, strategy, reason, new_run_id, now)
+            (admission.deleted if strategy == "rollback" else admission.ended).append(final)
+            continue
+        # A running run stops at its next await; the scheduler finishes it once it has unwound.
+        action = (
+            "rollback" if strategy == "rollback" or run.cancel_action == "rollback" else strategy
+        )
+        conn.execute(
+            "UPDATE runs SET cancel_action = ?, cancel_reason = ?, superseded_by = ?"
+            " WHERE run_id = ?",
+            (action, reason, new_run_id, run.run_id),
+        )
+        admission.cancelling.append(
+            replace(run, cancel_action=action, cancel_reason=reason, superseded_by=new_run_id)
+        )
+
+
+def _end_pending(
+    conn: Session, run: RunRecord, action: str, reason: str, by: str, now: int
+) -> RunRecord:
+    """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
+    if action == "rollback":
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+    else:
+        conn.execute(
+            "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
+            " superseded_by = ? WHERE run_id = ?",
+            (now, reason, by, run.run_id),
+        )
+    return replace(
+        run,
+        status="interrupted",
+        end_time=now,
+        cancel_reason=reason,
+        superseded_by=by,
+        cancel_action=action,
+        queue_position=None,
+    )
+
+
+def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> None:
+    """Sets the thread's status after a run ended: BUSY while others are inflight."""
+    busy = (
+        conn.one(
+            "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
+            (thread_id,),
+        )
+        is not None
+    )
+    _set_thread_status(conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now)
+
+
+def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> None:
+    conn.execute(
+        "UPDATE threads SET status = ?, update_time = ? WHERE thread_id = ?",
+        (status, now, thread_id),
+    )
+
+
+def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
+    return replace(run, status=status, end_time=now, error=error, queue_position=None)
