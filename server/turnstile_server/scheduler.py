@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from turnstile_server.endings import Endings
 from turnstile_server.errors import (
     RunNotActive,
     RunNotFound,
@@ -27,7 +28,6 @@ from turnstile_server.store import Admission, RunRecord, RunSpec, Start, Store
 
 log = logging.getLogger(__name__)
 
-TOMBSTONES = 4096
 RETRY_SECONDS = 0.5  # how soon scheduling is tried again after a store fault
 
 
@@ -75,8 +75,7 @@ class Scheduler:
         self._recheck: set[str] = set()
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._waiters: dict[str, list[asyncio.Future[RunRecord]]] = {}
-        self._tombstones: OrderedDict[str, RunRecord] = OrderedDict()
+        self._endings = Endings()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -210,41 +209,27 @@ class Scheduler:
 
     async def wait(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run once it has ended (a rolled-back run as it was when deleted)."""
-        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(run_id, [])
-        waiters.append(future)
-        try:
+        with self._endings.watching(run_id) as ended:
             try:
                 run = await self._store.runs.get(thread_id, run_id)
             except RunNotFound:
-                if future.done():
-                    return future.result()
-                tombstone = self._tombstones.get(run_id)
-                if tombstone is not None and tombstone.thread_id == thread_id:
+                if ended.done():
+                    return ended.result()
+                tombstone = self._endings.tombstone(thread_id, run_id)
+                if tombstone is not None:
                     return tombstone
                 active = self._active.get(thread_id)
                 if active is not None and active.run is not None and active.run.run_id == run_id:
-                    return await future  # rolled back just now: settled once it has unwound
+                    return await ended  # rolled back just now: settled once it has unwound
                 raise
             if not run.inflight:
                 return run
-            return await future
-        finally:
-            waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(run_id, None)
+            return await ended
 
     async def _settled(self, run_id: str) -> RunRecord:
         """Returns the run once `_settle` announces its end (the caller knows it is inflight)."""
-        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(run_id, [])
-        waiters.append(future)
-        try:
-            return await future
-        finally:
-            waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(run_id, None)
+        with self._endings.watching(run_id) as ended:
+            return await ended
 
     async def delete_thread(self, thread_id: str) -> None:
         """Deletes a thread after stopping its runs; returns once they have unwound."""
@@ -258,7 +243,7 @@ class Scheduler:
             await active.done.wait()
         for run in inflight:
             self._metrics.run_finished(run, "deleted")
-            self._fail_waiters(run.run_id)
+            self._endings.gone(run.run_id)
             end = {"status": run.status, "reason": run.cancel_reason, "action": "delete"}
             self._hub.run_ended(run, {**end, "superseded_by": ""})
         self._hub.thread_deleted(thread_id)
@@ -392,7 +377,7 @@ class Scheduler:
             self._kick_again(run.thread_id)
             self._kick_ready()
         if result is None:
-            self._fail_waiters(run.run_id)
+            self._endings.gone(run.run_id)
             return
         final, rolled_back = result
         self._settle(final, rolled_back=rolled_back)
@@ -437,9 +422,6 @@ class Scheduler:
         """Announces a run's end: its stream's `end` event and its waiters."""
         if rolled_back:
             self._store.checkpoints.forget(run.thread_id)  # its checkpoints were deleted
-            self._tombstones[run.run_id] = run
-            while len(self._tombstones) > TOMBSTONES:
-                self._tombstones.popitem(last=False)
         error = run.error
         self._hub.run_ended(
             run,
@@ -451,12 +433,5 @@ class Scheduler:
             },
             error={"type": error.type, "message": error.message} if error else None,
         )
-        for future in self._waiters.get(run.run_id, []):
-            if not future.done():
-                future.set_result(run)
+        self._endings.ended(run, rolled_back=rolled_back)
         self._metrics.run_finished(run, "rolled_back" if rolled_back else run.status)
-
-    def _fail_waiters(self, run_id: str) -> None:
-        for future in self._waiters.get(run_id, []):
-            if not future.done():
-                future.set_exception(RunNotFound(run_id))
