@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("text", "json")
+_QUOTED = re.compile(r"[\s\"'=]")  # what makes a field's text need quotes
 
 # What every LogRecord carries; anything else on a record came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -72,6 +74,6 @@ def configure(level: str, log_format: str) -> None:
 def _text(value: Any) -> str:
     """A field's value as one token: quoted as JSON when it is empty or has spaces or quotes."""
     text = str(value)
-    if text and not any(c.isspace() or c in "\"'=" for c in text):
+    if text and not _QUOTED.search(text):
         return text
     return json.dumps(text, ensure_ascii=False)
