@@ -1,4 +1,8 @@
-"""Executes one run: applies its input, drives its graph step by step, checkpoints, streams."""
+"""Executes one run: drives its graph step by step, checkpoints each step, streams.
+
+The run's input was written as a checkpoint when the store started the run (its first
+attempt), so the runner begins from the thread's cached state with the input in it.
+"""
 
 from __future__ import annotations
 

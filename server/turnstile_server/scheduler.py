@@ -1,8 +1,10 @@
 """Decides when runs execute: one active run per thread, admission order, a global bound.
 
-Driven by events only: an admission, a run ending, a cancellation or an `after_seconds` timer
-"kicks" a thread, and a short pump task asks the store for the thread's next run. A new run
-starts only after the run it supersedes has unwound and been finished in the store.
+A run admitted on a thread with nothing active here starts in its admission's own write.
+Otherwise scheduling is driven by events: an admission, a cancellation or an `after_seconds`
+timer "kicks" a thread, and a short pump task asks the store to start the thread's next run;
+a kick that finds a run active is kept until that run is gone. A new run starts only after the
+run it supersedes has unwound and been finished in the store.
 """
 
 from __future__ import annotations
