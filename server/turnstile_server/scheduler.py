@@ -175,13 +175,15 @@ class Scheduler:
                 self._settle(deleted, rolled_back=True)
             for running in admission.cancelling:
                 self._stop_task(running)
+        started = False
         if claim is not None:
             start = admission.start
             if start is not None and start.run is not None:
+                started = True
                 self._launch(claim, start)
             else:
                 self._release(spec.thread_id, claim)
-        if not admission.existing:
+        if not admission.existing and not started:  # a started run is the thread's only one
             self._kick(run.thread_id)
         return admission
 
