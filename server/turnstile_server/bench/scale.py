@@ -31,6 +31,8 @@ GROW_BATCH = 500
 """Messages the `bench_grow` graph appends per step."""
 CHECKPOINTS_PER_ECHO_RUN = 3
 """An `echo` run writes its input and two steps."""
+TURN = 5
+"""B8: echo runs on one thread before the other thread's turn."""
 
 
 async def queued_memory(server: TurnstileProcess, channels: Channels, sizes: Sizes) -> Figures:
@@ -65,24 +67,39 @@ async def queued_memory(server: TurnstileProcess, channels: Channels, sizes: Siz
 
 
 async def long_thread(channels: Channels, sizes: Sizes, database: Path) -> Figures:
-    """B8: echo runs on a thread of `b8_small`, then of `b8_large` messages.
+    """B8: echo runs on a thread of `b8_small` messages and on one of `b8_large`, in turns.
 
     Step cost is the server's own time per checkpointed step (the run's `end_time -
     start_time` over its input and two steps); growth is the database's bytes in use, per step.
     Both are measured with the default stream mode (`values`, which encodes the whole state
-    after each step) and with `updates` (only the step's update).
+    after each step) and with `updates` (only the step's update). The two sizes take turns,
+    `TURN` runs at a time, so that both see the same server: measured one after the other, the
+    later phase also pays for whatever the server and its database accumulated meanwhile.
     """
     stubs = channels.stubs(0)
     figures: Figures = {}
-    threads = {mode: await new_thread(stubs) for mode in ("values", "updates")}
-    size = 0
-    for label, target in (("small", sizes.b8_small), ("large", sizes.b8_large)):
-        for mode, thread_id in threads.items():
-            await _grow(channels, thread_id, target - size)
-            phase = await _echo_runs(channels, database, thread_id, sizes.b8_runs, mode)
-            figures.update({f"{label}_{mode}_{key}": value for key, value in phase.items()})
-        size = target + 2 * sizes.b8_runs
-    for mode in threads:
+    for mode in ("values", "updates"):
+        threads = {"small": await new_thread(stubs), "large": await new_thread(stubs)}
+        await _grow(channels, threads["small"], sizes.b8_small)
+        await _grow(channels, threads["large"], sizes.b8_large)
+        server: dict[str, list[float]] = {"small": [], "large": []}
+        client: dict[str, list[float]] = {"small": [], "large": []}
+        added = {"small": 0, "large": 0}
+        done = 0
+        while done < sizes.b8_runs:
+            turn = min(TURN, sizes.b8_runs - done)
+            for label, thread_id in threads.items():
+                times, waits, grown = await _echo_runs(channels, database, thread_id, turn, mode)
+                server[label] += times
+                client[label] += waits
+                added[label] += grown
+            done += turn
+        steps = sizes.b8_runs * CHECKPOINTS_PER_ECHO_RUN
+        for label in threads:
+            figures[f"{label}_{mode}_step"] = _median(server[label]) / CHECKPOINTS_PER_ECHO_RUN
+            figures[f"{label}_{mode}_growth"] = added[label] / steps
+            figures[f"{label}_{mode}_wait_p50"] = _median(client[label])
+    for mode in ("values", "updates"):
         for key in ("step", "growth"):
             small = figures[f"small_{mode}_{key}"]
             figures[f"{mode}_{key}_ratio"] = figures[f"large_{mode}_{key}"] / small if small else 0
@@ -103,7 +120,9 @@ async def _grow(channels: Channels, thread_id: str, messages: int) -> None:
 
 async def _echo_runs(
     channels: Channels, database: Path, thread_id: str, runs: int, mode: str
-) -> Figures:
+) -> tuple[list[float], list[float], int]:
+    """Runs `echo` `runs` times; returns each run's server time and client time, and the
+    database bytes the runs added."""
     stubs = channels.stubs(0)
     modes = [UPDATES] if mode == "updates" else []
     before = await asyncio.to_thread(_used_bytes, database)
@@ -117,12 +136,7 @@ async def _echo_runs(
         check_run(response.run)
         server.append(run_seconds(response.run))
     after = await asyncio.to_thread(_used_bytes, database)
-    steps = runs * CHECKPOINTS_PER_ECHO_RUN
-    return {
-        "step": _median(server) / CHECKPOINTS_PER_ECHO_RUN,
-        "growth": (after - before) / steps,
-        "wait_p50": _median(client),
-    }
+    return server, client, after - before
 
 
 def _median(values: Sequence[float]) -> float:
