@@ -1,4 +1,5 @@
-"""`turnstile serve` as a real process, for the tests an operator's view needs (signals, kill)."""
+"""Real processes for the tests: `turnstile serve` (for what an operator sees: signals, kill)
+and any command run to its end with a deadline."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +59,35 @@ async def serving(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command printed, and its exit code."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_command(
+    *arguments: str, seconds: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Completed:
+    """Runs a command to its end with its output captured; past `seconds` it is killed and the
+    test fails with TimeoutError."""
+    process = await asyncio.create_subprocess_exec(
+        *arguments,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Completed(process.returncode, stdout.decode(), stderr.decode())

@@ -6,13 +6,11 @@ This is what a user without Python does: the pinned buf from the root `package.j
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE
 from grpc_reflection.v1alpha.reflection import SERVICE_NAME as REFLECTION_SERVICE
 
-from tests.processes import ROOT, serving
+from tests.processes import ROOT, Completed, run_command, serving
 from tests.rpc import DOMAIN, random_id
 from turnstile.v1 import assistant_service_pb2, run_service_pb2, thread_service_pb2
 
@@ -38,15 +36,6 @@ CONTRACT = [
     for module in (assistant_service_pb2, thread_service_pb2, run_service_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Curl:
-    """What one `buf curl` printed, and its exit code."""
-
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +71,12 @@ async def url(tmp_path: Path) -> AsyncIterator[str]:
         yield f"http://{address}"
 
 
-async def curl(buf: Path, url: str, *flags: str, data: Any = None) -> Curl:
+async def curl(buf: Path, url: str, *flags: str, data: Any = None) -> Completed:
     """Runs `buf curl` over plaintext gRPC (h2c) with reflection, the request as JSON text."""
     arguments = [str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge", *flags]
     if data is not None:
         arguments += ["--data", json.dumps(data)]
-    process = await asyncio.create_subprocess_exec(
-        *arguments, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(CALL_TIMEOUT):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Curl(process.returncode, stdout.decode(), stderr.decode())
+    return await run_command(*arguments, url, seconds=CALL_TIMEOUT)
 
 
 def documents(text: str) -> list[Any]:

@@ -5,7 +5,6 @@ Skipped only when `node` or `npm` is not on PATH; without `node_modules` it runs
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import ROOT, serving
+from tests.processes import ROOT, run_command, serving
 from turnstile import get_client
 
 NODE_DIR = ROOT / "examples" / "node"
@@ -54,24 +53,10 @@ async def run_script(node: str, address: str, api_key: str | None = None) -> tup
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
     if api_key is not None:
         env["TURNSTILE_API_KEY"] = api_key
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        address,
-        cwd=NODE_DIR,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    done = await run_command(
+        node, str(SCRIPT), address, seconds=SCRIPT_TIMEOUT, cwd=NODE_DIR, env=env
     )
-    try:
-        async with asyncio.timeout(SCRIPT_TIMEOUT):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return done.returncode, done.stdout, done.stderr
 
 
 def pairs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
