@@ -61,13 +61,11 @@ class Checkpoints:
         other reader takes a copy through `state`.
         """
         cached = self._cache.get(thread_id)
-        if cached is None:
-            await self.state(thread_id)
-            cached = self._cache.get(thread_id)
-            if cached is None:  # no checkpoint yet: start the thread's entry empty
-                return ThreadState()
-        self._cache.move_to_end(thread_id)
-        return cached[1]
+        if cached is not None:
+            self._cache.move_to_end(thread_id)
+            return cached[1]
+        state, _ = await self._folded(thread_id)
+        return state
 
     def latest(self, thread_id: str) -> tuple[CheckpointRecord, dict[str, Any]] | None:
         """The thread's newest checkpoint and the values at it, when they are cached."""
@@ -88,6 +86,12 @@ class Checkpoints:
 
     async def state(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:
         """Returns a private copy of the thread's latest state and its checkpoint."""
+        state, last = await self._folded(thread_id)
+        return (state.copy(), last) if last is not None else (state, None)
+
+    async def _folded(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:
+        """The thread's cached state brought up to its newest checkpoint, not copied (a new,
+        uncached empty state when it has none)."""
         generation = self._generation.get(thread_id, 0)
         cached = self._cache.get(thread_id)
         since = cached[0].seq if cached else 0
@@ -96,7 +100,7 @@ class Checkpoints:
             (thread_id, since),
         )
         if self._generation.get(thread_id, 0) != generation:
-            return await self.state(thread_id)  # checkpoints were deleted meanwhile: fold again
+            return await self._folded(thread_id)  # checkpoints were deleted meanwhile
         current = self._cache.get(thread_id)
         if current is None:
             base = (cached[0], cached[1].copy()) if cached else None
@@ -113,7 +117,7 @@ class Checkpoints:
         self._cache.move_to_end(thread_id)
         while len(self._cache) > CACHE_THREADS:
             self._cache.popitem(last=False)
-        return state.copy(), last
+        return state, last
 
     async def values_at(self, thread_id: str, seq: int) -> dict[str, Any]:
         """Returns the thread's values at the checkpoint with sequence number `seq`."""
