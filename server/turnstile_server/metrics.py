@@ -132,10 +132,11 @@ class Metrics:
         if self._on:
             self._on.refused.labels(spec.multitask_strategy, reason).inc()
 
-    def runs_recovered(self, pending: Iterable[RunRecord]) -> None:
-        """Runs found PENDING in the store at start (queued before a restart, or requeued)."""
+    def runs_recovered(self, pending: Iterable[str]) -> None:
+        """The ids of the runs found PENDING in the store at start (queued before a restart,
+        or requeued)."""
         if self._on:
-            self._queued.update(run.run_id for run in pending)
+            self._queued.update(pending)
 
     def run_started(self, run: RunRecord) -> None:
         """A run went RUNNING: its first attempt, or resumed after a restart."""

@@ -100,14 +100,9 @@ class Scheduler:
             self._settle(run, rolled_back=False)
         for run in recovery.deleted:
             self._settle(run, rolled_back=True)
-        threads = await self._store.runs.threads_with_inflight()
         if self._metrics.enabled:  # the queued gauge counts the runs left pending too
-            for thread_id in threads:
-                pending, _ = await self._store.runs.list(
-                    thread_id, status="pending", limit=1 << 30, before=None
-                )
-                self._metrics.runs_recovered(pending)
-        for thread_id in threads:
+            self._metrics.runs_recovered(await self._store.runs.pending_ids())
+        for thread_id in await self._store.runs.threads_with_inflight():
             self._kick(thread_id)
 
     async def drain(self, grace: float) -> None:

@@ -69,14 +69,10 @@ class Runs:
         runs = [run_from_row(r) for r in rows[:limit]]
         return runs, (runs[-1].seq if len(rows) > limit else None)
 
-    async def head(self, thread_id: str) -> RunRecord | None:
-        """Returns the thread's earliest inflight run (the one to run next), or None."""
-        rows = await self._db.fetchall(
-            f"{SELECT_RUNS} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
-            " ORDER BY r.seq LIMIT 1",
-            (thread_id,),
-        )
-        return run_from_row(rows[0]) if rows else None
+    async def pending_ids(self) -> builtins.list[str]:
+        """Returns the ids of every PENDING run."""
+        rows = await self._db.fetchall("SELECT run_id FROM runs WHERE status = 'pending'")
+        return [r["run_id"] for r in rows]
 
     async def threads_with_inflight(self) -> builtins.list[str]:
         """Returns the threads that have pending or running runs, oldest admission first."""
