@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from turnstile_server.errors import Unauthenticated
-from turnstile_server.rpc_errors import DOMAIN, Refused, with_deserializer
+from turnstile_server.rpc_errors import DOMAIN, Refused, rebuilt
 
 _SCHEME = "bearer "
 
@@ -88,5 +88,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # The request is not decoded: it becomes the refusal, which `ErrorInterceptor`'s
             # wrapper raises.
             refused = Refused(refusal)
-            return with_deserializer(handler, lambda _: refused, wrap=False)
+            return rebuilt(handler, deserializer=lambda _: refused)
         return handler

@@ -126,30 +126,37 @@ def lenient(
     return deserialize
 
 
-def with_deserializer(
+KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+"""The four kinds of gRPC method handler, as `RpcMethodHandler` names its behaviours."""
+
+
+def rebuilt(
     handler: grpc.RpcMethodHandler,
-    deserializer: Callable[[bytes], Any] | None,
     *,
-    wrap: bool,
+    deserializer: Callable[[bytes], Any] | None,
+    behavior: Callable[[str, Any], Any] = lambda kind, current: current,
 ) -> grpc.RpcMethodHandler:
-    """The handler with another request deserializer and, with `wrap`, the error table applied
-    to its behaviour; unary-unary and unary-stream handlers (the only kinds here) keep their
-    kind."""
-    if handler.unary_unary is not None:
-        unary = handler.unary_unary
-        return grpc.unary_unary_rpc_method_handler(
-            wrap_unary(unary) if wrap else unary,
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        streaming = handler.unary_stream
-        return grpc.unary_stream_rpc_method_handler(
-            wrap_streaming(streaming) if wrap else streaming,
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    """The handler, of the same kind, with another request deserializer and its behaviour
+    replaced by `behavior(kind, current)` (unchanged by default)."""
+    for kind in KINDS:
+        current = getattr(handler, kind)
+        if current is not None:
+            factory = getattr(grpc, f"{kind}_rpc_method_handler")
+            return factory(
+                behavior(kind, current),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
     return handler
+
+
+def _with_error_table(kind: str, behavior: Any) -> Any:
+    """A unary-request behaviour wrapped by the error table (the only kinds it serves)."""
+    if kind == "unary_unary":
+        return wrap_unary(behavior)
+    if kind == "unary_stream":
+        return wrap_streaming(behavior)
+    return behavior
 
 
 def wrap_unary(behavior: Unary) -> Unary:
@@ -199,4 +206,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or not method.startswith(f"/{DOMAIN}."):
             return handler
-        return with_deserializer(handler, lenient(handler.request_deserializer, method), wrap=True)
+        return rebuilt(
+            handler,
+            deserializer=lenient(handler.request_deserializer, method),
+            behavior=_with_error_table,
+        )

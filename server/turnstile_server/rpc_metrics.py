@@ -15,8 +15,7 @@ from typing import Any
 import grpc
 
 from turnstile_server.metrics import Metrics
-
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+from turnstile_server.rpc_errors import rebuilt
 
 
 def status_code(context: Any, error: BaseException | None) -> str:
@@ -32,29 +31,20 @@ def status_code(context: Any, error: BaseException | None) -> str:
 
 
 def timed(handler: grpc.RpcMethodHandler, method: str, metrics: Metrics) -> grpc.RpcMethodHandler:
-    """The handler, reporting its duration and status to `metrics` when it ends; a handler
+    """The handler, reporting its duration and status to `metrics` when it ends; a behaviour
     that is not a coroutine or an async generator (run in a thread by gRPC) is left as is."""
 
     def record(context: Any, error: BaseException | None, started: float) -> None:
         metrics.rpc_finished(method, status_code(context, error), time.perf_counter() - started)
 
-    for kind in _KINDS:
-        behavior = getattr(handler, kind)
-        if behavior is None:
-            continue
+    def timing(kind: str, behavior: Any) -> Any:
         if inspect.isasyncgenfunction(behavior):
-            wrapped: Any = _timed_stream(behavior, record)
-        elif inspect.iscoroutinefunction(behavior):
-            wrapped = _timed_call(behavior, record)
-        else:
-            return handler
-        factory = getattr(grpc, f"{kind}_rpc_method_handler")
-        return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+            return _timed_stream(behavior, record)
+        if inspect.iscoroutinefunction(behavior):
+            return _timed_call(behavior, record)
+        return behavior
+
+    return rebuilt(handler, deserializer=handler.request_deserializer, behavior=timing)
 
 
 def _timed_call(
