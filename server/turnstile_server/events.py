@@ -84,10 +84,11 @@ class EventHub:
         the thread is watched, it is encoded only if a subscriber reads it.
         """
         payload: bytes | None = None
+        state = checked and event == "values"  # a snapshot of the thread's state
 
         def encode(seq: int) -> bytes:
             nonlocal payload
-            payload = encoding.run_event(seq, run.run_id, event, data, state=checked)
+            payload = encoding.run_event(seq, run.run_id, event, data, state=state)
             return encoding.frame(payload)
 
         thread = self._threads.get(run.thread_id)
