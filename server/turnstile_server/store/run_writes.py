@@ -73,7 +73,8 @@ def one(conn: Session, where: str, *params: Any) -> RunRecord | None:
     return run_from_row(row) if row else None
 
 
-def _inflight(conn: Session, thread_id: str) -> list[RunRecord]:
+def inflight_runs(conn: Session, thread_id: str) -> list[RunRecord]:
+    """The thread's PENDING and RUNNING runs, in admission order."""
     rows = conn.all(
         f"{SELECT_RUNS} WHERE r.thread_id = ? AND r.status IN ('pending', 'running')"
         " ORDER BY r.seq",
@@ -99,7 +100,7 @@ def admit(
             " VALUES (?, '{}', 'idle', ?, ?)",
             (spec.thread_id, now, now),
         )
-    inflight = _inflight(conn, spec.thread_id)
+    inflight = inflight_runs(conn, spec.thread_id)
     admission = Admission(run=inflight[0]) if inflight else None
     if inflight and spec.multitask_strategy == "reject":
         raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])

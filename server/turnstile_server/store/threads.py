@@ -10,12 +10,11 @@ from turnstile_server.errors import AlreadyExists, ThreadNotFound
 from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 from turnstile_server.store.rows import (
-    RUN_COLUMNS,
     dumps,
     metadata_filter,
-    run_from_row,
     thread_from_row,
 )
+from turnstile_server.store.run_writes import inflight_runs
 
 
 class Threads:
@@ -125,21 +124,17 @@ class Threads:
         def delete(conn: Session) -> builtins.list[RunRecord]:
             if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (thread_id,)) is None:
                 raise ThreadNotFound(thread_id)
-            rows = conn.all(
-                f"SELECT {RUN_COLUMNS} FROM runs r"
-                " WHERE r.thread_id = ? AND r.status IN ('pending', 'running') ORDER BY r.seq",
-                (thread_id,),
-            )
+            runs = inflight_runs(conn, thread_id)
             conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
             return [
                 replace(
-                    run_from_row(row),
+                    run,
                     status="interrupted",
                     end_time=now,
                     cancel_reason="thread deleted",
                     queue_position=None,
                 )
-                for row in rows
+                for run in runs
             ]
 
         return await self._db.write(delete)
