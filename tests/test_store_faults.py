@@ -274,9 +274,35 @@ async def test_a_failing_write_is_undone_alone_and_its_group_commits(store: Stor
     release.set()
     await holding
     results = await asyncio.gather(*group, return_exceptions=True)
-    assert results[0] == 1 and results[2] == 1
     assert isinstance(results[1], sqlite3.IntegrityError)
-    assert await thread_ids(store.db) == ["t1", "t3"], "t2 went with its write's savepoint"
+    assert await thread_ids(store.db) == ["t1", "t3"], "t2's own insert was undone"
+    # t2 failed after writing, so the group was rolled back and applied again without it:
+    # t1's write ran twice (applied once), t3's once (it came after t2).
+    assert results[0] == 2 and results[2] == 1
+
+
+async def test_a_write_failing_before_it_writes_costs_its_group_nothing(store: Store) -> None:
+    await insert_thread(store.db, "t0")
+    release = threading.Event()
+    holding = asyncio.create_task(store.db.write(lambda conn: release.wait(5)))
+    await asyncio.sleep(0.01)
+
+    def refuse(conn: Session) -> None:
+        conn.execute("SELECT 1")
+        raise ValueError("refused before writing")
+
+    group = [
+        asyncio.create_task(insert_thread(store.db, "t1")),
+        asyncio.create_task(store.db.write(refuse)),
+        asyncio.create_task(insert_thread(store.db, "t2")),
+    ]
+    await asyncio.sleep(0.01)
+    release.set()
+    await holding
+    results = await asyncio.gather(*group, return_exceptions=True)
+    assert isinstance(results[1], ValueError)
+    assert results[0] == 1 and results[2] == 1, "nothing to undo: the group ran once"
+    assert await thread_ids(store.db) == ["t0", "t1", "t2"]
 
 
 # Everything else is not the store being unavailable, and keeps its meaning.

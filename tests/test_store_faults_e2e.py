@@ -100,7 +100,7 @@ def create_run(
 async def test_locked_faults_at_random_are_retried_and_every_invariant_holds(
     tmp_path: Path,
 ) -> None:
-    faults = RandomFaults(seed=1337, locked=0.2)
+    faults = RandomFaults(seed=1337, locked=0.25)
     async with faulty_server(tmp_path, faults) as server:
         stubs = server.stubs
         thread_ids = [await new_thread(stubs) for _ in range(THREADS)]

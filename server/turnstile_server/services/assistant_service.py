@@ -12,6 +12,7 @@ from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidAr
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.store import AssistantRecord, Store
 from turnstile_server.store.assistants import new_assistant
+from turnstile_server.store.ids import new_id
 
 
 def builtin_assistant(graph_id: str) -> AssistantRecord:
@@ -51,7 +52,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
         self._graphs.get(request.graph_id)
         assistant_id = wire.uuid_id(request.assistant_id, "assistant_id", required=False)
         record = new_assistant(
-            assistant_id or str(uuid.uuid4()),
+            assistant_id or new_id(),
             request.graph_id,
             request.name,
             wire.to_dict(request.config, "config"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
+from turnstile_server.store.ids import new_id
 
 
 class ThreadService(pb_grpc.ThreadServiceServicer):
@@ -33,7 +33,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
     ) -> pb.CreateThreadResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id", required=False)
         thread = await self._store.threads.create(
-            thread_id or str(uuid.uuid4()),
+            thread_id or new_id(),
             wire.to_dict(request.metadata, "metadata"),
             if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
             request_id=request.request_id,

@@ -7,14 +7,15 @@ neither a run starting nor a read of the latest state replays history.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-import uuid
 from collections import OrderedDict
 from typing import Any
 
 from turnstile_server.errors import ThreadNotFound
 from turnstile_server.state import ThreadState
-from turnstile_server.store.database import Database, Session
+from turnstile_server.store.database import Database, Session, landed
+from turnstile_server.store.ids import new_id
 from turnstile_server.store.records import CheckpointRecord, now_us
 from turnstile_server.store.rows import checkpoint_from_row, dumps, loads
 
@@ -32,16 +33,25 @@ class Checkpoints:
     async def put(
         self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
     ) -> CheckpointRecord:
-        """Appends a checkpoint holding `update`; raises ThreadNotFound if the thread is gone."""
+        """Appends a checkpoint holding `update`; raises ThreadNotFound if the thread is gone.
+
+        The write lands, and the cached state advances, even if the caller is cancelled
+        meanwhile (the caller then waits for it): a run is finished, or rolled back, only after
+        its task has unwound, so no checkpoint of the run can reach the database after that.
+        """
         now = now_us()
+        written = self._db.submit(
+            lambda conn: insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
+        )
+        written.add_done_callback(self._advance_written)
         try:
-            record = await self._db.write(
-                lambda conn: insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
-            )
+            return await landed(written)
         except sqlite3.IntegrityError as exc:
             raise ThreadNotFound(thread_id) from exc
-        self.advance(record)
-        return record
+
+    def _advance_written(self, written: asyncio.Future[CheckpointRecord]) -> None:
+        if not written.cancelled() and written.exception() is None:
+            self.advance(written.result())
 
     def advance(self, record: CheckpointRecord) -> None:
         """Folds a checkpoint just written into the thread's cached state.
@@ -164,14 +174,17 @@ def insert_checkpoint(
     update: dict[str, Any],
     now: int,
 ) -> CheckpointRecord:
-    """Inserts a checkpoint inside a write; IntegrityError if the thread is gone."""
-    checkpoint_id = str(uuid.uuid4())
+    """Inserts a checkpoint inside a write; IntegrityError if the thread is gone.
+
+    The thread's `update_time` is not touched: it moves with the thread's status, when a run
+    is admitted and when it ends, not with every step.
+    """
+    checkpoint_id = new_id()
     cur = conn.execute(
         "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
         " update_json, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (checkpoint_id, thread_id, run_id, step, source, dumps(update), now),
     )
-    conn.execute("UPDATE threads SET update_time = ? WHERE thread_id = ?", (now, thread_id))
     assert cur.lastrowid is not None
     return CheckpointRecord(
         cur.lastrowid, checkpoint_id, thread_id, run_id, step, source, update, now

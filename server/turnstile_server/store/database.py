@@ -2,10 +2,11 @@
 
 A store operation is a plain function over a `Session`, run whole in the connection's thread:
 one hand-off to the thread per operation, however many statements it runs. Writes are grouped:
-every write submitted while the previous group commits runs in the next group, each in its own
-savepoint of one `BEGIN IMMEDIATE` transaction, and all of them are answered after its
-`COMMIT`. So a write's caller hears back only once its write is committed, and many writes share
-one hand-off and one commit (group commit).
+every write submitted while the previous group commits runs in the next group, one after the
+other in one `BEGIN IMMEDIATE` transaction, and all of them are answered after its `COMMIT`.
+So a write's caller hears back only once its write is committed, and many writes share one
+commit (group commit). The writer's thread takes group after group by itself while writes
+keep coming; a write that fails is undone alone (see `_apply`).
 
 Transient errors (SQLITE_BUSY, SQLITE_LOCKED) are retried with bounded, jittered backoff
 wherever a retry cannot apply anything twice (see `store/retry.py`): a read; `BEGIN IMMEDIATE`;
@@ -19,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,8 +43,6 @@ T = TypeVar("T")
 Body = Callable[["Session"], T]
 """A store operation: runs in the connection's thread, statement by statement."""
 
-_SAVEPOINT = "write"
-
 
 class Session:
     """A connection seen from its own thread: statements retried where that is safe.
@@ -63,6 +62,11 @@ class Session:
     def in_transaction(self) -> bool:
         """Whether a transaction is open."""
         return self._conn.in_transaction
+
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted on the connection since it was opened."""
+        return self._conn.total_changes
 
     def execute(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Cursor:
         """Executes one statement, retried as the class says."""
@@ -112,16 +116,40 @@ class Connection(aiosqlite.Connection):
         execute: Callable[[Callable[[], T]], Awaitable[T]] = self._execute
         return await execute(lambda: body(Session(self._conn, self.policy)))
 
+    def submit(self, body: Callable[[Session], None]) -> None:
+        """Queues `body` to run in the connection's thread; nobody waits for it. It must not
+        raise: what it hands back, it hands back itself."""
+        future = asyncio.get_running_loop().create_future()
+        # aiosqlite's own queue, so `body` runs in order with the connection's other work.
+        self._tx.put_nowait((future, lambda: body(Session(self._conn, self.policy))))
+
+
+class _Write:
+    """A write waiting for, or in, a group; `begun` and `withdrawn` change under the lock."""
+
+    __slots__ = ("begun", "body", "future", "withdrawn")
+
+    def __init__(self, body: Body[Any], future: asyncio.Future[Any]) -> None:
+        self.body = body
+        self.future = future
+        self.begun = False
+        self.withdrawn = False
+
 
 class Database:
-    """A SQLite file opened for the server: reads on one connection, grouped writes on another."""
+    """A SQLite file opened for the server: reads on one connection, grouped writes on another.
+
+    The writer's thread commits group after group while writes keep coming, without waiting
+    for the event loop between them: the loop only queues writes and hears the outcomes.
+    """
 
     def __init__(self, path: str, writer: Connection, reader: Connection) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
-        self._queue: list[tuple[Body[Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._queue: list[_Write] = []  # under the lock
+        self._committing = False  # under the lock: the writer's thread is taking groups
         self._closed = False
 
     @classmethod
@@ -142,8 +170,10 @@ class Database:
     async def close(self) -> None:
         """Closes both connections once the writes submitted so far have been answered."""
         self._closed = True
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher])
+        # The writer's thread takes its work in order: once this runs there, every group
+        # queued before has been committed and its answers are on their way to the loop.
+        await self._writer.run(lambda session: None)
+        await asyncio.sleep(0)
         await self._writer.close()
         await self._reader.close()
 
@@ -156,13 +186,55 @@ class Database:
         StoreUnavailable. Cancelling the caller withdraws a write that has not begun; one that
         has begun is applied all the same.
         """
+        write, future = self._queue_write(body)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with self._lock:
+                write.withdrawn = not write.begun
+            raise
+
+    def submit(self, body: Body[T]) -> asyncio.Future[T]:
+        """Queues `body` as `write` does, but for good: it is never withdrawn, and the future
+        it returns (await it with `landed`) has its outcome once the group is committed."""
+        return self._queue_write(body)[1]
+
+    def _queue_write(self, body: Body[T]) -> tuple[_Write, asyncio.Future[T]]:
         if self._closed:
             raise sqlite3.ProgrammingError("the database is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((body, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="store writes")
-        return await future
+        write = _Write(body, future)
+        with self._lock:
+            self._queue.append(write)
+            start = not self._committing
+            self._committing = True
+        if start:
+            self._writer.submit(self._commit_groups)
+        return write, future
+
+    def _commit_groups(self, session: Session) -> None:
+        """In the writer's thread: commits the queued writes group by group until none is left,
+        handing each group's outcomes to the loop as soon as it is committed."""
+        while True:
+            with self._lock:
+                group = [w for w in self._queue if not w.withdrawn]
+                self._queue.clear()
+                if not group:
+                    self._committing = False
+                    return
+                for write in group:
+                    write.begun = True
+
+            try:
+                with store_errors():
+                    outcomes = _apply(session, [w.body for w in group])
+            except Exception as exc:
+                outcomes = [(False, exc)] * len(group)
+            loop = group[0].future.get_loop()
+            try:
+                loop.call_soon_threadsafe(_answer, group, outcomes)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                log.warning("a group of writes was committed after the event loop closed")
 
     async def read(self, body: Body[T]) -> T:
         """Runs `body` on the reader connection (it sees committed writes only)."""
@@ -179,40 +251,63 @@ class Database:
         args = tuple(params)
         return await self.read(lambda s: s.one(sql, args))
 
-    async def _flush(self) -> None:
-        """Commits the queued writes group by group until none is left."""
-        try:
-            while self._queue:
-                group = [(body, f) for body, f in self._queue if not f.done()]
-                self._queue.clear()
-                if not group:
-                    continue
-                bodies = [body for body, _ in group]
-                try:
-                    with store_errors():
-                        outcomes = await to_the_end(
-                            self._writer.run(partial(_apply, bodies=bodies)),
-                            "committing a group of writes",
-                        )
-                except Exception as exc:
-                    outcomes = [(False, exc)] * len(group)
-                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-        finally:
-            self._flusher = None
+
+def _answer(group: list[_Write], outcomes: list[tuple[bool, Any]]) -> None:
+    """In the loop: hands each write of a committed (or failed) group its outcome."""
+    for write, (ok, value) in zip(group, outcomes, strict=True):
+        future = write.future
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+async def landed(future: asyncio.Future[T]) -> T:
+    """Awaits a submitted write; a caller cancelled meanwhile first waits for the write to be
+    committed (or to fail), then is cancelled: no later write of the caller overtakes it."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("a write of a cancelled caller failed", exc_info=future.exception())
+        raise
 
 
 def _apply(session: Session, bodies: list[Body[Any]]) -> list[tuple[bool, Any]]:
-    """In the writer's thread: one transaction, a savepoint per body, one commit.
+    """In the writer's thread: the bodies in order in one transaction, then one commit.
 
-    Returns (True, result) or (False, exception) per body. Raises, applying nothing, when the
-    transaction itself fails.
+    Returns (True, result) or (False, exception) per body. A body that raises having changed
+    nothing just fails. One that raises after changing rows must be undone alone: the whole
+    transaction is rolled back and the group applied again without it. (No savepoint per body:
+    a savepoint makes SQLite copy every page a body touches, which cost more than the writes
+    themselves, to undo what almost never needs undoing. Bodies are plain functions of the
+    database, so applying one again gives what it would have given the first time.)
+
+    Raises, applying nothing, when the transaction itself fails.
     """
+    failed: dict[int, Exception] = {}
+    while True:
+        try:
+            return _apply_once(session, bodies, failed)
+        except _Undo as undo:
+            failed[undo.index] = undo.error
+
+
+class _Undo(Exception):
+    """Body `index` raised `error` after changing rows: its group is applied again without it."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+def _apply_once(
+    session: Session, bodies: list[Body[Any]], failed: dict[int, Exception]
+) -> list[tuple[bool, Any]]:
     if session.in_transaction:
         # An earlier rollback failed: never build on what that transaction left.
         log.warning("the writer was still in a transaction; rolling it back")
@@ -220,16 +315,19 @@ def _apply(session: Session, bodies: list[Body[Any]]) -> list[tuple[bool, Any]]:
     session.execute("BEGIN IMMEDIATE")
     try:
         outcomes: list[tuple[bool, Any]] = []
-        for body in bodies:
-            session.execute(f"SAVEPOINT {_SAVEPOINT}")
+        for index, body in enumerate(bodies):
+            if index in failed:
+                outcomes.append((False, failed[index]))
+                continue
+            changes = session.total_changes
             try:
                 outcomes.append((True, body(session)))
             except Exception as exc:
                 if not session.in_transaction or error_name(exc) is not None:
                     raise  # the transaction is gone (or the store is): the group fails
-                session.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                if session.total_changes != changes:
+                    raise _Undo(index, exc) from None
                 outcomes.append((False, exc))
-            session.execute(f"RELEASE {_SAVEPOINT}")
         session.commit()
     except BaseException:
         session.rollback()
@@ -248,25 +346,9 @@ async def _connect(path: str, policy: RetryPolicy) -> Connection:
 def _configure(session: Session, policy: RetryPolicy) -> None:
     session.execute("PRAGMA journal_mode=WAL")
     session.execute("PRAGMA synchronous=NORMAL")
+
     session.execute("PRAGMA foreign_keys=ON")
     session.execute(f"PRAGMA busy_timeout={int(policy.busy_timeout_ms)}")
-
-
-async def to_the_end(work: Awaitable[T], what: str) -> T:
-    """Awaits `work` even if the caller is cancelled meanwhile, then lets the cancellation on.
-
-    For writes a cancellation must not cut in half: a group of writes must be answered once it
-    has begun, and a cancelled run's checkpoint must land before the run is finished or rolled
-    back. A failure of `work` after the cancellation is logged as `what` failing.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("%s failed", what, exc_info=task.exception())
-        raise
 
 
 def _migrate(session: Session) -> None:

@@ -21,7 +21,7 @@ from turnstile_server.errors import (
 from turnstile_server.store.checkpoints import insert_checkpoint
 from turnstile_server.store.database import Session
 from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start
-from turnstile_server.store.rows import RUN_COLUMNS, dumps, run_from_row
+from turnstile_server.store.rows import RUN_COLUMNS, dumps, loads, run_from_row
 
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
 _THREAD_STATUS_AFTER = {
@@ -92,7 +92,8 @@ def admit(
         if existing is not None:
             _check_same_request(spec, existing)
             return Admission(run=existing, existing=True)
-    if conn.one("SELECT 1 FROM threads WHERE thread_id = ?", (spec.thread_id,)) is None:
+    thread = conn.one("SELECT status FROM threads WHERE thread_id = ?", (spec.thread_id,))
+    if thread is None:
         if not spec.create_thread:
             raise ThreadNotFound(spec.thread_id)
         conn.execute(
@@ -100,7 +101,10 @@ def admit(
             " VALUES (?, '{}', 'idle', ?, ?)",
             (spec.thread_id, now, now),
         )
-    inflight = inflight_runs(conn, spec.thread_id)
+    # A thread is BUSY exactly while it has inflight runs (each write that changes its runs
+    # settles its status in the same transaction), so a thread that is not has none to read.
+    busy = thread is not None and thread[0] == "busy"
+    inflight = inflight_runs(conn, spec.thread_id) if busy else []
     admission = Admission(run=inflight[0]) if inflight else None
     if inflight and spec.multitask_strategy == "reject":
         raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
@@ -110,34 +114,71 @@ def admit(
     if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
         assert admission is not None
         _supersede(conn, inflight, spec.multitask_strategy, run_id, now, admission)
-    conn.execute(
+    # Started in this write when it is at once the thread's next run and the caller asks.
+    starting = start and not inflight and spec.after_seconds <= 0
+    run_input = None if spec.input is None else dumps(spec.input)
+    not_before = now + int(spec.after_seconds * 1_000_000)
+    cursor = conn.execute(
         "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
         " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-        " not_before, request_id, timeout_seconds)"
-        " VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " not_before, request_id, timeout_seconds, attempt, start_time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             spec.thread_id,
             spec.assistant_id,
             spec.graph_id,
+            "running" if starting else "pending",
             spec.multitask_strategy,
-            None if spec.input is None else dumps(spec.input),
+            run_input,
             dumps(spec.config),
             dumps(spec.metadata),
             dumps(spec.stream_mode),
             now,
-            now + int(spec.after_seconds * 1_000_000),
+            not_before,
             spec.request_id or None,
             spec.timeout_seconds,
+            1 if starting else 0,
+            now if starting else None,
         ),
     )
     _set_thread_status(conn, spec.thread_id, "busy", now)
-    run = one(conn, "r.run_id = ?", run_id)
-    assert run is not None
+    assert cursor.lastrowid is not None
+    # The run as admitted (PENDING), built from what was inserted rather than read back.
+    # Runs ahead of it: the inflight ones the strategy did not end.
+    ahead = len(inflight) - len(admission.ended) - len(admission.deleted) if admission else 0
+    run = RunRecord(
+        run_id=run_id,
+        thread_id=spec.thread_id,
+        assistant_id=spec.assistant_id,
+        graph_id=spec.graph_id,
+        status="pending",
+        multitask_strategy=spec.multitask_strategy,
+        input=loads(run_input),
+        config=spec.config,
+        metadata=spec.metadata,
+        stream_mode=spec.stream_mode,
+        create_time=now,
+        start_time=None,
+        end_time=None,
+        not_before=not_before,
+        attempt=0,
+        error=None,
+        cancel_action=None,
+        cancel_reason="",
+        superseded_by="",
+        seq=cursor.lastrowid,
+        queue_position=ahead,
+        timeout_seconds=spec.timeout_seconds,
+    )
     if admission is None:
         admission = Admission(run=run)
-        if start and spec.after_seconds <= 0:
-            admission.start = start_next(conn, spec.thread_id, now)
+        if starting:
+            # As `start_next` would: attempt 1, and the input as the thread's next checkpoint.
+            update = dict(loads(run_input) or {})
+            checkpoint = insert_checkpoint(conn, spec.thread_id, run_id, 0, "input", update, now)
+            started = replace(run, status="running", attempt=1, start_time=now, queue_position=None)
+            admission.start = Start(run=started, checkpoints=1, input=checkpoint)
         return admission
     admission.run = run
     return admission

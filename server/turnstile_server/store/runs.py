@@ -6,12 +6,12 @@ Each change is one write of `store/run_writes.py`, run whole inside the writer's
 from __future__ import annotations
 
 import builtins
-import uuid
 from typing import Any
 
 from turnstile_server.errors import RunActive, RunNotFound
 from turnstile_server.store import run_writes
 from turnstile_server.store.database import Database, Session
+from turnstile_server.store.ids import new_id
 from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start, now_us
 from turnstile_server.store.rows import run_from_row
 from turnstile_server.store.run_writes import SELECT_RUNS, Recovery
@@ -36,7 +36,7 @@ class Runs:
         An `enqueue` run is refused with `QueueFull` when `max_queued` runs of the thread are
         pending already.
         """
-        run_id = str(uuid.uuid4())
+        run_id = new_id()
         now = now_us()
         return await self._db.write(
             lambda conn: run_writes.admit(conn, spec, run_id, now, max_queued, start)

@@ -74,4 +74,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN timeout_seconds REAL;
     """,
+    # 4: a thread's inflight runs found without walking its whole history of runs.
+    """
+    CREATE INDEX runs_inflight_by_thread ON runs (thread_id, seq)
+        WHERE status IN ('pending', 'running');
+    """,
 ]
