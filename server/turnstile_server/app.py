@@ -24,7 +24,7 @@ from turnstile_server.config import ServerConfig
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
 from turnstile_server.metrics import Metrics
-from turnstile_server.rpc_errors import ErrorInterceptor
+from turnstile_server.rpc_errors import register
 from turnstile_server.rpc_metrics import MetricsInterceptor
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
@@ -78,11 +78,11 @@ class App:
             graph_id, graph = load_graph(spec)
             registry.register(graph_id, graph)
         metrics = Metrics(enabled=config.metrics_port >= 0)
-        # The timing interceptor first: it wraps the others, so it sees the final status.
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            *([MetricsInterceptor(metrics)] if metrics.enabled else []),
-            ErrorInterceptor(),
-        ]
+        # The timing interceptor first: it wraps the others, so it sees the final status. (The
+        # error table is no interceptor: each handler is wrapped once, as it is registered.)
+        interceptors: list[grpc.aio.ServerInterceptor] = (
+            [MetricsInterceptor(metrics)] if metrics.enabled else []
+        )
         keys = _api_keys(config)
         if keys is not None:
             interceptors.append(AuthInterceptor(keys))
@@ -106,14 +106,20 @@ class App:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        assistant_service_pb2_grpc.add_AssistantServiceServicer_to_server(
-            AssistantService(store, registry), server
+        register(
+            assistant_service_pb2_grpc.add_AssistantServiceServicer_to_server,
+            AssistantService(store, registry),
+            server,
         )
-        thread_service_pb2_grpc.add_ThreadServiceServicer_to_server(
-            ThreadService(store, scheduler, hub), server
+        register(
+            thread_service_pb2_grpc.add_ThreadServiceServicer_to_server,
+            ThreadService(store, scheduler, hub),
+            server,
         )
-        run_service_pb2_grpc.add_RunServiceServicer_to_server(
-            RunService(store, scheduler, hub, registry), server
+        register(
+            run_service_pb2_grpc.add_RunServiceServicer_to_server,
+            RunService(store, scheduler, hub, registry),
+            server,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

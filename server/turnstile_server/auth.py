@@ -69,7 +69,8 @@ def _digest(key: str) -> bytes:
 # grpc ships no type information, so its base class is Any to mypy.
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses calls to the Turnstile services without an accepted key, before the request is
-    even decoded; placed after `ErrorInterceptor`, which turns the refusal into its status."""
+    even decoded: the request becomes the refusal, which the error table's wrapper around
+    every handler (`rpc_errors.register`) raises as its status."""
 
     def __init__(self, keys: ApiKeys) -> None:
         self._keys = keys
@@ -85,8 +86,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             self._keys.check(handler_call_details.invocation_metadata)
         except Unauthenticated as refusal:
-            # The request is not decoded: it becomes the refusal, which `ErrorInterceptor`'s
-            # wrapper raises.
+            # The request is not decoded: it becomes the refusal, raised by the error table.
             refused = Refused(refusal)
             return rebuilt(handler, deserializer=lambda _: refused)
         return handler

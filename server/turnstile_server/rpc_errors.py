@@ -192,22 +192,33 @@ def wrap_streaming(behavior: Streaming) -> Streaming:
     return handler
 
 
-# grpc ships no type information, so its base class is Any to mypy; grpc.aio.server() requires
-# a real ServerInterceptor instance, so the subclass must stay.
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies the error table to every RPC of the Turnstile services."""
+def register(add: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
+    """Registers a servicer with its generated `add_..._to_server` function, every handler
+    wrapped by the error table once, here, rather than per call by an interceptor."""
+    add(servicer, _Registration(server))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(f"/{DOMAIN}."):
-            return handler
-        return rebuilt(
-            handler,
-            deserializer=lenient(handler.request_deserializer, method),
-            behavior=_with_error_table,
+
+class _Registration:
+    """Stands in for the server while generated code registers a servicer's handlers."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """Ignored: the same handlers come again, by name, to the method below."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {
+            name: rebuilt(
+                handler,
+                deserializer=lenient(handler.request_deserializer, f"/{service}/{name}"),
+                behavior=_with_error_table,
+            )
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, wrapped),)
         )
+        self._server.add_registered_method_handlers(service, wrapped)

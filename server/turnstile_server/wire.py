@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server import encoding
@@ -149,36 +149,57 @@ MAX_JSON_DEPTH = 20
 
 
 def to_dict(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
-    """Converts a Struct to a plain dict; refuses NaN and infinities (JSON has neither) and
-    objects and lists nested more than `MAX_JSON_DEPTH` deep."""
-    name = field or "a JSON field"
+    """Converts a Struct to a plain dict, as protobuf's `MessageToDict` does (numbers are
+    floats); refuses NaN and infinities (JSON has neither) and objects and lists nested more
+    than `MAX_JSON_DEPTH` deep."""
     try:
-        result: dict[str, Any] = json_format.MessageToDict(struct)
-    except ValueError as exc:
+        return _object(struct, 1)
+    except _TooDeep:
         raise InvalidArgument(
-            f"{name}: {exc}", reason="INVALID_INPUT", field=field or None
-        ) from None
-    if json_depth(result) > MAX_JSON_DEPTH:
-        raise InvalidArgument(
-            f"{name}: objects and lists nest more than {MAX_JSON_DEPTH} levels deep",
+            f"{field or 'a JSON field'}: objects and lists nest more than {MAX_JSON_DEPTH}"
+            " levels deep",
             reason="INVALID_INPUT",
             field=field or None,
-        )
-    return result
+        ) from None
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field or 'a JSON field'}: {exc}", reason="INVALID_INPUT", field=field or None
+        ) from None
 
 
-def json_depth(data: Any) -> int:
-    """How deep objects and lists nest in JSON data: 0 for a scalar, 1 for a flat object."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+class _TooDeep(Exception):
+    """JSON nested deeper than MAX_JSON_DEPTH."""
+
+
+def _object(struct: struct_pb2.Struct, depth: int) -> dict[str, Any]:
+    """A Struct at nesting `depth` (1 for the outermost object) as a dict."""
+    if depth > MAX_JSON_DEPTH:
+        raise _TooDeep
+    return {key: _value(value, depth) for key, value in struct.fields.items()}
+
+
+def _value(value: struct_pb2.Value, depth: int) -> Any:
+    """A Value inside a container at nesting `depth`."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if math.isinf(number) or math.isnan(number):
+            raise ValueError(
+                f"Fail to serialize {'NaN' if math.isnan(number) else 'Infinity'} for"
+                " Value.number_value, which would parse as string_value"
+            )
+        return number
+    if kind == "struct_value":
+        return _object(value.struct_value, depth + 1)
+    if kind == "list_value":
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise _TooDeep
+        return [_value(item, depth + 1) for item in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or no kind set
 
 
 def to_struct(values: dict[str, Any] | None, *, state: bool = False) -> struct_pb2.Struct:
