@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from turnstile.v1 import run_pb2
+from turnstile_server.state import MESSAGES, ThreadState
 
 _DOUBLE = struct.Struct("<d")
 _NULL = b"\x08\x00"  # Value.null_value (1) = NULL_VALUE
@@ -77,6 +78,26 @@ def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = Fa
         else:
             encoded = value(item, f"{path}.{key}")
         # A map entry: key (1), value (2).
+        entries.append(field(0x0A, field(0x0A, key.encode()) + field(0x12, encoded)))
+    return b"".join(entries)
+
+
+def state_body(state: ThreadState) -> bytes:
+    """A thread state's values as the body of a `google.protobuf.Struct`, like `struct_body`
+    with `state`, but its messages list encoded only from where the last call left off."""
+    entries = []
+    for key, item in state.values.items():
+        if key == MESSAGES and isinstance(item, list) and item:
+            count, items = state.encoded or (0, b"")
+            if count > len(item):  # not only appended to: start over
+                count, items = 0, b""
+            if count < len(item):
+                path = "values.messages"
+                items += b"".join([field(0x0A, _message(m, path)) for m in item[count:]])
+                state.encoded = (len(item), items)
+            encoded = field(0x32, items)
+        else:
+            encoded = value(item, f"values.{key}")
         entries.append(field(0x0A, field(0x0A, key.encode()) + field(0x12, encoded)))
     return b"".join(entries)
 

@@ -24,11 +24,14 @@ _ROLES: dict[str, str] = {
 class ThreadState:
     """A thread's values plus an index of message ids, so an update costs O(update)."""
 
-    __slots__ = ("_index", "values")
+    __slots__ = ("_index", "encoded", "values")
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self.values: dict[str, Any] = dict(values or {})
         self._index: dict[str, int] = {}
+        # The wire encoding of the first n messages, kept by `encoding.state_body` while
+        # messages are only appended; replacing one drops it.
+        self.encoded: tuple[int, bytes] | None = None
         if MESSAGES in self.values:
             messages = _message_list(self.values[MESSAGES], "values.messages")
             self.values[MESSAGES] = list(messages)
@@ -57,6 +60,7 @@ class ThreadState:
         clone = ThreadState.__new__(ThreadState)
         clone.values = self.snapshot()
         clone._index = dict(self._index)
+        clone.encoded = self.encoded
         return clone
 
     def _merge_messages(self, incoming: list[Mapping[str, Any]]) -> None:
@@ -71,6 +75,7 @@ class ThreadState:
                 messages.append(stored)
             else:
                 messages[position] = stored
+                self.encoded = None
 
 
 def fold(updates: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

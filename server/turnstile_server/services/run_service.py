@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
-from turnstile_server import wire
+from turnstile_server import encoding, wire
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
@@ -60,15 +60,23 @@ class RunService(pb_grpc.RunServiceServicer):
             timeout_seconds=wire.seconds(request.timeout_seconds, "timeout_seconds") or None,
         )
 
-    async def _final(self, thread_id: str, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
-        """Waits for the run to end; returns it with the values at its own last checkpoint."""
-        run = await self._scheduler.wait(thread_id, run_id)
-        return run, self._values_at_end(run) or await self._values_of(run)
+    async def _ended(self, run: RunRecord) -> bytes:
+        """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run
+        (field 1) and the values at its own last checkpoint (field 2)."""
+        values = self._values_at_end(run)
+        if values is None:
+            values = encoding.struct_body(await self._values_of(run), "values", state=True)
+        return encoding.field(0x0A, wire.run_message(run).SerializeToString()) + (
+            encoding.field(0x12, values) if values else b""
+        )
 
-    def _values_at_end(self, run: RunRecord) -> dict[str, Any] | None:
-        """The values at the run's last checkpoint when it is the thread's newest (cached)."""
-        latest = self._store.checkpoints.latest(run.thread_id)
-        return latest[1] if latest is not None and latest[0].run_id == run.run_id else None
+    def _values_at_end(self, run: RunRecord) -> bytes | None:
+        """The encoded values at the run's last checkpoint when it is the thread's newest
+        (cached): encoded at once, from the cached state itself."""
+        latest = self._store.checkpoints.latest_live(run.thread_id)
+        if latest is None or latest[0].run_id != run.run_id:
+            return None
+        return encoding.state_body(latest[1])
 
     async def _values_of(self, run: RunRecord) -> dict[str, Any]:
         """The values at the run's last checkpoint, read back; empty if it wrote none."""
@@ -83,10 +91,7 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
         run = await self._scheduler.run_to_end(await self._spec(request))
-        values = self._values_at_end(run) or await self._values_of(run)
-        return pb.WaitRunResponse(
-            run=wire.run_message(run), values=wire.to_struct(values, state=True)
-        )
+        return pb.WaitRunResponse.FromString(await self._ended(run))
 
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: Any
@@ -176,10 +181,8 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
-        run, values = await self._final(thread_id, wire.uuid_id(request.run_id, "run_id"))
-        return pb.JoinRunResponse(
-            run=wire.run_message(run), values=wire.to_struct(values, state=True)
-        )
+        run = await self._scheduler.wait(thread_id, wire.uuid_id(request.run_id, "run_id"))
+        return pb.JoinRunResponse.FromString(await self._ended(run))
 
 
 def _merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

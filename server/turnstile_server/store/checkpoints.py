@@ -77,10 +77,10 @@ class Checkpoints:
         state, _ = await self._folded(thread_id)
         return state
 
-    def latest(self, thread_id: str) -> tuple[CheckpointRecord, dict[str, Any]] | None:
-        """The thread's newest checkpoint and the values at it, when they are cached."""
-        cached = self._cache.get(thread_id)
-        return (cached[0], cached[1].snapshot()) if cached else None
+    def latest_live(self, thread_id: str) -> tuple[CheckpointRecord, ThreadState] | None:
+        """The thread's newest checkpoint and its cached state itself, when cached: to be read
+        at once, before anything else runs (a running run advances it)."""
+        return self._cache.get(thread_id)
 
     def forget(self, thread_id: str) -> None:
         """Drops the cached state of a thread whose checkpoints were deleted."""
