@@ -19,7 +19,7 @@ from tests.event_logs import (
     thread_seqs,
 )
 from tests.support import eventually
-from turnstile_server import encoding, wire
+from turnstile_server import wire
 from turnstile_server.event_log import StreamLimits, check_position
 from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 
@@ -116,13 +116,23 @@ async def test_an_ended_run_log_is_dropped_after_retain_seconds() -> None:
 
 
 async def test_ended_run_logs_over_the_retained_bytes_budget_drop_the_oldest() -> None:
-    size = len(encoding.frame(encoding.run_event(1, "r0", "end", {"status": "success"})))
+    def end(hub: EventHub, run_id: str) -> int:
+        run = run_record(run_id)
+        hub.run_started(run)
+        hub.run_ended(replace(run, status="success"), {"status": "success"})
+        log = hub.get(run_id)
+        assert log is not None
+        return log.nbytes
+
+    probe = EventHub(StreamLimits())
+    try:
+        size = end(probe, "probe")  # what one ended run's log counts as
+    finally:
+        probe.close()
     hub = EventHub(StreamLimits(retained_bytes=int(2.5 * size)))
     try:
         for index in range(4):
-            run = run_record(f"r{index}")
-            hub.run_started(run)
-            hub.run_ended(replace(run, status="success"), {"status": "success"})
+            end(hub, f"r{index}")
 
         assert [hub.get(f"r{index}") is not None for index in range(4)] == [
             False,

@@ -106,9 +106,10 @@ class EventHub:
             return
         # A run that never started here numbers its events after its last attempt's.
         log.rebase(run.attempt << SEQ_EPOCH_BITS)
+        # Both are built by the scheduler from the run's record: known to be JSON.
         if error is not None:
-            self.emit(run, "error", error)
-        self.emit(run, "end", end)
+            self.emit(run, "error", error, checked=True)
+        self.emit(run, "end", end, checked=True)
         log.end()
         self._retire(run.run_id, log)
         running = self._running.get(run.thread_id, {})
