@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from typing import Any
 
 import pytest
@@ -181,3 +182,49 @@ async def test_runs_enqueued_back_to_back_on_several_threads_all_run_in_order(
             state = await client.threads.get_state(thread_id)
             humans = [m["content"] for m in state["values"]["messages"] if m["type"] == "human"]
             assert humans == [f"m{index}" for index in range(10)]
+
+
+async def test_a_queued_run_cancelled_while_the_run_before_it_ends_and_starts_it_is_stopped(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: a run's end is written together with the start of the thread's
+    next run; a CancelRun of that next run lands before the scheduler has taken it on (the
+    store already says RUNNING). The stop must wait for it, not be dropped."""
+    held, never = f"held-{uuid.uuid4()}", f"never-{uuid.uuid4()}"
+    async with serving(database) as (app, stubs):
+        runs = app.store.runs
+        finish = runs.finish
+        finished, release = asyncio.Event(), asyncio.Event()
+        handed: list[Any] = []
+
+        async def held_finish(run_id: str, status: str, **kwargs: Any) -> Any:
+            result = await finish(run_id, status, **kwargs)
+            if result is not None and result.next.run is not None:
+                handed.append(result.next.run.run_id)
+                finished.set()
+                await release.wait()
+            return result
+
+        monkeypatch.setattr(runs, "finish", held_finish)
+        thread_id = await new_thread(stubs)
+        first = await create_run(stubs, thread_id, "gated", {"gates": [held]})
+        await arrived(held)
+        queued = await create_run(
+            stubs,
+            thread_id,
+            "gated",
+            {"gates": [never]},
+            multitask_strategy=run_pb2.MULTITASK_STRATEGY_ENQUEUE,
+        )
+        GATES.open(held)
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await finished.wait()
+            assert handed == [queued.run_id], "the first run's end started the queued run"
+            await stubs.runs.CancelRun(
+                run_service_pb2.CancelRunRequest(thread_id=thread_id, run_id=queued.run_id)
+            )
+            release.set()
+            ended = await join_run(stubs, queued)
+        assert (await join_run(stubs, first)).status == run_pb2.RUN_STATUS_SUCCESS
+    assert ended.status == run_pb2.RUN_STATUS_INTERRUPTED
+    assert not GATES.arrived(never).is_set(), "the cancelled run never ran its graph"

@@ -26,7 +26,7 @@ from turnstile_server.errors import (
 from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner
-from turnstile_server.store import Admission, RunRecord, RunSpec, Start, Store
+from turnstile_server.store import Admission, Ended, RunRecord, RunSpec, Start, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,13 @@ class _Active:
     """A run this process is executing (or about to: `run` is None while it is being started)."""
 
     run: RunRecord | None
-    stop_first: dict[str, RunRecord] = field(default_factory=dict)  # cancelled while starting
+    # Runs to stop as soon as they start: cancelled while their start was being written (by
+    # this claim's start, or by `run`'s end, which hands the thread to its next run).
+    stop_first: dict[str, RunRecord] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     executing: bool = False
     cancelling: bool = False
+    handing_over: bool = False  # `run`'s end is being written with the next run's start
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -351,6 +354,7 @@ class Scheduler:
         run = active.run
         assert run is not None
         outcome = Outcome("interrupted")
+        ended: Ended | None = None
         try:
             if not active.cancelling:
                 active.executing = True
@@ -364,31 +368,50 @@ class Scheduler:
                         task.uncancel()
                 finally:
                     active.executing = False
-            result = await self._finish(run, outcome)
+            ended = await self._finish(run, outcome, active)
         except Exception:
             log.exception("finishing run %s failed; it resumes at the next start", run.run_id)
             return
         finally:
+            following = ended.next if ended is not None else Start()
             del self._active[run.thread_id]
             self._slots -= 1
             self._metrics.run_stopped(run)
             active.done.set()
-            self._kick_again(run.thread_id)
-            self._kick_ready()
-        if result is None:
+            if following.run is None:
+                self._kick_again(run.thread_id)
+                self._kick_ready()
+        if ended is None:
             self._endings.gone(run.run_id)
             return
-        final, rolled_back = result
-        self._settle(final, rolled_back=rolled_back)
+        self._settle(ended.run, rolled_back=ended.rolled_back)
+        if following.run is not None:
+            # Started in the same write as this run's end: the thread and the slot pass to it
+            # (announced after this run's end), with any stop that arrived for it meanwhile.
+            self._slots += 1
+            successor = self._active[run.thread_id] = _Active(None, stop_first=active.stop_first)
+            self._launch(successor, following)
+            # It was queued, maybe with others behind it: look again once it has ended.
+            self._recheck.add(run.thread_id)
 
-    async def _finish(self, run: RunRecord, outcome: Outcome) -> tuple[RunRecord, bool] | None:
+    async def _finish(self, run: RunRecord, outcome: Outcome, active: _Active) -> Ended | None:
         """Records how the run ended, retrying through store faults until it lands (or the
-        server stops: then the run stays RUNNING and the next start settles it)."""
+        server stops: then the run stays RUNNING and the next start settles it).
+
+        When runs were admitted on the thread meanwhile and no other thread waits for a slot,
+        the thread's next run is started in the same write.
+        """
         pause = RETRY_SECONDS / 8
         while True:
+            active.handing_over = (
+                run.thread_id in self._recheck and not self._ready and not self._draining
+            )
             try:
                 return await self._store.runs.finish(
-                    run.run_id, outcome.status, error=outcome.error
+                    run.run_id,
+                    outcome.status,
+                    error=outcome.error,
+                    then_start=active.handing_over,
                 )
             except Unavailable as exc:
                 if self._stopping:
@@ -407,7 +430,9 @@ class Scheduler:
         active = self._active.get(run.thread_id)
         if active is None:
             return
-        if active.run is None:  # its start is being written: stopped once it is known
+        if active.run is None or (active.handing_over and active.run.run_id != run.run_id):
+            # Its start is being written (by this claim, or with the active run's end):
+            # stopped once it is known.
             active.stop_first[run.run_id] = run
             return
         if active.run.run_id != run.run_id:

@@ -139,3 +139,13 @@ class Start:
     checkpoints: int = 0
     input: CheckpointRecord | None = None
     delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What ending a run did: the run as it ended (`rolled_back`: deleted with its
+    checkpoints), and the thread's next run if it was started in the same write (`next`)."""
+
+    run: RunRecord
+    rolled_back: bool
+    next: Start = Start()

@@ -20,7 +20,14 @@ from turnstile_server.errors import (
 )
 from turnstile_server.store.checkpoints import insert_checkpoint
 from turnstile_server.store.database import Session
-from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start
+from turnstile_server.store.records import (
+    Admission,
+    Ended,
+    RunError,
+    RunRecord,
+    RunSpec,
+    Start,
+)
 from turnstile_server.store.rows import RUN_COLUMNS, dumps, loads, run_from_row
 
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
@@ -251,8 +258,8 @@ def start_next(conn: Session, thread_id: str, now: int) -> Start:
 
 
 def finish(
-    conn: Session, run_id: str, status: str, error: RunError | None, now: int
-) -> tuple[RunRecord, bool] | None:
+    conn: Session, run_id: str, status: str, error: RunError | None, now: int, then_start: bool
+) -> Ended | None:
     """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
     run = one(conn, "r.run_id = ?", run_id)
     if run is None:
@@ -278,8 +285,11 @@ def finish(
         )
         outcome = status
         final = _ended(run, status, now, error)
-    _settle_thread(conn, run.thread_id, outcome, now)
-    return final, outcome == "rollback"
+    busy = _settle_thread(conn, run.thread_id, outcome, now)
+    ended = Ended(final, outcome == "rollback")
+    if then_start and busy:
+        return replace(ended, next=start_next(conn, run.thread_id, now))
+    return ended
 
 
 def cancel(
@@ -361,8 +371,9 @@ def _end_pending(
     )
 
 
-def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> None:
-    """Sets the thread's status after a run ended: BUSY while others are inflight."""
+def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> bool:
+    """Sets the thread's status after a run ended: BUSY while others are inflight (then
+    returns True)."""
     busy = (
         conn.one(
             "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
@@ -371,6 +382,7 @@ def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> Non
         is not None
     )
     _set_thread_status(conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now)
+    return busy
 
 
 def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> None:

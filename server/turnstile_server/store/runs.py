@@ -12,7 +12,15 @@ from turnstile_server.errors import RunActive, RunNotFound
 from turnstile_server.store import run_writes
 from turnstile_server.store.database import Database, Session
 from turnstile_server.store.ids import new_id
-from turnstile_server.store.records import Admission, RunError, RunRecord, RunSpec, Start, now_us
+from turnstile_server.store.records import (
+    Admission,
+    Ended,
+    RunError,
+    RunRecord,
+    RunSpec,
+    Start,
+    now_us,
+)
 from turnstile_server.store.rows import run_from_row
 from turnstile_server.store.run_writes import SELECT_RUNS, Recovery
 
@@ -102,17 +110,23 @@ class Runs:
         return await self._db.write(lambda conn: run_writes.start_next(conn, thread_id, now))
 
     async def finish(
-        self, run_id: str, status: str, *, error: RunError | None = None
-    ) -> tuple[RunRecord, bool] | None:
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: RunError | None = None,
+        then_start: bool = False,
+    ) -> Ended | None:
         """Ends a running run, or deletes it with its checkpoints if it is being rolled back.
 
         `status` is how the run ended by itself; a pending cancellation recorded on the run
-        overrides it. Returns the final record and whether it was rolled back, or None if the
-        run is gone (its thread was deleted).
+        overrides it. With `then_start`, the thread's next run is started in the same write
+        if it is due, as `start_next` would (`Ended.next`). Returns None if the run is gone
+        (its thread was deleted).
         """
         now = now_us()
         return await self._db.write(
-            lambda conn: run_writes.finish(conn, run_id, status, error, now)
+            lambda conn: run_writes.finish(conn, run_id, status, error, now, then_start)
         )
 
     async def cancel(
