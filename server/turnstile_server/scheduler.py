@@ -385,7 +385,9 @@ class Scheduler:
             self._endings.gone(run.run_id)
             return
         self._settle(ended.run, rolled_back=ended.rolled_back)
-        if following.run is not None:
+        # (When the server is stopping, a run started so stays RUNNING in the store, like the
+        # other runs it stops, and resumes at the next start.)
+        if following.run is not None and not self._stopping:
             # Started in the same write as this run's end: the thread and the slot pass to it
             # (announced after this run's end), with any stop that arrived for it meanwhile.
             self._slots += 1

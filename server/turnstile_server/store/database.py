@@ -224,7 +224,6 @@ class Database:
                     return
                 for write in group:
                     write.begun = True
-
             try:
                 with store_errors():
                     outcomes = _apply(session, [w.body for w in group])
