@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -250,6 +251,9 @@ async def test_a_write_cancelled_before_its_group_begins_is_withdrawn(store: Sto
     await asyncio.sleep(0)
     queued.cancel()
     release.set()
+    # Blocks the loop (not yielding): the writer's thread takes its next group before the
+    # cancelled caller runs again, so the withdrawal must not wait for the caller.
+    time.sleep(0.05)  # noqa: ASYNC251 (blocking the loop is the point)
     await holding
     with pytest.raises(asyncio.CancelledError):
         await queued

@@ -124,16 +124,8 @@ class Connection(aiosqlite.Connection):
         self._tx.put_nowait((future, lambda: body(Session(self._conn, self.policy))))
 
 
-class _Write:
-    """A write waiting for, or in, a group; `begun` and `withdrawn` change under the lock."""
-
-    __slots__ = ("begun", "body", "future", "withdrawn")
-
-    def __init__(self, body: Body[Any], future: asyncio.Future[Any]) -> None:
-        self.body = body
-        self.future = future
-        self.begun = False
-        self.withdrawn = False
+_Write = tuple[Body[Any], asyncio.Future[Any]]
+"""A queued write: its body, and the future its caller awaits."""
 
 
 class Database:
@@ -186,50 +178,45 @@ class Database:
         StoreUnavailable. Cancelling the caller withdraws a write that has not begun; one that
         has begun is applied all the same.
         """
-        write, future = self._queue_write(body)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            with self._lock:
-                write.withdrawn = not write.begun
-            raise
+        # A caller cancelled while awaiting cancels the future too: the writer's thread leaves
+        # out a write whose future is cancelled when it takes the next group.
+        return await self._queue_write(body)
 
     def submit(self, body: Body[T]) -> asyncio.Future[T]:
         """Queues `body` as `write` does, but for good: it is never withdrawn, and the future
         it returns (await it with `landed`) has its outcome once the group is committed."""
-        return self._queue_write(body)[1]
+        return self._queue_write(body)
 
-    def _queue_write(self, body: Body[T]) -> tuple[_Write, asyncio.Future[T]]:
+    def _queue_write(self, body: Body[T]) -> asyncio.Future[T]:
         if self._closed:
             raise sqlite3.ProgrammingError("the database is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        write = _Write(body, future)
         with self._lock:
-            self._queue.append(write)
+            self._queue.append((body, future))
             start = not self._committing
             self._committing = True
         if start:
             self._writer.submit(self._commit_groups)
-        return write, future
+        return future
 
     def _commit_groups(self, session: Session) -> None:
         """In the writer's thread: commits the queued writes group by group until none is left,
         handing each group's outcomes to the loop as soon as it is committed."""
         while True:
             with self._lock:
-                group = [w for w in self._queue if not w.withdrawn]
+                # Withdrawn: the caller was cancelled before its write began. (A future's state
+                # is read here outside its loop: it only ever goes from pending to done.)
+                group = [(body, f) for body, f in self._queue if not f.cancelled()]
                 self._queue.clear()
                 if not group:
                     self._committing = False
                     return
-                for write in group:
-                    write.begun = True
             try:
                 with store_errors():
-                    outcomes = _apply(session, [w.body for w in group])
+                    outcomes = _apply(session, [body for body, _ in group])
             except Exception as exc:
                 outcomes = [(False, exc)] * len(group)
-            loop = group[0].future.get_loop()
+            loop = group[0][1].get_loop()
             try:
                 loop.call_soon_threadsafe(_answer, group, outcomes)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
@@ -253,8 +240,7 @@ class Database:
 
 def _answer(group: list[_Write], outcomes: list[tuple[bool, Any]]) -> None:
     """In the loop: hands each write of a committed (or failed) group its outcome."""
-    for write, (ok, value) in zip(group, outcomes, strict=True):
-        future = write.future
+    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
         if future.done():  # its caller was cancelled meanwhile
             continue
         if ok:
