@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from turnstile.v1 import run_pb2
@@ -69,12 +69,36 @@ def value(data: Any, path: str = "data", *, state: bool = False) -> bytes:
 
 def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = False) -> bytes:
     """A JSON object as the body of a `google.protobuf.Struct` (its `fields` map, field 1)."""
+    return _struct(data, path, _message_items if state else None)
+
+
+def state_body(state: ThreadState) -> bytes:
+    """A thread state's values as the body of a `google.protobuf.Struct`, like `struct_body`
+    with `state`, but its messages list encoded only from where the last call left off."""
+
+    def messages(items: list[Any], path: str) -> bytes:
+        count, encoded = state.encoded or (0, b"")
+        if count > len(items):  # not only appended to: start over
+            count, encoded = 0, b""
+        if count < len(items):
+            encoded += _message_items(items[count:], path)
+            state.encoded = (len(items), encoded)
+        return encoded
+
+    return _struct(state.values, "values", messages)
+
+
+def _struct(
+    data: Mapping[str, Any], path: str, messages: Callable[[list[Any], str], bytes] | None
+) -> bytes:
+    """The body of a Struct; `messages`, if given, encodes a non-empty `messages` list's items
+    (a thread state's, never changed once stored)."""
     entries = []
     for key, item in data.items():
         if not isinstance(key, str):
             raise TypeError(f"{path}: key {key!r} is not a string")
-        if state and key == "messages" and isinstance(item, list) and item:
-            encoded = field(0x32, b"".join([field(0x0A, _message(m, path)) for m in item]))
+        if messages is not None and key == MESSAGES and isinstance(item, list) and item:
+            encoded = field(0x32, messages(item, path))  # list_value (6)
         else:
             encoded = value(item, f"{path}.{key}")
         # A map entry: key (1), value (2).
@@ -82,24 +106,9 @@ def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = Fa
     return b"".join(entries)
 
 
-def state_body(state: ThreadState) -> bytes:
-    """A thread state's values as the body of a `google.protobuf.Struct`, like `struct_body`
-    with `state`, but its messages list encoded only from where the last call left off."""
-    entries = []
-    for key, item in state.values.items():
-        if key == MESSAGES and isinstance(item, list) and item:
-            count, items = state.encoded or (0, b"")
-            if count > len(item):  # not only appended to: start over
-                count, items = 0, b""
-            if count < len(item):
-                path = "values.messages"
-                items += b"".join([field(0x0A, _message(m, path)) for m in item[count:]])
-                state.encoded = (len(item), items)
-            encoded = field(0x32, items)
-        else:
-            encoded = value(item, f"values.{key}")
-        entries.append(field(0x0A, field(0x0A, key.encode()) + field(0x12, encoded)))
-    return b"".join(entries)
+def _message_items(items: list[Any], path: str) -> bytes:
+    """Messages as the items of a ListValue (`values`, field 1), each encoded once."""
+    return b"".join([field(0x0A, _message(m, path)) for m in items])
 
 
 class _Messages:

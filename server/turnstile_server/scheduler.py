@@ -302,9 +302,7 @@ class Scheduler:
             if start.run is None:  # nothing due, cancelled meanwhile, or the store failed
                 self._release(thread_id, active)
         if start.run is not None:
-            self._launch(active, start)
-            # It was queued, maybe with others behind it: look again once it has ended.
-            self._recheck.add(thread_id)
+            self._launch_queued(active, start)
         elif start.delay > 0:
             old = self._timers.pop(thread_id, None)
             if old:
@@ -345,6 +343,13 @@ class Scheduler:
         if started.run_id in active.stop_first:
             self._stop_task(active.stop_first[started.run_id])
         active.task = asyncio.create_task(self._drive(active, start), name=f"run {started.run_id}")
+
+    def _launch_queued(self, active: _Active, start: Start) -> None:
+        """Drives a run that was queued, maybe with others behind it: its thread is looked at
+        again once it has ended."""
+        assert start.run is not None
+        self._launch(active, start)
+        self._recheck.add(start.run.thread_id)
 
     def _timer_fired(self, thread_id: str) -> None:
         self._timers.pop(thread_id, None)
@@ -392,9 +397,7 @@ class Scheduler:
             # (announced after this run's end), with any stop that arrived for it meanwhile.
             self._slots += 1
             successor = self._active[run.thread_id] = _Active(None, stop_first=active.stop_first)
-            self._launch(successor, following)
-            # It was queued, maybe with others behind it: look again once it has ended.
-            self._recheck.add(run.thread_id)
+            self._launch_queued(successor, following)
 
     async def _finish(self, run: RunRecord, outcome: Outcome, active: _Active) -> Ended | None:
         """Records how the run ended, retrying through store faults until it lands (or the

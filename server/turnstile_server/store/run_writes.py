@@ -180,12 +180,8 @@ def admit(
     )
     if admission is None:
         admission = Admission(run=run)
-        if starting:
-            # As `start_next` would: attempt 1, and the input as the thread's next checkpoint.
-            update = dict(loads(run_input) or {})
-            checkpoint = insert_checkpoint(conn, spec.thread_id, run_id, 0, "input", update, now)
-            started = replace(run, status="running", attempt=1, start_time=now, queue_position=None)
-            admission.start = Start(run=started, checkpoints=1, input=checkpoint)
+        if starting:  # inserted RUNNING above: its first attempt has begun
+            admission.start = _begun(conn, run, now, written=0)
         return admission
     admission.run = run
     return admission
@@ -246,14 +242,20 @@ def start_next(conn: Session, thread_id: str, now: int) -> Start:
         (now, head.run_id),
     )
     written = conn.one("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (head.run_id,))
-    steps = int(written[0]) if written else 0
+    return _begun(conn, head, now, written=int(written[0]) if written else 0)
+
+
+def _begun(conn: Session, run: RunRecord, now: int, written: int) -> Start:
+    """The start of `run`'s next attempt, just recorded RUNNING, with `written` checkpoints of
+    the run so far. On its first attempt (none) its input becomes the thread's next
+    checkpoint, so the input is applied exactly once however often the run resumes."""
     started = replace(
-        head, status="running", attempt=head.attempt + 1, start_time=now, queue_position=None
+        run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
     )
-    if steps > 0:
-        return Start(run=started, checkpoints=steps)
-    update = dict(head.input or {})
-    checkpoint = insert_checkpoint(conn, thread_id, head.run_id, 0, "input", update, now)
+    if written > 0:
+        return Start(run=started, checkpoints=written)
+    update = dict(run.input or {})
+    checkpoint = insert_checkpoint(conn, run.thread_id, run.run_id, 0, "input", update, now)
     return Start(run=started, checkpoints=1, input=checkpoint)
 
 
