@@ -23,6 +23,17 @@ _FALSE = b"\x20\x00"
 _EMPTY_STRUCT = b"\x2a\x00"  # Value.struct_value (5), no fields
 _EMPTY_LIST = b"\x32\x00"  # Value.list_value (6), no values
 
+# The tag and length of a length-delimited field shorter than 128 bytes, by tag then length:
+# most fields are, and one concatenation with a prebuilt head is the cheapest way to write one.
+_HEADS = {tag: [bytes((tag, n)) for n in range(0x80)] for tag in range(0x0A, 0x80, 8)}
+_ENTRY = _HEADS[0x0A]  # Struct.fields entries, ListValue.values items, map entry keys (1)
+_ENTRY_VALUE = _HEADS[0x12]  # a map entry's value (2)
+_STRING = _HEADS[0x1A]  # Value.string_value (3)
+
+_KEYS: dict[str, bytes] = {}
+"""Encoded map-entry keys (field 1 of a Struct entry) by key: the same few keys recur."""
+_KEYS_MAX = 4096
+
 
 def varint(number: int) -> bytes:
     """A non-negative integer as a protobuf varint."""
@@ -38,77 +49,150 @@ def varint(number: int) -> bytes:
 
 def field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field: its tag byte (field number < 16), length, payload."""
-    return bytes((tag,)) + varint(len(payload)) + payload
+    n = len(payload)
+    if n < 0x80:
+        return _HEADS[tag][n] + payload
+    return bytes((tag,)) + varint(n) + payload
+
+
+class _NotJson(Exception):
+    """`data` holds something JSON cannot carry; `where` is filled in on the way out."""
+
+    def __init__(self, error: type[Exception], what: str) -> None:
+        super().__init__(what)
+        self.error = error
+        self.what = what
+        self.where: list[str] = []  # path segments, innermost first
+
+    def raised(self, path: str) -> Exception:
+        """The TypeError or ValueError to raise, naming where in `path` the value is."""
+        return self.error(f"{path}{''.join(reversed(self.where))}: {self.what}")
 
 
 def value(data: Any, path: str = "data", *, state: bool = False) -> bytes:
     """JSON data as an encoded `google.protobuf.Value`; refuses what JSON cannot carry (NaN,
     non-string keys, other types). `state`: `data` holds a thread state's messages (never
     changed once stored), which may be encoded once and reused."""
-    if data is None:
-        return _NULL
-    if isinstance(data, str):
-        return field(0x1A, data.encode())  # string_value (3)
-    if data is True:
-        return _TRUE
-    if data is False:
-        return _FALSE
-    if isinstance(data, int | float):
-        if not math.isfinite(data):
-            raise ValueError(f"{path}: {data!r} is not a JSON number")
-        return b"\x11" + _DOUBLE.pack(data)  # number_value (2), a double
-    if isinstance(data, Mapping):
-        return field(0x2A, struct_body(data, path, state=state)) if data else _EMPTY_STRUCT
-    if isinstance(data, list | tuple):
-        if not data:
-            return _EMPTY_LIST
-        items = [field(0x0A, value(item, f"{path}[{i}]")) for i, item in enumerate(data)]
-        return field(0x32, b"".join(items))  # list_value (6): ListValue.values (1)
-    raise TypeError(f"{path}: a {type(data).__name__} is not JSON")
+    try:
+        if state and isinstance(data, Mapping):
+            return field(0x2A, _struct(data, _message_items)) if data else _EMPTY_STRUCT
+        return _value(data)
+    except _NotJson as exc:
+        raise exc.raised(path) from None
 
 
 def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = False) -> bytes:
     """A JSON object as the body of a `google.protobuf.Struct` (its `fields` map, field 1)."""
-    return _struct(data, path, _message_items if state else None)
+    try:
+        return _struct(data, _message_items if state else None)
+    except _NotJson as exc:
+        raise exc.raised(path) from None
 
 
 def state_body(state: ThreadState) -> bytes:
     """A thread state's values as the body of a `google.protobuf.Struct`, like `struct_body`
     with `state`, but its messages list encoded only from where the last call left off."""
 
-    def messages(items: list[Any], path: str) -> bytes:
+    def messages(items: list[Any]) -> bytes:
         count, encoded = state.encoded or (0, b"")
         if count > len(items):  # not only appended to: start over
             count, encoded = 0, b""
         if count < len(items):
-            encoded += _message_items(items[count:], path)
+            encoded += _message_items(items[count:])
             state.encoded = (len(items), encoded)
         return encoded
 
-    return _struct(state.values, "values", messages)
+    try:
+        return _struct(state.values, messages)
+    except _NotJson as exc:
+        raise exc.raised("values") from None
 
 
-def _struct(
-    data: Mapping[str, Any], path: str, messages: Callable[[list[Any], str], bytes] | None
-) -> bytes:
+def _value(data: Any) -> bytes:
+    """An encoded `Value`. The exact built-in types are tried first, by identity, then their
+    subclasses and any other mapping."""
+    kind = type(data)
+    if kind is str:
+        encoded: bytes = data.encode()
+        n = len(encoded)
+        return (_STRING[n] if n < 0x80 else b"\x1a" + varint(n)) + encoded
+    if kind is dict:
+        return field(0x2A, _struct(data, None)) if data else _EMPTY_STRUCT
+    if kind is float or kind is int:
+        return _number(data)
+    if data is None:
+        return _NULL
+    if data is True:
+        return _TRUE
+    if data is False:
+        return _FALSE
+    if kind is list or kind is tuple:
+        return _list(data)
+    if isinstance(data, str):
+        return field(0x1A, data.encode())
+    if isinstance(data, int | float):
+        return _number(data)
+    if isinstance(data, Mapping):
+        return field(0x2A, _struct(data, None)) if data else _EMPTY_STRUCT
+    if isinstance(data, list | tuple):
+        return _list(data)
+    raise _NotJson(TypeError, f"a {kind.__name__} is not JSON")
+
+
+def _number(data: float) -> bytes:
+    if not math.isfinite(data):
+        raise _NotJson(ValueError, f"{data!r} is not a JSON number")
+    return b"\x11" + _DOUBLE.pack(data)  # number_value (2), a double
+
+
+def _list(data: list[Any] | tuple[Any, ...]) -> bytes:
+    """A non-empty list as `Value.list_value` (6); its items are `ListValue.values` (1)."""
+    if not data:
+        return _EMPTY_LIST
+    items = []
+    for index, item in enumerate(data):
+        try:
+            encoded = _value(item)
+        except _NotJson as exc:
+            exc.where.append(f"[{index}]")
+            raise
+        n = len(encoded)
+        items.append((_ENTRY[n] if n < 0x80 else b"\x0a" + varint(n)) + encoded)
+    return field(0x32, b"".join(items))
+
+
+def _struct(data: Mapping[str, Any], messages: Callable[[list[Any]], bytes] | None) -> bytes:
     """The body of a Struct; `messages`, if given, encodes a non-empty `messages` list's items
     (a thread state's, never changed once stored)."""
     entries = []
     for key, item in data.items():
-        if not isinstance(key, str):
-            raise TypeError(f"{path}: key {key!r} is not a string")
-        if messages is not None and key == MESSAGES and isinstance(item, list) and item:
-            encoded = field(0x32, messages(item, path))  # list_value (6)
-        else:
-            encoded = value(item, f"{path}.{key}")
+        head = _KEYS.get(key)
+        if head is None:
+            if not isinstance(key, str):
+                raise _NotJson(TypeError, f"key {key!r} is not a string")
+            head = field(0x0A, key.encode())
+            if len(_KEYS) >= _KEYS_MAX:
+                _KEYS.clear()
+            _KEYS[key] = head
+        try:
+            if messages is not None and key == MESSAGES and isinstance(item, list) and item:
+                encoded = field(0x32, messages(item))  # list_value (6)
+            else:
+                encoded = _value(item)
+        except _NotJson as exc:
+            exc.where.append(f".{key}")
+            raise
         # A map entry: key (1), value (2).
-        entries.append(field(0x0A, field(0x0A, key.encode()) + field(0x12, encoded)))
+        n = len(encoded)
+        entry = head + (_ENTRY_VALUE[n] if n < 0x80 else b"\x12" + varint(n)) + encoded
+        n = len(entry)
+        entries.append((_ENTRY[n] if n < 0x80 else b"\x0a" + varint(n)) + entry)
     return b"".join(entries)
 
 
-def _message_items(items: list[Any], path: str) -> bytes:
+def _message_items(items: list[Any]) -> bytes:
     """Messages as the items of a ListValue (`values`, field 1), each encoded once."""
-    return b"".join([field(0x0A, _message(m, path)) for m in items])
+    return b"".join([field(0x0A, _message(m)) for m in items])
 
 
 class _Messages:
@@ -123,13 +207,17 @@ class _Messages:
         self.size = size
         self.entries: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
 
-    def get(self, message: Any, path: str) -> bytes:
+    def get(self, message: Any) -> bytes:
         key = id(message)
         entry = self.entries.get(key)
         if entry is not None and entry[0] is message:
             self.entries.move_to_end(key)
             return entry[1]
-        encoded = value(message, f"{path}.messages[]")
+        try:
+            encoded = _value(message)
+        except _NotJson as exc:
+            exc.where.append(".messages[]")
+            raise
         self.entries[key] = (message, encoded)
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -139,8 +227,8 @@ class _Messages:
 _MESSAGES = _Messages(32_768)
 
 
-def _message(message: Any, path: str) -> bytes:
-    return _MESSAGES.get(message, path) if isinstance(message, dict) else value(message, path)
+def _message(message: Any) -> bytes:
+    return _MESSAGES.get(message) if isinstance(message, dict) else _value(message)
 
 
 def run_event(seq: int, run_id: str, event: str, data: Any, *, state: bool = False) -> bytes:
@@ -148,7 +236,10 @@ def run_event(seq: int, run_id: str, event: str, data: Any, *, state: bool = Fal
     `value`."""
     head = b"\x08" + varint(seq) if seq else b""
     return (
-        head + field(0x12, run_id.encode()) + field(0x1A, event.encode()) + field(0x22, value(data))
+        head
+        + field(0x12, run_id.encode())
+        + field(0x1A, event.encode())
+        + field(0x22, value(data, state=state))
     )
 
 

@@ -1,0 +1,106 @@
+"""The hand-written protobuf encoder against protobuf's own, and its refusals."""
+
+from __future__ import annotations
+
+import math
+from collections import UserDict
+from typing import Any
+
+import pytest
+from google.protobuf import struct_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from turnstile.v1 import run_pb2
+from turnstile_server import encoding
+
+# Finite numbers only: NaN and infinities are refused (tested below). Keys and strings of any
+# length, so that fields of 128 bytes and more (two-byte lengths) come up.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=200),
+    lambda children: (
+        st.lists(children, max_size=6)
+        | st.dictionaries(st.text(max_size=150), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+def _reference(data: Any) -> struct_pb2.Value:
+    """What protobuf itself builds for `data`."""
+    message = struct_pb2.Value()
+    if isinstance(data, dict):
+        message.struct_value.SetInParent()  # set even when empty
+        message.struct_value.update(data)
+    elif isinstance(data, list):
+        message.list_value.SetInParent()
+        message.list_value.extend(data)
+    elif isinstance(data, bool):
+        message.bool_value = data
+    elif isinstance(data, int | float):
+        message.number_value = data
+    elif isinstance(data, str):
+        message.string_value = data
+    else:
+        message.null_value = struct_pb2.NULL_VALUE
+    return message
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_a_value_decodes_to_what_protobuf_builds(data: Any) -> None:
+    assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=150), json_values, max_size=6), st.integers(0, 2**40))
+def test_an_event_decodes_to_what_protobuf_builds(data: dict[str, Any], seq: int) -> None:
+    expected = run_pb2.RunEvent(seq=seq, run_id="r" * 36, event="custom")
+    expected.data.struct_value.SetInParent()
+    expected.data.struct_value.update(data)
+    framed = encoding.frame(encoding.run_event(seq, "r" * 36, "custom", data))
+    assert run_pb2.RunEvent.FromString(encoding.unframe(framed)) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 128, 129, 16_383, 16_384, 70_000])
+def test_lengths_around_each_varint_boundary(size: int) -> None:
+    text = "x" * size
+    for data in (text, {text: text}, [text], {"k": [text, {"v": text}]}, {"é" * (size // 2): 1}):
+        assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(data)
+
+
+def test_subclasses_of_the_json_types_encode_as_their_base() -> None:
+    class Text(str):
+        pass
+
+    data = {"a": UserDict({"b": (1, Text("x"))}), "n": True}
+    assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(
+        {"a": {"b": [1, "x"]}, "n": True}
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        ({"a": [1, {"b": math.nan}]}, ValueError, "data.a[1].b: nan is not a JSON number"),
+        ({"a": {"b": -math.inf}}, ValueError, "data.a.b: -inf is not a JSON number"),
+        ({"x": {1: 2}}, TypeError, "data.x: key 1 is not a string"),
+        ([{"y": object()}], TypeError, "data[0].y: a object is not JSON"),
+        ({1, 2}, TypeError, "data: a set is not JSON"),
+    ],
+)
+def test_what_json_cannot_carry_is_refused_with_its_path(
+    data: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as raised:
+        encoding.value(data)
+    assert str(raised.value) == message
+
+
+def test_a_bad_message_in_a_state_is_refused_with_its_path() -> None:
+    with pytest.raises(ValueError, match=r"^values\.messages\.messages\[\]\.n: nan"):
+        encoding.struct_body({"messages": [{"n": math.nan}]}, "values", state=True)
