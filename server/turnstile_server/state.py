@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from turnstile_server.errors import InvalidInput
+from turnstile_server.ids import random_id
 
 MESSAGES = "messages"
 
@@ -99,8 +100,8 @@ def normalize_update(update: Any) -> dict[str, Any]:
 
 
 def new_message_id() -> str:
-    """Return a fresh message id."""
-    return str(uuid.uuid4())
+    """Return a fresh message id (a random UUID)."""
+    return random_id()
 
 
 def _normalize(data: Any, path: str) -> dict[str, Any]:

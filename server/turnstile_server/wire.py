@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -85,12 +86,18 @@ def optional_enum(table: Mapping[E, V], number: E, field: str) -> V | None:
     return None if number == 0 else enum_value(table, number, field)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""What `str(uuid.UUID(...))` returns; anything else is parsed (and canonicalised) by `uuid`."""
+
+
 def uuid_id(value: str, field: str, *, required: bool = True) -> str:
     """Checks that `value` is a UUID (canonical lower-case form returned)."""
     if not value:
         if required:
             raise InvalidArgument(f"{field} is required", reason="MISSING_FIELD", field=field)
         return ""
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

@@ -10,9 +10,9 @@ from turnstile.v1 import assistant_service_pb2_grpc as pb_grpc
 from turnstile_server import wire
 from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidArgument
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.ids import new_id
 from turnstile_server.store import AssistantRecord, Store
 from turnstile_server.store.assistants import new_assistant
-from turnstile_server.store.ids import new_id
 
 
 def builtin_assistant(graph_id: str) -> AssistantRecord:

@@ -11,9 +11,9 @@ from turnstile_server import wire
 from turnstile_server.errors import InvalidArgument, RequestIdReused
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
+from turnstile_server.ids import new_id
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
-from turnstile_server.store.ids import new_id
 
 
 class ThreadService(pb_grpc.ThreadServiceServicer):

@@ -9,9 +9,9 @@ import builtins
 from typing import Any
 
 from turnstile_server.errors import RunActive, RunNotFound
+from turnstile_server.ids import new_id
 from turnstile_server.store import run_writes
 from turnstile_server.store.database import Database, Session
-from turnstile_server.store.ids import new_id
 from turnstile_server.store.records import (
     Admission,
     Ended,
