@@ -39,6 +39,8 @@ def varint(number: int) -> bytes:
     """A non-negative integer as a protobuf varint."""
     if number < 0x80:
         return bytes((number,))
+    if number < 0x4000:
+        return bytes(((number & 0x7F) | 0x80, number >> 7))
     out = bytearray()
     while number > 0x7F:
         out.append((number & 0x7F) | 0x80)
@@ -234,13 +236,18 @@ def _message(message: Any) -> bytes:
 def run_event(seq: int, run_id: str, event: str, data: Any, *, state: bool = False) -> bytes:
     """An encoded `RunEvent`: seq (1), run_id (2), event (3), data (4); `state` as for
     `value`."""
-    head = b"\x08" + varint(seq) if seq else b""
-    return (
-        head
-        + field(0x12, run_id.encode())
-        + field(0x1A, event.encode())
-        + field(0x22, value(data, state=state))
-    )
+    head = _EVENT_HEADS.get((run_id, event))
+    if head is None:
+        head = field(0x12, run_id.encode()) + field(0x1A, event.encode())
+        if len(_EVENT_HEADS) >= _KEYS_MAX:
+            _EVENT_HEADS.clear()
+        _EVENT_HEADS[run_id, event] = head
+    body = field(0x22, value(data, state=state))
+    return b"".join((b"\x08", varint(seq), head, body)) if seq else head + body
+
+
+_EVENT_HEADS: dict[tuple[str, str], bytes] = {}
+"""Encoded run id and event name of a RunEvent, by both: a run's events share a few."""
 
 
 EVENTS = 0x0A  # field 1, length-delimited: `events` of every stream response message
