@@ -29,15 +29,23 @@ class StreamLimits:
     batch_bytes: int = 256 << 10
 
 
-class _Lazy:
+class LazyEvent:
     """An event not encoded yet: it is encoded when first read, as most runs' events never are
-    (a `WaitRun` caller reads none). Until then it counts as `size` bytes."""
+    (a `WaitRun` caller reads none). Until then it counts as `size` bytes.
 
-    __slots__ = ("encode", "size")
+    One small object per event, not a closure: a run's events are kept for minutes after it
+    ends, and each closure's cells and functions were objects the garbage collector walked at
+    every full collection.
+    """
 
-    def __init__(self, encode: Callable[[], bytes], size: int) -> None:
-        self.encode = encode
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
         self.size = size
+
+    def encode(self, seq: int) -> bytes:
+        """The framed event, numbered `seq`."""
+        raise NotImplementedError
 
 
 class EventLog:
@@ -62,11 +70,11 @@ class EventLog:
         self.name = name
         self.from_oldest = from_oldest
         self.limits = limits
-        self._frames: deque[bytes | _Lazy] = deque()
+        self._frames: deque[bytes | LazyEvent] = deque()
         self._bytes = 0
         self._base = base
         self._first = (base or 0) + 1
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None  # made when a subscriber first waits
         self.ended = False
         self.expired = False
 
@@ -107,23 +115,20 @@ class EventLog:
         self._base = base
         self._first = base + 1
 
-    def append(self, encode: Callable[[int], bytes], *, lazy_size: int | None = None) -> int:
-        """Appends the event `encode(seq)` returns for the next `seq`, and returns that `seq`.
-
-        With `lazy_size`, `encode` is called only when the event is first read, and the event
-        counts as that many bytes until then: for data known to encode (checked JSON).
-        """
+    def append(self, event: Callable[[int], bytes] | LazyEvent) -> int:
+        """Appends an event for the next `seq` and returns that `seq`: the framed bytes
+        `event(seq)` returns, or a `LazyEvent`, encoded only when first read."""
         if self.ended:
             raise RuntimeError(f"{self.name} has ended")
         if self._base is None:
             self._base = 0
         seq = self.last_seq + 1
-        if lazy_size is None:
-            encoded = encode(seq)
-            frame: bytes | _Lazy = encoded
-            size = len(encoded)
+        if isinstance(event, LazyEvent):
+            frame: bytes | LazyEvent = event
+            size = event.size
         else:
-            frame, size = _Lazy(lambda: encode(seq), lazy_size), lazy_size
+            frame = event(seq)
+            size = len(frame)
         self._frames.append(frame)
         self._bytes += size
         limits = self.limits
@@ -155,8 +160,8 @@ class EventLog:
         size = 0
         for index in range(start, min(len(self._frames), start + max_events)):
             frame = self._frames[index]
-            if isinstance(frame, _Lazy):
-                lazy, frame = frame, frame.encode()
+            if isinstance(frame, LazyEvent):
+                lazy, frame = frame, frame.encode(self._first + index)
                 self._frames[index] = frame
                 self._bytes += len(frame) - lazy.size
             if frames and size + len(frame) > max_bytes:
@@ -167,12 +172,15 @@ class EventLog:
 
     async def changed(self) -> None:
         """Returns after the next append, end or expiry."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
         await self._changed.wait()
 
     def _wake(self) -> None:
         # Every waiter is released by `set`; clearing at once re-arms the event for the next.
-        self._changed.set()
-        self._changed.clear()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed.clear()
 
 
 async def follow(
@@ -252,5 +260,5 @@ def _too_slow(log: EventLog, position: int, what: dict[str, str]) -> SubscriberT
     )
 
 
-def _size(frame: bytes | _Lazy) -> int:
-    return frame.size if isinstance(frame, _Lazy) else len(frame)
+def _size(frame: bytes | LazyEvent) -> int:
+    return frame.size if isinstance(frame, LazyEvent) else len(frame)

@@ -18,7 +18,7 @@ from typing import Any
 
 from turnstile.v1 import run_pb2
 from turnstile_server import encoding, wire
-from turnstile_server.event_log import EventLog, StreamLimits
+from turnstile_server.event_log import EventLog, LazyEvent, StreamLimits
 from turnstile_server.store import RunRecord
 
 SEQ_EPOCH_BITS = 32
@@ -83,18 +83,18 @@ class EventHub:
         `checked` data is known to be JSON (the store's records, normalised updates): unless
         the thread is watched, it is encoded only if a subscriber reads it.
         """
-        payload: bytes | None = None
         state = checked and event == "values"  # a snapshot of the thread's state
+        thread = self._threads.get(run.thread_id)
+        if checked and thread is None:
+            self.open(run.run_id).append(_RunEvent(run.run_id, event, data, state))
+            return
+        payload: bytes | None = None
 
         def encode(seq: int) -> bytes:
             nonlocal payload
             payload = encoding.run_event(seq, run.run_id, event, data, state=state)
             return encoding.frame(payload)
 
-        thread = self._threads.get(run.thread_id)
-        if checked and thread is None:
-            self.open(run.run_id).append(encode, lazy_size=_estimate(data))
-            return
         self.open(run.run_id).append(encode)
         if thread is not None and payload is not None:
             thread.log.append(_encoder(run_event=payload))
@@ -260,6 +260,24 @@ def _encoder(
         )
 
     return encode
+
+
+class _RunEvent(LazyEvent):
+    """A run's event whose data is known to be JSON, encoded when first read."""
+
+    __slots__ = ("data", "event", "run_id", "state")
+
+    def __init__(self, run_id: str, event: str, data: Any, state: bool) -> None:
+        super().__init__(_estimate(data))
+        self.run_id = run_id
+        self.event = event
+        self.data = data
+        self.state = state
+
+    def encode(self, seq: int) -> bytes:
+        return encoding.frame(
+            encoding.run_event(seq, self.run_id, self.event, self.data, state=self.state)
+        )
 
 
 def _estimate(data: Any) -> int:
