@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +122,11 @@ async def _baselines(directory: Path, sizes: Sizes, *, stream: bool) -> dict[str
         channels = Channels(echo.address, sizes.channels)
         try:
             await channels.ready()
-            context: dict[str, Figures] = {"echo": await latency.echo_baseline(channels, sizes)}
+            with _collector_paused():
+                context: dict[str, Figures] = {"echo": await latency.echo_baseline(channels, sizes)}
             if stream:
-                context["stream"] = await streaming.stream_baseline(channels, sizes)
+                with _collector_paused():
+                    context["stream"] = await streaming.stream_baseline(channels, sizes)
             context["echo_memory"] = dict(echo.memory())
         finally:
             await channels.close()
@@ -189,7 +193,8 @@ async def _on_server(
         try:
             await channels.ready()
             started, server_cpu, own_cpu = time.perf_counter(), server.cpu_seconds(), _own_cpu()
-            figures = await body(server, channels, database)
+            with _collector_paused():
+                figures = await body(server, channels, database)
             elapsed = time.perf_counter() - started
             figures["server_cpu"] = (server.cpu_seconds() - server_cpu) / elapsed
             figures["client_cpu"] = (_own_cpu() - own_cpu) / elapsed
@@ -199,6 +204,20 @@ async def _on_server(
         await server.stop()
         await asyncio.to_thread(_remove, database)
     return {**figures, **seeded}
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection in the load generator while it measures (as `timeit` does): a
+    full collection of its own heap paused its event loop for up to a second and was counted
+    as the server's latency. Collected before and after."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def _workload_args(workload: str, sizes: Sizes) -> list[str]:
