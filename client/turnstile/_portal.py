@@ -61,6 +61,14 @@ class Portal:
             if loop is not None and thread is not None:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join()
+                # Tasks still unwinding (a call cancelled by Ctrl-C a moment ago, the channel's
+                # own) finish here, as `asyncio.run` lets them: a task destroyed pending is
+                # reported on stderr.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
 
