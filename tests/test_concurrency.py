@@ -117,8 +117,8 @@ async def test_joining_a_rolled_back_run_between_its_deletion_and_its_settling_r
         finish, get = runs.finish, runs.get
         finished, release, missed = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-        async def held_finish(run_id: str, status: str, **kwargs: Any) -> Any:
-            result = await finish(run_id, status, **kwargs)
+        async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
+            result = await finish(run, status, **kwargs)
             finished.set()
             await release.wait()
             return result
@@ -197,8 +197,8 @@ async def test_a_queued_run_cancelled_while_the_run_before_it_ends_and_starts_it
         finished, release = asyncio.Event(), asyncio.Event()
         handed: list[Any] = []
 
-        async def held_finish(run_id: str, status: str, **kwargs: Any) -> Any:
-            result = await finish(run_id, status, **kwargs)
+        async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
+            result = await finish(run, status, **kwargs)
             if result is not None and result.next.run is not None:
                 handed.append(result.next.run.run_id)
                 finished.set()

@@ -250,7 +250,7 @@ async def test_store_unavailable_reaches_the_caller_as_unavailable_with_its_reas
     "statement",
     [
         "UPDATE runs SET status = 'running'",  # starting the run
-        "UPDATE runs SET status = ?, end_time",  # finishing the run
+        "UPDATE runs SET status = CASE",  # finishing the run
         "ORDER BY r.seq LIMIT 1",  # reading the thread's next run
     ],
 )

@@ -173,11 +173,11 @@ async def test_a_run_superseded_between_its_start_and_its_first_step_streams_end
                 await release_start.wait()
             return record
 
-        async def held_finish(run_id: str, status: str, **kwargs: Any) -> Any:
+        async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
             if not finishing.is_set():
                 finishing.set()
                 await release_finish.wait()
-            return await finish(run_id, status, **kwargs)
+            return await finish(run, status, **kwargs)
 
         monkeypatch.setattr(runs, "start_next", held_start)
         monkeypatch.setattr(runs, "finish", held_finish)

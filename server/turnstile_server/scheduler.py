@@ -413,7 +413,7 @@ class Scheduler:
             )
             try:
                 return await self._store.runs.finish(
-                    run.run_id,
+                    run,
                     outcome.status,
                     error=outcome.error,
                     then_start=active.handing_over,

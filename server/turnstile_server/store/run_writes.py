@@ -99,18 +99,26 @@ def admit(
         if existing is not None:
             _check_same_request(spec, existing)
             return Admission(run=existing, existing=True)
-    thread = conn.one("SELECT status FROM threads WHERE thread_id = ?", (spec.thread_id,))
-    if thread is None:
-        if not spec.create_thread:
-            raise ThreadNotFound(spec.thread_id)
-        conn.execute(
-            "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
-            " VALUES (?, '{}', 'idle', ?, ?)",
-            (spec.thread_id, now, now),
-        )
     # A thread is BUSY exactly while it has inflight runs (each write that changes its runs
-    # settles its status in the same transaction), so a thread that is not has none to read.
-    busy = thread is not None and thread[0] == "busy"
+    # settles its status in the same transaction), so a thread that is not has none to read:
+    # it is claimed BUSY for this run at once, and the run goes in with nothing to decide.
+    claimed = conn.one(
+        "UPDATE threads SET status = 'busy', update_time = ?"
+        " WHERE thread_id = ? AND status != 'busy' RETURNING 1",
+        (now, spec.thread_id),
+    )
+    busy = False
+    if claimed is None:  # BUSY, or no such thread
+        thread = conn.one("SELECT status FROM threads WHERE thread_id = ?", (spec.thread_id,))
+        if thread is None:
+            if not spec.create_thread:
+                raise ThreadNotFound(spec.thread_id)
+            conn.execute(
+                "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
+                " VALUES (?, '{}', 'busy', ?, ?)",
+                (spec.thread_id, now, now),
+            )
+        busy = thread is not None
     inflight = inflight_runs(conn, spec.thread_id) if busy else []
     admission = Admission(run=inflight[0]) if inflight else None
     if inflight and spec.multitask_strategy == "reject":
@@ -149,7 +157,8 @@ def admit(
             now if starting else None,
         ),
     )
-    _set_thread_status(conn, spec.thread_id, "busy", now)
+    if busy:  # it stays BUSY: only its update time moves
+        _set_thread_status(conn, spec.thread_id, "busy", now)
     assert cursor.lastrowid is not None
     # The run as admitted (PENDING), built from what was inserted rather than read back.
     # Runs ahead of it: the inflight ones the strategy did not end.
@@ -259,39 +268,74 @@ def _begun(conn: Session, run: RunRecord, now: int, written: int) -> Start:
     return Start(run=started, checkpoints=1, input=checkpoint)
 
 
+_END_RUN = (
+    "UPDATE runs SET"
+    " status = CASE WHEN cancel_action = 'interrupt' THEN 'interrupted' ELSE ? END,"
+    " end_time = ?,"
+    " error_type = CASE WHEN cancel_action = 'interrupt' THEN NULL ELSE ? END,"
+    " error_message = CASE WHEN cancel_action = 'interrupt' THEN NULL ELSE ? END"
+    " WHERE run_id = ? AND cancel_action IS NOT 'rollback'"
+    " RETURNING status, cancel_action, cancel_reason, superseded_by"
+)
+"""Ends a run not being rolled back: as it ended by itself, or INTERRUPTED if it was being
+interrupted; returns what of its row may have changed while it ran."""
+
+
 def finish(
-    conn: Session, run_id: str, status: str, error: RunError | None, now: int, then_start: bool
+    conn: Session, run: RunRecord, status: str, error: RunError | None, now: int, then_start: bool
 ) -> Ended | None:
-    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
-    run = one(conn, "r.run_id = ?", run_id)
-    if run is None:
-        return None
-    if run.cancel_action == "rollback":
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        outcome = "rollback"
-        final = _ended(run, "interrupted", now, None)
-    else:
-        if run.cancel_action == "interrupt":
-            status, error = "interrupted", None
-        conn.execute(
-            "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
-            " WHERE run_id = ?",
-            (
-                status,
-                now,
-                error.type if error else None,
-                error.message if error else None,
-                run_id,
-            ),
+    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`).
+
+    `run` is the run as it started; what may have changed since (a cancellation, the run that
+    superseded it) is read back from its row in the same statement that ends it.
+    """
+    ended = conn.one(
+        _END_RUN,
+        (
+            status,
+            now,
+            error.type if error else None,
+            error.message if error else None,
+            run.run_id,
+        ),
+    )
+    if ended is not None:
+        outcome, action, reason, superseded_by = ended
+        final = replace(
+            run,
+            status=outcome,
+            end_time=now,
+            error=None if action == "interrupt" else error,
+            cancel_action=action,
+            cancel_reason=reason,
+            superseded_by=superseded_by,
+            queue_position=None,
         )
-        outcome = status
-        final = _ended(run, status, now, error)
+    else:  # being rolled back, or gone with its thread
+        marks = conn.one(
+            "SELECT cancel_action, cancel_reason, superseded_by FROM runs WHERE run_id = ?",
+            (run.run_id,),
+        )
+        if marks is None:
+            return None
+        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+        outcome = "rollback"
+        final = replace(
+            run,
+            status="interrupted",
+            end_time=now,
+            error=None,
+            cancel_action=marks[0],
+            cancel_reason=marks[1],
+            superseded_by=marks[2],
+            queue_position=None,
+        )
     busy = _settle_thread(conn, run.thread_id, outcome, now)
-    ended = Ended(final, outcome == "rollback")
+    result = Ended(final, outcome == "rollback")
     if then_start and busy:
-        return replace(ended, next=start_next(conn, run.thread_id, now))
-    return ended
+        return replace(result, next=start_next(conn, run.thread_id, now))
+    return result
 
 
 def cancel(
@@ -376,15 +420,13 @@ def _end_pending(
 def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
     returns True)."""
-    busy = (
-        conn.one(
-            "SELECT 1 FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') LIMIT 1",
-            (thread_id,),
-        )
-        is not None
+    settled = conn.one(
+        "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?1"
+        " AND status IN ('pending', 'running')) THEN 'busy' ELSE ?2 END, update_time = ?3"
+        " WHERE thread_id = ?1 RETURNING status",
+        (thread_id, _THREAD_STATUS_AFTER[outcome], now),
     )
-    _set_thread_status(conn, thread_id, "busy" if busy else _THREAD_STATUS_AFTER[outcome], now)
-    return busy
+    return settled is not None and settled[0] == "busy"
 
 
 def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> None:

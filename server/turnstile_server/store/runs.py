@@ -111,7 +111,7 @@ class Runs:
 
     async def finish(
         self,
-        run_id: str,
+        run: RunRecord,
         status: str,
         *,
         error: RunError | None = None,
@@ -119,14 +119,15 @@ class Runs:
     ) -> Ended | None:
         """Ends a running run, or deletes it with its checkpoints if it is being rolled back.
 
-        `status` is how the run ended by itself; a pending cancellation recorded on the run
+        `run` is the run as it started (its record is not read back). `status` is how the run
+        ended by itself; a pending cancellation recorded on the run
         overrides it. With `then_start`, the thread's next run is started in the same write
         if it is due, as `start_next` would (`Ended.next`). Returns None if the run is gone
         (its thread was deleted).
         """
         now = now_us()
         return await self._db.write(
-            lambda conn: run_writes.finish(conn, run_id, status, error, now, then_start)
+            lambda conn: run_writes.finish(conn, run, status, error, now, then_start)
         )
 
     async def cancel(
