@@ -119,16 +119,29 @@ def admit(
                 (spec.thread_id, now, now),
             )
         busy = thread is not None
-    inflight = inflight_runs(conn, spec.thread_id) if busy else []
-    admission = Admission(run=inflight[0]) if inflight else None
-    if inflight and spec.multitask_strategy == "reject":
-        raise ThreadBusy(spec.thread_id, [r.run_id for r in inflight])
-    pending = sum(1 for r in inflight if r.status == "pending")
-    if spec.multitask_strategy == "enqueue" and pending >= max_queued:
-        raise QueueFull(spec.thread_id, max_queued)
-    if inflight and spec.multitask_strategy in ("interrupt", "rollback"):
-        assert admission is not None
-        _supersede(conn, inflight, spec.multitask_strategy, run_id, now, admission)
+    admission: Admission | None = None
+    inflight = 0  # the thread's inflight runs, before this one
+    ahead = 0  # those its strategy leaves inflight: they go before it
+    if busy and spec.multitask_strategy == "enqueue":
+        # Queued behind them: how many there are is all that matters, not what they are.
+        counts = conn.one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'pending') FROM runs"
+            " WHERE thread_id = ? AND status IN ('pending', 'running')",
+            (spec.thread_id,),
+        )
+        inflight, pending = (counts[0], counts[1]) if counts else (0, 0)
+        if pending >= max_queued:
+            raise QueueFull(spec.thread_id, max_queued)
+        ahead = inflight
+    elif busy:
+        runs = inflight_runs(conn, spec.thread_id)
+        inflight = len(runs)
+        if runs and spec.multitask_strategy == "reject":
+            raise ThreadBusy(spec.thread_id, [r.run_id for r in runs])
+        if runs:  # interrupt or rollback
+            admission = Admission(run=runs[0])
+            _supersede(conn, runs, spec.multitask_strategy, run_id, now, admission)
+            ahead = inflight - len(admission.ended) - len(admission.deleted)
     # Started in this write when it is at once the thread's next run and the caller asks.
     starting = start and not inflight and spec.after_seconds <= 0
     run_input = None if spec.input is None else dumps(spec.input)
@@ -161,8 +174,6 @@ def admit(
         _set_thread_status(conn, spec.thread_id, "busy", now)
     assert cursor.lastrowid is not None
     # The run as admitted (PENDING), built from what was inserted rather than read back.
-    # Runs ahead of it: the inflight ones the strategy did not end.
-    ahead = len(inflight) - len(admission.ended) - len(admission.deleted) if admission else 0
     run = RunRecord(
         run_id=run_id,
         thread_id=spec.thread_id,
@@ -250,6 +261,8 @@ def start_next(conn: Session, thread_id: str, now: int) -> Start:
         " WHERE run_id = ?",
         (now, head.run_id),
     )
+    if head.attempt == 0:  # never started: a run writes checkpoints only while it runs
+        return _begun(conn, head, now, written=0)
     written = conn.one("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (head.run_id,))
     return _begun(conn, head, now, written=int(written[0]) if written else 0)
 
