@@ -109,20 +109,21 @@ def to_struct(value: Mapping[str, Any] | None, what: str) -> struct_pb2.Struct |
 
 def struct_to_dict(struct: struct_pb2.Struct) -> Json:
     """Decodes a Struct into a plain dict (numbers come back as floats)."""
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
+    fields = struct.fields  # keys then lookups: the map's `items()` iterates in Python
+    return {key: value_to_python(fields[key]) for key in fields}
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:
     """Decodes a Value into plain Python: dict, list, str, float, bool or None."""
     kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(item) for item in value.list_value.values]
     if kind == "string_value":
         return value.string_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
     if kind == "number_value":
         return value.number_value
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
     if kind == "bool_value":
         return value.bool_value
     return None

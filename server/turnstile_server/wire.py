@@ -182,7 +182,8 @@ def _object(struct: struct_pb2.Struct, depth: int) -> dict[str, Any]:
     """A Struct at nesting `depth` (1 for the outermost object) as a dict."""
     if depth > MAX_JSON_DEPTH:
         raise _TooDeep
-    return {key: _value(value, depth) for key, value in struct.fields.items()}
+    fields = struct.fields  # keys then lookups: the map's `items()` iterates in Python
+    return {key: _value(fields[key], depth) for key in fields}
 
 
 def _value(value: struct_pb2.Value, depth: int) -> Any:
