@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -135,9 +135,11 @@ def rebuilt(
     *,
     deserializer: Callable[[bytes], Any] | None,
     behavior: Callable[[str, Any], Any] = lambda kind, current: current,
+    serializer: Callable[[Any], bytes] | None = None,
 ) -> grpc.RpcMethodHandler:
-    """The handler, of the same kind, with another request deserializer and its behaviour
-    replaced by `behavior(kind, current)` (unchanged by default)."""
+    """The handler, of the same kind, with another request deserializer, its behaviour
+    replaced by `behavior(kind, current)` (unchanged by default) and, if given, another
+    response serializer."""
     for kind in KINDS:
         current = getattr(handler, kind)
         if current is not None:
@@ -145,9 +147,30 @@ def rebuilt(
             return factory(
                 behavior(kind, current),
                 request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=serializer or handler.response_serializer,
             )
     return handler
+
+
+M = TypeVar("M")
+
+
+def encoded(message_type: type[M], body: bytes) -> M:
+    """`body`, already the wire encoding of a `message_type`, for a handler to return (or
+    yield) as it is: every registered handler's serializer passes bytes through (see
+    `register`), so a response built as bytes is neither parsed nor encoded again. Typed as
+    the message, which the generated servicer signatures expect."""
+    return cast(M, body)
+
+
+def _bytes_or(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    def serializer(message: Any) -> bytes:
+        if type(message) is bytes:
+            return message
+        assert serialize is not None
+        return serialize(message)
+
+    return serializer
 
 
 def _with_error_table(kind: str, behavior: Any) -> Any:
@@ -194,7 +217,8 @@ def wrap_streaming(behavior: Streaming) -> Streaming:
 
 def register(add: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
     """Registers a servicer with its generated `add_..._to_server` function, every handler
-    wrapped by the error table once, here, rather than per call by an interceptor."""
+    wrapped by the error table once, here, rather than per call by an interceptor, and
+    answering bytes it returns (see `encoded`) as they are."""
     add(servicer, _Registration(server))
 
 
@@ -215,6 +239,7 @@ class _Registration:
                 handler,
                 deserializer=lenient(handler.request_deserializer, f"/{service}/{name}"),
                 behavior=_with_error_table,
+                serializer=_bytes_or(handler.response_serializer),
             )
             for name, handler in handlers.items()
         }

@@ -12,6 +12,7 @@ from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.rpc_errors import encoded
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import resolve_assistant
 from turnstile_server.state import normalize_input
@@ -91,7 +92,7 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
         run = await self._scheduler.run_to_end(await self._spec(request))
-        return pb.WaitRunResponse.FromString(await self._ended(run))
+        return encoded(pb.WaitRunResponse, await self._ended(run))
 
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: Any
@@ -143,7 +144,7 @@ class RunService(pb_grpc.RunServiceServicer):
         yield response(run=wire.run_message(run))
         limits = self._hub.limits
         async for batch in follow(log, after_seq, limits, what=what, live=live):
-            yield response.FromString(b"".join(batch))
+            yield encoded(response, b"".join(batch))
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
         return await self._store.runs.get(
@@ -182,7 +183,7 @@ class RunService(pb_grpc.RunServiceServicer):
     async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         run = await self._scheduler.wait(thread_id, wire.uuid_id(request.run_id, "run_id"))
-        return pb.JoinRunResponse.FromString(await self._ended(run))
+        return encoded(pb.JoinRunResponse, await self._ended(run))
 
 
 def _merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from turnstile_server.errors import InvalidArgument, RequestIdReused
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.ids import new_id
+from turnstile_server.rpc_errors import encoded
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 
@@ -116,4 +117,4 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             check_position(log, request.after_seq, what=what)
             yield pb.WatchThreadResponse(thread=await self._message(thread))
             async for batch in follow(log, request.after_seq, self._hub.limits, what=what):
-                yield pb.WatchThreadResponse.FromString(b"".join(batch))
+                yield encoded(pb.WatchThreadResponse, b"".join(batch))
