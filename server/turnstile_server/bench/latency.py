@@ -102,6 +102,43 @@ async def serial_wait(servers: list[Channels], sizes: Sizes, runs: int) -> list[
     return results
 
 
+async def serial_wait_and_echo(channels: Channels, echo: Channels, sizes: Sizes) -> Figures:
+    """B1: WaitRun of `echo` one after another, taking turns with as many raw echo calls,
+    `runs_per_thread` of each at a time: the ratio compares the two under the same background
+    load (the machine's load drifts between a baseline taken first and a workload later)."""
+    stubs, call = channels.stubs(0), echo.raw[0].unary_unary(CALL)
+    total = sizes.warmup + sizes.b1_runs
+    blocks = math.ceil(total / sizes.runs_per_thread)
+    threads = await _threads(stubs, blocks)
+    runs: list[float] = []
+    calls: list[float] = []
+    for block in range(blocks):
+        first = block * sizes.runs_per_thread
+        indexes = range(first, min(total, first + sizes.runs_per_thread))
+        for index in indexes:
+            request = wait_request(threads[block], "echo", human(f"hello {index}"))
+            started = time.perf_counter()
+            response = await stubs.runs.WaitRun(request, timeout=CALL_SECONDS)
+            elapsed = time.perf_counter() - started
+            check_run(response.run)
+            if index >= sizes.warmup:
+                runs.append(elapsed)
+        for index in indexes:
+            started = time.perf_counter()
+            await call(ECHO_PAYLOAD, timeout=CALL_SECONDS)
+            elapsed = time.perf_counter() - started
+            if index >= sizes.warmup:
+                calls.append(elapsed)
+    run, baseline = Latency.of(runs), Latency.of(calls)
+    return {
+        "p50": run.p50,
+        "p99": run.p99,
+        "runs": run.samples,
+        "echo_p50": baseline.p50,
+        "echo_p99": baseline.p99,
+    }
+
+
 async def concurrent_wait(channels: Channels, sizes: Sizes) -> Figures:
     """B2: `b2_clients` clients, each on its own threads, WaitRun in a loop."""
     clients, per_client = sizes.b2_clients, sizes.b2_runs_per_client

@@ -111,8 +111,10 @@ def judge(workload: str, figures: Figures, echo: Figures, context: dict[str, Fig
 
 
 def _b1(row: Row, f: Figures, echo: Figures, context: dict[str, Figures]) -> None:
-    ratio = f["p50"] / echo["p50"]
-    row.measured, row.baseline = latencies(f), f"echo call p50 {ms(echo['p50'])}"
+    # Against the echo calls made in turns with the runs, not the baseline taken first.
+    ratio = f["p50"] / f["echo_p50"]
+    row.measured = latencies(f)
+    row.baseline = f"echo call p50 {ms(f['echo_p50'])} (taking turns)"
     row.ratio, row.target, row.met = times(ratio), "p50 ≤ 4x one echo call", ratio <= 4
 
 

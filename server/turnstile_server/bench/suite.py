@@ -137,7 +137,16 @@ async def _baselines(directory: Path, sizes: Sizes, *, stream: bool) -> dict[str
 
 def _bodies(sizes: Sizes, directory: Path, server_args: list[str]) -> dict[str, Body]:
     async def b1(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
-        return (await latency.serial_wait([channels], sizes, sizes.b1_runs))[0]
+        echo = await EchoProcess.start(directory / "B1-echo.log")
+        try:
+            calls = Channels(echo.address, 1)
+            try:
+                await calls.ready()
+                return await latency.serial_wait_and_echo(channels, calls, sizes)
+            finally:
+                await calls.close()
+        finally:
+            await echo.stop()
 
     async def b2(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await latency.concurrent_wait(channels, sizes)
