@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from turnstile.v1 import run_pb2
 from turnstile_server import encoding
+from turnstile_server.state import ThreadState
 
 # Finite numbers only: NaN and infinities are refused (tested below). Keys and strings of any
 # length, so that fields of 128 bytes and more (two-byte lengths) come up.
@@ -104,3 +105,22 @@ def test_what_json_cannot_carry_is_refused_with_its_path(
 def test_a_bad_message_in_a_state_is_refused_with_its_path() -> None:
     with pytest.raises(ValueError, match=r"^values\.messages\.messages\[\]\.n: nan"):
         encoding.struct_body({"messages": [{"n": math.nan}]}, "values", state=True)
+
+
+@pytest.mark.parametrize("count", [1, 3, 2_000])
+def test_a_state_in_pieces_is_the_struct_protobuf_builds(count: int) -> None:
+    messages = [{"id": f"m{i}", "type": "human", "content": "x" * (i % 300)} for i in range(count)]
+    state = ThreadState({"before": 1, "messages": messages, "after": {"k": [True, None]}})
+    body = encoding.state_body(state)
+    assert body == encoding.struct_body(state.values, "values", state=True)
+    assert struct_pb2.Struct.FromString(body) == _struct_of(state.values)
+    state.apply({"messages": [{"id": "new", "type": "ai", "content": "y"}]})  # appended
+    assert struct_pb2.Struct.FromString(b"".join(encoding.state_parts(state))) == _struct_of(
+        state.values
+    )
+
+
+def _struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message

@@ -94,20 +94,43 @@ def struct_body(data: Mapping[str, Any], path: str = "data", *, state: bool = Fa
 def state_body(state: ThreadState) -> bytes:
     """A thread state's values as the body of a `google.protobuf.Struct`, like `struct_body`
     with `state`, but its messages list encoded only from where the last call left off."""
+    return b"".join(state_parts(state))
 
-    def messages(items: list[Any]) -> bytes:
-        count, encoded = state.encoded or (0, b"")
-        if count > len(items):  # not only appended to: start over
-            count, encoded = 0, b""
-        if count < len(items):
-            encoded += _message_items(items[count:])
-            state.encoded = (len(items), encoded)
-        return encoded
 
+def state_parts(state: ThreadState) -> list[bytes]:
+    """`state_body` in pieces, to be joined once into whatever carries it: a long thread's
+    encoded messages (megabytes) are then copied once per answer, not once per enclosing
+    field."""
+    parts: list[bytes] = []
     try:
-        return _struct(state.values, messages)
+        for key, item in state.values.items():
+            if key == MESSAGES and isinstance(item, list) and item:
+                items = _state_messages(state, item)
+                # A map entry: key (1); value (2), a Value whose list_value (6) holds the items.
+                heads = _key(key), b"\x32" + varint(len(items))
+                value = b"\x12" + varint(len(heads[1]) + len(items))
+                entry = len(heads[0]) + len(value) + len(heads[1]) + len(items)
+                parts += (b"\x0a" + varint(entry) + heads[0] + value + heads[1], items)
+            else:
+                parts.append(_struct({key: item}, None))
     except _NotJson as exc:
         raise exc.raised("values") from None
+    return parts
+
+
+def _state_messages(state: ThreadState, items: list[Any]) -> bytes:
+    """The state's messages as ListValue items, encoded from where the last call left off."""
+    count, encoded = state.encoded or (0, b"")
+    if count > len(items):  # not only appended to: start over
+        count, encoded = 0, b""
+    if count < len(items):
+        try:
+            encoded += _message_items(items[count:])
+        except _NotJson as exc:
+            exc.where.append(f".{MESSAGES}")
+            raise
+        state.encoded = (len(items), encoded)
+    return encoded
 
 
 def _value(data: Any) -> bytes:
@@ -168,14 +191,7 @@ def _struct(data: Mapping[str, Any], messages: Callable[[list[Any]], bytes] | No
     (a thread state's, never changed once stored)."""
     entries = []
     for key, item in data.items():
-        head = _KEYS.get(key)
-        if head is None:
-            if not isinstance(key, str):
-                raise _NotJson(TypeError, f"key {key!r} is not a string")
-            head = field(0x0A, key.encode())
-            if len(_KEYS) >= _KEYS_MAX:
-                _KEYS.clear()
-            _KEYS[key] = head
+        head = _key(key)
         try:
             if messages is not None and key == MESSAGES and isinstance(item, list) and item:
                 encoded = field(0x32, messages(item))  # list_value (6)
@@ -190,6 +206,19 @@ def _struct(data: Mapping[str, Any], messages: Callable[[list[Any]], bytes] | No
         n = len(entry)
         entries.append((_ENTRY[n] if n < 0x80 else b"\x0a" + varint(n)) + entry)
     return b"".join(entries)
+
+
+def _key(key: Any) -> bytes:
+    """A map entry's key field (1), encoded once per distinct key."""
+    head = _KEYS.get(key)
+    if head is None:
+        if not isinstance(key, str):
+            raise _NotJson(TypeError, f"key {key!r} is not a string")
+        head = field(0x0A, key.encode())
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[key] = head
+    return head
 
 
 def _message_items(items: list[Any]) -> bytes:

@@ -63,21 +63,21 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def _ended(self, run: RunRecord) -> bytes:
         """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run
-        (field 1) and the values at its own last checkpoint (field 2)."""
-        values = self._values_at_end(run)
-        if values is None:
-            values = encoding.struct_body(await self._values_of(run), "values", state=True)
-        return encoding.field(0x0A, wire.run_message(run).SerializeToString()) + (
-            encoding.field(0x12, values) if values else b""
-        )
+        (field 1) and the values at its own last checkpoint (field 2), joined once."""
+        parts = self._values_at_end(run)
+        if parts is None:
+            parts = [encoding.struct_body(await self._values_of(run), "values", state=True)]
+        head = encoding.field(0x0A, wire.run_message(run).SerializeToString())
+        size = sum(len(part) for part in parts)
+        return b"".join([head, b"\x12", encoding.varint(size), *parts]) if size else head
 
-    def _values_at_end(self, run: RunRecord) -> bytes | None:
-        """The encoded values at the run's last checkpoint when it is the thread's newest
-        (cached): encoded at once, from the cached state itself."""
+    def _values_at_end(self, run: RunRecord) -> list[bytes] | None:
+        """The encoded values at the run's last checkpoint, in pieces, when it is the thread's
+        newest (cached): encoded at once, from the cached state itself."""
         latest = self._store.checkpoints.latest_live(run.thread_id)
         if latest is None or latest[0].run_id != run.run_id:
             return None
-        return encoding.state_body(latest[1])
+        return encoding.state_parts(latest[1])
 
     async def _values_of(self, run: RunRecord) -> dict[str, Any]:
         """The values at the run's last checkpoint, read back; empty if it wrote none."""
