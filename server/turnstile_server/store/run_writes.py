@@ -213,8 +213,7 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
     rows = conn.all(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
     for run in [run_from_row(row) for row in rows]:
         if run.cancel_action == "rollback":
-            conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            _delete_run(conn, run.run_id)
             recovery.deleted.append(_ended(run, "interrupted", now, None))
             outcome = "rollback"
         elif run.cancel_action is not None:
@@ -314,16 +313,9 @@ def finish(
     )
     if ended is not None:
         outcome, action, reason, superseded_by = ended
-        final = replace(
-            run,
-            status=outcome,
-            end_time=now,
-            error=None if action == "interrupt" else error,
-            cancel_action=action,
-            cancel_reason=reason,
-            superseded_by=superseded_by,
-            queue_position=None,
-        )
+        status = outcome
+        if action == "interrupt":
+            error = None
     else:  # being rolled back, or gone with its thread
         marks = conn.one(
             "SELECT cancel_action, cancel_reason, superseded_by FROM runs WHERE run_id = ?",
@@ -331,19 +323,19 @@ def finish(
         )
         if marks is None:
             return None
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
-        outcome = "rollback"
-        final = replace(
-            run,
-            status="interrupted",
-            end_time=now,
-            error=None,
-            cancel_action=marks[0],
-            cancel_reason=marks[1],
-            superseded_by=marks[2],
-            queue_position=None,
-        )
+        action, reason, superseded_by = marks
+        _delete_run(conn, run.run_id)
+        outcome, status, error = "rollback", "interrupted", None
+    final = replace(
+        run,
+        status=status,
+        end_time=now,
+        error=error,
+        cancel_action=action,
+        cancel_reason=reason,
+        superseded_by=superseded_by,
+        queue_position=None,
+    )
     busy = _settle_thread(conn, run.thread_id, outcome, now)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
@@ -364,14 +356,13 @@ def cancel(
         "cancelled by the client" if action == "interrupt" else "rolled back by the client"
     )
     if run.status == "running":
-        if run.cancel_action != "rollback":
-            conn.execute(
-                "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
-                (action, reason, run_id),
-            )
-        marked = one(conn, "r.run_id = ?", run_id)
-        assert marked is not None
-        return marked, True
+        if run.cancel_action == "rollback":  # a rollback stays one
+            return run, True
+        conn.execute(
+            "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
+            (action, reason, run_id),
+        )
+        return replace(run, cancel_action=action, cancel_reason=reason), True
     final = _end_pending(conn, run, action, reason, "", now)
     _settle_thread(conn, thread_id, "rollback" if action == "rollback" else "interrupted", now)
     return final, False
@@ -411,8 +402,7 @@ def _end_pending(
 ) -> RunRecord:
     """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
     if action == "rollback":
-        conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run.run_id,))
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+        _delete_run(conn, run.run_id)
     else:
         conn.execute(
             "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
@@ -428,6 +418,12 @@ def _end_pending(
         cancel_action=action,
         queue_position=None,
     )
+
+
+def _delete_run(conn: Session, run_id: str) -> None:
+    """Deletes a run with its checkpoints (it is being rolled back)."""
+    conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+    conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
 def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> bool:
