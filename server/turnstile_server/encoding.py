@@ -107,10 +107,10 @@ def state_parts(state: ThreadState) -> list[bytes]:
             if key == MESSAGES and isinstance(item, list) and item:
                 items = _state_messages(state, item)
                 # A map entry: key (1); value (2), a Value whose list_value (6) holds the items.
-                heads = _key(key), b"\x32" + varint(len(items))
-                value = b"\x12" + varint(len(heads[1]) + len(items))
-                entry = len(heads[0]) + len(value) + len(heads[1]) + len(items)
-                parts += (b"\x0a" + varint(entry) + heads[0] + value + heads[1], items)
+                key_head, list_head = _key(key), b"\x32" + varint(len(items))
+                value_head = b"\x12" + varint(len(list_head) + len(items))
+                entry = len(key_head) + len(value_head) + len(list_head) + len(items)
+                parts += (b"\x0a" + varint(entry) + key_head + value_head + list_head, items)
             else:
                 parts.append(_struct({key: item}, None))
     except _NotJson as exc:

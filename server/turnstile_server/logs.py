@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,19 +35,15 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+        self._seconds = _PerSecond(
+            lambda second: time.strftime(self.default_time_format, self.converter(second))
+        )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """As `logging.Formatter` writes it (`2026-11-21 09:30:00,123`), the date and time
-        formatted once per second."""
+        """As `logging.Formatter` writes it (`2026-11-21 09:30:00,123`)."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
-        cached, text = self._second
-        if cached != second:
-            text = time.strftime(self.default_time_format, self.converter(second))
-            self._second = (second, text)
-        return f"{text},{int(record.msecs):03d}"
+        return f"{self._seconds(record.created)},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
@@ -60,20 +57,14 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
-
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        """`2026-11-21T09:30:00.123Z`: the date and time formatted once per second."""
-        second = int(record.created)
-        cached, text = self._second
-        if cached != second:
-            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (second, text)
-        return f"{text}.{int(record.msecs):03d}Z"
+        self._seconds = _PerSecond(
+            lambda second: datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": self._timestamp(record),
+            # `2026-11-21T09:30:00.123Z`
+            "timestamp": f"{self._seconds(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -85,6 +76,22 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _PerSecond:
+    """A record's time to the second, formatted by `format_second` once per second."""
+
+    def __init__(self, format_second: Callable[[int], str]) -> None:
+        self._format = format_second
+        self._last: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        cached, text = self._last
+        if cached != second:
+            text = self._format(second)
+            self._last = (second, text)
+        return text
 
 
 def configure(level: str, log_format: str) -> None:

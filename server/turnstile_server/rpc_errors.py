@@ -163,12 +163,9 @@ def encoded(message_type: type[M], body: bytes) -> M:
     return cast(M, body)
 
 
-def _bytes_or(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+def _bytes_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     def serializer(message: Any) -> bytes:
-        if type(message) is bytes:
-            return message
-        assert serialize is not None
-        return serialize(message)
+        return message if type(message) is bytes else serialize(message)
 
     return serializer
 
