@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -72,71 +73,76 @@ async def _threads(stubs: Stubs, count: int) -> list[str]:
     return [await new_thread(stubs) for _ in range(count)]
 
 
+Call = Callable[[int, int], Awaitable[Any]]
+"""Prepares one timed call of a turn, given its block and index (the call runs when awaited)."""
+
+
 async def serial_wait(servers: list[Channels], sizes: Sizes, runs: int) -> list[Figures]:
     """B1 (and B6): WaitRun of `echo`, one after another, each waited for.
 
     Given several servers, it takes turns between them, one thread's worth of runs each, so
     that they are compared under the same background load.
     """
-    stubs = [channels.stubs(0) for channels in servers]
-    total = sizes.warmup + runs
-    blocks = math.ceil(total / sizes.runs_per_thread)
-    threads = [await _threads(each, blocks) for each in stubs]
-    samples: list[list[float]] = [[] for _ in servers]
-    for block in range(blocks):
-        for server, each in enumerate(stubs):
-            thread_id = threads[server][block]
-            first = block * sizes.runs_per_thread
-            for index in range(first, min(total, first + sizes.runs_per_thread)):
-                request = wait_request(thread_id, "echo", human(f"hello {index}"))
-                started = time.perf_counter()
-                response = await each.runs.WaitRun(request, timeout=CALL_SECONDS)
-                elapsed = time.perf_counter() - started
-                check_run(response.run)
-                if index >= sizes.warmup:
-                    samples[server].append(elapsed)
-    results: list[Figures] = []
-    for each_samples in samples:
-        latency = Latency.of(each_samples)
-        results.append({"p50": latency.p50, "p99": latency.p99, "runs": latency.samples})
-    return results
+    blocks = math.ceil((sizes.warmup + runs) / sizes.runs_per_thread)
+    calls = [await _echo_runs(channels.stubs(0), blocks) for channels in servers]
+    return [
+        {"p50": latency.p50, "p99": latency.p99, "runs": latency.samples}
+        for latency in await _in_turns(calls, sizes, runs)
+    ]
 
 
 async def serial_wait_and_echo(channels: Channels, echo: Channels, sizes: Sizes) -> Figures:
     """B1: WaitRun of `echo` one after another, taking turns with as many raw echo calls,
     `runs_per_thread` of each at a time: the ratio compares the two under the same background
     load (the machine's load drifts between a baseline taken first and a workload later)."""
-    stubs, call = channels.stubs(0), echo.raw[0].unary_unary(CALL)
-    total = sizes.warmup + sizes.b1_runs
-    blocks = math.ceil(total / sizes.runs_per_thread)
-    threads = await _threads(stubs, blocks)
-    runs: list[float] = []
-    calls: list[float] = []
-    for block in range(blocks):
-        first = block * sizes.runs_per_thread
-        indexes = range(first, min(total, first + sizes.runs_per_thread))
-        for index in indexes:
-            request = wait_request(threads[block], "echo", human(f"hello {index}"))
-            started = time.perf_counter()
-            response = await stubs.runs.WaitRun(request, timeout=CALL_SECONDS)
-            elapsed = time.perf_counter() - started
-            check_run(response.run)
-            if index >= sizes.warmup:
-                runs.append(elapsed)
-        for index in indexes:
-            started = time.perf_counter()
-            await call(ECHO_PAYLOAD, timeout=CALL_SECONDS)
-            elapsed = time.perf_counter() - started
-            if index >= sizes.warmup:
-                calls.append(elapsed)
-    run, baseline = Latency.of(runs), Latency.of(calls)
+    blocks = math.ceil((sizes.warmup + sizes.b1_runs) / sizes.runs_per_thread)
+    method = echo.raw[0].unary_unary(CALL)
+
+    async def echo_call() -> None:
+        await method(ECHO_PAYLOAD, timeout=CALL_SECONDS)
+
+    runs, calls = await _in_turns(
+        [await _echo_runs(channels.stubs(0), blocks), lambda block, index: echo_call()],
+        sizes,
+        sizes.b1_runs,
+    )
     return {
-        "p50": run.p50,
-        "p99": run.p99,
-        "runs": run.samples,
-        "echo_p50": baseline.p50,
-        "echo_p99": baseline.p99,
+        "p50": runs.p50,
+        "p99": runs.p99,
+        "runs": runs.samples,
+        "echo_p50": calls.p50,
+        "echo_p99": calls.p99,
     }
+
+
+async def _echo_runs(stubs: Stubs, blocks: int) -> Call:
+    """WaitRuns of `echo`, a fresh thread for each block; each must succeed."""
+    threads = await _threads(stubs, blocks)
+
+    async def waited(request: run_service_pb2.WaitRunRequest) -> None:
+        check_run((await stubs.runs.WaitRun(request, timeout=CALL_SECONDS)).run)
+
+    return lambda block, index: waited(
+        wait_request(threads[block], "echo", human(f"hello {index}"))
+    )
+
+
+async def _in_turns(turns: list[Call], sizes: Sizes, runs: int) -> list[Latency]:
+    """Times `warmup + runs` calls of each turn, one after another, taking turns
+    `runs_per_thread` calls at a time; the warmup calls are left out of the latencies."""
+    total = sizes.warmup + runs
+    samples: list[list[float]] = [[] for _ in turns]
+    for first in range(0, total, sizes.runs_per_thread):
+        block = first // sizes.runs_per_thread
+        for prepare, timings in zip(turns, samples, strict=True):
+            for index in range(first, min(total, first + sizes.runs_per_thread)):
+                call = prepare(block, index)
+                started = time.perf_counter()
+                await call
+                elapsed = time.perf_counter() - started
+                if index >= sizes.warmup:
+                    timings.append(elapsed)
+    return [Latency.of(timings) for timings in samples]
 
 
 async def concurrent_wait(channels: Channels, sizes: Sizes) -> Figures:

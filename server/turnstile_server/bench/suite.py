@@ -11,7 +11,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,36 +117,35 @@ async def run_suite(
 
 async def _baselines(directory: Path, sizes: Sizes, *, stream: bool) -> dict[str, Figures]:
     _progress("echo: raw grpc.aio baseline")
-    echo = await EchoProcess.start(directory / "echo.log")
+    async with _echo_server(directory / "echo.log", sizes.channels) as (echo, channels):
+        with _collector_paused():
+            context: dict[str, Figures] = {"echo": await latency.echo_baseline(channels, sizes)}
+        if stream:
+            with _collector_paused():
+                context["stream"] = await streaming.stream_baseline(channels, sizes)
+        context["echo_memory"] = dict(echo.memory())
+    return context
+
+
+@contextlib.asynccontextmanager
+async def _echo_server(log: Path, connections: int) -> AsyncIterator[tuple[EchoProcess, Channels]]:
+    """A raw echo server of its own, and `connections` channels to it, ready."""
+    echo = await EchoProcess.start(log)
     try:
-        channels = Channels(echo.address, sizes.channels)
+        channels = Channels(echo.address, connections)
         try:
             await channels.ready()
-            with _collector_paused():
-                context: dict[str, Figures] = {"echo": await latency.echo_baseline(channels, sizes)}
-            if stream:
-                with _collector_paused():
-                    context["stream"] = await streaming.stream_baseline(channels, sizes)
-            context["echo_memory"] = dict(echo.memory())
+            yield echo, channels
         finally:
             await channels.close()
     finally:
         await echo.stop()
-    return context
 
 
 def _bodies(sizes: Sizes, directory: Path, server_args: list[str]) -> dict[str, Body]:
     async def b1(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
-        echo = await EchoProcess.start(directory / "B1-echo.log")
-        try:
-            calls = Channels(echo.address, 1)
-            try:
-                await calls.ready()
-                return await latency.serial_wait_and_echo(channels, calls, sizes)
-            finally:
-                await calls.close()
-        finally:
-            await echo.stop()
+        async with _echo_server(directory / "B1-echo.log", 1) as (_, calls):
+            return await latency.serial_wait_and_echo(channels, calls, sizes)
 
     async def b2(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await latency.concurrent_wait(channels, sizes)
