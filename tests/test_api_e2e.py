@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -97,6 +98,38 @@ async def test_failed_run_reports_its_error_and_the_thread_accepts_new_runs(
     assert (await client.threads.get(tid))["status"] == "error"
     assert (await client.runs.wait_run(tid, "echo")).run["status"] == "success"
     assert (await client.threads.get(tid))["status"] == "idle"
+
+
+async def test_a_fault_of_the_server_around_a_graph_ends_the_run_error_and_frees_its_thread(
+    app: App,
+    client: TurnstileClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a graph's exception (that is the run's own error, above) but one from the server's
+    code driving the graph: the run ends ERROR with a generic error instead of staying RUNNING,
+    and its thread with it, until a restart."""
+    runner = app.scheduler._runner
+    execute = runner.execute
+    faults = [RuntimeError("a fault in the runner")]
+
+    async def faulty(run: Any, start: Any) -> Any:
+        if faults:
+            raise faults.pop()
+        return await execute(run, start)
+
+    monkeypatch.setattr(runner, "execute", faulty)
+    tid = (await client.threads.create())["thread_id"]
+    async with asyncio.timeout(10):
+        result = await client.runs.wait_run(tid, "echo")
+        assert result.run["status"] == "error"
+        assert result.run["error"] == {"type": "InternalError", "message": "internal error"}
+        assert (await client.runs.wait_run(tid, "echo")).run["status"] == "success"
+    assert (await client.threads.get(tid))["status"] == "idle"
+    assert any(
+        "failed inside the server" in record.getMessage() and record.exc_info
+        for record in caplog.records
+    )
 
 
 async def test_cancel_of_a_finished_run_is_refused_and_delete_removes_it(

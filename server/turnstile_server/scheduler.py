@@ -26,7 +26,7 @@ from turnstile_server.errors import (
 from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner
-from turnstile_server.store import Admission, Ended, RunRecord, RunSpec, Start, Store
+from turnstile_server.store import Admission, Ended, RunError, RunRecord, RunSpec, Start, Store
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,11 @@ class Scheduler:
                     task = asyncio.current_task()
                     if task is not None:
                         task.uncancel()
+                except Exception:
+                    # A fault of the server's own (a graph's is the runner's outcome): the run
+                    # ends ERROR here rather than staying RUNNING, and its thread, until a restart.
+                    log.exception("run %s failed inside the server", run.run_id)
+                    outcome = Outcome("error", RunError("InternalError", "internal error"))
                 finally:
                     active.executing = False
             ended = await self._finish(run, outcome, active)
