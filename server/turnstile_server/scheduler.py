@@ -372,8 +372,9 @@ class Scheduler:
                     if task is not None:
                         task.uncancel()
                 except Exception:
-                    # A fault of the server's own (a graph's is the runner's outcome): the run
-                    # ends ERROR here rather than staying RUNNING, and its thread, until a restart.
+                    # A fault in the server's own code (a graph's exception is already the
+                    # runner's outcome): the run ends ERROR, not RUNNING until a restart with
+                    # its thread held and its waiters waiting.
                     log.exception("run %s failed inside the server", run.run_id)
                     outcome = Outcome("error", RunError("InternalError", "internal error"))
                 finally:
