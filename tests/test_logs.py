@@ -8,6 +8,8 @@ import json
 import logging
 import re
 import signal
+import sys
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from turnstile import ConflictError, TurnstileClient, get_client
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
 from turnstile_server.logs import JsonFormatter, TextFormatter
+from turnstile_server.logs import configured as logs_configured
 
 LOGGER = "turnstile_server.metrics"
 HUMAN = {"messages": [{"role": "user", "content": "hi"}]}
@@ -148,6 +151,68 @@ def test_text_lines_append_the_fields_as_key_value() -> None:
     record.reason = "interrupted by run r2"
     line = TextFormatter().format(record)
     assert line.endswith('x: run interrupted run_id=r1 reason="interrupted by run r2"')
+
+
+class _HeldStream(io.StringIO):
+    """A stderr whose writes wait until `release` is set, as a full pipe to a collector does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writing.set()
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = _HeldStream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logger = logging.getLogger("turnstile_server.held")
+    returned = threading.Event()
+
+    def log_lines() -> None:
+        logger.info("one", extra={"run_id": "r1"})
+        logger.warning("two")
+        returned.set()
+
+    try:
+        with logs_configured("INFO", "text"):
+            caller = threading.Thread(target=log_lines)
+            caller.start()
+            assert returned.wait(5), "a logging call waited for stderr"
+            assert stderr.writing.wait(5)
+            assert stderr.getvalue() == ""  # the writer's thread is the one held
+            stderr.release.set()
+    finally:
+        stderr.release.set()
+    caller.join(5)
+    lines = stderr.getvalue().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "INFO turnstile_server.held: one run_id=r1",
+        "WARNING turnstile_server.held: two",
+    ]
+
+
+def test_a_traceback_is_written_by_the_writer_thread_with_its_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with logs_configured("WARNING", "json"):
+        logging.getLogger("turnstile_server.held").info("not at this level")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("turnstile_server.held").exception("failed")
+    [line] = [json.loads(text) for text in stderr.getvalue().splitlines()]
+    assert line["message"] == "failed"
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].endswith("RuntimeError: boom")
 
 
 async def test_serve_logs_json_lines_and_the_metrics_address(tmp_path: Path) -> None:

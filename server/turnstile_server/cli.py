@@ -15,7 +15,7 @@ from dataclasses import replace
 from turnstile_server import operator_cli
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
-from turnstile_server.logs import configure as configure_logging
+from turnstile_server.logs import configured as logs_configured
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,35 +167,35 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     if args.command == "serve":
-        configure_logging(args.log_level, args.log_format)
         from turnstile_server.app import serve
 
-        try:
-            config = replace(
-                ServerConfig.from_env(),
-                host=args.host,
-                port=args.port,
-                database=args.database,
-                graphs=args.graph,
-                max_running=args.max_running,
-                max_queued=args.max_queued,
-                max_message_bytes=args.max_message_bytes,
-                max_attempts=args.max_attempts,
-                run_timeout_seconds=args.run_timeout_seconds,
-                shutdown_grace_seconds=args.shutdown_grace_seconds,
-                api_keys_file=args.api_keys_file,
-                tls_cert=args.tls_cert,
-                tls_key=args.tls_key,
-                tls_client_ca=args.tls_client_ca,
-                stream_retain_seconds=args.stream_retain_seconds,
-                stream_max_events=args.stream_max_events,
-                subscriber_max_lag=args.subscriber_max_lag,
-                metrics_port=args.metrics_port,
-                log_format=args.log_format,
-            )
-            config.check()
-            _collect_less()
-            asyncio.run(serve(config))
+        try:  # the queued log lines are written before the error
+            with logs_configured(args.log_level, args.log_format):
+                config = replace(
+                    ServerConfig.from_env(),
+                    host=args.host,
+                    port=args.port,
+                    database=args.database,
+                    graphs=args.graph,
+                    max_running=args.max_running,
+                    max_queued=args.max_queued,
+                    max_message_bytes=args.max_message_bytes,
+                    max_attempts=args.max_attempts,
+                    run_timeout_seconds=args.run_timeout_seconds,
+                    shutdown_grace_seconds=args.shutdown_grace_seconds,
+                    api_keys_file=args.api_keys_file,
+                    tls_cert=args.tls_cert,
+                    tls_key=args.tls_key,
+                    tls_client_ca=args.tls_client_ca,
+                    stream_retain_seconds=args.stream_retain_seconds,
+                    stream_max_events=args.stream_max_events,
+                    subscriber_max_lag=args.subscriber_max_lag,
+                    metrics_port=args.metrics_port,
+                    log_format=args.log_format,
+                )
+                config.check()
+                _collect_less()
+                asyncio.run(serve(config))
         except (OSError, ValueError, TurnstileError) as exc:
             print(f"turnstile: {exc}", file=sys.stderr)
             return 1

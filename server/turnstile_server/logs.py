@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,8 +97,14 @@ class _PerSecond:
         return text
 
 
-def configure(level: str, log_format: str) -> None:
-    """Sends the server's logs to stderr at `level`, as `text` or `json`."""
+@contextmanager
+def configured(level: str, log_format: str) -> Iterator[None]:
+    """Sends the server's logs to stderr at `level`, as `text` or `json`, while in the block.
+
+    A logging call only hands its record to a queue; a thread formats and writes it, so a slow
+    stderr (a full pipe to a log collector) never stalls the event loop. Leaving the block
+    writes every record still queued. An unknown level or format is a ValueError.
+    """
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
     # Neither format shows the caller's file and line, the thread or the process: a record
@@ -106,7 +115,29 @@ def configure(level: str, log_format: str) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handoff = _Handoff(records)
+    writer = logging.handlers.QueueListener(records, handler)
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(level.upper())
+    root.addHandler(handoff)
+    writer.start()
+    try:
+        yield
+    finally:
+        # Later records (interpreter shutdown) go to logging's last resort: warnings, stderr.
+        root.removeHandler(handoff)
+        root.setLevel(previous)
+        writer.stop()
+
+
+class _Handoff(logging.handlers.QueueHandler):
+    """Queues records as they are: the writer's thread formats them, tracebacks included."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The base class formats here, in the caller's thread, and copies the record.
+        return record
 
 
 def _text(value: Any) -> str:
