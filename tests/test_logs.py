@@ -160,11 +160,23 @@ class _HeldStream(io.StringIO):
         super().__init__()
         self.writing = threading.Event()
         self.release = threading.Event()
+        self._wrote = threading.Condition()
 
     def write(self, text: str) -> int:
         self.writing.set()
         self.release.wait(10)
-        return super().write(text)
+        with self._wrote:
+            written = super().write(text)
+            self._wrote.notify_all()
+        return written
+
+    def wait_for(self, fragment: str) -> None:
+        with self._wrote:
+            assert self._wrote.wait_for(lambda: fragment in self.getvalue(), 10)
+
+    def messages(self) -> list[str]:
+        """Each text line's `LEVEL logger: message ...`, without its time."""
+        return [line.split(" ", 2)[2] for line in self.getvalue().splitlines()]
 
 
 def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the_end(
@@ -191,10 +203,55 @@ def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the
     finally:
         stderr.release.set()
     caller.join(5)
-    lines = stderr.getvalue().splitlines()
-    assert [line.split(" ", 2)[2] for line in lines] == [
+    assert stderr.messages() == [
         "INFO turnstile_server.held: one run_id=r1",
         "WARNING turnstile_server.held: two",
+    ]
+
+
+def test_lines_beyond_the_queue_bound_are_dropped_and_counted_where_they_are_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = _HeldStream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logger = logging.getLogger("turnstile_server.held")
+    try:
+        with logs_configured("INFO", "text", queued_lines=3):
+            logger.info("line 0")
+            assert stderr.writing.wait(5)  # the writer holds line 0: the queue is empty
+            for number in range(1, 10):
+                logger.info("line %d", number)  # 1-3 wait, 4-9 find 3 waiting
+            stderr.release.set()
+            stderr.wait_for("line 3")
+            logger.info("later")
+            logger.info("last")
+            stderr.wait_for("last")
+    finally:
+        stderr.release.set()
+    dropped = "WARNING turnstile_server.logs: 6 log lines dropped: stderr did not keep up"
+    held = [f"INFO turnstile_server.held: line {n}" for n in range(4)]
+    later = ["INFO turnstile_server.held: later", "INFO turnstile_server.held: last"]
+    assert stderr.messages() == [*held, dropped, *later]
+
+
+def test_lines_dropped_just_before_the_end_are_counted_in_the_last_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = _HeldStream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logger = logging.getLogger("turnstile_server.held")
+    try:
+        with logs_configured("INFO", "text", queued_lines=2):
+            logger.info("line 0")
+            assert stderr.writing.wait(5)
+            for number in range(1, 6):
+                logger.info("line %d", number)  # 1-2 wait, 3-5 find 2 waiting
+            stderr.release.set()
+    finally:
+        stderr.release.set()
+    assert stderr.messages() == [
+        *(f"INFO turnstile_server.held: line {n}" for n in range(3)),
+        "WARNING turnstile_server.logs: 3 log lines dropped: stderr did not keep up",
     ]
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("text", "json")
+QUEUED_LINES = 10_000  # log lines waiting for stderr at most (a few MB); later ones are dropped
 _QUOTED = re.compile(r"[\s\"'=]")  # what makes a field's text need quotes
 
 # What every LogRecord carries; anything else on a record came from `extra`.
@@ -98,12 +99,14 @@ class _PerSecond:
 
 
 @contextmanager
-def configured(level: str, log_format: str) -> Iterator[None]:
+def configured(level: str, log_format: str, *, queued_lines: int = QUEUED_LINES) -> Iterator[None]:
     """Sends the server's logs to stderr at `level`, as `text` or `json`, while in the block.
 
     A logging call only hands its record to a queue; a thread formats and writes it, so a slow
-    stderr (a full pipe to a log collector) never stalls the event loop. Leaving the block
-    writes every record still queued. An unknown level or format is a ValueError.
+    stderr (a full pipe to a log collector) never stalls the event loop. While `queued_lines`
+    wait, further lines are dropped, and a warning says how many where they are missing.
+    Leaving the block writes every record still queued. An unknown level or format is a
+    ValueError.
     """
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
@@ -116,7 +119,7 @@ def configured(level: str, log_format: str) -> Iterator[None]:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handoff = _Handoff(records)
+    handoff = _Handoff(records, queued_lines)
     writer = logging.handlers.QueueListener(records, handler)
     root = logging.getLogger()
     previous = root.level
@@ -129,15 +132,51 @@ def configured(level: str, log_format: str) -> Iterator[None]:
         # Later records (interpreter shutdown) go to logging's last resort: warnings, stderr.
         root.removeHandler(handoff)
         root.setLevel(previous)
+        handoff.acquire()  # as `enqueue` is
+        try:
+            handoff.flush_dropped()
+        finally:
+            handoff.release()
         writer.stop()
 
 
 class _Handoff(logging.handlers.QueueHandler):
-    """Queues records as they are: the writer's thread formats them, tracebacks included."""
+    """Queues records as they are (the writer's thread formats them, tracebacks included);
+    drops and counts those that find `limit` records waiting."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], limit: int) -> None:
+        super().__init__(records)
+        self._records = records
+        self._limit = limit
+        self._dropped = 0
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # The base class formats here, in the caller's thread, and copies the record.
         return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock, so every thread's drops are counted.
+        if self._records.qsize() >= self._limit:
+            self._dropped += 1
+            return
+        self.flush_dropped()
+        self._records.put_nowait(record)
+
+    def flush_dropped(self) -> None:
+        """Queues the warning for the lines dropped since the last one queued, if any."""
+        if self._dropped:
+            self._records.put_nowait(
+                logging.LogRecord(
+                    __name__,
+                    logging.WARNING,
+                    "",
+                    0,
+                    "%d log lines dropped: stderr did not keep up",
+                    (self._dropped,),
+                    None,
+                )
+            )
+            self._dropped = 0
 
 
 def _text(value: Any) -> str:
