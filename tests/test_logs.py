@@ -11,6 +11,8 @@ import signal
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +181,23 @@ class _HeldStream(io.StringIO):
         return [line.split(" ", 2)[2] for line in self.getvalue().splitlines()]
 
 
+@contextmanager
+def _held_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[_HeldStream]:
+    """`sys.stderr` held until the test releases it, and released at the end in any case.
+
+    (Patched in the test itself: pytest's capture resets `sys.stderr` after fixtures ran.)
+    """
+    stream = _HeldStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        yield stream
+    finally:
+        stream.release.set()
+
+
 def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stderr = _HeldStream()
-    monkeypatch.setattr(sys, "stderr", stderr)
     logger = logging.getLogger("turnstile_server.held")
     returned = threading.Event()
 
@@ -192,15 +206,12 @@ def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the
         logger.warning("two")
         returned.set()
 
-    try:
-        with logs_configured("INFO", "text"):
-            caller = threading.Thread(target=log_lines)
-            caller.start()
-            assert returned.wait(5), "a logging call waited for stderr"
-            assert stderr.writing.wait(5)
-            assert stderr.getvalue() == ""  # the writer's thread is the one held
-            stderr.release.set()
-    finally:
+    with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text"):
+        caller = threading.Thread(target=log_lines)
+        caller.start()
+        assert returned.wait(5), "a logging call waited for stderr"
+        assert stderr.writing.wait(5)
+        assert stderr.getvalue() == ""  # the writer's thread is the one held
         stderr.release.set()
     caller.join(5)
     assert stderr.messages() == [
@@ -212,22 +223,17 @@ def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the
 def test_lines_beyond_the_queue_bound_are_dropped_and_counted_where_they_are_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stderr = _HeldStream()
-    monkeypatch.setattr(sys, "stderr", stderr)
     logger = logging.getLogger("turnstile_server.held")
-    try:
-        with logs_configured("INFO", "text", queued_lines=3):
-            logger.info("line 0")
-            assert stderr.writing.wait(5)  # the writer holds line 0: the queue is empty
-            for number in range(1, 10):
-                logger.info("line %d", number)  # 1-3 wait, 4-9 find 3 waiting
-            stderr.release.set()
-            stderr.wait_for("line 3")
-            logger.info("later")
-            logger.info("last")
-            stderr.wait_for("last")
-    finally:
+    with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text", queued_lines=3):
+        logger.info("line 0")
+        assert stderr.writing.wait(5)  # the writer holds line 0: the queue is empty
+        for number in range(1, 10):
+            logger.info("line %d", number)  # 1-3 wait, 4-9 find 3 waiting
         stderr.release.set()
+        stderr.wait_for("line 3")
+        logger.info("later")
+        logger.info("last")
+        stderr.wait_for("last")
     dropped = "WARNING turnstile_server.logs: 6 log lines dropped: stderr did not keep up"
     held = [f"INFO turnstile_server.held: line {n}" for n in range(4)]
     later = ["INFO turnstile_server.held: later", "INFO turnstile_server.held: last"]
@@ -237,17 +243,12 @@ def test_lines_beyond_the_queue_bound_are_dropped_and_counted_where_they_are_mis
 def test_lines_dropped_just_before_the_end_are_counted_in_the_last_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stderr = _HeldStream()
-    monkeypatch.setattr(sys, "stderr", stderr)
     logger = logging.getLogger("turnstile_server.held")
-    try:
-        with logs_configured("INFO", "text", queued_lines=2):
-            logger.info("line 0")
-            assert stderr.writing.wait(5)
-            for number in range(1, 6):
-                logger.info("line %d", number)  # 1-2 wait, 3-5 find 2 waiting
-            stderr.release.set()
-    finally:
+    with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text", queued_lines=2):
+        logger.info("line 0")
+        assert stderr.writing.wait(5)
+        for number in range(1, 6):
+            logger.info("line %d", number)  # 1-2 wait, 3-5 find 2 waiting
         stderr.release.set()
     assert stderr.messages() == [
         *(f"INFO turnstile_server.held: line {n}" for n in range(3)),
