@@ -162,12 +162,14 @@ class _HeldStream(io.StringIO):
         super().__init__()
         self.writing = threading.Event()
         self.release = threading.Event()
+        self.writes = 0
         self._wrote = threading.Condition()
 
     def write(self, text: str) -> int:
         self.writing.set()
         self.release.wait(10)
         with self._wrote:
+            self.writes += 1
             written = super().write(text)
             self._wrote.notify_all()
         return written
@@ -218,6 +220,21 @@ def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the
         "INFO turnstile_server.held: one run_id=r1",
         "WARNING turnstile_server.held: two",
     ]
+
+
+def test_lines_queued_while_stderr_is_held_are_written_with_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("turnstile_server.held")
+    with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text"):
+        logger.info("line 0")
+        assert stderr.writing.wait(5)  # the writer holds line 0
+        for number in range(1, 6):
+            logger.info("line %d", number)
+        stderr.release.set()
+        stderr.wait_for("line 5")
+        assert stderr.writes == 2
+    assert stderr.messages() == [f"INFO turnstile_server.held: line {n}" for n in range(6)]
 
 
 def test_lines_beyond_the_queue_bound_are_dropped_and_counted_where_they_are_missing(

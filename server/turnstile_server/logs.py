@@ -12,14 +12,17 @@ import logging.handlers
 import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 FORMATS = ("text", "json")
 QUEUED_LINES = 10_000  # log lines waiting for stderr at most (a few MB); later ones are dropped
+_WRITTEN_AT_ONCE = 1_000  # queued lines the writer takes for one write at most
+_LINGER_SECONDS = 0.01  # how long the writer waits for more lines before a write
 _QUOTED = re.compile(r"[\s\"'=]")  # what makes a field's text need quotes
 
 # What every LogRecord carries; anything else on a record came from `extra`.
@@ -102,9 +105,10 @@ class _PerSecond:
 def configured(level: str, log_format: str, *, queued_lines: int = QUEUED_LINES) -> Iterator[None]:
     """Sends the server's logs to stderr at `level`, as `text` or `json`, while in the block.
 
-    A logging call only hands its record to a queue; a thread formats and writes it, so a slow
-    stderr (a full pipe to a log collector) never stalls the event loop. While `queued_lines`
-    wait, further lines are dropped, and a warning says how many where they are missing.
+    A logging call only hands its record to a queue; a thread formats and writes it, with the
+    lines queued together, so a slow stderr (a full pipe to a log collector) never stalls the
+    event loop. While `queued_lines` wait, further lines are dropped, and a warning says how
+    many where they are missing.
     Leaving the block writes every record still queued. An unknown level or format is a
     ValueError.
     """
@@ -118,9 +122,9 @@ def configured(level: str, log_format: str, *, queued_lines: int = QUEUED_LINES)
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     handoff = _Handoff(records, queued_lines)
-    writer = logging.handlers.QueueListener(records, handler)
+    writer = _Writer(records, handler)
     root = logging.getLogger()
     previous = root.level
     root.setLevel(level.upper())
@@ -137,14 +141,64 @@ def configured(level: str, log_format: str, *, queued_lines: int = QUEUED_LINES)
             handoff.flush_dropped()
         finally:
             handoff.release()
-        writer.stop()
+        records.put_nowait(None)
+        writer.join()
+
+
+class _Writer(threading.Thread):
+    """Formats the queued records and writes the lines waiting together with one write; ends
+    when it takes None.
+
+    A line is written at most `_LINGER_SECONDS` after it was queued, together with the lines
+    queued meanwhile: under load one wake-up and one write serve many lines. (Each wake-up
+    takes the GIL from a busy event loop, and each write gives it up and takes it back; with a
+    write per line the server's runs per second were about 6% lower.)
+    """
+
+    def __init__(
+        self,
+        records: queue.SimpleQueue[logging.LogRecord | None],
+        handler: logging.StreamHandler[TextIO],
+    ) -> None:
+        super().__init__(name="turnstile-log-writer", daemon=True)
+        self._records = records
+        self._handler = handler
+
+    def run(self) -> None:
+        records, handler = self._records, self._handler
+        while True:
+            batch = [records.get()]
+            if batch[0] is not None:
+                time.sleep(_LINGER_SECONDS)
+            while batch[-1] is not None and len(batch) < _WRITTEN_AT_ONCE:
+                try:
+                    batch.append(records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is None:
+                    break
+                try:
+                    lines.append(handler.format(record))
+                except Exception:
+                    handler.handleError(record)  # as a handler does: a traceback on stderr
+            if lines:
+                try:
+                    handler.stream.write(handler.terminator.join(lines) + handler.terminator)
+                    handler.flush()
+                except Exception:
+                    assert batch[0] is not None
+                    handler.handleError(batch[0])
+            if batch[-1] is None:
+                return
 
 
 class _Handoff(logging.handlers.QueueHandler):
     """Queues records as they are (the writer's thread formats them, tracebacks included);
     drops and counts those that find `limit` records waiting."""
 
-    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], limit: int) -> None:
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None], limit: int) -> None:
         super().__init__(records)
         self._records = records
         self._limit = limit
