@@ -273,6 +273,24 @@ def test_lines_dropped_just_before_the_end_are_counted_in_the_last_line(
     ]
 
 
+def test_a_line_that_cannot_be_formatted_is_reported_and_its_neighbours_are_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    # pytest's own capture handler fails the logging call itself on such a line.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    logger = logging.getLogger("turnstile_server.held")
+    with logs_configured("INFO", "text"):
+        logger.info("before")
+        logger.info("count %d", "not a number")
+        logger.info("after")
+    text = stderr.getvalue()
+    assert "--- Logging error ---" in text and "TypeError" in text
+    messages = [line.split(" ", 2)[2] for line in text.splitlines() if " INFO " in line]
+    assert messages == ["INFO turnstile_server.held: before", "INFO turnstile_server.held: after"]
+
+
 def test_a_traceback_is_written_by_the_writer_thread_with_its_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -108,9 +108,8 @@ def configured(level: str, log_format: str, *, queued_lines: int = QUEUED_LINES)
     A logging call only hands its record to a queue; a thread formats and writes it, with the
     lines queued together, so a slow stderr (a full pipe to a log collector) never stalls the
     event loop. While `queued_lines` wait, further lines are dropped, and a warning says how
-    many where they are missing.
-    Leaving the block writes every record still queued. An unknown level or format is a
-    ValueError.
+    many where they are missing. Leaving the block writes every record still queued. An
+    unknown level or format is a ValueError.
     """
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
@@ -165,33 +164,44 @@ class _Writer(threading.Thread):
         self._handler = handler
 
     def run(self) -> None:
-        records, handler = self._records, self._handler
         while True:
-            batch = [records.get()]
-            if batch[0] is not None:
-                time.sleep(_LINGER_SECONDS)
-            while batch[-1] is not None and len(batch) < _WRITTEN_AT_ONCE:
-                try:
-                    batch.append(records.get_nowait())
-                except queue.Empty:
-                    break
-            lines = []
-            for record in batch:
-                if record is None:
-                    break
-                try:
-                    lines.append(handler.format(record))
-                except Exception:
-                    handler.handleError(record)  # as a handler does: a traceback on stderr
-            if lines:
-                try:
-                    handler.stream.write(handler.terminator.join(lines) + handler.terminator)
-                    handler.flush()
-                except Exception:
-                    assert batch[0] is not None
-                    handler.handleError(batch[0])
-            if batch[-1] is None:
+            batch, last = self._take()
+            if batch:
+                self._write(batch)
+            if last:
                 return
+
+    def _take(self) -> tuple[list[logging.LogRecord], bool]:
+        """The records waiting, once the first has lingered; and whether None came after."""
+        record = self._records.get()
+        if record is not None:
+            time.sleep(_LINGER_SECONDS)
+        batch: list[logging.LogRecord] = []
+        while record is not None:
+            batch.append(record)
+            if len(batch) >= _WRITTEN_AT_ONCE:
+                return batch, False
+            try:
+                record = self._records.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        handler = self._handler
+        lines = []
+        for record in batch:
+            try:
+                lines.append(handler.format(record))
+            except Exception:
+                handler.handleError(record)  # as a handler does: a traceback on stderr
+        if not lines:
+            return
+        try:
+            handler.stream.write(handler.terminator.join(lines) + handler.terminator)
+            handler.flush()
+        except Exception:
+            handler.handleError(batch[0])
 
 
 class _Handoff(logging.handlers.QueueHandler):
