@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 from tests.processes import STARTUP, serving
@@ -93,4 +94,54 @@ async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
         (queued[0]["run_id"], "step", 1),
         (queued[1]["run_id"], "input", 0),
         (queued[1]["run_id"], "step", 1),
+    ]
+
+
+async def test_a_run_with_durability_exit_killed_mid_run_resumes_from_its_input(
+    tmp_path: Path,
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    (gates / "a").touch()
+    config = {"configurable": {"gate_dir": str(gates)}}
+    database = tmp_path / "crash.db"
+
+    async with serving(database, GRAPH) as (process, address):
+        client = get_client(url=address)
+        thread_id = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread_id,
+            "file_gated",
+            input={"messages": [{"role": "user", "content": "one"}], "gates": ["a", "b"]},
+            config=config,
+            durability="exit",
+        )
+
+        async def in_step_two() -> None:
+            assert (gates / "b.arrived").exists()
+
+        await eventually(in_step_two, within=STARTUP)
+        await client.close()
+        os.kill(process.pid, signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+
+    # Step 1 was done, and held for the run's end: the crash lost it, not the input.
+    with sqlite3.connect(database) as db:
+        sources = db.execute("SELECT source FROM checkpoints ORDER BY seq").fetchall()
+    assert sources == [("input",)]
+    (gates / "b").touch()
+    async with serving(database, GRAPH) as (_, address):
+        client = get_client(url=address)
+        try:
+            result = await client.runs.join_run(thread_id, run["run_id"])
+            history = await client.threads.get_history(thread_id, limit=100)
+        finally:
+            await client.close()
+
+    assert (result.run["status"], result.run["attempt"]) == ("success", 2)
+    assert [m["content"] for m in result.values["messages"]] == ["one", "passed a", "passed b"]
+    assert [(c["source"], c["step"]) for c in reversed(history)] == [
+        ("input", 0),
+        ("step", 1),
+        ("step", 2),
     ]

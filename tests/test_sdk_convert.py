@@ -68,6 +68,7 @@ def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names(
         cancel_reason="superseded by r2",
         superseded_by="r2",
         queue_position=3,
+        durability=run_pb2.DURABILITY_EXIT,
     )
 
     assert convert.run_to_dict(run) == {
@@ -86,6 +87,7 @@ def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names(
         "superseded_by": "r2",
         "queue_position": 3,
         "timeout_seconds": None,
+        "durability": "exit",
     }
 
 

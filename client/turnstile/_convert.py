@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from turnstile._types import (
     Assistant,
     CheckpointSource,
+    Durability,
     Json,
     MultitaskStrategy,
     Run,
@@ -76,6 +77,7 @@ CANCEL_ACTION = EnumCodec(run_pb2.CancelAction, "CANCEL_ACTION_", "cancel action
 IF_NOT_EXISTS = EnumCodec(run_pb2.IfNotExists, "IF_NOT_EXISTS_", "if_not_exists")
 IF_EXISTS = EnumCodec(assistant_pb2.IfExists, "IF_EXISTS_", "if_exists")
 ON_DISCONNECT = EnumCodec(run_pb2.OnDisconnect, "ON_DISCONNECT_", "on_disconnect")
+DURABILITY = EnumCodec(run_pb2.Durability, "DURABILITY_", "durability")
 CHECKPOINT_SOURCE = EnumCodec(
     thread_pb2.CheckpointSource, "CHECKPOINT_SOURCE_", "checkpoint source"
 )
@@ -160,6 +162,7 @@ def run_to_dict(run: run_pb2.Run) -> Run:
         "superseded_by": run.superseded_by or None,
         "queue_position": run.queue_position if run.HasField("queue_position") else None,
         "timeout_seconds": run.timeout_seconds or None,
+        "durability": cast(Durability, DURABILITY.decode(run.durability)),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from turnstile._convert import (
     CANCEL_ACTION,
+    DURABILITY,
     IF_NOT_EXISTS,
     MULTITASK_STRATEGY,
     ON_DISCONNECT,
@@ -23,6 +24,7 @@ from turnstile._stream import RunStream, StreamMessage
 from turnstile._transport import Transport
 from turnstile._types import (
     CancelAction,
+    Durability,
     IfNotExists,
     Json,
     MultitaskStrategy,
@@ -48,6 +50,7 @@ def _admission(
     if_not_exists: IfNotExists | None,
     request_id: str | None,
     timeout_seconds: float | None = None,
+    durability: Durability | None = None,
 ) -> dict[str, Any]:
     """Validates and encodes the fields shared by CreateRun, StreamRun and WaitRun."""
     return {
@@ -62,6 +65,7 @@ def _admission(
         "if_not_exists": IF_NOT_EXISTS.encode(if_not_exists),
         "request_id": request_id or "",
         "timeout_seconds": timeout_seconds or 0.0,
+        "durability": DURABILITY.encode(durability),
     }
 
 
@@ -74,8 +78,10 @@ class RunsClient:
     "interrupt", "rollback" or "enqueue" (the server default); `after_seconds` delays the
     start; `if_not_exists` is "reject" (the default) or "create"; `request_id` is an
     idempotency key (generated when omitted); `timeout_seconds` limits each attempt of the run
-    (the server's default otherwise). An unknown string raises `ValueError` before any call is
-    made.
+    (the server's default otherwise); `durability` is when its checkpoints are written: "sync"
+    (each step's before the next step), "async" (while the next step runs) or "exit" (when the
+    run ends), the server's default otherwise. An unknown string raises `ValueError` before any
+    call is made.
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -95,6 +101,7 @@ class RunsClient:
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
         timeout_seconds: float | None = None,
+        durability: Durability | None = None,
     ) -> Run:
         """Admits a run in the background and returns it (pending or running).
 
@@ -114,6 +121,7 @@ class RunsClient:
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
                 timeout_seconds=timeout_seconds,
+                durability=durability,
             )
         )
         response = await self._transport.unary(
@@ -135,6 +143,7 @@ class RunsClient:
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
         timeout_seconds: float | None = None,
+        durability: Durability | None = None,
     ) -> Json:
         """Admits a run, waits for it to end and returns its final values.
 
@@ -153,6 +162,7 @@ class RunsClient:
             if_not_exists=if_not_exists,
             request_id=request_id,
             timeout_seconds=timeout_seconds,
+            durability=durability,
         )
         return result.values
 
@@ -170,6 +180,7 @@ class RunsClient:
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
         timeout_seconds: float | None = None,
+        durability: Durability | None = None,
     ) -> RunResult:
         """Like `wait`, but returns `RunResult(run, values)`: the run as it ended, and values."""
         request = pb.WaitRunRequest(
@@ -185,6 +196,7 @@ class RunsClient:
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
                 timeout_seconds=timeout_seconds,
+                durability=durability,
             )
         )
         response = await self._transport.unary(
@@ -206,6 +218,7 @@ class RunsClient:
         if_not_exists: IfNotExists | None = None,
         request_id: str | None = None,
         timeout_seconds: float | None = None,
+        durability: Durability | None = None,
         on_disconnect: OnDisconnect | None = None,
     ) -> RunStream:
         """Admits a run and returns its events as an async iterator of `StreamPart`s.
@@ -233,6 +246,7 @@ class RunsClient:
                 if_not_exists=if_not_exists,
                 request_id=request_id or str(uuid.uuid4()),
                 timeout_seconds=timeout_seconds,
+                durability=durability,
             ),
             on_disconnect=ON_DISCONNECT.encode(on_disconnect),
         )

@@ -19,6 +19,7 @@ IfNotExists: TypeAlias = Literal["reject", "create"]
 IfExists: TypeAlias = Literal["raise", "do_nothing"]
 CheckpointSource: TypeAlias = Literal["input", "step"]
 OnDisconnect: TypeAlias = Literal["continue", "cancel"]
+Durability: TypeAlias = Literal["sync", "async", "exit"]
 
 Json: TypeAlias = dict[str, Any]
 """A JSON object: input, values, metadata, config."""
@@ -50,8 +51,10 @@ class Run(TypedDict):
     superseded_by: str | None
     """The run whose admission interrupted or rolled back this one; `None` when none did."""
     queue_position: int | None
-    timeout_seconds: float | None
     """While pending: how many runs of the thread go before it (0 = next); else `None`."""
+    timeout_seconds: float | None
+    durability: Durability
+    """When the run's checkpoints are written: "sync", "async" or "exit"."""
 
 
 class Thread(TypedDict):

@@ -118,7 +118,7 @@ class App:
         )
         register(
             run_service_pb2_grpc.add_RunServiceServicer_to_server,
-            RunService(store, scheduler, hub, registry),
+            RunService(store, scheduler, hub, registry, durability=config.durability),
             server,
         )
         health_servicer = health.aio.HealthServicer()

@@ -16,6 +16,7 @@ from turnstile_server import operator_cli
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
 from turnstile_server.logs import configured as logs_configured
+from turnstile_server.store.records import DURABILITIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="time limit of a run's attempt unless the run sets one; 0 = none"
         " (TURNSTILE_RUN_TIMEOUT_SECONDS)",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=DURABILITIES,
+        default=defaults.durability,
+        help="when the checkpoints of a run that does not say are written: each step's before"
+        " the next step (sync), while the next step runs (async), or when the run ends (exit)"
+        " (TURNSTILE_DURABILITY)",
     )
     serve.add_argument(
         "--shutdown-grace-seconds",
@@ -182,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_message_bytes=args.max_message_bytes,
                     max_attempts=args.max_attempts,
                     run_timeout_seconds=args.run_timeout_seconds,
+                    durability=args.durability,
                     shutdown_grace_seconds=args.shutdown_grace_seconds,
                     api_keys_file=args.api_keys_file,
                     tls_cert=args.tls_cert,

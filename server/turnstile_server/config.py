@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from turnstile_server.event_log import StreamLimits
+from turnstile_server.store.records import DURABILITIES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
@@ -24,6 +25,7 @@ class ServerConfig:
     max_queued: int = 100
     max_attempts: int = 3
     run_timeout_seconds: float = 3600.0
+    durability: str = "sync"  # when a run's checkpoints are written, unless the run says
     stream_retain_seconds: float = 600.0
     stream_max_events: int = 100_000
     stream_max_bytes: int = 64 << 20
@@ -91,6 +93,8 @@ class ServerConfig:
             )
         if not 1024 <= self.max_message_bytes <= 64 << 20:
             raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
+        if self.durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
         if not 0 <= self.run_timeout_seconds <= 366 * 24 * 3600:
             raise ValueError("run_timeout_seconds must be between 0 (no limit) and a year")
         if not 0 <= self.shutdown_grace_seconds <= 3600:

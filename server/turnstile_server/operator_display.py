@@ -53,6 +53,7 @@ def run_record(run: Mapping[str, Any]) -> str:
             ("started", when(run["start_time"])),
             ("ended", when(run["end_time"])),
             ("timeout_seconds", value_text(run["timeout_seconds"])),
+            ("durability", run["durability"]),
             ("error", f"{error['type']}: {error['message']}" if error else "-"),
             ("cancel_reason", value_text(run["cancel_reason"])),
             ("superseded_by", value_text(run["superseded_by"])),

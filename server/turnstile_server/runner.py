@@ -16,7 +16,7 @@ from typing import Any
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.state import ThreadState, normalize_update
-from turnstile_server.store import RunError, RunRecord, Start, Store
+from turnstile_server.store import CheckpointRecord, RunError, RunRecord, Start, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +80,11 @@ class Runner:
         state = await checkpoints.live(run.thread_id)
         if start.input is not None:
             self._emit_step(run, modes, start.input.update, state)
-        graph = self._graphs.get(run.graph_id)
-
-        def emit(event: str, data: Any) -> None:
-            if event in modes:
-                self._hub.emit(run, event, data)
-
-        ctx = RunContext(
-            run_id=run.run_id,
-            thread_id=run.thread_id,
-            emit=emit,
-            attempt=run.attempt,
-            input=run.input,
-            config=run.config,
-        )
-        steps = graph(state.values, ctx)
+        if run.durability != "sync":
+            # Steps reach the cached state only as their checkpoints are committed (readers
+            # see committed steps only): the run goes on with its own copy.
+            return await self._steps_ahead(run, modes, step, state.copy())
+        steps = self._graphs.get(run.graph_id)(state.values, self._context(run, modes))
         # The registry admits only async generator functions, so what a graph returns is closable.
         assert isinstance(steps, AsyncGenerator)
         async with aclosing(steps) as updates:
@@ -106,6 +96,54 @@ class Runner:
                 state = await checkpoints.live(run.thread_id)  # `put` advanced it
                 self._emit_step(run, modes, update, state)
         return Outcome("success")
+
+    async def _steps_ahead(
+        self, run: RunRecord, modes: frozenset[str], step: int, state: ThreadState
+    ) -> Outcome:
+        """Drives the graph ahead of its checkpoints: `async` writes a step's checkpoint while
+        the next step executes (and the next one only once it is committed, so the run's
+        checkpoints never have a gap); `exit` writes them all in one write when the run ends,
+        however it ends. Either way they are committed before the run's task has unwound."""
+        checkpoints = self._store.checkpoints
+        held: list[tuple[int, str, dict[str, Any]]] = []
+        writing: asyncio.Future[list[CheckpointRecord]] | None = None
+        steps = self._graphs.get(run.graph_id)(state.values, self._context(run, modes))
+        assert isinstance(steps, AsyncGenerator)
+        try:
+            async with aclosing(steps) as updates:
+                async for raw in updates:
+                    update = normalize_update(raw)
+                    step += 1
+                    held.append((step, "step", update))
+                    if run.durability == "async":
+                        if writing is not None:
+                            await checkpoints.landed(writing, run.thread_id)
+                        writing = checkpoints.submit(run.thread_id, run.run_id, held)
+                        held = []
+                    state.apply(update)
+                    self._emit_step(run, modes, update, state)
+        finally:
+            if writing is not None:
+                await checkpoints.landed(writing, run.thread_id)
+            if held:  # `exit`: the completed steps, kept also when the run is interrupted
+                await checkpoints.landed(
+                    checkpoints.submit(run.thread_id, run.run_id, held), run.thread_id
+                )
+        return Outcome("success")
+
+    def _context(self, run: RunRecord, modes: frozenset[str]) -> RunContext:
+        def emit(event: str, data: Any) -> None:
+            if event in modes:
+                self._hub.emit(run, event, data)
+
+        return RunContext(
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            emit=emit,
+            attempt=run.attempt,
+            input=run.input,
+            config=run.config,
+        )
 
     def _emit_step(
         self, run: RunRecord, modes: frozenset[str], update: dict[str, Any], state: ThreadState

@@ -243,6 +243,7 @@ def run_message(run: RunRecord) -> run_pb2.Run:
         cancel_reason=run.cancel_reason,
         superseded_by=run.superseded_by,
         timeout_seconds=run.timeout_seconds or 0.0,
+        durability=DURABILITY_ENUM[run.durability],
     )
     if run.error is not None:
         message.error.type = run.error.type
@@ -294,6 +295,13 @@ def assistant_message(assistant: AssistantRecord) -> assistant_pb2.Assistant:
     )
 
 
+DURABILITIES = {
+    run_pb2.DURABILITY_UNSPECIFIED: "",  # the server's default
+    run_pb2.DURABILITY_SYNC: "sync",
+    run_pb2.DURABILITY_ASYNC: "async",
+    run_pb2.DURABILITY_EXIT: "exit",
+}
+DURABILITY_ENUM = {name: number for number, name in DURABILITIES.items() if number}
 ON_DISCONNECT = {
     run_pb2.ON_DISCONNECT_UNSPECIFIED: "continue",
     run_pb2.ON_DISCONNECT_CONTINUE: "continue",

@@ -195,6 +195,42 @@ ON_DISCONNECT_CANCEL: OnDisconnect.ValueType  # 2
 """The run is interrupted, as by `CancelRun` with `CANCEL_ACTION_INTERRUPT`."""
 Global___OnDisconnect: _TypeAlias = OnDisconnect  # noqa: Y015
 
+class _Durability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DurabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Durability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DURABILITY_UNSPECIFIED: _Durability.ValueType  # 0
+    """The server default (`turnstile serve --durability`, itself `DURABILITY_SYNC` unless set)."""
+    DURABILITY_SYNC: _Durability.ValueType  # 1
+    """Each step's checkpoint is committed before its events are sent and the next step starts."""
+    DURABILITY_ASYNC: _Durability.ValueType  # 2
+    """Each step's checkpoint is committed while the next step executes: its events go out
+    first, and the next step's checkpoint is written only after it.
+    """
+    DURABILITY_EXIT: _Durability.ValueType  # 3
+    """The steps' checkpoints are committed together when the run ends (however it ends); a
+    crash before then loses them, and the run resumes from its input.
+    """
+
+class Durability(_Durability, metaclass=_DurabilityEnumTypeWrapper):
+    """When a run's checkpoints are written (LangGraph's `durability`)."""
+
+DURABILITY_UNSPECIFIED: Durability.ValueType  # 0
+"""The server default (`turnstile serve --durability`, itself `DURABILITY_SYNC` unless set)."""
+DURABILITY_SYNC: Durability.ValueType  # 1
+"""Each step's checkpoint is committed before its events are sent and the next step starts."""
+DURABILITY_ASYNC: Durability.ValueType  # 2
+"""Each step's checkpoint is committed while the next step executes: its events go out
+first, and the next step's checkpoint is written only after it.
+"""
+DURABILITY_EXIT: Durability.ValueType  # 3
+"""The steps' checkpoints are committed together when the run ends (however it ends); a
+crash before then loses them, and the run resumes from its input.
+"""
+Global___Durability: _TypeAlias = Durability  # noqa: Y015
+
 @_typing.final
 class RunError(_message.Message):
     """Why a run failed."""
@@ -242,6 +278,7 @@ class Run(_message.Message):
     SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Output only. The run's id, a UUID."""
     thread_id: _builtins.str
@@ -264,6 +301,8 @@ class Run(_message.Message):
     """
     timeout_seconds: _builtins.float
     """Output only. The run's own time limit per attempt in seconds; 0 means the server's default."""
+    durability: Global___Durability.ValueType
+    """Output only. When the run's checkpoints are written."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata given at creation."""
@@ -302,10 +341,11 @@ class Run(_message.Message):
         superseded_by: _builtins.str = ...,
         queue_position: _builtins.int | None = ...,
         timeout_seconds: _builtins.float = ...,
+        durability: Global___Durability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "queue_position", b"queue_position", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "durability", b"durability", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
     _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015

@@ -37,6 +37,7 @@ class CreateRunRequest(_message.Message):
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -53,6 +54,8 @@ class CreateRunRequest(_message.Message):
     """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
     server's default.
     """
+    durability: _run_pb2.Durability.ValueType
+    """Optional. When the run's checkpoints are written; unspecified means the server default."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Optional. The input applied to the thread's state before the graph runs."""
@@ -83,10 +86,11 @@ class CreateRunRequest(_message.Message):
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
+        durability: _run_pb2.Durability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,6 +137,7 @@ class StreamRunRequest(_message.Message):
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
     ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
@@ -150,6 +155,8 @@ class StreamRunRequest(_message.Message):
     """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
     server's default.
     """
+    durability: _run_pb2.Durability.ValueType
+    """Optional. When the run's checkpoints are written; unspecified means the server default."""
     on_disconnect: _run_pb2.OnDisconnect.ValueType
     """Optional. What happens to the run if the client goes away before it ends; default continue."""
     @_builtins.property
@@ -182,11 +189,12 @@ class StreamRunRequest(_message.Message):
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
+        durability: _run_pb2.Durability.ValueType = ...,
         on_disconnect: _run_pb2.OnDisconnect.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,6 +249,7 @@ class WaitRunRequest(_message.Message):
     IF_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -257,6 +266,8 @@ class WaitRunRequest(_message.Message):
     """Optional. Seconds an attempt of the run may take before it ends TIMEOUT; 0 means the
     server's default.
     """
+    durability: _run_pb2.Durability.ValueType
+    """Optional. When the run's checkpoints are written; unspecified means the server default."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
         """Optional. The input applied to the thread's state before the graph runs."""
@@ -287,10 +298,11 @@ class WaitRunRequest(_message.Message):
         if_not_exists: _run_pb2.IfNotExists.ValueType = ...,
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
+        durability: _run_pb2.Durability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,12 +26,19 @@ class RunService(pb_grpc.RunServiceServicer):
     """Admits, observes and cancels runs."""
 
     def __init__(
-        self, store: Store, scheduler: Scheduler, hub: EventHub, graphs: GraphRegistry
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        hub: EventHub,
+        graphs: GraphRegistry,
+        *,
+        durability: str = "sync",
     ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
         self._graphs = graphs
+        self._durability = durability  # for runs that do not say
 
     async def _spec(self, request: CreateLike) -> RunSpec:
         """Validates the flat run-creation fields shared by CreateRun, StreamRun and WaitRun."""
@@ -59,6 +66,8 @@ class RunService(pb_grpc.RunServiceServicer):
             ),
             request_id=request.request_id,
             timeout_seconds=wire.seconds(request.timeout_seconds, "timeout_seconds") or None,
+            durability=wire.enum_value(wire.DURABILITIES, request.durability, "durability")
+            or self._durability,
         )
 
     async def _ended(self, run: RunRecord) -> bytes:

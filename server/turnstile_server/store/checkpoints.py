@@ -39,19 +39,39 @@ class Checkpoints:
         meanwhile (the caller then waits for it): a run is finished, or rolled back, only after
         its task has unwound, so no checkpoint of the run can reach the database after that.
         """
+        written = self.submit(thread_id, run_id, [(step, source, update)])
+        return (await self.landed(written, thread_id))[0]
+
+    def submit(
+        self, thread_id: str, run_id: str, steps: list[tuple[int, str, dict[str, Any]]]
+    ) -> asyncio.Future[list[CheckpointRecord]]:
+        """Queues a checkpoint per `(step, source, update)`, in order, in one write, for good,
+        and returns the write at once (await it with `landed`, which `put` does): the cached
+        state advances when it is committed."""
         now = now_us()
         written = self._db.submit(
-            lambda conn: insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
+            lambda conn: [
+                insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
+                for step, source, update in steps
+            ]
         )
         written.add_done_callback(self._advance_written)
+        return written
+
+    @staticmethod
+    async def landed(
+        written: asyncio.Future[list[CheckpointRecord]], thread_id: str
+    ) -> list[CheckpointRecord]:
+        """Awaits a submitted write (see `database.landed`); ThreadNotFound if the thread went."""
         try:
             return await landed(written)
         except sqlite3.IntegrityError as exc:
             raise ThreadNotFound(thread_id) from exc
 
-    def _advance_written(self, written: asyncio.Future[CheckpointRecord]) -> None:
+    def _advance_written(self, written: asyncio.Future[list[CheckpointRecord]]) -> None:
         if not written.cancelled() and written.exception() is None:
-            self.advance(written.result())
+            for record in written.result():
+                self.advance(record)
 
     def advance(self, record: CheckpointRecord) -> None:
         """Folds a checkpoint just written into the thread's cached state.

@@ -10,6 +10,7 @@ INFLIGHT = ("pending", "running")
 RUN_STATUSES = ("pending", "running", "success", "error", "timeout", "interrupted")
 THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
 STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
+DURABILITIES = ("sync", "async", "exit")  # when a run's step checkpoints are written
 
 
 def now_us() -> int:
@@ -75,6 +76,7 @@ class RunRecord:
     seq: int
     queue_position: int | None = None
     timeout_seconds: float | None = None
+    durability: str = "sync"
 
     @property
     def inflight(self) -> bool:
@@ -112,6 +114,7 @@ class RunSpec:
     create_thread: bool = False
     request_id: str = ""
     timeout_seconds: float | None = None
+    durability: str = "sync"
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ RUN_COLUMNS = """
     r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,
     r.input, r.config, r.metadata, r.stream_mode, r.create_time, r.start_time, r.end_time,
     r.not_before, r.attempt, r.error_type, r.error_message, r.cancel_action, r.cancel_reason,
-    r.superseded_by, r.timeout_seconds,
+    r.superseded_by, r.timeout_seconds, r.durability,
     CASE WHEN r.status = 'pending' THEN (
         SELECT COUNT(*) FROM runs q
         WHERE q.thread_id = r.thread_id AND q.status IN ('pending', 'running') AND q.seq < r.seq
@@ -63,6 +63,7 @@ def run_from_row(row: Row) -> RunRecord:
         seq=row["seq"],
         queue_position=row["queue_position"],
         timeout_seconds=row["timeout_seconds"],
+        durability=row["durability"],
     )
 
 

@@ -60,6 +60,7 @@ def _check_same_request(spec: RunSpec, run: RunRecord) -> None:
         ("config", spec.config, run.config),
         ("stream_mode", spec.stream_mode, run.stream_mode),
         ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
+        ("durability", spec.durability, run.durability),
     ]
     for field_name, asked, got in asked_and_got:
         if asked != got:
@@ -149,8 +150,8 @@ def admit(
     cursor = conn.execute(
         "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
         " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-        " not_before, request_id, timeout_seconds, attempt, start_time)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " not_before, request_id, timeout_seconds, durability, attempt, start_time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
             spec.thread_id,
@@ -166,6 +167,7 @@ def admit(
             not_before,
             spec.request_id or None,
             spec.timeout_seconds,
+            spec.durability,
             1 if starting else 0,
             now if starting else None,
         ),
@@ -197,6 +199,7 @@ def admit(
         seq=cursor.lastrowid,
         queue_position=ahead,
         timeout_seconds=spec.timeout_seconds,
+        durability=spec.durability,
     )
     if admission is None:
         admission = Admission(run=run)

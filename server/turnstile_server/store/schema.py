@@ -79,4 +79,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_inflight_by_thread ON runs (thread_id, seq)
         WHERE status IN ('pending', 'running');
     """,
+    # 5: when a run's step checkpoints are written: 'sync', 'async' or 'exit'.
+    """
+    ALTER TABLE runs ADD COLUMN durability TEXT NOT NULL DEFAULT 'sync'
+        CHECK (durability IN ('sync', 'async', 'exit'));
+    """,
 ]
