@@ -114,12 +114,15 @@ class Runner:
                 async for raw in updates:
                     update = normalize_update(raw)
                     step += 1
-                    held.append((step, "step", update))
                     if run.durability == "async":
                         if writing is not None:
-                            await checkpoints.landed(writing, run.thread_id)
-                        writing = checkpoints.submit(run.thread_id, run.run_id, held)
-                        held = []
+                            previous, writing = writing, None  # awaited once, here
+                            await checkpoints.landed(previous, run.thread_id)
+                        writing = checkpoints.submit(
+                            run.thread_id, run.run_id, [(step, "step", update)]
+                        )
+                    else:
+                        held.append((step, "step", update))
                     state.apply(update)
                     self._emit_step(run, modes, update, state)
         finally:
