@@ -5,6 +5,7 @@ of a rolled-back run."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from turnstile import FailedPreconditionError, TurnstileClient, get_client
 from turnstile.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
+from turnstile_server.store import Store
+from turnstile_server.store.schema import MIGRATIONS
 
 MODES = ["sync", "async", "exit"]
 
@@ -264,3 +267,26 @@ class _HeldStepCheckpoints:
         self.holding.set()
         self.release.wait(10)
         return "io" if self._fail else None
+
+
+async def test_runs_written_before_the_durability_column_read_as_sync(tmp_path: Path) -> None:
+    path = tmp_path / "schema4.db"
+    with sqlite3.connect(path) as db:
+        for migration in MIGRATIONS[:4]:
+            db.executescript(migration)
+        db.execute("PRAGMA user_version = 4")
+        db.execute(
+            "INSERT INTO threads (thread_id, status, create_time, update_time)"
+            " VALUES ('t', 'idle', 1, 1)"
+        )
+        db.execute(
+            "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
+            " multitask_strategy, create_time, not_before)"
+            " VALUES ('r', 't', 'echo', 'echo', 'success', 'enqueue', 1, 1)"
+        )
+    db.close()
+    store = await Store.open(path)
+    try:
+        assert (await store.runs.get("t", "r")).durability == "sync"
+    finally:
+        await store.close()
