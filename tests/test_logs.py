@@ -197,6 +197,15 @@ def _held_stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[_HeldStream]:
         stream.release.set()
 
 
+def _log_while_held(logger: logging.Logger, stderr: _HeldStream, lines: int) -> None:
+    """Logs `line 0`, waits until the writer holds it (the queue is then empty), then logs
+    `line 1` to `line {lines - 1}` while it is held."""
+    logger.info("line 0")
+    assert stderr.writing.wait(5)
+    for number in range(1, lines):
+        logger.info("line %d", number)
+
+
 def test_a_held_stderr_stalls_no_logging_caller_and_its_lines_are_written_at_the_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -227,10 +236,7 @@ def test_lines_queued_while_stderr_is_held_are_written_with_one_write(
 ) -> None:
     logger = logging.getLogger("turnstile_server.held")
     with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text"):
-        logger.info("line 0")
-        assert stderr.writing.wait(5)  # the writer holds line 0
-        for number in range(1, 6):
-            logger.info("line %d", number)
+        _log_while_held(logger, stderr, 6)
         stderr.release.set()
         stderr.wait_for("line 5")
         assert stderr.writes == 2
@@ -242,10 +248,7 @@ def test_lines_beyond_the_queue_bound_are_dropped_and_counted_where_they_are_mis
 ) -> None:
     logger = logging.getLogger("turnstile_server.held")
     with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text", queued_lines=3):
-        logger.info("line 0")
-        assert stderr.writing.wait(5)  # the writer holds line 0: the queue is empty
-        for number in range(1, 10):
-            logger.info("line %d", number)  # 1-3 wait, 4-9 find 3 waiting
+        _log_while_held(logger, stderr, 10)  # 1-3 wait, 4-9 find 3 waiting
         stderr.release.set()
         stderr.wait_for("line 3")
         logger.info("later")
@@ -262,10 +265,7 @@ def test_lines_dropped_just_before_the_end_are_counted_in_the_last_line(
 ) -> None:
     logger = logging.getLogger("turnstile_server.held")
     with _held_stderr(monkeypatch) as stderr, logs_configured("INFO", "text", queued_lines=2):
-        logger.info("line 0")
-        assert stderr.writing.wait(5)
-        for number in range(1, 6):
-            logger.info("line %d", number)  # 1-2 wait, 3-5 find 2 waiting
+        _log_while_held(logger, stderr, 6)  # 1-2 wait, 3-5 find 2 waiting
         stderr.release.set()
     assert stderr.messages() == [
         *(f"INFO turnstile_server.held: line {n}" for n in range(3)),

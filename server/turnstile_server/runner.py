@@ -83,10 +83,12 @@ class Runner:
         if run.durability != "sync":
             # Steps reach the cached state only as their checkpoints are committed (readers
             # see committed steps only): the run goes on with its own copy.
-            return await self._steps_ahead(run, modes, step, state.copy())
+            state = state.copy()
         steps = self._graphs.get(run.graph_id)(state.values, self._context(run, modes))
         # The registry admits only async generator functions, so what a graph returns is closable.
         assert isinstance(steps, AsyncGenerator)
+        if run.durability != "sync":
+            return await self._steps_ahead(run, modes, step, state, steps)
         async with aclosing(steps) as updates:
             async for raw in updates:
                 update = normalize_update(raw)
@@ -98,7 +100,12 @@ class Runner:
         return Outcome("success")
 
     async def _steps_ahead(
-        self, run: RunRecord, modes: frozenset[str], step: int, state: ThreadState
+        self,
+        run: RunRecord,
+        modes: frozenset[str],
+        step: int,
+        state: ThreadState,
+        steps: AsyncGenerator[Any, None],
     ) -> Outcome:
         """Drives the graph ahead of its checkpoints: `async` writes a step's checkpoint while
         the next step executes (and the next one only once it is committed, so the run's
@@ -107,8 +114,6 @@ class Runner:
         checkpoints = self._store.checkpoints
         held: list[tuple[int, str, dict[str, Any]]] = []
         writing: asyncio.Future[list[CheckpointRecord]] | None = None
-        steps = self._graphs.get(run.graph_id)(state.values, self._context(run, modes))
-        assert isinstance(steps, AsyncGenerator)
         try:
             async with aclosing(steps) as updates:
                 async for raw in updates:
