@@ -78,10 +78,11 @@ Call = Callable[[int, int], Awaitable[Any]]
 
 
 async def serial_wait(servers: list[Channels], sizes: Sizes, runs: int) -> list[Figures]:
-    """B1 (and B6): WaitRun of `echo`, one after another, each waited for.
+    """B6: B1's WaitRuns of `echo`, one after another, each waited for, on each of `servers`.
 
-    Given several servers, it takes turns between them, one thread's worth of runs each, so
-    that they are compared under the same background load.
+    It takes turns between the servers, one thread's worth of runs each, so that they are
+    compared under the same background load. (B1 itself takes turns with raw echo calls:
+    `serial_wait_and_echo`.)
     """
     blocks = math.ceil((sizes.warmup + runs) / sizes.runs_per_thread)
     calls = [await _echo_runs(channels.stubs(0), blocks) for channels in servers]
