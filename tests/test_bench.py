@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from turnstile_server.bench.sizes import Sizes
-from turnstile_server.bench.suite import WORKLOADS, _selection
+from turnstile_tools.bench.sizes import Sizes
+from turnstile_tools.bench.suite import WORKLOADS, _selection
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turnstile_server.demo import banner, run_demo
+from turnstile_tools.demo import banner, run_demo
 
 
 def test_banner_matches_langchain_pretty_print() -> None:

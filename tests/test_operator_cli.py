@@ -26,15 +26,15 @@ from tests import support
 from tests.support import GATES
 from turnstile import NotFoundError, TurnstileClient, get_client
 from turnstile_server.app import App
-from turnstile_server.cli import main
 from turnstile_server.config import ServerConfig
+from turnstile_tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 # The command in a child process. SIGINT must raise KeyboardInterrupt there even when the
 # test runner was started with SIGINT ignored (as background jobs are), which children inherit.
 CHILD = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from turnstile_server.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from turnstile_tools.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -1,7 +1,6 @@
-"""The `turnstile` command: `serve` runs the server, `demo` shows the four strategies.
+"""`turnstile serve`: runs the server (`python -m turnstile_server.cli serve`).
 
-`bench` measures the server against a raw gRPC echo server (`turnstile_server.bench`).
-`threads` and `runs` inspect a running server (`turnstile_server.operator_cli`).
+The `turnstile` console script (`turnstile_tools.cli`) adds this command beside its tools.
 """
 
 from __future__ import annotations
@@ -11,17 +10,19 @@ import asyncio
 import gc
 import sys
 from dataclasses import replace
+from typing import TypeAlias
 
-from turnstile_server import operator_cli
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
 from turnstile_server.logs import configured as logs_configured
 from turnstile_server.store.records import DURABILITIES
 
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+
+def add_serve_command(commands: Subcommands) -> None:
+    """Adds `serve` to a command's subcommands; its defaults come from the environment, so a
+    malformed variable raises ValueError here."""
     defaults = ServerConfig.from_env()
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default=defaults.host, help="address to bind (TURNSTILE_HOST)")
@@ -143,14 +144,6 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.log_format,
         help="text lines, or one JSON object per line (TURNSTILE_LOG_FORMAT)",
     )
-    demo = commands.add_parser("demo", help="show the four multitask strategies")
-    demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
-    # Parsed by the bench itself (see `turnstile bench --help`); listed here for `--help`.
-    commands.add_parser(
-        "bench", help="measure the server against a raw gRPC echo server", add_help=False
-    )
-    operator_cli.add_commands(commands)
-    return parser
 
 
 def _collect_less() -> None:
@@ -162,60 +155,54 @@ def _collect_less() -> None:
     gc.set_threshold(7_000, 10, 10)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `turnstile` console script."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from turnstile_server.bench import main as bench
+def serve(args: argparse.Namespace) -> int:
+    """Runs a parsed `serve` command until it is stopped; returns the exit status."""
+    from turnstile_server.app import serve as serving
 
-        return bench(argv[1:], prog="turnstile bench")
+    try:  # the queued log lines are written before the error
+        with logs_configured(args.log_level, args.log_format):
+            config = replace(
+                ServerConfig.from_env(),
+                host=args.host,
+                port=args.port,
+                database=args.database,
+                graphs=args.graph,
+                max_running=args.max_running,
+                max_queued=args.max_queued,
+                max_message_bytes=args.max_message_bytes,
+                max_attempts=args.max_attempts,
+                run_timeout_seconds=args.run_timeout_seconds,
+                durability=args.durability,
+                shutdown_grace_seconds=args.shutdown_grace_seconds,
+                api_keys_file=args.api_keys_file,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_client_ca=args.tls_client_ca,
+                stream_retain_seconds=args.stream_retain_seconds,
+                stream_max_events=args.stream_max_events,
+                subscriber_max_lag=args.subscriber_max_lag,
+                metrics_port=args.metrics_port,
+                log_format=args.log_format,
+            )
+            config.check()
+            _collect_less()
+            asyncio.run(serving(config))
+    except (OSError, ValueError, TurnstileError) as exc:
+        print(f"turnstile: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m turnstile_server.cli serve ...`, the server alone."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
     try:
-        parser = _parser()  # its defaults come from the environment
+        add_serve_command(parser.add_subparsers(dest="command", required=True))
     except ValueError as exc:
         print(f"turnstile: {exc}", file=sys.stderr)
         return 1
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        from turnstile_server.app import serve
-
-        try:  # the queued log lines are written before the error
-            with logs_configured(args.log_level, args.log_format):
-                config = replace(
-                    ServerConfig.from_env(),
-                    host=args.host,
-                    port=args.port,
-                    database=args.database,
-                    graphs=args.graph,
-                    max_running=args.max_running,
-                    max_queued=args.max_queued,
-                    max_message_bytes=args.max_message_bytes,
-                    max_attempts=args.max_attempts,
-                    run_timeout_seconds=args.run_timeout_seconds,
-                    durability=args.durability,
-                    shutdown_grace_seconds=args.shutdown_grace_seconds,
-                    api_keys_file=args.api_keys_file,
-                    tls_cert=args.tls_cert,
-                    tls_key=args.tls_key,
-                    tls_client_ca=args.tls_client_ca,
-                    stream_retain_seconds=args.stream_retain_seconds,
-                    stream_max_events=args.stream_max_events,
-                    subscriber_max_lag=args.subscriber_max_lag,
-                    metrics_port=args.metrics_port,
-                    log_format=args.log_format,
-                )
-                config.check()
-                _collect_less()
-                asyncio.run(serve(config))
-        except (OSError, ValueError, TurnstileError) as exc:
-            print(f"turnstile: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command in ("threads", "runs"):
-        return operator_cli.run(args)
-    from turnstile_server.demo import run_demo
-
-    asyncio.run(run_demo(step_seconds=args.step_seconds))
-    return 0
+    return serve(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

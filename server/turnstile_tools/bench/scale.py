@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from turnstile_server.bench.latency import Figures
-from turnstile_server.bench.load import (
+from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.load import (
     CALL_SECONDS,
     ENQUEUE,
     PENDING,
@@ -24,8 +24,8 @@ from turnstile_server.bench.load import (
     run_seconds,
     wait_request,
 )
-from turnstile_server.bench.processes import TurnstileProcess
-from turnstile_server.bench.sizes import Sizes
+from turnstile_tools.bench.processes import TurnstileProcess
+from turnstile_tools.bench.sizes import Sizes
 
 GROW_BATCH = 500
 """Messages the `bench_grow` graph appends per step."""

@@ -7,6 +7,6 @@ medians, p99s and ratios against the echo server's figures, every target met or 
 
 from __future__ import annotations
 
-from turnstile_server.bench.suite import main
+from turnstile_tools.bench.suite import main
 
 __all__ = ["main"]

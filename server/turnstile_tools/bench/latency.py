@@ -11,8 +11,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from turnstile.v1 import run_service_pb2, thread_service_pb2
-from turnstile_server.bench.echo_server import CALL
-from turnstile_server.bench.load import (
+from turnstile_tools.bench.echo_server import CALL
+from turnstile_tools.bench.load import (
     CALL_SECONDS,
     ENQUEUE,
     INTERRUPT,
@@ -28,7 +28,7 @@ from turnstile_server.bench.load import (
     struct,
     wait_request,
 )
-from turnstile_server.bench.sizes import Sizes
+from turnstile_tools.bench.sizes import Sizes
 
 Figures = dict[str, Any]
 """A workload's measurements by name (seconds, counts, rates per second, flags)."""

@@ -18,7 +18,8 @@ from typing import IO
 
 import turnstile
 import turnstile_server
-from turnstile_server.bench.graphs import GRAPHS
+import turnstile_tools
+from turnstile_tools.bench.graphs import GRAPHS
 
 START_SECONDS = 60.0
 STOP_SECONDS = 15.0
@@ -30,6 +31,7 @@ def _environment() -> dict[str, str]:
     """The environment for a child: the same interpreter finds the same packages."""
     roots = {
         str(Path(turnstile_server.__file__).resolve().parent.parent),
+        str(Path(turnstile_tools.__file__).resolve().parent.parent),
         str(Path(turnstile.__file__).resolve().parent.parent),
     }
     paths = [*sorted(roots), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -148,7 +150,7 @@ class TurnstileProcess(_Child):
 
 
 class EchoProcess(_Child):
-    """The raw gRPC echo server (`turnstile_server.bench.echo_server`)."""
+    """The raw gRPC echo server (`turnstile_tools.bench.echo_server`)."""
 
     @classmethod
     async def start(cls, log_path: Path) -> EchoProcess:
@@ -157,7 +159,7 @@ class EchoProcess(_Child):
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "turnstile_server.bench.echo_server",
+            "turnstile_tools.bench.echo_server",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,

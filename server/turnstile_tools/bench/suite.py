@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from turnstile_server.bench import latency, scale, streaming
-from turnstile_server.bench.latency import Figures
-from turnstile_server.bench.load import Channels
-from turnstile_server.bench.processes import EchoProcess, TurnstileProcess
-from turnstile_server.bench.report import Row, judge, table, to_json, workloads
-from turnstile_server.bench.seed import seed_database
-from turnstile_server.bench.sizes import Sizes
 from turnstile_server.config import ServerConfig
+from turnstile_tools.bench import latency, scale, streaming
+from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.load import Channels
+from turnstile_tools.bench.processes import EchoProcess, TurnstileProcess
+from turnstile_tools.bench.report import Row, judge, table, to_json, workloads
+from turnstile_tools.bench.seed import seed_database
+from turnstile_tools.bench.sizes import Sizes
 
 WORKLOADS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
 

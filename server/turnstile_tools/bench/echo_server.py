@@ -1,6 +1,6 @@
 """The baseline: a raw `grpc.aio` server with no protobuf, bytes in and bytes out.
 
-`python -m turnstile_server.bench.echo_server` serves `/bench.Echo/Call` (answers the request's
+`python -m turnstile_tools.bench.echo_server` serves `/bench.Echo/Call` (answers the request's
 bytes) and `/bench.Echo/Stream` (a request of `count`, `size` as two big-endian uint32 is
 answered by `count` messages of `size` bytes, each starting with the `time.time()` it was sent
 as a big-endian double), then prints `port N` on stdout.
@@ -64,7 +64,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m turnstile_server.bench.echo_server`."""
+    """Entry point of `python -m turnstile_tools.bench.echo_server`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

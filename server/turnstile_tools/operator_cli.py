@@ -25,7 +25,7 @@ from turnstile import (
     get_sync_client,
 )
 from turnstile_server.config import DEFAULT_HOST, DEFAULT_PORT
-from turnstile_server.operator_display import (
+from turnstile_tools.operator_display import (
     MAX_CELL,
     compact,
     event_summary,

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from turnstile_server.bench.latency import Figures
-from turnstile_server.bench.sizes import Sizes
+from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.sizes import Sizes
 
 MB = 1_000_000
 SAME = 1.5

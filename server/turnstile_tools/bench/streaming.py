@@ -6,10 +6,10 @@ import asyncio
 import time
 
 from turnstile import get_client
-from turnstile_server.bench.echo_server import STAMP, STREAM, STREAM_REQUEST
-from turnstile_server.bench.latency import Figures
-from turnstile_server.bench.load import CALL_SECONDS, Channels, Latency
-from turnstile_server.bench.sizes import Sizes
+from turnstile_tools.bench.echo_server import STAMP, STREAM, STREAM_REQUEST
+from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.load import CALL_SECONDS, Channels, Latency
+from turnstile_tools.bench.sizes import Sizes
 
 CHUNK_BYTES = 64
 """About the size of one encoded message chunk."""
