@@ -61,11 +61,13 @@ class RunContext:
         self._emit("custom", data)
 
 
-Graph = Callable[[dict[str, Any], RunContext], AsyncIterator[dict[str, Any]]]
-"""An async generator function: given state values and a context, it yields step updates.
+Graph = Callable[[Any, RunContext], AsyncIterator[dict[str, Any]]]
+"""An async generator function: given the thread's state and a context, it yields step updates.
 
-The state values are the thread's live, cached state: read-only for the graph (it changes the
-thread only by yielding updates), and showing each update once it has been checkpointed.
+The state is a read-only `Mapping` (`Mapping[str, Any]`; its dicts and lists are read-only
+too, `copy.deepcopy` gives plain data): the graph changes the thread only by yielding
+updates, and the state shows each update once the run has applied it (`sync`: once it is
+checkpointed). It is typed `Any` here so that graphs annotated with `dict` still type-check.
 """
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from turnstile_server.errors import InvalidInput
 from turnstile_server.ids import random_id
 
 MESSAGES = "messages"
+
+# Sequences that are not JSON arrays.
+_NOT_LISTS = (str, bytes, bytearray, memoryview)
 
 _ROLES: dict[str, str] = {
     "human": "human",
@@ -121,7 +124,7 @@ def _normalize(data: Any, path: str) -> dict[str, Any]:
 def _normalize_messages(value: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(value, Mapping):
         return [_normalize_message(value, f"{path}[0]")]
-    if not isinstance(value, list | tuple):
+    if not _is_list(value):
         raise InvalidInput(f"{path}: must be a list of messages, got {_kind(value)}")
     return [_normalize_message(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
@@ -134,7 +137,7 @@ def _normalize_message(value: Any, path: str) -> dict[str, Any]:
     if "content" not in value:
         raise InvalidInput(f"{path}.content: missing")
     content = value["content"]
-    if isinstance(content, list | tuple):
+    if _is_list(content):
         for i, block in enumerate(content):
             if not isinstance(block, str | Mapping):
                 raise InvalidInput(
@@ -190,7 +193,7 @@ def _message_type(value: Mapping[str, Any], path: str) -> str:
 
 
 def _normalize_tool_calls(value: Any, path: str) -> list[dict[str, Any]]:
-    if not isinstance(value, list | tuple):
+    if not _is_list(value):
         raise InvalidInput(f"{path}: must be a list, got {_kind(value)}")
     calls: list[dict[str, Any]] = []
     for i, call in enumerate(value):
@@ -240,9 +243,17 @@ def _json_value(value: Any, path: str) -> Any:
                 raise InvalidInput(f"{path}: keys must be strings, got {_kind(key)}")
             copied[key] = _json_value(item, f"{path}.{key}")
         return copied
-    if isinstance(value, list | tuple):
+    if _is_list(value):
         return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
     raise InvalidInput(f"{path}: {_kind(value)} is not JSON")
+
+
+def _is_list(value: Any) -> bool:
+    """Tell whether value is a JSON array: a list or tuple, or a read-only view of one (a
+    graph may yield parts of the state it was handed)."""
+    if isinstance(value, list | tuple):
+        return True
+    return isinstance(value, Sequence) and not isinstance(value, _NOT_LISTS)
 
 
 def _kind(value: Any) -> str:

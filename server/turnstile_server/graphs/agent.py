@@ -12,7 +12,7 @@ import math
 import re
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -31,7 +31,7 @@ _TOKEN = re.compile(r"\s*\S+\s*")
 _CONDITIONS = ("sunny", "partly cloudy", "overcast", "foggy", "drizzly", "clear and breezy")
 
 
-async def agent(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+async def agent(state: Mapping[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
     """Answer the last human message: tool call, tool result, then a streamed answer."""
     sleep = _seconds(ctx.input.get("sleep"), "input.sleep")
     step = _seconds(ctx.configurable("step_seconds"), "config.configurable.step_seconds")
@@ -89,7 +89,7 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     parts: list[str] = []
-    if isinstance(content, list):
+    if isinstance(content, Sequence):  # a list, or the read-only view of one a graph reads
         for block in content:
             if isinstance(block, str):
                 parts.append(block)

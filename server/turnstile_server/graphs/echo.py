@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from turnstile_server.state import new_message_id
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from turnstile_server.graph import RunContext
 
 
-async def echo(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+async def echo(state: Mapping[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
     """Count the step, then answer with the last human message's content."""
     steps = state.get("steps")
     count = steps if isinstance(steps, int) and not isinstance(steps, bool) else 0

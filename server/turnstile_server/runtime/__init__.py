@@ -1,0 +1,1 @@
+"""Graph runtimes: how a registered graph is run on a thread."""
