@@ -236,7 +236,6 @@ class Scheduler:
     async def delete_thread(self, thread_id: str) -> None:
         """Deletes a thread after stopping its runs; returns once they have unwound."""
         inflight = await self._store.threads.delete(thread_id)
-        self._store.checkpoints.forget(thread_id)
         active = self._active.get(thread_id)
         if active is not None:
             active.cancelling = True
@@ -335,8 +334,6 @@ class Scheduler:
     def _launch(self, active: _Active, start: Start) -> None:
         """Drives a run the store has just started under `active`'s claim."""
         assert start.run is not None
-        if start.input is not None:
-            self._store.checkpoints.advance(start.input)
         active.run = started = start.run
         self._metrics.run_started(started)
         self._hub.run_started(started)
@@ -455,8 +452,6 @@ class Scheduler:
 
     def _settle(self, run: RunRecord, *, rolled_back: bool) -> None:
         """Announces a run's end: its stream's `end` event and its waiters."""
-        if rolled_back:
-            self._store.checkpoints.forget(run.thread_id)  # its checkpoints were deleted
         error = run.error
         self._hub.run_ended(
             run,

@@ -10,14 +10,8 @@ import builtins
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from turnstile_server.errors import (
-    QueueFull,
-    RequestIdReused,
-    RunNotActive,
-    RunNotFound,
-    ThreadBusy,
-    ThreadNotFound,
-)
+from turnstile_server import policy
+from turnstile_server.errors import RunNotFound, ThreadNotFound
 from turnstile_server.store.checkpoints import insert_checkpoint
 from turnstile_server.store.database import Session
 from turnstile_server.store.records import (
@@ -31,13 +25,6 @@ from turnstile_server.store.records import (
 from turnstile_server.store.rows import RUN_COLUMNS, dumps, loads, run_from_row
 
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
-_THREAD_STATUS_AFTER = {
-    "success": "idle",
-    "rollback": "idle",
-    "interrupted": "interrupted",
-    "error": "error",
-    "timeout": "error",
-}
 
 
 @dataclass(slots=True)
@@ -47,32 +34,6 @@ class Recovery:
     requeued: int = 0
     ended: builtins.list[RunRecord] = field(default_factory=list)
     deleted: builtins.list[RunRecord] = field(default_factory=list)
-
-
-def _check_same_request(spec: RunSpec, run: RunRecord) -> None:
-    """Refuses `run`, admitted before for `spec.request_id`, if `spec` asks for something else."""
-    asked_and_got: list[tuple[str, Any, Any]] = [
-        ("thread_id", spec.thread_id, run.thread_id),
-        ("assistant_id", spec.assistant_id, run.assistant_id),
-        ("multitask_strategy", spec.multitask_strategy, run.multitask_strategy),
-        ("input", _without_message_ids(spec.input), _without_message_ids(run.input)),
-        ("metadata", spec.metadata, run.metadata),
-        ("config", spec.config, run.config),
-        ("stream_mode", spec.stream_mode, run.stream_mode),
-        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
-        ("durability", spec.durability, run.durability),
-    ]
-    for field_name, asked, got in asked_and_got:
-        if asked != got:
-            raise RequestIdReused("run", spec.request_id, field_name)
-
-
-def _without_message_ids(values: dict[str, Any] | None) -> Any:
-    """The input with its messages' ids left out: the server makes up the ids not given."""
-    if values is None or not isinstance(values.get("messages"), list):
-        return values
-    messages = [{k: v for k, v in m.items() if k != "id"} for m in values["messages"]]
-    return {**values, "messages": messages}
 
 
 def one(conn: Session, where: str, *params: Any) -> RunRecord | None:
@@ -98,7 +59,7 @@ def admit(
     if spec.request_id:
         existing = one(conn, "r.request_id = ?", spec.request_id)
         if existing is not None:
-            _check_same_request(spec, existing)
+            policy.same_request(spec, existing)
             return Admission(run=existing, existing=True)
     # A thread is BUSY exactly while it has inflight runs (each write that changes its runs
     # settles its status in the same transaction), so a thread that is not has none to read:
@@ -120,31 +81,12 @@ def admit(
                 (spec.thread_id, now, now),
             )
         busy = thread is not None
-    admission: Admission | None = None
-    inflight = 0  # the thread's inflight runs, before this one
-    ahead = 0  # those its strategy leaves inflight: they go before it
-    if busy and spec.multitask_strategy == "enqueue":
-        # Queued behind them: how many there are is all that matters, not what they are.
-        counts = conn.one(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'pending') FROM runs"
-            " WHERE thread_id = ? AND status IN ('pending', 'running')",
-            (spec.thread_id,),
-        )
-        inflight, pending = (counts[0], counts[1]) if counts else (0, 0)
-        if pending >= max_queued:
-            raise QueueFull(spec.thread_id, max_queued)
-        ahead = inflight
-    elif busy:
-        runs = inflight_runs(conn, spec.thread_id)
-        inflight = len(runs)
-        if runs and spec.multitask_strategy == "reject":
-            raise ThreadBusy(spec.thread_id, [r.run_id for r in runs])
-        if runs:  # interrupt or rollback
-            admission = Admission(run=runs[0])
-            _supersede(conn, runs, spec.multitask_strategy, run_id, now, admission)
-            ahead = inflight - len(admission.ended) - len(admission.deleted)
+    # Not BUSY means no inflight run: there is nothing to read.
+    inflight = _inflight_marks(conn, spec.thread_id) if busy else []
+    plan = policy.plan_admission(spec, run_id, inflight, max_queued=max_queued)
+    superseded = _supersede(conn, spec.thread_id, plan.supersede, now) if plan.supersede else None
     # Started in this write when it is at once the thread's next run and the caller asks.
-    starting = start and not inflight and spec.after_seconds <= 0
+    starting = start and plan.starts_now
     run_input = None if spec.input is None else dumps(spec.input)
     not_before = now + int(spec.after_seconds * 1_000_000)
     cursor = conn.execute(
@@ -197,16 +139,14 @@ def admit(
         cancel_reason="",
         superseded_by="",
         seq=cursor.lastrowid,
-        queue_position=ahead,
+        queue_position=plan.ahead,
         timeout_seconds=spec.timeout_seconds,
         durability=spec.durability,
     )
-    if admission is None:
-        admission = Admission(run=run)
-        if starting:  # inserted RUNNING above: its first attempt has begun
-            admission.start = _begun(conn, run, now, written=0)
-        return admission
+    admission = superseded or Admission(run=run)
     admission.run = run
+    if starting:  # inserted RUNNING above: its first attempt has begun
+        admission.start = _begun(conn, run, now, written=0)
     return admission
 
 
@@ -353,51 +293,66 @@ def cancel(
     run = one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
     if run is None:
         raise RunNotFound(run_id)
-    if not run.inflight:
-        raise RunNotActive(run_id, run.status)
-    reason = reason or (
-        "cancelled by the client" if action == "interrupt" else "rolled back by the client"
-    )
-    if run.status == "running":
-        if run.cancel_action == "rollback":  # a rollback stays one
+    plan = policy.plan_cancel(_marks(run), action, reason)
+    if not plan.ends_now:  # running: stopped by the scheduler, finished once it has unwound
+        if not plan.mark:
             return run, True
         conn.execute(
             "UPDATE runs SET cancel_action = ?, cancel_reason = ? WHERE run_id = ?",
-            (action, reason, run_id),
+            (plan.action, plan.reason, run_id),
         )
-        return replace(run, cancel_action=action, cancel_reason=reason), True
-    final = _end_pending(conn, run, action, reason, "", now)
-    _settle_thread(conn, thread_id, "rollback" if action == "rollback" else "interrupted", now)
+        return replace(run, cancel_action=plan.action, cancel_reason=plan.reason), True
+    final = _end_pending(conn, run, plan.action, plan.reason, "", now)
+    outcome = "rollback" if plan.action == "rollback" else "interrupted"
+    _settle_thread(conn, thread_id, outcome, now)
     return final, False
 
 
 def _supersede(
     conn: Session,
-    inflight: list[RunRecord],
-    strategy: str,
-    new_run_id: str,
+    thread_id: str,
+    steps: tuple[policy.Supersede, ...],
     now: int,
-    admission: Admission,
-) -> None:
-    verb = "interrupted" if strategy == "interrupt" else "rolled back"
-    reason = f"{verb} by run {new_run_id}"
-    for run in inflight:
-        if run.status == "pending":
-            final = _end_pending(conn, run, strategy, reason, new_run_id, now)
-            (admission.deleted if strategy == "rollback" else admission.ended).append(final)
+) -> Admission:
+    """Carries out what a plan does to the thread's inflight runs: an admission still
+    without its run (the first of them stands in)."""
+    runs = {run.run_id: run for run in inflight_runs(conn, thread_id)}
+    admission = Admission(run=runs[steps[0].run_id])
+    for step in steps:
+        run = runs[step.run_id]
+        if step.ends_now:
+            final = _end_pending(conn, run, step.action, step.reason, step.superseded_by, now)
+            (admission.deleted if step.action == "rollback" else admission.ended).append(final)
             continue
         # A running run stops at its next await; the scheduler finishes it once it has unwound.
-        action = (
-            "rollback" if strategy == "rollback" or run.cancel_action == "rollback" else strategy
-        )
         conn.execute(
             "UPDATE runs SET cancel_action = ?, cancel_reason = ?, superseded_by = ?"
             " WHERE run_id = ?",
-            (action, reason, new_run_id, run.run_id),
+            (step.action, step.reason, step.superseded_by, run.run_id),
         )
         admission.cancelling.append(
-            replace(run, cancel_action=action, cancel_reason=reason, superseded_by=new_run_id)
+            replace(
+                run,
+                cancel_action=step.action,
+                cancel_reason=step.reason,
+                superseded_by=step.superseded_by,
+            )
         )
+    return admission
+
+
+def _inflight_marks(conn: Session, thread_id: str) -> list[policy.InflightRun]:
+    """The thread's inflight runs as the policy sees them, in admission order (no JSON read)."""
+    rows = conn.all(
+        "SELECT run_id, status, cancel_action FROM runs"
+        " WHERE thread_id = ? AND status IN ('pending', 'running') ORDER BY seq",
+        (thread_id,),
+    )
+    return [policy.InflightRun(row[0], row[1], row[2]) for row in rows]
+
+
+def _marks(run: RunRecord) -> policy.InflightRun:
+    return policy.InflightRun(run.run_id, run.status, run.cancel_action)
 
 
 def _end_pending(
@@ -436,7 +391,7 @@ def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> boo
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?1"
         " AND status IN ('pending', 'running')) THEN 'busy' ELSE ?2 END, update_time = ?3"
         " WHERE thread_id = ?1 RETURNING status",
-        (thread_id, _THREAD_STATUS_AFTER[outcome], now),
+        (thread_id, policy.THREAD_STATUS_AFTER[outcome], now),
     )
     return settled is not None and settled[0] == "busy"
 

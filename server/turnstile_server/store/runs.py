@@ -11,6 +11,7 @@ from typing import Any
 from turnstile_server.errors import RunActive, RunNotFound
 from turnstile_server.ids import new_id
 from turnstile_server.store import run_writes
+from turnstile_server.store.checkpoints import Checkpoints
 from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import (
     Admission,
@@ -28,8 +29,10 @@ from turnstile_server.store.run_writes import SELECT_RUNS, Recovery
 class Runs:
     """The `runs` table and the thread statuses that follow from it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, checkpoints: Checkpoints) -> None:
         self._db = db
+        # The folded-state cache follows every write here that adds or deletes checkpoints.
+        self._checkpoints = checkpoints
 
     async def admit(self, spec: RunSpec, *, max_queued: int, start: bool = False) -> Admission:
         """Admits a run applying its multitask strategy, all in one transaction.
@@ -46,9 +49,14 @@ class Runs:
         """
         run_id = new_id()
         now = now_us()
-        return await self._db.write(
+        admission = await self._db.write(
             lambda conn: run_writes.admit(conn, spec, run_id, now, max_queued, start)
         )
+        if admission.deleted:  # a rolled-back run resumed after a restart has checkpoints
+            self._checkpoints.forget(spec.thread_id)
+        if admission.start is not None:
+            self._started(admission.start)
+        return admission
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord:
         """Returns the run or raises RunNotFound."""
@@ -98,7 +106,10 @@ class Runs:
         back to PENDING, to resume from their last checkpoint as a new attempt.
         """
         now = now_us()
-        return await self._db.write(lambda conn: run_writes.recover(conn, max_attempts, now))
+        recovery = await self._db.write(lambda conn: run_writes.recover(conn, max_attempts, now))
+        for run in recovery.deleted:
+            self._checkpoints.forget(run.thread_id)
+        return recovery
 
     async def start_next(self, thread_id: str) -> Start:
         """Starts the thread's earliest pending run as a new attempt, if it is due.
@@ -107,7 +118,13 @@ class Runs:
         same write, so the input is applied exactly once however often the run resumes.
         """
         now = now_us()
-        return await self._db.write(lambda conn: run_writes.start_next(conn, thread_id, now))
+        start = await self._db.write(lambda conn: run_writes.start_next(conn, thread_id, now))
+        self._started(start)
+        return start
+
+    def _started(self, start: Start) -> None:
+        if start.input is not None:
+            self._checkpoints.advance(start.input)
 
     async def finish(
         self,
@@ -126,9 +143,14 @@ class Runs:
         (its thread was deleted).
         """
         now = now_us()
-        return await self._db.write(
+        ended = await self._db.write(
             lambda conn: run_writes.finish(conn, run, status, error, now, then_start)
         )
+        if ended is not None:
+            if ended.rolled_back:
+                self._checkpoints.forget(run.thread_id)
+            self._started(ended.next)
+        return ended
 
     async def cancel(
         self, thread_id: str, run_id: str, action: str, *, reason: str | None = None
@@ -138,9 +160,12 @@ class Runs:
         Returns the run (final if it ended now) and whether it is still running, to be stopped.
         """
         now = now_us()
-        return await self._db.write(
+        run, running = await self._db.write(
             lambda conn: run_writes.cancel(conn, thread_id, run_id, action, reason, now)
         )
+        if not running and action == "rollback":
+            self._checkpoints.forget(thread_id)
+        return run, running
 
     async def delete(self, thread_id: str, run_id: str) -> None:
         """Deletes an ended run (its checkpoints stay part of the thread's history)."""

@@ -16,9 +16,9 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.threads = Threads(db)
-        self.runs = Runs(db)
         self.checkpoints = Checkpoints(db)
+        self.threads = Threads(db, self.checkpoints)
+        self.runs = Runs(db, self.checkpoints)
         self.assistants = Assistants(db)
 
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
+from turnstile_server.store.checkpoints import Checkpoints
 from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 from turnstile_server.store.rows import (
@@ -20,8 +21,9 @@ from turnstile_server.store.run_writes import inflight_runs
 class Threads:
     """The `threads` table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, checkpoints: Checkpoints) -> None:
         self._db = db
+        self._checkpoints = checkpoints  # its cached state goes with a deleted thread
 
     async def create(
         self,
@@ -137,4 +139,6 @@ class Threads:
                 for run in runs
             ]
 
-        return await self._db.write(delete)
+        inflight = await self._db.write(delete)
+        self._checkpoints.forget(thread_id)
+        return inflight

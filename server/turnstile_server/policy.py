@@ -1,0 +1,158 @@
+"""The multitask policy: what admitting a run does to its thread's inflight runs.
+
+Pure: plain values in, a plan (or a refusal) out, no I/O. A storage backend reads the thread's
+inflight runs inside its admission transaction, asks `plan_admission` and carries the plan out
+in the same transaction; `same_request` decides whether a repeated `request_id` asks for the
+run it already got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from turnstile_server.errors import QueueFull, RequestIdReused, RunNotActive, ThreadBusy
+
+if TYPE_CHECKING:  # the records only as types: the store's modules import this one
+    from turnstile_server.store.records import RunRecord, RunSpec
+
+
+@dataclass(frozen=True, slots=True)
+class InflightRun:
+    """One of the thread's PENDING or RUNNING runs, as the policy needs to know it."""
+
+    run_id: str
+    status: str  # "pending" or "running" (any status, for `plan_cancel`)
+    cancel_action: str | None = None  # "interrupt" or "rollback" while it is being cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Supersede:
+    """What the new run's admission does to one inflight run.
+
+    `ends_now`: a pending run ends without starting (INTERRUPTED, or deleted for a rollback);
+    otherwise the running run is marked with `action`, to be stopped at its next await and
+    finished as `action` says once it has unwound.
+    """
+
+    run_id: str
+    action: str  # "interrupt" or "rollback"
+    reason: str
+    superseded_by: str
+    ends_now: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """An admission: the runs it supersedes, in admission order; how many runs stay ahead
+    of the new one (its queue position); whether it is due at once as the thread's next run
+    (no run was inflight, no `after_seconds`), so that it may start in its admission."""
+
+    supersede: tuple[Supersede, ...] = ()
+    ahead: int = 0
+    starts_now: bool = False
+
+
+def plan_admission(
+    spec: RunSpec, run_id: str, inflight: Sequence[InflightRun], *, max_queued: int
+) -> Plan:
+    """Decides the admission of run `run_id` asking for `spec` on a thread whose inflight
+    runs are `inflight` (admission order).
+
+    Raises ThreadBusy (`reject` with inflight runs; nothing may be written) or QueueFull
+    (`enqueue` with `max_queued` runs pending already).
+    """
+    strategy = spec.multitask_strategy
+    starts_now = not inflight and spec.after_seconds <= 0
+    if not inflight:
+        return Plan(starts_now=starts_now)
+    if strategy == "reject":
+        raise ThreadBusy(spec.thread_id, [run.run_id for run in inflight])
+    if strategy == "enqueue":
+        pending = sum(run.status == "pending" for run in inflight)
+        if pending >= max_queued:
+            raise QueueFull(spec.thread_id, max_queued)
+        return Plan(ahead=len(inflight), starts_now=starts_now)
+    if strategy not in ("interrupt", "rollback"):
+        raise ValueError(f"unknown multitask strategy {strategy!r}")
+    supersede = tuple(_supersede(run, strategy, run_id) for run in inflight)
+    # The running runs stay inflight until they have unwound: the new run goes after them.
+    ahead = sum(not s.ends_now for s in supersede)
+    return Plan(supersede=supersede, ahead=ahead, starts_now=starts_now)
+
+
+def _supersede(run: InflightRun, strategy: str, by: str) -> Supersede:
+    if run.status == "pending":
+        verb = "interrupted" if strategy == "interrupt" else "rolled back"
+        return Supersede(run.run_id, strategy, f"{verb} by run {by}", by, ends_now=True)
+    if strategy == "rollback":
+        return Supersede(run.run_id, "rollback", f"rolled back by run {by}", by, ends_now=False)
+    if run.cancel_action == "rollback":
+        # A rollback under way stays one: the run is deleted, so its reason says so.
+        reason = f"rolled back: it was being rolled back when run {by} superseded it"
+        return Supersede(run.run_id, "rollback", reason, by, ends_now=False)
+    return Supersede(run.run_id, "interrupt", f"interrupted by run {by}", by, ends_now=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """What a CancelRun does: a pending run ends (or is deleted) now (`ends_now`); a running
+    one is marked with `action` and `reason` (`mark`), unless a rollback is under way: that
+    stays one, and the run is left as it is."""
+
+    action: str
+    reason: str
+    ends_now: bool
+    mark: bool
+
+
+def plan_cancel(run: InflightRun, action: str, reason: str | None) -> Cancel:
+    """Decides a CancelRun with `action` of `run`; RunNotActive when the run has ended."""
+    if run.status not in ("pending", "running"):
+        raise RunNotActive(run.run_id, run.status)
+    reason = reason or (
+        "cancelled by the client" if action == "interrupt" else "rolled back by the client"
+    )
+    if run.status == "pending":
+        return Cancel(action, reason, ends_now=True, mark=False)
+    if run.cancel_action == "rollback":
+        return Cancel("rollback", reason, ends_now=False, mark=False)
+    return Cancel(action, reason, ends_now=False, mark=True)
+
+
+THREAD_STATUS_AFTER = {
+    "success": "idle",
+    "rollback": "idle",
+    "interrupted": "interrupted",
+    "error": "error",
+    "timeout": "error",
+}
+"""A thread's status once its last inflight run ended so (BUSY while others are inflight)."""
+
+
+def same_request(spec: RunSpec, run: RunRecord) -> None:
+    """Refuses (RequestIdReused) `run`, admitted before for `spec.request_id`, when `spec`
+    asks for something else."""
+    asked_and_got: list[tuple[str, Any, Any]] = [
+        ("thread_id", spec.thread_id, run.thread_id),
+        ("assistant_id", spec.assistant_id, run.assistant_id),
+        ("multitask_strategy", spec.multitask_strategy, run.multitask_strategy),
+        ("input", _without_message_ids(spec.input), _without_message_ids(run.input)),
+        ("metadata", spec.metadata, run.metadata),
+        ("config", spec.config, run.config),
+        ("stream_mode", spec.stream_mode, run.stream_mode),
+        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
+        ("durability", spec.durability, run.durability),
+    ]
+    for field_name, asked, got in asked_and_got:
+        if asked != got:
+            raise RequestIdReused("run", spec.request_id, field_name)
+
+
+def _without_message_ids(values: dict[str, Any] | None) -> Any:
+    """The input with its messages' ids left out: the server makes up the ids not given."""
+    if values is None or not isinstance(values.get("messages"), list):
+        return values
+    messages = [{k: v for k, v in m.items() if k != "id"} for m in values["messages"]]
+    return {**values, "messages": messages}
