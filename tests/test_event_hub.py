@@ -144,6 +144,31 @@ async def test_ended_run_logs_over_the_retained_bytes_budget_drop_the_oldest() -
         hub.close()
 
 
+async def test_replaying_ended_runs_keeps_their_encoded_bytes_within_the_retained_budget() -> None:
+    # `checked` events are lazy: they count as a small estimate until a replay encodes them.
+    payload = {"text": "x" * 2000}
+    hub = EventHub(StreamLimits(retained_bytes=5000))
+    try:
+        for index in range(4):
+            run = run_record(f"r{index}")
+            hub.run_started(run)
+            hub.emit(run, "values", payload, checked=True)
+            hub.run_ended(replace(run, status="success"), {"status": "success"})
+        assert all(hub.get(f"r{index}") is not None for index in range(4)), "estimates fit"
+
+        for index in range(4):
+            log = hub.get(f"r{index}")
+            if log is not None:
+                run_events(log)  # a replay: encodes every event
+
+        retained = [hub.get(f"r{index}") for index in range(4)]
+        assert sum(log.nbytes for log in retained if log is not None) <= 5000
+        assert retained[3] is not None, "the newest stays; the oldest went first"
+        assert retained[0] is None and retained[1] is None
+    finally:
+        hub.close()
+
+
 async def test_a_subscriber_of_a_started_run_that_ends_without_events_gets_its_end(
     hub: EventHub,
 ) -> None:

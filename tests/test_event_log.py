@@ -18,7 +18,14 @@ from tests.event_logs import (
     seqs,
 )
 from turnstile_server.errors import OutOfRange, SubscriberTooSlow
-from turnstile_server.event_log import EventLog, StreamLimits, check_position, follow
+from turnstile_server.event_log import (
+    EventLog,
+    LazyEvent,
+    SendBudget,
+    StreamLimits,
+    check_position,
+    follow,
+)
 from turnstile_server.events import SEQ_EPOCH_BITS
 
 WHAT = {"run_id": "r"}
@@ -64,6 +71,23 @@ def test_max_bytes_evicts_the_oldest_and_keeps_at_least_the_newest() -> None:
     big.append(encoder("x" * 100))
     big.append(encoder("y" * 100))
     assert (big.first_seq, big.last_seq, len(big)) == (2, 2, 1), "the newest event stays"
+
+
+def test_reading_lazy_events_counts_their_encoded_bytes_against_max_bytes() -> None:
+    class Big(LazyEvent):
+        def encode(self, seq: int) -> bytes:
+            return encoder("x" * 1000)(seq)
+
+    log = EventLog("run r", StreamLimits(max_bytes=2500))
+    for _ in range(5):
+        log.append(Big(64))
+    assert len(log) == 5, "five estimates fit"
+    resized: list[int] = []
+    log.resized = lambda: resized.append(log.nbytes)
+
+    assert seqs(log.read(0, 100, 1 << 20)) == [1, 2, 3, 4, 5], "what was read is returned"
+    assert log.nbytes <= 2500 and log.first_seq == 4, "then the oldest go, as on append"
+    assert resized == [log.nbytes], "the owner is told the new size"
 
 
 def test_rebase_numbers_the_log_once() -> None:
@@ -241,3 +265,53 @@ async def test_after_seq_zero_of_a_from_oldest_log_starts_at_the_oldest_retained
     run_log = filled(5, StreamLimits(max_events=3))
     with pytest.raises(OutOfRange):
         check_position(run_log, 0, what=WHAT)
+
+
+# Stuck subscribers: what they hold.
+
+
+async def test_an_event_larger_than_a_batch_goes_alone_shared_and_within_the_send_budget() -> None:
+    limits = StreamLimits(batch_bytes=100)
+    log = EventLog("run r", limits)
+    log.append(encoder())
+    log.append(encoder("x" * 1000))
+    log.end()
+    big = log.read(1, 1, 1 << 20)[0]
+    budget = SendBudget(len(big))
+    first = follow(log, 0, limits, what=WHAT, budget=budget)
+    second = follow(log, 0, limits, what=WHAT, budget=budget)
+    async with asyncio.timeout(STEP):
+        assert seqs(await anext(first)) == [1], "the small event is not batched with the big"
+        assert seqs(await anext(second)) == [1]
+        assert budget.used == 0, "a batch within batch_bytes takes nothing from the budget"
+
+        held = await anext(first)  # its client stops reading: gRPC holds this message
+        assert held == [big] and held[0] is big, "the log's own bytes, not a copy"
+        assert budget.used == len(big)
+        waiting = asyncio.ensure_future(anext(second))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done(), "no room: the second waits, holding nothing"
+
+        with pytest.raises(StopAsyncIteration):
+            await anext(first)  # gRPC sent it and asks for more: the room is returned
+        assert (await waiting)[0] is big
+        assert budget.used == len(big)
+        with pytest.raises(StopAsyncIteration):
+            await anext(second)
+    assert budget.used == 0
+
+
+async def test_a_send_budget_waiter_that_is_cancelled_gives_its_turn_to_the_next() -> None:
+    budget = SendBudget(10)
+    await budget.acquire(10)
+    cancelled = asyncio.ensure_future(budget.acquire(10))
+    after = asyncio.ensure_future(budget.acquire(5))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not cancelled.done() and not after.done(), "first come, first served"
+    cancelled.cancel()
+    budget.release(10)
+    async with asyncio.timeout(STEP):
+        await after
+    assert cancelled.cancelled() and budget.used == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import grpc
 import pytest
 
 from tests import support
-from tests.rpc import Stubs, error_info
+from tests.rpc import Stubs, error_info, struct
 from turnstile.v1 import run_pb2, run_service_pb2, thread_service_pb2
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
@@ -143,3 +144,56 @@ async def test_a_stalled_subscriber_is_ended_too_slow_and_resumes_without_gap(
     assert [text for _, event, text in received if event == "messages"] == [
         f"t{index} " for index in range(CHUNKS)
     ]
+
+
+# A client that stops reading: a fixed 64 KiB window (its bandwidth-delay estimate would grow
+# it to megabytes per stream on loopback and take a whole run's events off the server).
+STUCK = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 << 10)]
+
+
+def _copies_of(content: str) -> int:
+    """How many live message lists hold a message carrying `content` (an equal string).
+
+    Lists, as the garbage collector stops tracking a dict of strings, not a list of dicts.
+    """
+    gc.collect()
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if type(obj) is list
+        and any(type(item) is dict and item.get("content") == content for item in obj)
+    )
+
+
+async def test_subscribers_joining_a_run_do_not_each_hold_a_copy_of_its_input(
+    flood_app: App,
+) -> None:
+    content = "needle " + "x" * 300_000  # the run's `values` events exceed the window
+    async with grpc.aio.insecure_channel(flood_app.address, options=STUCK) as channel:
+        stubs = Stubs(channel)
+        thread = await stubs.threads.CreateThread(thread_service_pb2.CreateThreadRequest())
+        run_input = struct({"messages": [{"role": "user", "content": content}]})
+        run = (
+            await stubs.runs.WaitRun(
+                run_service_pb2.WaitRunRequest(
+                    thread_id=thread.thread.thread_id, assistant_id="echo", input=run_input
+                )
+            )
+        ).run
+        del run_input
+        before = _copies_of(content)
+        calls = [
+            stubs.runs.JoinRunStream(
+                run_service_pb2.JoinRunStreamRequest(thread_id=run.thread_id, run_id=run.run_id)
+            )
+            for _ in range(10)
+        ]
+        try:
+            for call in calls:  # each reads its run; its handler is left holding `values`
+                await call.read()
+            held = _copies_of(content) - before
+        finally:
+            for call in calls:
+                call.cancel()
+    # Measured: 8 more with a copy each (10, less what WaitRun left), 2 fewer without.
+    assert held < 5, f"{held} more copies of the run's input with 10 subscribers"

@@ -27,6 +27,7 @@ class StreamLimits:
     max_lag: int = 10_000
     batch_events: int = 512
     batch_bytes: int = 256 << 10
+    send_budget: int = 64 << 20
 
 
 class LazyEvent:
@@ -62,6 +63,7 @@ class EventLog:
         "from_oldest",
         "limits",
         "name",
+        "resized",
     )
 
     def __init__(
@@ -77,6 +79,9 @@ class EventLog:
         self._changed: asyncio.Event | None = None  # made when a subscriber first waits
         self.ended = False
         self.expired = False
+        # Told when reading encodes lazy events, so that an owner counting this log's bytes
+        # against a budget of its own (the hub, for ended runs) sees them too.
+        self.resized: Callable[[], None] | None = None
 
     @property
     def numbered(self) -> bool:
@@ -131,14 +136,18 @@ class EventLog:
             size = len(frame)
         self._frames.append(frame)
         self._bytes += size
+        self._trim()
+        self._wake()
+        return seq
+
+    def _trim(self) -> None:
+        """Evicts the oldest events until the log is within its limits (the newest stays)."""
         limits = self.limits
         while len(self._frames) > 1 and (
             len(self._frames) > limits.max_events or self._bytes > limits.max_bytes
         ):
             self._bytes -= _size(self._frames.popleft())
             self._first += 1
-        self._wake()
-        return seq
 
     def end(self) -> None:
         """Marks the log complete: subscribers stop after its last event."""
@@ -154,20 +163,30 @@ class EventLog:
         self._wake()
 
     def read(self, after_seq: int, max_events: int, max_bytes: int) -> list[bytes]:
-        """Returns the events after `after_seq` (retained, see `first_seq`), within limits."""
+        """Returns the events after `after_seq` (retained, see `first_seq`), within limits.
+
+        Lazy events read are encoded, and their bytes count from then on: past `max_bytes`
+        the oldest events go, as on append, and the owner is told (see `resized`).
+        """
         start = after_seq + 1 - self._first
         frames: list[bytes] = []
         size = 0
+        grown = 0
         for index in range(start, min(len(self._frames), start + max_events)):
             frame = self._frames[index]
             if isinstance(frame, LazyEvent):
                 lazy, frame = frame, frame.encode(self._first + index)
                 self._frames[index] = frame
-                self._bytes += len(frame) - lazy.size
+                grown += len(frame) - lazy.size
             if frames and size + len(frame) > max_bytes:
                 break
             frames.append(frame)
             size += len(frame)
+        if grown:
+            self._bytes += grown
+            self._trim()
+            if self.resized is not None:
+                self.resized()
         return frames
 
     async def changed(self) -> None:
@@ -183,6 +202,63 @@ class EventLog:
             self._changed.clear()
 
 
+class SendBudget:
+    """The bytes of events larger than a batch that subscribers have handed to gRPC and that
+    are not sent yet, over all subscribers, within `capacity`.
+
+    gRPC copies every message it is given and holds the copy until the client's flow-control
+    window takes it, so a subscriber that stops reading holds its last message. Batches are
+    bounded by `batch_bytes`; an event larger than that goes alone and takes its size from
+    this budget first, released once gRPC has sent it. Room is granted in the order it was
+    asked for; one event larger than the whole budget is sent when nothing else is held.
+    """
+
+    __slots__ = ("_used", "_waiters", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def used(self) -> int:
+        """The bytes held now."""
+        return self._used
+
+    async def acquire(self, size: int) -> None:
+        """Returns once `size` bytes are held for the caller (who must `release` them)."""
+        if not self._waiters and self._fits(size):
+            self._used += size
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiters.append((size, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(size)  # granted as the caller was cancelled
+            else:
+                if (size, granted) in self._waiters:
+                    self._waiters.remove((size, granted))
+                self._grant()  # the waiters behind it may fit now
+            raise
+
+    def release(self, size: int) -> None:
+        """Returns `size` bytes to the budget and grants the waiters that now fit."""
+        self._used -= size
+        self._grant()
+
+    def _fits(self, size: int) -> bool:
+        return not self._used or self._used + size <= self.capacity
+
+    def _grant(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            size, granted = self._waiters.popleft()
+            if not granted.done():
+                self._used += size
+                granted.set_result(None)
+
+
 async def follow(
     log: EventLog,
     after_seq: int,
@@ -190,6 +266,7 @@ async def follow(
     *,
     what: dict[str, str],
     live: bool = False,
+    budget: SendBudget | None = None,
 ) -> AsyncIterator[list[bytes]]:
     """Yields the log's events after `after_seq`, then new ones as they come, until it ends.
 
@@ -197,6 +274,10 @@ async def follow(
     own caller); a live subscriber that falls more than `max_lag` events behind is ended with
     `SubscriberTooSlow`, while the events it misses are still retained, so that it can resume.
     Replaying is never too slow.
+
+    A batch is at most `batch_bytes`, or one larger event alone: the log's own bytes, shared
+    by every subscriber, whose size is held from `budget` until the caller asks for the next
+    batch (for a gRPC handler: once gRPC has sent it).
     """
     position = after_seq
     placed = after_seq != 0  # 0 means the log's origin, known once the log is numbered
@@ -216,7 +297,15 @@ async def follow(
             if behind > 0:
                 frames = log.read(position, limits.batch_events, limits.batch_bytes)
                 position += len(frames)
-                yield frames
+                held = len(frames[0]) if len(frames) == 1 else 0
+                if budget is None or held <= limits.batch_bytes:
+                    yield frames
+                    continue
+                await budget.acquire(held)
+                try:
+                    yield frames
+                finally:
+                    budget.release(held)
                 continue
             if log.ended:
                 if position > log.last_seq:

@@ -11,6 +11,7 @@ epoch `<< 32`, so a position from before a restart reads as expired instead of a
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 from turnstile.v1 import run_pb2
 from turnstile_server import encoding, wire
-from turnstile_server.event_log import EventLog, LazyEvent, StreamLimits
+from turnstile_server.event_log import EventLog, LazyEvent, SendBudget, StreamLimits
 from turnstile_server.store import RunRecord
 
 SEQ_EPOCH_BITS = 32
@@ -45,6 +46,7 @@ class EventHub:
         thread_epoch: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
         self.limits = limits or StreamLimits()
+        self.send_budget = SendBudget(self.limits.send_budget)
         self._thread_epoch = thread_epoch
         self._runs: dict[str, EventLog] = {}
         # Ended runs in the order they ended: run id -> (retained bytes, when to drop), swept
@@ -126,11 +128,24 @@ class EventHub:
         loop = asyncio.get_running_loop()
         self._ended[run_id] = (log.nbytes, loop.time() + self.limits.retain_seconds)
         self._ended_bytes += log.nbytes
-        while self._ended_bytes > self.limits.retained_bytes and len(self._ended) > 1:
-            oldest = next(iter(self._ended))
-            self._drop(oldest)
+        log.resized = functools.partial(self._resized, run_id, log)
+        self._within_budget()
         if self._sweep is None:
             self._sweep = loop.call_later(self.limits.retain_seconds, self._swept)
+
+    def _resized(self, run_id: str, log: EventLog) -> None:
+        """Counts an ended run's log again after a replay encoded some of its events."""
+        retained = self._ended.get(run_id)
+        if retained is None or self._runs.get(run_id) is not log:
+            return
+        self._ended[run_id] = (log.nbytes, retained[1])
+        self._ended_bytes += log.nbytes - retained[0]
+        self._within_budget()
+
+    def _within_budget(self) -> None:
+        """Drops the oldest ended runs while they hold more than `retained_bytes` (one stays)."""
+        while self._ended_bytes > self.limits.retained_bytes and len(self._ended) > 1:
+            self._drop(next(iter(self._ended)))
 
     def _swept(self) -> None:
         """Drops the ended runs whose retention is over; waits for the next one's."""
@@ -147,6 +162,7 @@ class EventHub:
     def _drop(self, run_id: str) -> None:
         log = self._runs.pop(run_id, None)
         if log is not None:
+            log.resized = None
             log.expire()
         retained = self._ended.pop(run_id, None)
         if retained is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
@@ -125,7 +126,9 @@ class RunService(pb_grpc.RunServiceServicer):
     async def JoinRunStream(
         self, request: pb.JoinRunStreamRequest, context: Any
     ) -> AsyncIterator[pb.JoinRunStreamResponse]:
-        run = await self._get(request.thread_id, request.run_id)
+        # A subscriber keeps its run for as long as it streams: not the input, which can be
+        # megabytes (two hundred subscribers of a 900 KB input held 180 MB of copies).
+        run = replace(await self._get(request.thread_id, request.run_id), input=None)
         if request.after_seq < 0:
             raise InvalidArgument(
                 "after_seq must be >= 0", reason="INVALID_NUMBER", field="after_seq"
@@ -152,7 +155,9 @@ class RunService(pb_grpc.RunServiceServicer):
         check_position(log, after_seq, what=what)
         yield response(run=wire.run_message(run))
         limits = self._hub.limits
-        async for batch in follow(log, after_seq, limits, what=what, live=live):
+        async for batch in follow(
+            log, after_seq, limits, what=what, live=live, budget=self._hub.send_budget
+        ):
             yield encoded(response, b"".join(batch))
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:

@@ -116,5 +116,11 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         async with self._hub.watching(thread_id) as log:
             check_position(log, request.after_seq, what=what)
             yield pb.WatchThreadResponse(thread=await self._message(thread))
-            async for batch in follow(log, request.after_seq, self._hub.limits, what=what):
+            async for batch in follow(
+                log,
+                request.after_seq,
+                self._hub.limits,
+                what=what,
+                budget=self._hub.send_budget,
+            ):
                 yield encoded(pb.WatchThreadResponse, b"".join(batch))
