@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from turnstile_tools.bench.sdk import thread_sizes
 from turnstile_tools.bench.sizes import Sizes
-from turnstile_tools.bench.suite import WORKLOADS, _selection
+from turnstile_tools.bench.suite import WORKLOADS, Placement, _selection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +40,11 @@ TINY = {
     "b8_small": 10,
     "b8_large": 40,
     "b8_runs": 3,
+    "b9_calls": 2,
+    "b9_large": 20,
 }
+CPU_ROWS = ["B2-cpu", "B3-cpu"]
+"""The rows after B2's and B3's: their server CPU per run against an echo call's."""
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
@@ -62,27 +68,36 @@ def test_bench_prints_every_workload_with_numbers_and_writes_json(tmp_path: Path
         if line.startswith("| B")
         for cells in [[cell.strip() for cell in line.strip("|").split(" | ")]]
     }
-    assert sorted(rows) == list(WORKLOADS)
+    assert sorted(rows) == sorted([*WORKLOADS, *CPU_ROWS])
     for cells in rows.values():
         assert len(cells) == 7
         assert NUMBER.search(cells[2]), cells  # measured
         assert cells[6] in ("met", "MISSED"), cells
 
     document = json.loads(report.read_text())
-    assert [row["id"] for row in document["rows"]] == list(WORKLOADS)
+    ids = [row["id"] for row in document["rows"]]
+    assert [i for i in ids if i not in CPU_ROWS] == list(WORKLOADS)
+    assert ids.index("B2-cpu") == ids.index("B2") + 1 and ids.index("B3-cpu") == ids.index("B3") + 1
+    # B9's table in full, one line per operation, two thread sizes: 2 and b9_large.
+    assert "| wait | " in done.stdout and "| stream | " in done.stdout
     assert document["sizes"]["b1_runs"] == TINY["b1_runs"]
     for row in document["rows"]:
         assert row["error"] == ""
         numbers = [v for v in row["figures"].values() if not isinstance(v, bool)]
         assert numbers and all(math.isfinite(v) for v in numbers), row
-    assert document["rows"][2]["figures"]["order_kept"] is True
+    by_id = {row["id"]: row for row in document["rows"]}
+    assert by_id["B3"]["figures"]["order_kept"] is True
+    # Tiny sizes may use less CPU than /proc's 10 ms tick: measured, if maybe as 0.
+    assert by_id["B2-cpu"]["figures"]["cpu_per_run"] >= 0
+    assert document["baselines"]["echo"]["cpu_per_call"] >= 0
+    assert set(thread_sizes(by_id["B9"]["figures"])) == {2, 20}
 
 
 def test_only_selects_workloads_in_table_order() -> None:
     assert _selection("") == list(WORKLOADS)
     assert _selection("b5, B2") == ["B2", "B5"]
     with pytest.raises(ValueError, match="unknown workloads"):
-        _selection("B9")
+        _selection("B10")
 
 
 def test_sizes_are_overridden_by_name_and_bad_settings_refused() -> None:
@@ -91,3 +106,12 @@ def test_sizes_are_overridden_by_name_and_bad_settings_refused() -> None:
     for bad in ["b1_runs", "nope=1", "b1_runs=x", "b1_runs=0"]:
         with pytest.raises(ValueError):
             Sizes().with_settings([bad])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin needs two cores")
+def test_pin_puts_the_servers_and_the_load_generator_on_different_cores() -> None:
+    placement = Placement.pinned()
+    assert placement.servers and placement.load
+    assert not placement.servers & placement.load
+    assert placement.servers | placement.load == os.sched_getaffinity(0)
+    assert Placement().cpus is None

@@ -37,8 +37,11 @@ ECHO_PAYLOAD = b"x" * 256
 """About the size of a WaitRun request and its answer for the echo graph."""
 
 
-async def echo_baseline(channels: Channels, sizes: Sizes) -> Figures:
-    """The raw gRPC figures: serial call latency and the rate of `echo_clients` callers."""
+async def echo_baseline(
+    channels: Channels, sizes: Sizes, cpu: Callable[[], float] | None = None
+) -> Figures:
+    """The raw gRPC figures: serial call latency and the rate of `echo_clients` callers, and
+    with `cpu` (the echo server's CPU seconds so far) the server's CPU per concurrent call."""
     methods = [channel.unary_unary(CALL) for channel in channels.raw]
     serial = methods[0]
     for _ in range(sizes.warmup * 10):
@@ -57,16 +60,19 @@ async def echo_baseline(channels: Channels, sizes: Sizes) -> Figures:
 
     clients = sizes.echo_clients
     await asyncio.gather(*(caller(i, sizes.warmup) for i in range(clients)))
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu() if cpu else 0.0
     await asyncio.gather(*(caller(i, sizes.echo_calls_per_client) for i in range(clients)))
     elapsed = time.perf_counter() - started
-    return {
+    figures: Figures = {
         "p50": latency.p50,
         "p99": latency.p99,
         "calls": latency.samples,
         "clients": clients,
         "rate": clients * sizes.echo_calls_per_client / elapsed,
     }
+    if cpu:
+        figures["cpu_per_call"] = (cpu() - used) / (clients * sizes.echo_calls_per_client)
+    return figures
 
 
 async def _threads(stubs: Stubs, count: int) -> list[str]:
@@ -146,8 +152,11 @@ async def _in_turns(turns: list[Call], sizes: Sizes, runs: int) -> list[Latency]
     return [Latency.of(timings) for timings in samples]
 
 
-async def concurrent_wait(channels: Channels, sizes: Sizes) -> Figures:
-    """B2: `b2_clients` clients, each on its own threads, WaitRun in a loop."""
+async def concurrent_wait(
+    channels: Channels, sizes: Sizes, cpu: Callable[[], float] | None = None
+) -> Figures:
+    """B2: `b2_clients` clients, each on its own threads, WaitRun in a loop; with `cpu` (the
+    server's CPU seconds so far), the server's CPU per run."""
     clients, per_client = sizes.b2_clients, sizes.b2_runs_per_client
     pools = [
         await _threads(channels.stubs(i), math.ceil((per_client + 2) / sizes.runs_per_thread))
@@ -167,38 +176,48 @@ async def concurrent_wait(channels: Channels, sizes: Sizes) -> Figures:
 
     await asyncio.gather(*(client(i, 0, 2) for i in range(clients)))
     samples.clear()
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu() if cpu else 0.0
     await asyncio.gather(*(client(i, 2, per_client) for i in range(clients)))
     elapsed = time.perf_counter() - started
     latency = Latency.of(samples)
-    return {
+    figures: Figures = {
         "rate": clients * per_client / elapsed,
         "runs": clients * per_client,
         "clients": clients,
         "p50": latency.p50,
         "p99": latency.p99,
     }
+    if cpu:
+        figures["cpu_per_run"] = (cpu() - used) / (clients * per_client)
+    return figures
 
 
-async def enqueue_order(channels: Channels, sizes: Sizes) -> Figures:
-    """B3: on each of `b3_threads` threads, `b3_runs_per_thread` enqueued runs back to back."""
+async def enqueue_order(
+    channels: Channels, sizes: Sizes, cpu: Callable[[], float] | None = None
+) -> Figures:
+    """B3: on each of `b3_threads` threads, `b3_runs_per_thread` enqueued runs back to back;
+    with `cpu` (the server's CPU seconds so far), the server's CPU per run."""
     width, depth = sizes.b3_threads, sizes.b3_runs_per_thread
-    total_runs, total_seconds, kept = 0, 0.0, True
+    total_runs, total_seconds, total_cpu, kept = 0, 0.0, 0.0, True
     for _ in range(sizes.b3_rounds):
         threads = [await new_thread(channels.stubs(i)) for i in range(width)]
-        started = time.perf_counter()
+        started, used = time.perf_counter(), cpu() if cpu else 0.0
         await asyncio.gather(
             *(_enqueue(channels.stubs(i), thread_id, depth) for i, thread_id in enumerate(threads))
         )
         total_seconds += time.perf_counter() - started
+        total_cpu += cpu() - used if cpu else 0.0
         total_runs += width * depth
         for index, thread_id in enumerate(threads):
             kept = kept and await _in_order(channels.stubs(index), thread_id, depth)
-    return {
+    figures: Figures = {
         "rate": total_runs / total_seconds,
         "runs": total_runs,
         "order_kept": kept,
     }
+    if cpu:
+        figures["cpu_per_run"] = total_cpu / total_runs
+    return figures
 
 
 async def _enqueue(stubs: Stubs, thread_id: str, depth: int) -> None:

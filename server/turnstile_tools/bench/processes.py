@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -45,6 +46,26 @@ def _die_with_parent() -> None:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup(cpus: set[int] | None) -> Callable[[], None]:
+    """What the child runs before it starts: `_die_with_parent`, and with `cpus` it is put on
+    those cores, it and every thread it will start (they inherit the affinity)."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+def pin_self(cpus: Iterable[int]) -> None:
+    """Puts this process, every thread it has already started included, on `cpus`."""
+    cores = set(cpus)
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cores)
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -112,7 +133,12 @@ class TurnstileProcess(_Child):
 
     @classmethod
     async def start(
-        cls, database: Path, log_path: Path, extra_args: list[str] | None = None
+        cls,
+        database: Path,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+        *,
+        cpus: set[int] | None = None,
     ) -> TurnstileProcess:
         """Starts the server on `database` and returns once it serves."""
         graphs = [f"--graph={name}={target}" for name, target in GRAPHS.items()]
@@ -130,7 +156,7 @@ class TurnstileProcess(_Child):
             stdout=log,
             stderr=log,
             env=_environment(),
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(cpus),
         )
         child = cls(process, log, 0)
         try:
@@ -153,7 +179,7 @@ class EchoProcess(_Child):
     """The raw gRPC echo server (`turnstile_tools.bench.echo_server`)."""
 
     @classmethod
-    async def start(cls, log_path: Path) -> EchoProcess:
+    async def start(cls, log_path: Path, *, cpus: set[int] | None = None) -> EchoProcess:
         """Starts the echo server and returns once it has printed its port."""
         log = _open_log(log_path)
         process = await asyncio.create_subprocess_exec(
@@ -164,7 +190,7 @@ class EchoProcess(_Child):
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             env=_environment(),
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(cpus),
         )
         child = cls(process, log, 0)
         try:

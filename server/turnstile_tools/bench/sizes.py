@@ -34,6 +34,9 @@ class Sizes:
     b8_small: int = 100
     b8_large: int = 10_000
     b8_runs: int = 50
+    b9_calls: int = 20
+    """Calls of each operation through the SDK, and as many through the stub, per size."""
+    b9_large: int = 10_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -53,7 +56,14 @@ class Sizes:
             b7_threads=20,
             b8_large=1_000,
             b8_runs=20,
+            b9_calls=5,
+            b9_large=2_000,
         )
+
+    def b9_sizes(self) -> tuple[int, ...]:
+        """B9's thread sizes: 2, 200 and 2,000 messages (where the targets are) and
+        `b9_large`, those up to `b9_large`."""
+        return tuple(size for size in (2, 200, 2000, self.b9_large) if size <= self.b9_large)
 
     def with_settings(self, settings: list[str]) -> Sizes:
         """Returns a copy with `NAME=VALUE` settings applied; raises ValueError on a bad one."""

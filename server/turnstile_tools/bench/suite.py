@@ -12,19 +12,28 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from turnstile_server.config import ServerConfig
-from turnstile_tools.bench import latency, scale, streaming
+from turnstile_tools.bench import latency, scale, sdk, streaming
 from turnstile_tools.bench.latency import Figures
 from turnstile_tools.bench.load import Channels
-from turnstile_tools.bench.processes import EchoProcess, TurnstileProcess
-from turnstile_tools.bench.report import Row, judge, table, to_json, workloads
+from turnstile_tools.bench.processes import EchoProcess, TurnstileProcess, pin_self
+from turnstile_tools.bench.report import (
+    Row,
+    b9_table,
+    cpu_row,
+    judge,
+    table,
+    to_json,
+    workloads,
+)
 from turnstile_tools.bench.seed import seed_database
 from turnstile_tools.bench.sizes import Sizes
 
-WORKLOADS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+WORKLOADS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 
 Body = Callable[[TurnstileProcess, Channels, Path], Awaitable[Figures]]
 
@@ -47,6 +56,12 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         help="override a size, e.g. --set b1_runs=1000; repeatable",
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="put the servers under test on one core and the load generator on the other"
+        " (Linux, 2 cores or more), so that they do not take each other's turns",
+    )
+    parser.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -63,10 +78,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         sizes = (Sizes.quick() if args.quick else Sizes()).with_settings(args.set)
         selected = _selection(args.only)
+        placement = Placement.pinned() if args.pin else Placement()
     except ValueError as exc:
         parser.error(str(exc))
-    machine = _machine(args.quick)
-    rows, context = asyncio.run(run_suite(sizes, selected, args.server_arg))
+    machine = _machine(args.quick, placement)
+    if placement.load:
+        pin_self(placement.load)
+    rows, context = asyncio.run(run_suite(sizes, selected, args.server_arg, placement))
     print(f"Turnstile benchmarks — {machine['summary']}")
     print()
     print(table(rows))
@@ -74,6 +92,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if notes:
         print()
         print("\n".join(notes))
+    for row in rows:
+        if row.id == "B9" and not row.error:
+            print()
+            print(b9_table(row.figures))
     if args.json:
         Path(args.json).write_text(to_json(rows, machine, sizes, context) + "\n")
     return 1 if any(row.error for row in rows) else 0
@@ -89,21 +111,45 @@ def _selection(only: str) -> list[str]:
     return [name for name in WORKLOADS if name in chosen]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the processes run: `servers` (the echo servers and Turnstile) and `load` (this
+    process), each a set of cores; empty sets leave them wherever the kernel puts them."""
+
+    servers: frozenset[int] = frozenset()
+    load: frozenset[int] = frozenset()
+
+    @classmethod
+    def pinned(cls) -> Placement:
+        """The servers on the first core, the load generator on the others."""
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if len(cores) < 2:
+            raise ValueError("--pin needs Linux and at least two cores")
+        return cls(frozenset(cores[:1]), frozenset(cores[1:]))
+
+    @property
+    def cpus(self) -> set[int] | None:
+        """The servers' cores, for `start(cpus=...)`."""
+        return set(self.servers) or None
+
+
 async def run_suite(
-    sizes: Sizes, selected: list[str], server_args: list[str]
+    sizes: Sizes, selected: list[str], server_args: list[str], placement: Placement | None = None
 ) -> tuple[list[Row], dict[str, Figures]]:
     """Measures the echo baselines, then each selected workload on a fresh server."""
+    placement = placement or Placement()
     with tempfile.TemporaryDirectory(prefix="turnstile-bench-") as name:
         directory = Path(name)
-        context = await _baselines(directory, sizes, stream="B5" in selected)
-        bodies = _bodies(sizes, directory, server_args)
+        context = await _baselines(directory, sizes, placement, stream="B5" in selected)
+        context["placement"] = {"pinned": bool(placement.servers)}
+        bodies = _bodies(sizes, directory, server_args, placement)
         rows: list[Row] = []
         for workload in selected:
             _progress(f"{workload}: {workloads(sizes)[workload]}")
             started = time.perf_counter()
             try:
                 figures = await _on_server(
-                    directory, workload, bodies[workload], sizes, server_args
+                    directory, workload, bodies[workload], sizes, server_args, placement
                 )
                 context[workload] = figures
                 row = judge(workload, figures, context["echo"], context)
@@ -111,15 +157,21 @@ async def run_suite(
                 row = Row(workload, "", error=_describe(exc))
             row.workload = workloads(sizes)[workload]
             rows.append(row)
+            if not row.error and "cpu_per_run" in row.figures:
+                rows.append(cpu_row(workload, row.figures, context["echo"]))
             _progress(f"{workload}: {row.result} in {time.perf_counter() - started:.1f} s")
     return rows, context
 
 
-async def _baselines(directory: Path, sizes: Sizes, *, stream: bool) -> dict[str, Figures]:
+async def _baselines(
+    directory: Path, sizes: Sizes, placement: Placement, *, stream: bool
+) -> dict[str, Figures]:
     _progress("echo: raw grpc.aio baseline")
-    async with _echo_server(directory / "echo.log", sizes.channels) as (echo, channels):
+    log = directory / "echo.log"
+    async with _echo_server(log, sizes.channels, placement) as (echo, channels):
         with _collector_paused():
-            context: dict[str, Figures] = {"echo": await latency.echo_baseline(channels, sizes)}
+            baseline = await latency.echo_baseline(channels, sizes, echo.cpu_seconds)
+            context: dict[str, Figures] = {"echo": baseline}
         if stream:
             with _collector_paused():
                 context["stream"] = await streaming.stream_baseline(channels, sizes)
@@ -128,9 +180,11 @@ async def _baselines(directory: Path, sizes: Sizes, *, stream: bool) -> dict[str
 
 
 @contextlib.asynccontextmanager
-async def _echo_server(log: Path, connections: int) -> AsyncIterator[tuple[EchoProcess, Channels]]:
+async def _echo_server(
+    log: Path, connections: int, placement: Placement
+) -> AsyncIterator[tuple[EchoProcess, Channels]]:
     """A raw echo server of its own, and `connections` channels to it, ready."""
-    echo = await EchoProcess.start(log)
+    echo = await EchoProcess.start(log, cpus=placement.cpus)
     try:
         channels = Channels(echo.address, connections)
         try:
@@ -142,16 +196,18 @@ async def _echo_server(log: Path, connections: int) -> AsyncIterator[tuple[EchoP
         await echo.stop()
 
 
-def _bodies(sizes: Sizes, directory: Path, server_args: list[str]) -> dict[str, Body]:
+def _bodies(
+    sizes: Sizes, directory: Path, server_args: list[str], placement: Placement
+) -> dict[str, Body]:
     async def b1(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
-        async with _echo_server(directory / "B1-echo.log", 1) as (_, calls):
+        async with _echo_server(directory / "B1-echo.log", 1, placement) as (_, calls):
             return await latency.serial_wait_and_echo(channels, calls, sizes)
 
     async def b2(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
-        return await latency.concurrent_wait(channels, sizes)
+        return await latency.concurrent_wait(channels, sizes, server.cpu_seconds)
 
     async def b3(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
-        return await latency.enqueue_order(channels, sizes)
+        return await latency.enqueue_order(channels, sizes, server.cpu_seconds)
 
     async def b4(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await latency.interrupt_join(channels, sizes)
@@ -166,7 +222,7 @@ def _bodies(sizes: Sizes, directory: Path, server_args: list[str]) -> dict[str, 
             )
             return {**seeded, "empty_p50": baseline["p50"], "empty_p99": baseline["p99"]}
 
-        return await _on_server(directory, "B6-empty", interleaved, sizes, server_args)
+        return await _on_server(directory, "B6-empty", interleaved, sizes, server_args, placement)
 
     async def b7(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await scale.queued_memory(server, channels, sizes)
@@ -174,11 +230,29 @@ def _bodies(sizes: Sizes, directory: Path, server_args: list[str]) -> dict[str, 
     async def b8(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await scale.long_thread(channels, sizes, database)
 
-    return {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8}
+    async def b9(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
+        return await sdk.sdk_against_stub(channels, server.address, sizes)
+
+    return {
+        "B1": b1,
+        "B2": b2,
+        "B3": b3,
+        "B4": b4,
+        "B5": b5,
+        "B6": b6,
+        "B7": b7,
+        "B8": b8,
+        "B9": b9,
+    }
 
 
 async def _on_server(
-    directory: Path, workload: str, body: Body, sizes: Sizes, server_args: list[str]
+    directory: Path,
+    workload: str,
+    body: Body,
+    sizes: Sizes,
+    server_args: list[str],
+    placement: Placement,
 ) -> Figures:
     """Runs `body` against a fresh server on its own database (B6's seeded first)."""
     database = directory / f"{workload}.db"
@@ -195,7 +269,9 @@ async def _on_server(
             f" ({seeded['database_bytes'] / 1e6:,.0f} MB) in {seeded['seed_seconds']:.1f} s"
         )
     arguments = [*_workload_args(workload, sizes), *server_args]  # the caller's win
-    server = await TurnstileProcess.start(database, directory / f"{workload}.log", arguments)
+    server = await TurnstileProcess.start(
+        database, directory / f"{workload}.log", arguments, cpus=placement.cpus
+    )
     try:
         channels = Channels(server.address, sizes.channels)
         try:
@@ -261,7 +337,7 @@ def _progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _machine(quick: bool) -> dict[str, Any]:
+def _machine(quick: bool, placement: Placement) -> dict[str, Any]:
     """What the figures were measured on."""
     model = ""
     try:
@@ -275,6 +351,13 @@ def _machine(quick: bool) -> dict[str, Any]:
     cores = os.cpu_count() or 0
     python = platform.python_version()
     summary = f"{cores} cores{f' ({model})' if model else ''}, Python {python}, {platform.system()}"
+    if placement.servers:
+        summary += (
+            f"; --pin: servers on core {_cores(placement.servers)}, load generator on"
+            f" {_cores(placement.load)}"
+        )
+    else:
+        summary += "; shared: servers and load generator on any core"
     if quick:
         summary += "; --quick sizes (the targets are stated for the full ones)"
     return {
@@ -283,8 +366,13 @@ def _machine(quick: bool) -> dict[str, Any]:
         "python": python,
         "platform": platform.platform(),
         "quick": quick,
+        "pinned": bool(placement.servers),
         "summary": summary,
     }
+
+
+def _cores(cores: frozenset[int]) -> str:
+    return ",".join(str(core) for core in sorted(cores))
 
 
 def _notes(rows: list[Row], context: dict[str, Figures]) -> list[str]:
