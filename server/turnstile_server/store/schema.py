@@ -84,4 +84,49 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN durability TEXT NOT NULL DEFAULT 'sync'
         CHECK (durability IN ('sync', 'async', 'exit'));
     """,
+    # 6: LangGraph's checkpoints, channel blobs and pending writes (store/langgraph_sqlite.py).
+    # Keyed by thread id without a foreign key: a LangGraph saver may be handed any thread id.
+    # Checkpoints and writes are small rows kept in their key's b-tree (WITHOUT ROWID), and blobs
+    # have no run index (a run's blobs come with its checkpoints): each put writes fewer pages.
+    """
+    CREATE TABLE lg_checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        parent_id TEXT,
+        run_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        frame BLOB NOT NULL,
+        versions TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX lg_checkpoints_by_run ON lg_checkpoints (run_id);
+    CREATE TABLE lg_blobs (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        version TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('full', 'append', 'empty')),
+        base TEXT,
+        type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    );
+    CREATE TABLE lg_writes (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        task_path TEXT NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    ) WITHOUT ROWID;
+    CREATE INDEX lg_writes_by_run ON lg_writes (run_id);
+    """,
 ]

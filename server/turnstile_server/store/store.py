@@ -7,6 +7,7 @@ from pathlib import Path
 from turnstile_server.store.assistants import Assistants
 from turnstile_server.store.checkpoints import Checkpoints
 from turnstile_server.store.database import Database
+from turnstile_server.store.langgraph_sqlite import SqliteLangGraphCheckpoints
 from turnstile_server.store.runs import Runs
 from turnstile_server.store.threads import Threads
 
@@ -20,6 +21,7 @@ class Store:
         self.threads = Threads(db, self.checkpoints)
         self.runs = Runs(db, self.checkpoints)
         self.assistants = Assistants(db)
+        self.langgraph = SqliteLangGraphCheckpoints(db)
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:

@@ -9,6 +9,7 @@ from typing import Any
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
 from turnstile_server.store.checkpoints import Checkpoints
 from turnstile_server.store.database import Database, Session
+from turnstile_server.store.langgraph_sqlite import delete_langgraph_thread
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 from turnstile_server.store.rows import (
     dumps,
@@ -128,6 +129,8 @@ class Threads:
                 raise ThreadNotFound(thread_id)
             runs = inflight_runs(conn, thread_id)
             conn.execute("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+            # LangGraph's rows name the thread without a foreign key: deleted alongside.
+            delete_langgraph_thread(conn, thread_id)
             return [
                 replace(
                     run,

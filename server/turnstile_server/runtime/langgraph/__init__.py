@@ -1,0 +1,1 @@
+"""Running LangGraph graphs on Turnstile: their checkpointer on our store."""

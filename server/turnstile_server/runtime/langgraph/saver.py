@@ -1,0 +1,261 @@
+"""LangGraph's checkpointer on Turnstile's store: checkpoints, blobs and writes in our database.
+
+Writing a step costs what the step changed: a list channel that only grew is stored as its new
+items (see `blobs`), and loading the latest checkpoint of a thread this process wrote or read
+takes the list from the channel cache instead of decoding every message again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from turnstile_server.runtime.langgraph.blobs import MISSING, ChannelCache, Folder, encode
+from turnstile_server.store.langgraph_checkpoints import (
+    CheckpointFrame,
+    LangGraphCheckpoints,
+    StoredCheckpoint,
+    WriteRecord,
+)
+
+
+class TurnstileSaver(BaseCheckpointSaver[str]):
+    """A `BaseCheckpointSaver` over the storage interface's `LangGraphCheckpoints` (async only).
+
+    Every checkpoint's metadata names the run that wrote it: `run_id` from the config's
+    `configurable` (LangGraph copies it in) or, failing that, from its `metadata`.
+    """
+
+    def __init__(
+        self,
+        store: LangGraphCheckpoints,
+        *,
+        serde: SerializerProtocol | None = None,
+        cache: ChannelCache | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self._store = store
+        self._cache = cache if cache is not None else ChannelCache()
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint `config` names, or its namespace's newest, with its pending writes."""
+        thread_id, checkpoint_ns, checkpoint_id = _address(config)
+        held = self._cache.held(thread_id, checkpoint_ns)
+        known = {channel: tracked.version for channel, tracked in held.items()}
+        stored = await self._store.get(thread_id, checkpoint_ns, checkpoint_id, known)
+        if stored is None:
+            return None
+        folder = Folder(self.serde, held)
+        found = self._tuple(stored, folder)
+        # Hold what was folded for the next write, which appends to it (an older checkpoint,
+        # read for history, does not displace what is held).
+        for channel, value in found.checkpoint["channel_values"].items():
+            version = stored.frame.versions[channel]
+            if not isinstance(value, list) or (checkpoint_id is not None and channel in held):
+                continue
+            if tracked := folder.tracked(channel, version, value):
+                self._cache.hold(thread_id, checkpoint_ns, channel, tracked)
+        return found
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Checkpoints newest first, filtered by thread, namespace, checkpoint id, metadata and
+        `before`, as LangGraph's own savers filter them."""
+        configurable = (config or {}).get("configurable", {})
+        thread_id = configurable.get("thread_id")
+        checkpoint_ns = configurable.get("checkpoint_ns")
+        held = (
+            self._cache.held(thread_id, checkpoint_ns)
+            if thread_id is not None and checkpoint_ns is not None
+            else {}
+        )
+        found = await self._store.list(
+            None if thread_id is None else str(thread_id),
+            checkpoint_ns,
+            checkpoint_id=configurable.get("checkpoint_id"),
+            metadata=filter,
+            before=(before or {}).get("configurable", {}).get("checkpoint_id"),
+            limit=limit,
+            known={channel: tracked.version for channel, tracked in held.items()},
+        )
+        # One folder for the whole list: a chain stops at a version folded for a newer one.
+        folders: dict[tuple[str, str], Folder] = {}
+        for stored in found:
+            scope = (stored.frame.thread_id, stored.frame.checkpoint_ns)
+            folder = folders.get(scope)
+            if folder is None:
+                # `held` is only ever of the one scope listed (thread and namespace given).
+                folder = folders[scope] = Folder(self.serde, held)
+            yield self._tuple(stored, folder)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Stores a checkpoint and the blobs of the channels it changed."""
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
+        frame_dict = cast(dict[str, Any], checkpoint.copy())
+        values: dict[str, Any] = frame_dict.pop("channel_values")
+        stored_metadata = dict(get_serializable_checkpoint_metadata(config, metadata))
+        run_id = _run_id(config, stored_metadata)
+        if run_id:
+            stored_metadata.setdefault("run_id", run_id)
+        # Encoded now, before any await: the cache moves in the order LangGraph puts.
+        scope = (thread_id, checkpoint_ns)
+        blobs = [
+            encode(self.serde, self._cache, scope, channel, str(version), values)
+            for channel, version in new_versions.items()
+        ]
+        frame_type, frame = self.serde.dumps_typed(frame_dict)
+        record = CheckpointFrame(
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            run_id,
+            frame_type,
+            frame,
+            {channel: str(v) for channel, v in checkpoint["channel_versions"].items()},
+            stored_metadata,
+        )
+        try:
+            await self._store.put(record, blobs)
+        except BaseException:
+            # What the cache says was stored may not have been: the next put writes whole.
+            self._cache.forget_scope(thread_id, checkpoint_ns)
+            raise
+        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Stores a task's writes against the checkpoint `config` names."""
+        thread_id, checkpoint_ns, checkpoint_id = _address(config)
+        if checkpoint_id is None:
+            raise ValueError("put_writes needs the config of a stored checkpoint")
+        records = [
+            WriteRecord(
+                task_id,
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                *self.serde.dumps_typed(value),
+                task_path,
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        run_id = _run_id(config, {})
+        await self._store.put_writes(thread_id, checkpoint_ns, checkpoint_id, run_id, records)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Deletes every checkpoint, blob and write of a thread."""
+        self._cache.forget({thread_id})
+        await self._store.delete_thread(thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Deletes every checkpoint, blob and write the runs wrote (rollback)."""
+        touched = await self._store.delete_for_runs(run_ids)
+        self._cache.forget(touched)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies a thread's checkpoints, blobs and writes to another thread."""
+        await self._store.copy_thread(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keeps each namespace's newest checkpoint (`keep_latest`) or nothing (`delete`)."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}")
+        self._cache.forget(set(thread_ids))
+        await self._store.prune(thread_ids, keep_latest=strategy == "keep_latest")
+        self._cache.forget(set(thread_ids))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """The next version: the counter, plus a random fraction so two forks never collide."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    def _tuple(self, stored: StoredCheckpoint, folder: Folder) -> CheckpointTuple:
+        frame = stored.frame
+        checkpoint = cast(dict[str, Any], self.serde.loads_typed((frame.type, frame.frame)))
+        values: dict[str, Any] = {}
+        for channel, version in frame.versions.items():
+            value = folder.value(channel, version, stored.blobs.get(channel))
+            if value is not MISSING:
+                values[channel] = value
+        checkpoint["channel_values"] = values
+        parent = (
+            _config(frame.thread_id, frame.checkpoint_ns, frame.parent_id)
+            if frame.parent_id
+            else None
+        )
+        return CheckpointTuple(
+            config=_config(frame.thread_id, frame.checkpoint_ns, frame.checkpoint_id),
+            checkpoint=cast(Checkpoint, checkpoint),
+            metadata=cast(CheckpointMetadata, dict(frame.metadata)),
+            parent_config=parent,
+            pending_writes=[
+                (w.task_id, w.channel, self.serde.loads_typed((w.type, w.data)))
+                for w in stored.writes
+            ],
+        )
+
+
+def _address(config: RunnableConfig) -> tuple[str, str, str | None]:
+    configurable = config["configurable"]
+    checkpoint_id = configurable.get("checkpoint_id")
+    return (
+        str(configurable["thread_id"]),
+        str(configurable.get("checkpoint_ns", "")),
+        None if checkpoint_id is None else str(checkpoint_id),
+    )
+
+
+def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def _run_id(config: RunnableConfig, metadata: dict[str, Any]) -> str:
+    """The run a checkpoint or write belongs to: Turnstile puts it in `configurable`."""
+    for source in (config.get("configurable") or {}, metadata, config.get("metadata") or {}):
+        run_id = source.get("run_id")
+        if run_id:
+            return str(run_id)
+    return ""

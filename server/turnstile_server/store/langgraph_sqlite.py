@@ -1,0 +1,373 @@
+"""LangGraph's checkpoints on SQLite: tables `lg_checkpoints`, `lg_blobs` and `lg_writes`.
+
+Each call is one read on the reader connection or one write through the database's grouped
+writer, so a checkpoint, its blobs and a task's writes each land whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from turnstile_server.store.database import Database, Row, Session, landed
+from turnstile_server.store.langgraph_checkpoints import (
+    BlobRecord,
+    Chain,
+    CheckpointFrame,
+    StoredCheckpoint,
+    WriteRecord,
+)
+
+_FRAME_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
+)
+_Key = tuple[str, str, str]
+"""(namespace, channel, version) of a blob within a thread."""
+_BlobKey = tuple[str, str, str, str]
+"""(thread, namespace, channel, version) of a blob."""
+
+
+class BrokenChain(LookupError):
+    """An `append` blob's base version is not stored: the blob cannot be written."""
+
+
+class SqliteLangGraphCheckpoints:
+    """The `LangGraphCheckpoints` part of the storage interface, on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def put(self, frame: CheckpointFrame, blobs: Sequence[BlobRecord]) -> None:
+        """Stores a checkpoint and its new blobs in one transaction."""
+        blob_list = list(blobs)
+        await landed(self._db.submit(lambda s: _put(s, frame, blob_list)))
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        run_id: str,
+        writes: Sequence[WriteRecord],
+    ) -> None:
+        """Stores a task's writes against a checkpoint in one transaction."""
+        key = (thread_id, checkpoint_ns, checkpoint_id)
+        write_list = list(writes)
+        await landed(self._db.submit(lambda s: _put_writes(s, key, run_id, write_list)))
+
+    async def get(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        known: Mapping[str, str],
+    ) -> StoredCheckpoint | None:
+        """Reads a checkpoint (the namespace's newest without an id) with its writes and chains."""
+        known = dict(known)
+
+        def body(s: Session) -> StoredCheckpoint | None:
+            if checkpoint_id is None:
+                row = s.one(
+                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
+                    " AND checkpoint_ns = ? ORDER BY checkpoint_id DESC LIMIT 1",
+                    (thread_id, checkpoint_ns),
+                )
+            else:
+                row = s.one(
+                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
+                    " AND checkpoint_ns = ? AND checkpoint_id = ?",
+                    (thread_id, checkpoint_ns, checkpoint_id),
+                )
+            return None if row is None else _stored(s, row, known, set())
+
+        return await self._db.read(body)
+
+    async def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        *,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None,
+        before: str | None,
+        limit: int | None,
+        known: Mapping[str, str],
+    ) -> list[StoredCheckpoint]:
+        """Reads matching checkpoints newest first, each with its writes and chains."""
+        where, params = [], []
+        for column, value in (
+            ("thread_id", thread_id),
+            ("checkpoint_ns", checkpoint_ns),
+            ("checkpoint_id", checkpoint_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("checkpoint_id < ?")
+            params.append(before)
+        sql = f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY checkpoint_id DESC"
+        wanted = dict(metadata or {})
+        known = dict(known)
+
+        def body(s: Session) -> list[StoredCheckpoint]:
+            found: list[StoredCheckpoint] = []
+            fetched: set[_BlobKey] = set()
+            for row in s.all(sql, params):
+                if limit is not None and len(found) >= limit:
+                    break
+                stored_metadata = json.loads(row["metadata"])
+                if all(stored_metadata.get(k, _ABSENT) == v for k, v in wanted.items()):
+                    found.append(_stored(s, row, known, fetched))
+            return found
+
+        return await self._db.read(body)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Deletes a thread's checkpoints, blobs and writes."""
+        await landed(self._db.submit(lambda s: delete_langgraph_thread(s, thread_id)))
+
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Deletes the runs' checkpoints, writes and the blobs no remaining checkpoint reads."""
+        runs = sorted(set(run_ids))
+        if not runs:
+            return set()
+        return await landed(self._db.submit(lambda s: _delete_for_runs(s, runs)))
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies every row of a thread to another thread id."""
+        await landed(self._db.submit(lambda s: _copy_thread(s, source_thread_id, target_thread_id)))
+
+    async def prune(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        """Keeps each namespace's newest checkpoint and what it reads, or deletes everything."""
+        threads = list(thread_ids)
+        await landed(self._db.submit(lambda s: _prune(s, threads, keep_latest)))
+
+
+_ABSENT = object()
+
+
+def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord]) -> None:
+    thread, ns = frame.thread_id, frame.checkpoint_ns
+    for blob in blobs:
+        # Checked before anything is written, so a failing put changes nothing: an append whose
+        # base never landed (its put failed) must not leave a chain that cannot be folded.
+        if blob.kind == "append":
+            base = s.one(
+                "SELECT 1 FROM lg_blobs WHERE thread_id = ? AND checkpoint_ns = ?"
+                " AND channel = ? AND version = ?",
+                (thread, ns, blob.channel, blob.base),
+            )
+            if base is None:
+                raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
+    s.execute(
+        f"INSERT OR REPLACE INTO lg_checkpoints ({_FRAME_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            thread,
+            ns,
+            frame.checkpoint_id,
+            frame.parent_id,
+            frame.run_id,
+            frame.type,
+            frame.frame,
+            json.dumps(dict(frame.versions)),
+            json.dumps(dict(frame.metadata), default=repr),
+        ),
+    )
+    for blob in blobs:
+        s.execute(
+            "INSERT OR IGNORE INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
+            " kind, base, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                thread,
+                ns,
+                blob.channel,
+                blob.version,
+                frame.run_id,
+                blob.kind,
+                blob.base,
+                blob.type,
+                blob.data,
+            ),
+        )
+
+
+def _put_writes(s: Session, key: _Key, run_id: str, writes: list[WriteRecord]) -> None:
+    for write in writes:
+        verb = "INSERT OR REPLACE" if write.idx < 0 else "INSERT OR IGNORE"
+        s.execute(
+            f"{verb} INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,"
+            " run_id, channel, type, data, task_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *key,
+                write.task_id,
+                write.idx,
+                run_id,
+                write.channel,
+                write.type,
+                write.data,
+                write.task_path,
+            ),
+        )
+
+
+def _stored(
+    s: Session, row: Row, known: dict[str, str], fetched: set[_BlobKey]
+) -> StoredCheckpoint:
+    thread, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
+    frame = CheckpointFrame(
+        thread,
+        ns,
+        checkpoint_id,
+        row["parent_id"],
+        row["run_id"],
+        row["type"],
+        row["frame"],
+        json.loads(row["versions"]),
+        json.loads(row["metadata"]),
+    )
+    writes = [
+        WriteRecord(w["task_id"], w["idx"], w["channel"], w["type"], w["data"], w["task_path"])
+        for w in s.all(
+            "SELECT task_id, idx, channel, type, data, task_path FROM lg_writes"
+            " WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+            " ORDER BY task_path, task_id, idx",
+            (thread, ns, checkpoint_id),
+        )
+    ]
+    blobs: dict[str, Chain] = {}
+    for channel, version in frame.versions.items():
+        if known.get(channel) != version and (thread, ns, channel, version) not in fetched:
+            blobs[channel] = _chain(s, thread, ns, channel, version, known, fetched)
+    return StoredCheckpoint(frame, writes, blobs)
+
+
+def _chain(
+    s: Session,
+    thread: str,
+    ns: str,
+    channel: str,
+    version: str,
+    known: dict[str, str],
+    fetched: set[_BlobKey],
+) -> Chain:
+    """The blobs from `version` back to a whole value, or to a version the caller holds."""
+    chain: Chain = []
+    current: str | None = version
+    while current is not None:
+        row = s.one(
+            "SELECT kind, type, data, base FROM lg_blobs WHERE thread_id = ?"
+            " AND checkpoint_ns = ? AND channel = ? AND version = ?",
+            (thread, ns, channel, current),
+        )
+        if row is None:
+            break
+        chain.append(
+            BlobRecord(channel, current, row["kind"], row["type"], row["data"], row["base"])
+        )
+        fetched.add((thread, ns, channel, current))
+        current = row["base"] if row["kind"] == "append" else None
+        if current is not None and (
+            known.get(channel) == current or (thread, ns, channel, current) in fetched
+        ):
+            break
+    return chain
+
+
+def delete_langgraph_thread(s: Session, thread_id: str) -> None:
+    """Deletes a thread's LangGraph rows inside a write (also when the thread is deleted)."""
+    for table in ("lg_checkpoints", "lg_blobs", "lg_writes"):
+        s.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+def _delete_for_runs(s: Session, runs: list[str]) -> set[str]:
+    marks = ", ".join("?" * len(runs))
+    threads: set[str] = set()
+    # A run's blobs are put with its checkpoints, so these name every thread the runs wrote.
+    for table in ("lg_checkpoints", "lg_writes"):
+        rows = s.all(f"SELECT DISTINCT thread_id FROM {table} WHERE run_id IN ({marks})", runs)
+        threads.update(row[0] for row in rows)
+    s.execute(f"DELETE FROM lg_checkpoints WHERE run_id IN ({marks})", runs)
+    s.execute(f"DELETE FROM lg_writes WHERE run_id IN ({marks})", runs)
+    for thread in sorted(threads):
+        _drop_orphan_writes(s, thread)
+        _drop_unread_blobs(s, thread, set(runs))
+    return threads
+
+
+def _copy_thread(s: Session, source: str, target: str) -> None:
+    s.execute(
+        f"INSERT OR IGNORE INTO lg_checkpoints ({_FRAME_COLUMNS}) SELECT ?, checkpoint_ns,"
+        " checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
+        " FROM lg_checkpoints WHERE thread_id = ?",
+        (target, source),
+    )
+    s.execute(
+        "INSERT OR IGNORE INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
+        " kind, base, type, data) SELECT ?, checkpoint_ns, channel, version, run_id, kind,"
+        " base, type, data FROM lg_blobs WHERE thread_id = ?",
+        (target, source),
+    )
+    s.execute(
+        "INSERT OR IGNORE INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,"
+        " idx, run_id, channel, type, data, task_path) SELECT ?, checkpoint_ns, checkpoint_id,"
+        " task_id, idx, run_id, channel, type, data, task_path FROM lg_writes"
+        " WHERE thread_id = ?",
+        (target, source),
+    )
+
+
+def _prune(s: Session, threads: list[str], keep_latest: bool) -> None:
+    for thread in threads:
+        if not keep_latest:
+            delete_langgraph_thread(s, thread)
+            continue
+        s.execute(
+            "DELETE FROM lg_checkpoints WHERE thread_id = ? AND checkpoint_id < (SELECT"
+            " MAX(c.checkpoint_id) FROM lg_checkpoints c WHERE c.thread_id ="
+            " lg_checkpoints.thread_id AND c.checkpoint_ns = lg_checkpoints.checkpoint_ns)",
+            (thread,),
+        )
+        _drop_orphan_writes(s, thread)
+        _drop_unread_blobs(s, thread, None)
+
+
+def _drop_orphan_writes(s: Session, thread: str) -> None:
+    s.execute(
+        "DELETE FROM lg_writes WHERE thread_id = ? AND NOT EXISTS (SELECT 1 FROM lg_checkpoints c"
+        " WHERE c.thread_id = lg_writes.thread_id AND c.checkpoint_ns = lg_writes.checkpoint_ns"
+        " AND c.checkpoint_id = lg_writes.checkpoint_id)",
+        (thread,),
+    )
+
+
+def _drop_unread_blobs(s: Session, thread: str, runs: set[str] | None) -> None:
+    """Deletes the thread's blobs (of `runs`, or any) that no checkpoint left reads, directly or
+    as the base of a blob it reads."""
+    blobs = s.all(
+        "SELECT checkpoint_ns, channel, version, base, run_id FROM lg_blobs WHERE thread_id = ?",
+        (thread,),
+    )
+    bases: dict[_Key, str | None] = {(b[0], b[1], b[2]): b[3] for b in blobs}
+    read: set[_Key] = set()
+    for ns, versions in s.all(
+        "SELECT checkpoint_ns, versions FROM lg_checkpoints WHERE thread_id = ?", (thread,)
+    ):
+        for channel, version in json.loads(versions).items():
+            key: _Key | None = (ns, channel, version)
+            while key is not None and key in bases and key not in read:
+                read.add(key)
+                base = bases[key]
+                key = None if base is None else (ns, channel, base)
+    for ns, channel, version, _, run_id in blobs:
+        if (ns, channel, version) not in read and (runs is None or run_id in runs):
+            s.execute(
+                "DELETE FROM lg_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ?"
+                " AND version = ?",
+                (thread, ns, channel, version),
+            )
