@@ -1,7 +1,8 @@
 """A fault-injecting store for tests: SQLite errors raised where SQLite raises them.
 
-`inject(db, faults)` slips a stand-in under each aiosqlite connection of a real `Database`
-(the one `App.start` opened too: `app.store.db`), in place of its `sqlite3.Connection`. The
+`inject(db, faults)` slips a stand-in under each connection of a real SQLite `Database` (or of
+a `SqliteStore`, such as the one `App.start` opened: `app.store`), in place of its
+`sqlite3.Connection`. The
 stand-in runs in the connection's worker thread, like SQLite, and before each statement and
 commit asks the fault source whether to fail:
 
@@ -29,7 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from turnstile_server.store import Database
+from turnstile_server.store import Store
+from turnstile_server.store.sqlite import Database, SqliteStore
 
 Kind = Literal["locked", "io", "lost"]
 _ERRORS: dict[Kind, tuple[str, int, str]] = {
@@ -112,7 +114,7 @@ class ScriptedFaults:
 
 
 class FaultyConnection:
-    """Stands in for the `sqlite3.Connection` inside an aiosqlite connection."""
+    """Stands in for the `sqlite3.Connection` of a store connection."""
 
     def __init__(self, inner: sqlite3.Connection, faults: Faults) -> None:
         self._inner = inner
@@ -144,17 +146,21 @@ class FaultyConnection:
 
 
 @contextmanager
-def inject(db: Database, faults: Faults) -> Iterator[None]:
-    """Puts `faults` under the writer and the reader of `db` until the block ends."""
-    # The seam is aiosqlite's private `_connection`: the retries above it are what is tested.
-    connections = [db._writer, db._reader]
-    originals = [conn._connection for conn in connections]
+def inject(target: Database | Store, faults: Faults) -> Iterator[None]:
+    """Puts `faults` under the writer and the reader of `target` until the block ends."""
+    if not isinstance(target, Database):
+        assert isinstance(target, SqliteStore), "faults are SQLite errors"
+        target = target.db
+    # The seam is each connection's `sqlite`, read by every store operation as it starts in the
+    # connection's thread: the retries above it are what is tested.
+    connections = target.connections
+    originals = [conn.sqlite for conn in connections]
     for conn, original in zip(connections, originals, strict=True):
         assert original is not None, "the database is closed"
-        conn._connection = cast(sqlite3.Connection, FaultyConnection(original, faults))
+        conn.sqlite = cast(sqlite3.Connection, FaultyConnection(original, faults))
     try:
         yield
     finally:
         for conn, original in zip(connections, originals, strict=True):
-            if conn._connection is not None:  # still open
-                conn._connection = original
+            if conn.sqlite is not None:  # still open
+                conn.sqlite = original

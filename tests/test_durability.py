@@ -21,8 +21,8 @@ from turnstile import FailedPreconditionError, TurnstileClient, get_client
 from turnstile.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
-from turnstile_server.store import Store
-from turnstile_server.store.schema import MIGRATIONS
+from turnstile_server.store.sqlite import SqliteStore
+from turnstile_server.store.sqlite.schema import MIGRATIONS
 
 MODES = ["sync", "async", "exit"]
 
@@ -114,7 +114,7 @@ async def test_async_sends_a_steps_events_and_runs_the_next_step_before_its_comm
 ) -> None:
     held = _HeldStepCheckpoints()
     thread_id = (await client.threads.create())["thread_id"]
-    with inject(app.store.db, held):
+    with inject(app.store, held):
         stream = client.runs.stream(
             thread_id,
             "gated",
@@ -141,7 +141,7 @@ async def test_async_writes_a_step_only_once_the_one_before_is_committed(
 ) -> None:
     held = _HeldStepCheckpoints(fail=True)
     thread_id = (await client.threads.create())["thread_id"]
-    with inject(app.store.db, held):
+    with inject(app.store, held):
         run = await gated_run(client, thread_id, "async")
         assert await asyncio.to_thread(held.holding.wait, 10)  # step 1's write, held
         GATES.open("b")  # step 2 is yielded while step 1's write is still held ...
@@ -285,7 +285,7 @@ async def test_runs_written_before_the_durability_column_read_as_sync(tmp_path: 
             " VALUES ('r', 't', 'echo', 'echo', 'success', 'enqueue', 1, 1)"
         )
     db.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert (await store.runs.get("t", "r")).durability == "sync"
     finally:

@@ -24,7 +24,7 @@ from turnstile_server.config import ServerConfig
 from turnstile_server.graph import RunContext
 from turnstile_server.runtime.view import ReadOnlyMapping, ReadOnlySequence, plain, read_only
 from turnstile_server.state import ThreadState, normalize_update
-from turnstile_server.store import checkpoints as checkpoint_cache
+from turnstile_server.store.sqlite import checkpoints as checkpoint_cache
 
 MODES = ["sync", "async", "exit"]
 GATE_TIMEOUT = 10.0

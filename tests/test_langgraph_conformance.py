@@ -11,8 +11,8 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import Capability
 
 from turnstile_server.runtime.langgraph.saver import TurnstileSaver
-from turnstile_server.store.database import Database
-from turnstile_server.store.langgraph_sqlite import SqliteLangGraphCheckpoints
+from turnstile_server.store.sqlite.database import Database
+from turnstile_server.store.sqlite.langgraph import SqliteLangGraphCheckpoints
 
 
 @checkpointer_test(name="TurnstileSaver")

@@ -17,10 +17,10 @@ from langgraph.graph.state import CompiledStateGraph
 
 from turnstile_server.runtime.langgraph import blobs
 from turnstile_server.runtime.langgraph.saver import TurnstileSaver
-from turnstile_server.store import Store
-from turnstile_server.store.database import Database
 from turnstile_server.store.langgraph_checkpoints import BlobRecord, CheckpointFrame
-from turnstile_server.store.langgraph_sqlite import BrokenChain, SqliteLangGraphCheckpoints
+from turnstile_server.store.sqlite import SqliteStore
+from turnstile_server.store.sqlite.database import Database
+from turnstile_server.store.sqlite.langgraph import BrokenChain, SqliteLangGraphCheckpoints
 
 TABLES = ("lg_checkpoints", "lg_blobs", "lg_writes")
 
@@ -286,7 +286,7 @@ async def test_deleting_an_earlier_run_keeps_the_blobs_a_later_checkpoint_reads(
 
 
 async def test_deleting_a_thread_deletes_its_langgraph_rows(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "store.db")
+    store = await SqliteStore.open(tmp_path / "store.db")
     try:
         await store.threads.create("t", {})
         await store.threads.create("other", {})

@@ -8,6 +8,7 @@ is used, so a new backend is added by listing it in `BACKENDS`.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from turnstile_server.errors import (
     ThreadBusy,
     ThreadNotFound,
 )
-from turnstile_server.store import RunRecord, RunSpec, Store
+from turnstile_server.store import RunRecord, RunSpec, Store, open_store
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -33,20 +34,25 @@ MAX_QUEUED = 3
 
 @dataclass
 class Backend:
-    """A storage backend under test: where its database is, and how to open a store on it."""
+    """A storage backend under test: where its database is, and how to open a store on it.
+
+    `one_process`: the backend serves one server process per database (SQLite, whose state
+    cache trusts that every write goes through it) and must refuse a second one.
+    """
 
     name: str
     url: str
+    one_process: bool
 
     async def open(self) -> Store:
-        return await Store.open(self.url)
+        return await open_store(self.url)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name = request.param
     assert name == "sqlite"
-    return Backend(name, str(tmp_path / "contract.db"))
+    return Backend(name, f"sqlite:///{tmp_path / 'contract.db'}", one_process=True)
 
 
 @pytest.fixture
@@ -346,3 +352,74 @@ async def test_a_reopened_store_keeps_threads_runs_checkpoints_and_state(
         assert await store.runs.threads_with_inflight() == ["t"]
     finally:
         await store.close()
+
+
+# The one-process rule.
+
+OPEN_ELSEWHERE = """
+import asyncio, sys
+from turnstile_server.store import open_store
+
+async def main():
+    try:
+        store = await open_store(sys.argv[1])
+    except OSError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(3)
+    await store.threads.create("from-elsewhere", {})
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def open_in_another_process(url: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OPEN_ELSEWHERE,
+        url,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(20):
+        _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_a_second_server_process_on_the_same_database_is_refused_while_one_has_it(
+    backend: Backend,
+) -> None:
+    store = await backend.open()
+    try:
+        code, err = await open_in_another_process(backend.url)
+        if backend.one_process:
+            assert code == 3, err
+            assert "in use by another Turnstile server" in err
+            assert "one server process per SQLite database" in err
+            with pytest.raises(ThreadNotFound):
+                await store.threads.get("from-elsewhere")
+        else:
+            assert code == 0, err
+    finally:
+        await store.close()
+    # Once the first has closed, another process may open it.
+    code, err = await open_in_another_process(backend.url)
+    assert code == 0, err
+    store = await backend.open()
+    try:
+        assert (await store.threads.get("from-elsewhere")).thread_id == "from-elsewhere"
+    finally:
+        await store.close()
+
+
+async def test_a_second_store_in_the_same_process_is_refused_too(backend: Backend) -> None:
+    store = await backend.open()
+    try:
+        if backend.one_process:
+            with pytest.raises(OSError, match="in use by another Turnstile server"):
+                await backend.open()
+    finally:
+        await store.close()
+    reopened = await backend.open()
+    await reopened.close()

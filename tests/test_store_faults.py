@@ -17,9 +17,9 @@ from tests.faults import Rule, ScriptedFaults, inject
 from tests.support import eventually
 from turnstile_server.errors import StoreUnavailable, Unavailable
 from turnstile_server.rpc_errors import code_of
-from turnstile_server.store import Database, Store
-from turnstile_server.store.database import Session
-from turnstile_server.store.retry import RetryPolicy, error_name, is_transient
+from turnstile_server.store.sqlite import Database, SqliteStore
+from turnstile_server.store.sqlite.database import Session
+from turnstile_server.store.sqlite.retry import RetryPolicy, error_name, is_transient
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,8 +28,8 @@ INSERT = "INSERT INTO threads"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = Store(await Database.open(tmp_path / "faults.db", policy=FAST))
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(await Database.open(tmp_path / "faults.db", policy=FAST))
     yield opened
     await opened.close()
 
@@ -60,7 +60,9 @@ async def thread_ids(db: Database) -> list[str]:
 # Transient errors are retried where a retry cannot apply anything twice.
 
 
-async def test_locked_at_begin_is_retried_and_the_transaction_applies_once(store: Store) -> None:
+async def test_locked_at_begin_is_retried_and_the_transaction_applies_once(
+    store: SqliteStore,
+) -> None:
     faults = ScriptedFaults([Rule("BEGIN IMMEDIATE", "locked", times=3)])
     with inject(store.db, faults):
         assert await insert_thread(store.db, "t1") == 1
@@ -70,7 +72,7 @@ async def test_locked_at_begin_is_retried_and_the_transaction_applies_once(store
 
 
 async def test_locked_at_a_statement_is_retried_inside_the_still_open_transaction(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     faults = ScriptedFaults([Rule(INSERT, "locked", times=2)])
     with inject(store.db, faults):
@@ -80,7 +82,7 @@ async def test_locked_at_a_statement_is_retried_inside_the_still_open_transactio
     assert await thread_ids(store.db) == ["t1", "t2"]
 
 
-async def test_locked_at_commit_is_retried_and_commits_once(store: Store) -> None:
+async def test_locked_at_commit_is_retried_and_commits_once(store: SqliteStore) -> None:
     faults = ScriptedFaults([Rule("COMMIT", "locked", times=3)])
     with inject(store.db, faults):
         assert await insert_thread(store.db, "t1", also="t2") == 1
@@ -89,7 +91,7 @@ async def test_locked_at_commit_is_retried_and_commits_once(store: Store) -> Non
     assert await thread_ids(store.db) == ["t1", "t2"]
 
 
-async def test_locked_reads_are_retried(store: Store) -> None:
+async def test_locked_reads_are_retried(store: SqliteStore) -> None:
     await insert_thread(store.db, "t1")
     faults = ScriptedFaults([Rule("SELECT * FROM threads", "locked", times=3)])
     with inject(store.db, faults):
@@ -98,7 +100,7 @@ async def test_locked_reads_are_retried(store: Store) -> None:
     assert faults.rules[0].fired == 3
 
 
-async def test_store_operations_get_through_locks_at_every_statement(store: Store) -> None:
+async def test_store_operations_get_through_locks_at_every_statement(store: SqliteStore) -> None:
     faults = ScriptedFaults(
         [Rule("BEGIN", "locked", 2), Rule("SELECT", "locked", 2), Rule("COMMIT", "locked", 2)]
     )
@@ -134,7 +136,7 @@ async def test_a_real_lock_held_by_another_connection_is_waited_out(tmp_path: Pa
 
 
 async def test_a_lock_that_outlasts_the_retries_is_store_unavailable_and_applies_nothing(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     faults = ScriptedFaults([Rule(INSERT, "locked", times=100)])
     with inject(store.db, faults), pytest.raises(StoreUnavailable) as caught:
@@ -165,7 +167,7 @@ async def test_a_real_lock_never_released_is_store_unavailable(tmp_path: Path) -
 
 
 async def test_a_lock_that_cost_the_transaction_is_not_retried_and_nothing_applies(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     # SQLite may roll the whole transaction back on SQLITE_BUSY: retrying the statement would
     # then run the rest of the block outside any transaction.
@@ -188,7 +190,7 @@ async def test_a_lock_that_cost_the_transaction_is_not_retried_and_nothing_appli
 
 @pytest.mark.parametrize("where", ["BEGIN IMMEDIATE", INSERT, "COMMIT"])
 async def test_an_io_error_in_a_transaction_is_not_retried_and_is_store_unavailable(
-    store: Store, where: str
+    store: SqliteStore, where: str
 ) -> None:
     faults = ScriptedFaults([Rule(where, "io", times=100)])
     with inject(store.db, faults), pytest.raises(StoreUnavailable) as caught:
@@ -200,7 +202,7 @@ async def test_an_io_error_in_a_transaction_is_not_retried_and_is_store_unavaila
 
 
 async def test_an_io_error_on_a_read_is_not_retried_and_is_store_unavailable(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     await insert_thread(store.db, "t1")
     faults = ScriptedFaults([Rule("SELECT", "io", times=100)])
@@ -237,7 +239,7 @@ async def test_cancelling_a_write_while_its_commit_retries_still_applies_it_once
         await db.close()
 
 
-async def test_a_write_cancelled_before_its_group_begins_is_withdrawn(store: Store) -> None:
+async def test_a_write_cancelled_before_its_group_begins_is_withdrawn(store: SqliteStore) -> None:
     held = asyncio.Event()
     release = threading.Event()
 
@@ -265,7 +267,7 @@ async def _is_set(event: asyncio.Event) -> None:
     assert event.is_set()
 
 
-async def test_a_failing_write_is_undone_alone_and_its_group_commits(store: Store) -> None:
+async def test_a_failing_write_is_undone_alone_and_its_group_commits(store: SqliteStore) -> None:
     release = threading.Event()
     holding = asyncio.create_task(store.db.write(lambda conn: release.wait(5)))
     await asyncio.sleep(0.01)
@@ -285,7 +287,7 @@ async def test_a_failing_write_is_undone_alone_and_its_group_commits(store: Stor
     assert results[0] == 2 and results[2] == 1
 
 
-async def test_a_write_failing_before_it_writes_costs_its_group_nothing(store: Store) -> None:
+async def test_a_write_failing_before_it_writes_costs_its_group_nothing(store: SqliteStore) -> None:
     await insert_thread(store.db, "t0")
     release = threading.Event()
     holding = asyncio.create_task(store.db.write(lambda conn: release.wait(5)))
@@ -312,7 +314,9 @@ async def test_a_write_failing_before_it_writes_costs_its_group_nothing(store: S
 # Everything else is not the store being unavailable, and keeps its meaning.
 
 
-async def test_constraint_and_sql_errors_are_neither_retried_nor_translated(store: Store) -> None:
+async def test_constraint_and_sql_errors_are_neither_retried_nor_translated(
+    store: SqliteStore,
+) -> None:
     await insert_thread(store.db, "t1")
     with pytest.raises(sqlite3.IntegrityError):
         await insert_thread(store.db, "t1")

@@ -69,7 +69,7 @@ async def faulty_server(tmp_path: Path, faults: Faults) -> AsyncIterator[Server]
         ServerConfig(host="127.0.0.1", port=0, database=database), support.registry()
     )
     try:
-        with inject(app.store.db, faults):
+        with inject(app.store, faults):
             async with grpc.aio.insecure_channel(app.address) as channel:
                 yield Server(app, Stubs(channel), channel, database)
     finally:

@@ -31,7 +31,7 @@ from turnstile_server.scheduler import Scheduler
 from turnstile_server.services.assistant_service import AssistantService
 from turnstile_server.services.run_service import RunService
 from turnstile_server.services.thread_service import ThreadService
-from turnstile_server.store import Store
+from turnstile_server.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class App:
         if keys is not None:
             interceptors.append(AuthInterceptor(keys))
         credentials = _server_credentials(config)
-        store = await Store.open(config.database)
+        store = await open_store(config.database)
         hub = EventHub(config.stream_limits(), thread_epoch=store.threads.next_watch_epoch)
         runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
         scheduler = Scheduler(

@@ -15,9 +15,19 @@ from typing import TypeAlias
 from turnstile_server.config import ServerConfig
 from turnstile_server.errors import TurnstileError
 from turnstile_server.logs import configured as logs_configured
+from turnstile_server.store import DatabaseUrlError, parse_database_url
 from turnstile_server.store.records import DURABILITIES
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _database_url(text: str) -> str:
+    """`--database`, checked: an unknown scheme is a usage error (exit status 2)."""
+    try:
+        parse_database_url(text)
+    except DatabaseUrlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_serve_command(commands: Subcommands) -> None:
@@ -28,7 +38,10 @@ def add_serve_command(commands: Subcommands) -> None:
     serve.add_argument("--host", default=defaults.host, help="address to bind (TURNSTILE_HOST)")
     serve.add_argument("--port", type=int, default=defaults.port, help="port (TURNSTILE_PORT)")
     serve.add_argument(
-        "--database", default=defaults.database, help="SQLite file (TURNSTILE_DATABASE)"
+        "--database",
+        default=defaults.database,
+        type=_database_url,
+        help="sqlite:///path/to.db or a bare path (TURNSTILE_DATABASE)",
     )
     serve.add_argument(
         "--graph",

@@ -12,7 +12,7 @@ from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidAr
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
 from turnstile_server.store import AssistantRecord, Store
-from turnstile_server.store.assistants import new_assistant
+from turnstile_server.store.records import new_assistant
 
 
 def builtin_assistant(graph_id: str) -> AssistantRecord:

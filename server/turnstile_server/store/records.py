@@ -133,6 +133,15 @@ class Admission:
     start: Start | None = None  # the run was started in its admission too
 
 
+@dataclass(slots=True)
+class Recovery:
+    """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
+
+    requeued: int = 0
+    ended: list[RunRecord] = field(default_factory=list)
+    deleted: list[RunRecord] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Start:
     """What starting a thread's next run did: started `run` (with `checkpoints` written so far,
@@ -152,3 +161,11 @@ class Ended:
     run: RunRecord
     rolled_back: bool
     next: Start = Start()
+
+
+def new_assistant(
+    assistant_id: str, graph_id: str, name: str, config: dict[str, Any], metadata: dict[str, Any]
+) -> AssistantRecord:
+    """Builds a record for a new assistant stamped now."""
+    now = now_us()
+    return AssistantRecord(assistant_id, graph_id, name, config, metadata, now, now)

@@ -1,6 +1,6 @@
 """A database full of history for B6: threads, their runs and checkpoints, bulk-inserted.
 
-The schema comes from the server's own migrations (`Store.open`); rows then go in with
+The schema comes from the server's own migrations (`open_store`); rows then go in with
 `executemany` in one transaction, in chunks of threads so memory stays flat.
 """
 
@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from turnstile_server.store import Store
+from turnstile_server.store import open_store
 
 CHECKPOINTS_PER_RUN = 5
 """Like the `agent` graph: the input, then four steps."""
@@ -21,7 +21,7 @@ CHUNK_THREADS = 5000
 
 async def seed_database(path: Path, threads: int, checkpoints: int) -> None:
     """Creates the database at `path` holding `threads` idle threads and `checkpoints`."""
-    store = await Store.open(path)
+    store = await open_store(str(path))
     await store.close()
     await asyncio.to_thread(_insert, path, threads, checkpoints)
 

@@ -10,20 +10,21 @@ from typing import Any
 
 from turnstile_server.errors import RunActive, RunNotFound
 from turnstile_server.ids import new_id
-from turnstile_server.store import run_writes
-from turnstile_server.store.checkpoints import Checkpoints
-from turnstile_server.store.database import Database, Session
 from turnstile_server.store.records import (
     Admission,
     Ended,
+    Recovery,
     RunError,
     RunRecord,
     RunSpec,
     Start,
     now_us,
 )
-from turnstile_server.store.rows import run_from_row
-from turnstile_server.store.run_writes import SELECT_RUNS, Recovery
+from turnstile_server.store.sqlite import run_writes
+from turnstile_server.store.sqlite.checkpoints import Checkpoints
+from turnstile_server.store.sqlite.database import Database, Session
+from turnstile_server.store.sqlite.rows import run_from_row
+from turnstile_server.store.sqlite.run_writes import SELECT_RUNS
 
 
 class Runs:

@@ -10,7 +10,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from turnstile_server.store.database import Database, Row, Session, landed
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
     Chain,
@@ -18,6 +17,7 @@ from turnstile_server.store.langgraph_checkpoints import (
     StoredCheckpoint,
     WriteRecord,
 )
+from turnstile_server.store.sqlite.database import Database, Row, Session, landed
 
 _FRAME_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"

@@ -84,7 +84,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN durability TEXT NOT NULL DEFAULT 'sync'
         CHECK (durability IN ('sync', 'async', 'exit'));
     """,
-    # 6: LangGraph's checkpoints, channel blobs and pending writes (store/langgraph_sqlite.py).
+    # 6: LangGraph's checkpoints, channel blobs and pending writes (store/sqlite/langgraph.py).
     # Keyed by thread id without a foreign key: a LangGraph saver may be handed any thread id.
     # Checkpoints and writes are small rows kept in their key's b-tree (WITHOUT ROWID), and blobs
     # have no run index (a run's blobs come with its checkpoints): each put writes fewer pages.

@@ -15,9 +15,9 @@ from typing import Any
 from turnstile_server.errors import ThreadNotFound
 from turnstile_server.ids import new_id
 from turnstile_server.state import ThreadState
-from turnstile_server.store.database import Database, Session, landed
 from turnstile_server.store.records import CheckpointRecord, now_us
-from turnstile_server.store.rows import checkpoint_from_row, dumps, loads
+from turnstile_server.store.sqlite.database import Database, Session, landed
+from turnstile_server.store.sqlite.rows import checkpoint_from_row, dumps, loads
 
 CACHE_THREADS = 1024
 

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from turnstile_server.errors import InvalidArgument
-from turnstile_server.store.database import Row
 from turnstile_server.store.records import (
     AssistantRecord,
     CheckpointRecord,
@@ -14,6 +13,7 @@ from turnstile_server.store.records import (
     RunRecord,
     ThreadRecord,
 )
+from turnstile_server.store.sqlite.database import Row
 
 RUN_COLUMNS = """
     r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,

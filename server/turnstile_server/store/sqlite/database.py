@@ -1,4 +1,4 @@
-"""The SQLite connections: one writer, one reader, each in its aiosqlite thread; WAL.
+"""The SQLite connections: one writer, one reader, each in a thread of its own; WAL.
 
 A store operation is a plain function over a `Session`, run whole in the connection's thread:
 one hand-off to the thread per operation, however many statements it runs. Writes are grouped:
@@ -21,107 +21,23 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
+from turnstile_server.store.sqlite.connection import Connection
+from turnstile_server.store.sqlite.lock import ProcessLock
+from turnstile_server.store.sqlite.retry import RetryPolicy, error_name, store_errors
+from turnstile_server.store.sqlite.schema import MIGRATIONS
+from turnstile_server.store.sqlite.session import Row, Session
 
-from turnstile_server.store.retry import (
-    RetryPolicy,
-    error_name,
-    is_transient,
-    retried,
-    store_errors,
-)
-from turnstile_server.store.schema import MIGRATIONS
+__all__ = ["Body", "Database", "Row", "Session", "landed"]
 
 log = logging.getLogger(__name__)
 
-Row = sqlite3.Row
 T = TypeVar("T")
 Body = Callable[["Session"], T]
 """A store operation: runs in the connection's thread, statement by statement."""
-
-
-class Session:
-    """A connection seen from its own thread: statements retried where that is safe.
-
-    Safe means the transaction state is what it was before the attempt: outside a transaction
-    the failed statement changed nothing; inside one, SQLite undid just that statement. If
-    SQLite abandoned the transaction instead, the error propagates.
-    """
-
-    __slots__ = ("_conn", "_policy")
-
-    def __init__(self, conn: sqlite3.Connection, policy: RetryPolicy) -> None:
-        self._conn = conn
-        self._policy = policy
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open."""
-        return self._conn.in_transaction
-
-    @property
-    def total_changes(self) -> int:
-        """Rows inserted, updated or deleted on the connection since it was opened."""
-        return self._conn.total_changes
-
-    def execute(self, sql: str, parameters: Iterable[Any] = ()) -> sqlite3.Cursor:
-        """Executes one statement, retried as the class says."""
-        args = tuple(parameters)
-        was_in_transaction = self._conn.in_transaction
-
-        def safe(exc: BaseException) -> bool:
-            return is_transient(exc) and self._conn.in_transaction == was_in_transaction
-
-        return retried(self._policy, lambda: self._conn.execute(sql, args), safe)
-
-    def one(self, sql: str, parameters: Iterable[Any] = ()) -> Row | None:
-        """The first row of a query, or None."""
-        row: Row | None = self.execute(sql, parameters).fetchone()
-        return row
-
-    def all(self, sql: str, parameters: Iterable[Any] = ()) -> list[Row]:
-        """Every row of a query."""
-        return list(self.execute(sql, parameters).fetchall())
-
-    def commit(self) -> None:
-        """Commits; a COMMIT that failed busy leaves the transaction open, so it is retried."""
-        retried(
-            self._policy,
-            self._conn.commit,
-            lambda exc: is_transient(exc) and self._conn.in_transaction,
-        )
-
-    def rollback(self) -> None:
-        """Rolls back, logging (not raising) a failure: the next transaction rolls back first."""
-        try:
-            self._conn.rollback()
-        except sqlite3.Error:
-            log.warning("rollback failed; the next transaction rolls back first", exc_info=True)
-
-
-class Connection(aiosqlite.Connection):
-    """An aiosqlite connection that runs whole store operations in its thread."""
-
-    def __init__(self, path: str, policy: RetryPolicy) -> None:
-        super().__init__(lambda: sqlite3.connect(path, isolation_level=None), 64)
-        self.policy = policy
-
-    async def run(self, body: Callable[[Session], T]) -> T:
-        """Runs `body` in the connection's thread with a `Session` over the connection."""
-        # `_conn` is read in the thread, at call time: tests slip a stand-in under it.
-        execute: Callable[[Callable[[], T]], Awaitable[T]] = self._execute
-        return await execute(lambda: body(Session(self._conn, self.policy)))
-
-    def submit(self, body: Callable[[Session], None]) -> None:
-        """Queues `body` to run in the connection's thread; nobody waits for it. It must not
-        raise: what it hands back, it hands back itself."""
-        future = asyncio.get_running_loop().create_future()
-        # aiosqlite's own queue, so `body` runs in order with the connection's other work.
-        self._tx.put_nowait((future, lambda: body(Session(self._conn, self.policy))))
 
 
 _Write = tuple[Body[Any], asyncio.Future[Any]]
@@ -135,10 +51,13 @@ class Database:
     for the event loop between them: the loop only queues writes and hears the outcomes.
     """
 
-    def __init__(self, path: str, writer: Connection, reader: Connection) -> None:
+    def __init__(
+        self, path: str, writer: Connection, reader: Connection, lock: ProcessLock | None = None
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._process_lock = lock
         self._lock = threading.Lock()
         self._queue: list[_Write] = []  # under the lock
         self._committing = False  # under the lock: the writer's thread is taking groups
@@ -146,18 +65,29 @@ class Database:
 
     @classmethod
     async def open(cls, path: str | Path, *, policy: RetryPolicy | None = None) -> Database:
-        """Opens (creating if needed) and migrates the database at `path`."""
+        """Opens (creating if needed) and migrates the database at `path`; DatabaseInUse if
+        another store, in this process or another, has it open (one server process per file)."""
         path = str(path)
         policy = policy or RetryPolicy()
-        writer = await _connect(path, policy)
+        lock = ProcessLock.acquire(path)
         try:
-            await writer.run(_migrate)
-            reader = await _connect(path, policy)
+            writer = await _connect(path, policy)
+            try:
+                await writer.run(_migrate)
+                reader = await _connect(path, policy)
+            except BaseException:
+                await writer.close()
+                raise
         except BaseException:
-            await writer.close()
+            lock.release()
             raise
         log.info("database %s at schema version %d", path, len(MIGRATIONS))
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, lock)
+
+    @property
+    def connections(self) -> tuple[Connection, Connection]:
+        """The writer and the reader (for tests that slip faults under them)."""
+        return self._writer, self._reader
 
     async def close(self) -> None:
         """Closes both connections once the writes submitted so far have been answered."""
@@ -166,8 +96,12 @@ class Database:
         # queued before has been committed and its answers are on their way to the loop.
         await self._writer.run(lambda session: None)
         await asyncio.sleep(0)
-        await self._writer.close()
-        await self._reader.close()
+        try:
+            await self._writer.close()
+            await self._reader.close()
+        finally:
+            if self._process_lock is not None:
+                self._process_lock.release()
 
     async def write(self, body: Body[T]) -> T:
         """Runs `body` in a write transaction and returns what it returned, once committed.
@@ -199,7 +133,7 @@ class Database:
             self._writer.submit(self._commit_groups)
         return future
 
-    def _commit_groups(self, session: Session) -> None:
+    def _commit_groups(self, _: Session) -> None:
         """In the writer's thread: commits the queued writes group by group until none is left,
         handing each group's outcomes to the loop as soon as it is committed."""
         while True:
@@ -213,7 +147,8 @@ class Database:
                     return
             try:
                 with store_errors():
-                    outcomes = _apply(session, [body for body, _ in group])
+                    # A session per group: what runs it is read afresh (tests swap it).
+                    outcomes = _apply(self._writer.session(), [body for body, _ in group])
             except Exception as exc:
                 outcomes = [(False, exc)] * len(group)
             loop = group[0][1].get_loop()
@@ -321,10 +256,12 @@ def _apply_once(
 
 
 async def _connect(path: str, policy: RetryPolicy) -> Connection:
-    conn = Connection(path, policy)
-    await conn
-    conn.row_factory = sqlite3.Row
-    await conn.run(lambda s: _configure(s, policy))
+    conn = await Connection.open(path, policy)
+    try:
+        await conn.run(lambda s: _configure(s, policy))
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 

@@ -7,16 +7,16 @@ from dataclasses import replace
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
-from turnstile_server.store.checkpoints import Checkpoints
-from turnstile_server.store.database import Database, Session
-from turnstile_server.store.langgraph_sqlite import delete_langgraph_thread
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
-from turnstile_server.store.rows import (
+from turnstile_server.store.sqlite.checkpoints import Checkpoints
+from turnstile_server.store.sqlite.database import Database, Session
+from turnstile_server.store.sqlite.langgraph import delete_langgraph_thread
+from turnstile_server.store.sqlite.rows import (
     dumps,
     metadata_filter,
     thread_from_row,
 )
-from turnstile_server.store.run_writes import inflight_runs
+from turnstile_server.store.sqlite.run_writes import inflight_runs
 
 
 class Threads:

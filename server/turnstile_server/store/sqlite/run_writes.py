@@ -6,34 +6,25 @@ thread cannot interleave. `store.runs.Runs` submits them.
 
 from __future__ import annotations
 
-import builtins
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from turnstile_server import policy
 from turnstile_server.errors import RunNotFound, ThreadNotFound
-from turnstile_server.store.checkpoints import insert_checkpoint
-from turnstile_server.store.database import Session
 from turnstile_server.store.records import (
     Admission,
     Ended,
+    Recovery,
     RunError,
     RunRecord,
     RunSpec,
     Start,
 )
-from turnstile_server.store.rows import RUN_COLUMNS, dumps, loads, run_from_row
+from turnstile_server.store.sqlite.checkpoints import insert_checkpoint
+from turnstile_server.store.sqlite.database import Session
+from turnstile_server.store.sqlite.rows import RUN_COLUMNS, dumps, loads, run_from_row
 
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
-
-
-@dataclass(slots=True)
-class Recovery:
-    """What `recover` did: runs requeued, runs it ended, runs it deleted (rolled back)."""
-
-    requeued: int = 0
-    ended: builtins.list[RunRecord] = field(default_factory=list)
-    deleted: builtins.list[RunRecord] = field(default_factory=list)
 
 
 def one(conn: Session, where: str, *params: Any) -> RunRecord | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from turnstile_server.errors import AlreadyExists, AssistantNotFound
-from turnstile_server.store.database import Database, Session
-from turnstile_server.store.records import AssistantRecord, now_us
-from turnstile_server.store.rows import assistant_from_row, dumps, metadata_filter
+from turnstile_server.store.records import AssistantRecord
+from turnstile_server.store.sqlite.database import Database, Session
+from turnstile_server.store.sqlite.rows import assistant_from_row, dumps, metadata_filter
 
 
 class Assistants:
@@ -84,11 +84,3 @@ class Assistants:
                 raise AssistantNotFound(assistant_id)
 
         await self._db.write(delete)
-
-
-def new_assistant(
-    assistant_id: str, graph_id: str, name: str, config: dict[str, Any], metadata: dict[str, Any]
-) -> AssistantRecord:
-    """Builds a record for a new assistant stamped now."""
-    now = now_us()
-    return AssistantRecord(assistant_id, graph_id, name, config, metadata, now, now)

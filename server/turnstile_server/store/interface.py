@@ -1,0 +1,242 @@
+"""The storage interface: what the scheduler, the runner and the services ask of a backend.
+
+A backend (SQLite in `store/sqlite/`) implements `Store`; `open_store(url)` picks one. Its
+records are the plain dataclasses of `store/records.py`. Every backend keeps the same rules:
+
+- Each method that changes runs is one transaction: two admissions on one thread never
+  interleave, and the multitask policy (`turnstile_server.policy`) decides what they do.
+- The store owns the folded-state cache: its own writes advance it or drop it, nobody else
+  touches it. A backend whose cache may miss other processes' writes allows one server
+  process per database, and refuses a second one when it opens.
+- `tests/test_store_contract.py` is the definition: every backend passes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from typing import Any, Protocol
+
+from turnstile_server.state import ThreadState
+from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints
+from turnstile_server.store.records import (
+    Admission,
+    AssistantRecord,
+    CheckpointRecord,
+    Ended,
+    Recovery,
+    RunError,
+    RunRecord,
+    RunSpec,
+    Start,
+    ThreadRecord,
+)
+
+Steps = list[tuple[int, str, dict[str, Any]]]
+"""Checkpoints to write for a run, in order: `(step, source, update)` each."""
+
+
+class ThreadStore(Protocol):
+    """Threads: create, read, list, update metadata, delete."""
+
+    async def create(
+        self,
+        thread_id: str,
+        metadata: dict[str, Any],
+        *,
+        if_exists: str = "raise",
+        request_id: str = "",
+    ) -> ThreadRecord:
+        """Creates a thread; a repeated `request_id` or `if_exists="do_nothing"` returns it,
+        else AlreadyExists."""
+        ...
+
+    async def get(self, thread_id: str) -> ThreadRecord:
+        """Returns the thread or raises ThreadNotFound."""
+        ...
+
+    async def next_watch_epoch(self, thread_id: str) -> int:
+        """Returns the thread's watch epoch (0 at first) and bumps it for the next caller."""
+        ...
+
+    async def list(
+        self, *, status: str | None, metadata: dict[str, Any], limit: int, before: int | None
+    ) -> tuple[builtins.list[ThreadRecord], int | None]:
+        """Lists threads newest first; returns the page and the cursor of the next one."""
+        ...
+
+    async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
+        """Merges `metadata` into the thread's metadata."""
+        ...
+
+    async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
+        """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
+        ...
+
+
+class RunStore(Protocol):
+    """Runs: admission with the multitask strategies, starting, finishing, cancelling."""
+
+    async def admit(self, spec: RunSpec, *, max_queued: int, start: bool = False) -> Admission:
+        """Admits a run as `policy.plan_admission` decides, in one transaction; with `start`,
+        a run due at once is started in it too (`Admission.start`). A `request_id` seen before
+        returns its run (`existing`), or RequestIdReused when it asks for something else."""
+        ...
+
+    async def get(self, thread_id: str, run_id: str) -> RunRecord:
+        """Returns the run or raises RunNotFound."""
+        ...
+
+    async def list(
+        self, thread_id: str, *, status: str | None, limit: int, before: int | None
+    ) -> tuple[builtins.list[RunRecord], int | None]:
+        """Lists a thread's runs newest first; returns the page and the next cursor."""
+        ...
+
+    async def pending_ids(self) -> builtins.list[str]:
+        """Returns the ids of every PENDING run."""
+        ...
+
+    async def threads_with_inflight(self) -> builtins.list[str]:
+        """Returns the threads that have pending or running runs, oldest admission first."""
+        ...
+
+    async def recover(self, max_attempts: int) -> Recovery:
+        """Settles the runs a previous process left RUNNING, in one transaction: being
+        cancelled, they end so; after `max_attempts` attempts, ERROR; else PENDING again."""
+        ...
+
+    async def start_next(self, thread_id: str) -> Start:
+        """Starts the thread's earliest pending run as a new attempt, if it is due; its first
+        attempt writes its input as the thread's next checkpoint in the same transaction."""
+        ...
+
+    async def finish(
+        self,
+        run: RunRecord,
+        status: str,
+        *,
+        error: RunError | None = None,
+        then_start: bool = False,
+    ) -> Ended | None:
+        """Ends a running run as it ended by itself (a cancellation recorded on it overrides
+        that), or deletes it with its checkpoints if it is being rolled back; with
+        `then_start`, starts the thread's next run in the same transaction. None if the run
+        is gone with its thread."""
+        ...
+
+    async def cancel(
+        self, thread_id: str, run_id: str, action: str, *, reason: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Cancels a run as `policy.plan_cancel` decides; returns the run (final if it ended
+        now) and whether it is still running, to be stopped."""
+        ...
+
+    async def delete(self, thread_id: str, run_id: str) -> None:
+        """Deletes an ended run (RunActive if it is inflight); its checkpoints stay."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Checkpoints (each holds its step's update) and the thread states folded from them."""
+
+    async def put(
+        self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
+    ) -> CheckpointRecord:
+        """Appends a checkpoint; it lands even if the caller is cancelled meanwhile (the
+        caller then waits for it). ThreadNotFound if the thread is gone."""
+        ...
+
+    def submit(
+        self, thread_id: str, run_id: str, steps: Steps
+    ) -> asyncio.Future[builtins.list[CheckpointRecord]]:
+        """Queues `steps` as one write, for good, and returns it at once (await it with
+        `landed`)."""
+        ...
+
+    async def landed(
+        self, written: asyncio.Future[builtins.list[CheckpointRecord]], thread_id: str
+    ) -> builtins.list[CheckpointRecord]:
+        """Awaits a submitted write; ThreadNotFound if the thread went."""
+        ...
+
+    async def live(self, thread_id: str) -> ThreadState:
+        """The thread's cached state itself, for the one run executing on the thread."""
+        ...
+
+    def latest_live(self, thread_id: str) -> tuple[CheckpointRecord, ThreadState] | None:
+        """The thread's newest checkpoint and cached state when cached, to be read at once."""
+        ...
+
+    async def last_of_run(self, run_id: str) -> CheckpointRecord | None:
+        """Returns the newest checkpoint a run wrote, or None."""
+        ...
+
+    async def state(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:
+        """Returns a private copy of the thread's latest state and its checkpoint."""
+        ...
+
+    async def values_at(self, thread_id: str, seq: int) -> dict[str, Any]:
+        """Returns the thread's values at the checkpoint with sequence number `seq`."""
+        ...
+
+    async def history(
+        self, thread_id: str, *, limit: int, before: int | None
+    ) -> tuple[builtins.list[tuple[CheckpointRecord, dict[str, Any]]], int | None]:
+        """Lists checkpoints newest first with the values at each; returns the next cursor."""
+        ...
+
+
+class AssistantStore(Protocol):
+    """Assistants created with CreateAssistant."""
+
+    async def create(self, record: AssistantRecord, *, if_exists: str) -> AssistantRecord:
+        """Inserts the assistant; with `if_exists="do_nothing"` an existing one is returned."""
+        ...
+
+    async def get(self, assistant_id: str) -> AssistantRecord:
+        """Returns the assistant or raises AssistantNotFound."""
+        ...
+
+    async def list(
+        self, *, graph_id: str, metadata: dict[str, Any], limit: int, before: int | None
+    ) -> tuple[builtins.list[AssistantRecord], int | None]:
+        """Lists assistants newest first; returns the page and the next cursor."""
+        ...
+
+    async def delete(self, assistant_id: str) -> None:
+        """Deletes the assistant or raises AssistantNotFound."""
+        ...
+
+
+class Store(Protocol):
+    """A storage backend: its tables, opened (by `open_store`) and closed together."""
+
+    @property
+    def threads(self) -> ThreadStore:
+        """The threads."""
+        ...
+
+    @property
+    def runs(self) -> RunStore:
+        """The runs."""
+        ...
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The checkpoints and the folded-state cache."""
+        ...
+
+    @property
+    def assistants(self) -> AssistantStore:
+        """The assistants."""
+        ...
+
+    @property
+    def langgraph(self) -> LangGraphCheckpoints:
+        """LangGraph's checkpoints, blobs and writes (`store/langgraph_checkpoints.py`)."""
+        ...
+
+    async def close(self) -> None:
+        """Closes the store once the writes submitted so far have been answered."""
+        ...

@@ -1,0 +1,82 @@
+"""`--database` picks the backend: sqlite:///path or a bare path; postgresql:// is reserved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from turnstile_server.store import DatabaseUrlError, open_store, parse_database_url
+
+
+@pytest.mark.parametrize(
+    ("text", "backend", "path"),
+    [
+        ("turnstile.db", "sqlite", "turnstile.db"),
+        ("/var/lib/turnstile/t.db", "sqlite", "/var/lib/turnstile/t.db"),
+        ("sqlite:///data/t.db", "sqlite", "data/t.db"),
+        ("sqlite:////var/lib/t.db", "sqlite", "/var/lib/t.db"),
+        ("SQLITE:///t.db", "sqlite", "t.db"),
+        ("postgresql://user@db/turnstile", "postgresql", ""),
+        ("postgres://db/turnstile", "postgresql", ""),
+    ],
+)
+def test_database_urls_name_their_backend(text: str, backend: str, path: str) -> None:
+    parsed = parse_database_url(text)
+    assert (parsed.backend, parsed.path, parsed.url) == (backend, path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("mysql://db/t", "unknown database scheme 'mysql'"),
+        ("redis://localhost", "unknown database scheme 'redis'"),
+        ("sqlite://t.db", "three slashes"),
+        ("sqlite:///", "three slashes"),
+        ("", "empty"),
+    ],
+)
+def test_other_database_urls_are_refused_with_what_to_give(text: str, says: str) -> None:
+    with pytest.raises(DatabaseUrlError, match=says):
+        parse_database_url(text)
+
+
+async def test_a_sqlite_url_opens_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = await open_store("sqlite:///relative.db")
+    await store.threads.create("t", {})
+    await store.close()
+    bare = await open_store(str(tmp_path / "relative.db"))
+    try:
+        assert (await bare.threads.get("t")).thread_id == "t"
+    finally:
+        await bare.close()
+
+
+async def test_postgresql_is_reserved_and_says_it_is_not_available_yet() -> None:
+    with pytest.raises(DatabaseUrlError, match="PostgreSQL backend is not available yet"):
+        await open_store("postgresql://localhost/turnstile")
+
+
+def test_serve_exits_2_on_an_unknown_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    from turnstile_server.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "0", "--database", "mongodb://db/t"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --database: unknown database scheme 'mongodb'" in err
+    assert "sqlite:///path/to.db" in err
+
+
+def test_serve_says_postgresql_is_not_available_yet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from turnstile_server.cli import main
+
+    assert main(["serve", "--port", "0", "--database", "postgresql://localhost/t"]) == 1
+    err = capsys.readouterr().err
+    assert "PostgreSQL backend is not available yet" in err
+    assert "Traceback" not in err
