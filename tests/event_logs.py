@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from turnstile.v1 import run_service_pb2, thread_service_pb2
-from turnstile_server import encoding
+from turnstile_server.api import codec
 from turnstile_server.event_log import EventLog, StreamLimits, follow
 from turnstile_server.events import SEQ_EPOCH_BITS
 from turnstile_server.store import RunRecord
@@ -24,7 +24,7 @@ def encoder(data: Any = None) -> Callable[[int], bytes]:
 
     def encode(seq: int) -> bytes:
         payload = {"n": seq} if data is None else data
-        return encoding.frame(encoding.run_event(seq, "r", "custom", payload))
+        return codec.frame(codec.run_event(seq, "r", "custom", payload))
 
     return encode
 

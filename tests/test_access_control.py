@@ -15,8 +15,8 @@ from tests import support
 from tests.rpc import Stubs, error_info
 from turnstile import UnauthenticatedError, get_client
 from turnstile.v1 import run_service_pb2, thread_service_pb2
+from turnstile_server.api.auth import read_keys
 from turnstile_server.app import App
-from turnstile_server.auth import read_keys
 from turnstile_server.config import ServerConfig
 
 KEYS = ["key-one-3f9a", "key-two-77c1"]

@@ -19,7 +19,7 @@ from tests.event_logs import (
     thread_seqs,
 )
 from tests.support import eventually
-from turnstile_server import wire
+from turnstile_server.api import wire
 from turnstile_server.event_log import StreamLimits, check_position
 from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 

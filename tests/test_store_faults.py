@@ -15,8 +15,8 @@ import pytest
 
 from tests.faults import Rule, ScriptedFaults, inject
 from tests.support import eventually
+from turnstile_server.api.rpc_errors import code_of
 from turnstile_server.errors import StoreUnavailable, Unavailable
-from turnstile_server.rpc_errors import code_of
 from turnstile_server.store.sqlite import Database, SqliteStore
 from turnstile_server.store.sqlite.database import Session
 from turnstile_server.store.sqlite.retry import RetryPolicy, error_name, is_transient

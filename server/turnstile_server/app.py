@@ -19,18 +19,18 @@ from turnstile.v1 import (
     thread_service_pb2,
     thread_service_pb2_grpc,
 )
-from turnstile_server.auth import ApiKeys, AuthInterceptor, read_keys
+from turnstile_server.api.assistant_service import AssistantService
+from turnstile_server.api.auth import ApiKeys, AuthInterceptor, read_keys
+from turnstile_server.api.rpc_errors import register
+from turnstile_server.api.rpc_metrics import MetricsInterceptor
+from turnstile_server.api.run_service import RunService
+from turnstile_server.api.thread_service import ThreadService
 from turnstile_server.config import ServerConfig
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
 from turnstile_server.metrics import Metrics
-from turnstile_server.rpc_errors import register
-from turnstile_server.rpc_metrics import MetricsInterceptor
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
-from turnstile_server.services.assistant_service import AssistantService
-from turnstile_server.services.run_service import RunService
-from turnstile_server.services.thread_service import ThreadService
 from turnstile_server.store import Store, open_store
 
 log = logging.getLogger(__name__)

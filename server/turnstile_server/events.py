@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from turnstile.v1 import run_pb2
-from turnstile_server import encoding, wire
+from turnstile_server.api import codec, wire
 from turnstile_server.event_log import EventLog, LazyEvent, SendBudget, StreamLimits
 from turnstile_server.store import RunRecord
 
@@ -94,8 +94,8 @@ class EventHub:
 
         def encode(seq: int) -> bytes:
             nonlocal payload
-            payload = encoding.run_event(seq, run.run_id, event, data, state=state)
-            return encoding.frame(payload)
+            payload = codec.run_event(seq, run.run_id, event, data, state=state)
+            return codec.frame(payload)
 
         self.open(run.run_id).append(encode)
         if thread is not None and payload is not None:
@@ -207,7 +207,7 @@ class EventHub:
             run_log = self._runs.get(run.run_id)
             if run_log is not None:
                 for frame in run_log.read(run_log.first_seq - 1, len(run_log), 1 << 62):
-                    log.append(_encoder(run_event=encoding.unframe(frame)))
+                    log.append(_encoder(run_event=codec.unframe(frame)))
 
     @asynccontextmanager
     async def watching(self, thread_id: str) -> AsyncIterator[EventLog]:
@@ -271,7 +271,7 @@ def _encoder(
     """Returns the encoder of one thread event, for `EventLog.append`."""
 
     def encode(seq: int) -> bytes:
-        return encoding.thread_event_frame(
+        return codec.thread_event_frame(
             seq, run_started=run_started, run_event=run_event, run_ended=run_ended
         )
 
@@ -291,8 +291,8 @@ class _RunEvent(LazyEvent):
         self.state = state
 
     def encode(self, seq: int) -> bytes:
-        return encoding.frame(
-            encoding.run_event(seq, self.run_id, self.event, self.data, state=self.state)
+        return codec.frame(
+            codec.run_event(seq, self.run_id, self.event, self.data, state=self.state)
         )
 
 

@@ -33,7 +33,7 @@ class ThreadState:
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self.values: dict[str, Any] = dict(values or {})
         self._index: dict[str, int] = {}
-        # The wire encoding of the first n messages, kept by `encoding.state_parts` while
+        # The wire encoding of the first n messages, kept by `api.codec.state_parts` while
         # messages are only appended; replacing one drops it.
         self.encoded: tuple[int, bytes] | None = None
         if MESSAGES in self.values:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
-from turnstile_server import encoding
+from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument
 from turnstile_server.store import AssistantRecord, CheckpointRecord, RunRecord, ThreadRecord
 
@@ -215,7 +215,7 @@ def to_struct(values: dict[str, Any] | None, *, state: bool = False) -> struct_p
     `state`: a thread's values, whose messages may be encoded once and reused."""
     if not values:
         return struct_pb2.Struct()
-    return struct_pb2.Struct.FromString(encoding.struct_body(values, "values", state=state))
+    return struct_pb2.Struct.FromString(codec.struct_body(values, "values", state=state))
 
 
 def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:

@@ -8,14 +8,14 @@ from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
-from turnstile_server import encoding, wire
+from turnstile_server.api import codec, wire
+from turnstile_server.api.assistant_service import resolve_assistant
+from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
-from turnstile_server.rpc_errors import encoded
 from turnstile_server.scheduler import Scheduler
-from turnstile_server.services.assistant_service import resolve_assistant
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
 
@@ -76,10 +76,10 @@ class RunService(pb_grpc.RunServiceServicer):
         (field 1) and the values at its own last checkpoint (field 2), joined once."""
         parts = self._values_at_end(run)
         if parts is None:
-            parts = [encoding.struct_body(await self._values_of(run), "values", state=True)]
-        head = encoding.field(0x0A, wire.run_message(run).SerializeToString())
+            parts = [codec.struct_body(await self._values_of(run), "values", state=True)]
+        head = codec.field(0x0A, wire.run_message(run).SerializeToString())
         size = sum(len(part) for part in parts)
-        return b"".join([head, b"\x12", encoding.varint(size), *parts]) if size else head
+        return b"".join([head, b"\x12", codec.varint(size), *parts]) if size else head
 
     def _values_at_end(self, run: RunRecord) -> list[bytes] | None:
         """The encoded values at the run's last checkpoint, in pieces, when it is the thread's
@@ -87,7 +87,7 @@ class RunService(pb_grpc.RunServiceServicer):
         latest = self._store.checkpoints.latest_live(run.thread_id)
         if latest is None or latest[0].run_id != run.run_id:
             return None
-        return encoding.state_parts(latest[1])
+        return codec.state_parts(latest[1])
 
     async def _values_of(self, run: RunRecord) -> dict[str, Any]:
         """The values at the run's last checkpoint, read back; empty if it wrote none."""

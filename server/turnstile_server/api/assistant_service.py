@@ -7,7 +7,7 @@ from typing import Any
 
 from turnstile.v1 import assistant_service_pb2 as pb
 from turnstile.v1 import assistant_service_pb2_grpc as pb_grpc
-from turnstile_server import wire
+from turnstile_server.api import wire
 from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidArgument
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id

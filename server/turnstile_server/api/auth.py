@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
+from turnstile_server.api.rpc_errors import DOMAIN, Refused, rebuilt
 from turnstile_server.errors import Unauthenticated
-from turnstile_server.rpc_errors import DOMAIN, Refused, rebuilt
 
 _SCHEME = "bearer "
 

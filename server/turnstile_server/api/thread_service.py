@@ -7,12 +7,12 @@ from typing import Any
 
 from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
-from turnstile_server import wire
+from turnstile_server.api import wire
+from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.errors import InvalidArgument, RequestIdReused
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.ids import new_id
-from turnstile_server.rpc_errors import encoded
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from turnstile.v1 import run_pb2
-from turnstile_server import encoding
+from turnstile_server.api import codec
 from turnstile_server.state import ThreadState
 
 # Finite numbers only: NaN and infinities are refused (tested below). Keys and strings of any
@@ -54,7 +54,7 @@ def _reference(data: Any) -> struct_pb2.Value:
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_a_value_decodes_to_what_protobuf_builds(data: Any) -> None:
-    assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(data)
+    assert struct_pb2.Value.FromString(codec.value(data)) == _reference(data)
 
 
 @settings(max_examples=100, deadline=None)
@@ -63,15 +63,15 @@ def test_an_event_decodes_to_what_protobuf_builds(data: dict[str, Any], seq: int
     expected = run_pb2.RunEvent(seq=seq, run_id="r" * 36, event="custom")
     expected.data.struct_value.SetInParent()
     expected.data.struct_value.update(data)
-    framed = encoding.frame(encoding.run_event(seq, "r" * 36, "custom", data))
-    assert run_pb2.RunEvent.FromString(encoding.unframe(framed)) == expected
+    framed = codec.frame(codec.run_event(seq, "r" * 36, "custom", data))
+    assert run_pb2.RunEvent.FromString(codec.unframe(framed)) == expected
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 128, 129, 16_383, 16_384, 70_000])
 def test_lengths_around_each_varint_boundary(size: int) -> None:
     text = "x" * size
     for data in (text, {text: text}, [text], {"k": [text, {"v": text}]}, {"é" * (size // 2): 1}):
-        assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(data)
+        assert struct_pb2.Value.FromString(codec.value(data)) == _reference(data)
 
 
 def test_subclasses_of_the_json_types_encode_as_their_base() -> None:
@@ -79,7 +79,7 @@ def test_subclasses_of_the_json_types_encode_as_their_base() -> None:
         pass
 
     data = {"a": UserDict({"b": (1, Text("x"))}), "n": True}
-    assert struct_pb2.Value.FromString(encoding.value(data)) == _reference(
+    assert struct_pb2.Value.FromString(codec.value(data)) == _reference(
         {"a": {"b": [1, "x"]}, "n": True}
     )
 
@@ -98,24 +98,24 @@ def test_what_json_cannot_carry_is_refused_with_its_path(
     data: Any, error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error) as raised:
-        encoding.value(data)
+        codec.value(data)
     assert str(raised.value) == message
 
 
 def test_a_bad_message_in_a_state_is_refused_with_its_path() -> None:
     with pytest.raises(ValueError, match=r"^values\.messages\.messages\[\]\.n: nan"):
-        encoding.struct_body({"messages": [{"n": math.nan}]}, "values", state=True)
+        codec.struct_body({"messages": [{"n": math.nan}]}, "values", state=True)
 
 
 @pytest.mark.parametrize("count", [1, 3, 2_000])
 def test_a_state_in_pieces_is_the_struct_protobuf_builds(count: int) -> None:
     messages = [{"id": f"m{i}", "type": "human", "content": "x" * (i % 300)} for i in range(count)]
     state = ThreadState({"before": 1, "messages": messages, "after": {"k": [True, None]}})
-    body = encoding.state_body(state)
-    assert body == encoding.struct_body(state.values, "values", state=True)
+    body = codec.state_body(state)
+    assert body == codec.struct_body(state.values, "values", state=True)
     assert struct_pb2.Struct.FromString(body) == _struct_of(state.values)
     state.apply({"messages": [{"id": "new", "type": "ai", "content": "y"}]})  # appended
-    assert struct_pb2.Struct.FromString(b"".join(encoding.state_parts(state))) == _struct_of(
+    assert struct_pb2.Struct.FromString(b"".join(codec.state_parts(state))) == _struct_of(
         state.values
     )
 

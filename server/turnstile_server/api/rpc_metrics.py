@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
+from turnstile_server.api.rpc_errors import rebuilt
 from turnstile_server.metrics import Metrics
-from turnstile_server.rpc_errors import rebuilt
 
 
 def status_code(context: Any, error: BaseException | None) -> str:

@@ -1,0 +1,1 @@
+"""The gRPC layer: servicers, conversions, the codec, the error table, interceptors."""

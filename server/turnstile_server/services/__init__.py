@@ -1,1 +1,0 @@
-"""The gRPC servicers: request validation, calls into the scheduler and store, responses."""
