@@ -15,61 +15,122 @@ subclasses, one per gRPC status code.
 
 from __future__ import annotations
 
-from turnstile._assistants import AssistantsClient
-from turnstile._client import TurnstileClient, get_client
-from turnstile._errors import (
-    AlreadyExistsError,
-    ConflictError,
-    DataLossError,
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    OutOfRangeError,
-    PermissionDeniedError,
-    RequestCancelledError,
-    ResourceExhaustedError,
-    TurnstileError,
-    UnauthenticatedError,
-    UnavailableError,
-    UnimplementedError,
-    UnknownError,
-)
-from turnstile._runs import RunsClient
-from turnstile._stream import RunStream, ThreadStream
-from turnstile._sync import (
-    SyncAssistantsClient,
-    SyncRunsClient,
-    SyncRunStream,
-    SyncThreadsClient,
-    SyncThreadStream,
-    SyncTurnstileClient,
-    get_sync_client,
-)
-from turnstile._threads import ThreadsClient
-from turnstile._types import (
-    Assistant,
-    CancelAction,
-    Checkpoint,
-    CheckpointSource,
-    Durability,
-    IfExists,
-    IfNotExists,
-    Json,
-    MultitaskStrategy,
-    OnDisconnect,
-    Run,
-    RunError,
-    RunResult,
-    RunStatus,
-    StreamMode,
-    StreamPart,
-    Thread,
-    ThreadState,
-    ThreadStatus,
-    ThreadStreamPart,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from turnstile._assistants import AssistantsClient
+    from turnstile._client import TurnstileClient, get_client
+    from turnstile._errors import (
+        AlreadyExistsError,
+        ConflictError,
+        DataLossError,
+        DeadlineExceededError,
+        FailedPreconditionError,
+        InternalError,
+        InvalidArgumentError,
+        NotFoundError,
+        OutOfRangeError,
+        PermissionDeniedError,
+        RequestCancelledError,
+        ResourceExhaustedError,
+        TurnstileError,
+        UnauthenticatedError,
+        UnavailableError,
+        UnimplementedError,
+        UnknownError,
+    )
+    from turnstile._runs import RunsClient
+    from turnstile._stream import RunStream, ThreadStream
+    from turnstile._sync import (
+        SyncAssistantsClient,
+        SyncRunsClient,
+        SyncRunStream,
+        SyncThreadsClient,
+        SyncThreadStream,
+        SyncTurnstileClient,
+        get_sync_client,
+    )
+    from turnstile._threads import ThreadsClient
+    from turnstile._types import (
+        Assistant,
+        CancelAction,
+        Checkpoint,
+        CheckpointSource,
+        Durability,
+        IfExists,
+        IfNotExists,
+        Json,
+        MultitaskStrategy,
+        OnDisconnect,
+        Run,
+        RunError,
+        RunResult,
+        RunStatus,
+        StreamMode,
+        StreamPart,
+        Thread,
+        ThreadState,
+        ThreadStatus,
+        ThreadStreamPart,
+    )
+
+# Public names load on first use (PEP 562), so that importing the generated code
+# (`turnstile.v1.*_pb2`, which the server imports) does not load the SDK's transport: grpc
+# channels, tenacity and the clients.
+_MODULES: dict[str, str] = {
+    "AssistantsClient": "turnstile._assistants",
+    "TurnstileClient": "turnstile._client",
+    "get_client": "turnstile._client",
+    "AlreadyExistsError": "turnstile._errors",
+    "ConflictError": "turnstile._errors",
+    "DataLossError": "turnstile._errors",
+    "DeadlineExceededError": "turnstile._errors",
+    "FailedPreconditionError": "turnstile._errors",
+    "InternalError": "turnstile._errors",
+    "InvalidArgumentError": "turnstile._errors",
+    "NotFoundError": "turnstile._errors",
+    "OutOfRangeError": "turnstile._errors",
+    "PermissionDeniedError": "turnstile._errors",
+    "RequestCancelledError": "turnstile._errors",
+    "ResourceExhaustedError": "turnstile._errors",
+    "TurnstileError": "turnstile._errors",
+    "UnauthenticatedError": "turnstile._errors",
+    "UnavailableError": "turnstile._errors",
+    "UnimplementedError": "turnstile._errors",
+    "UnknownError": "turnstile._errors",
+    "RunsClient": "turnstile._runs",
+    "RunStream": "turnstile._stream",
+    "ThreadStream": "turnstile._stream",
+    "SyncAssistantsClient": "turnstile._sync",
+    "SyncRunsClient": "turnstile._sync",
+    "SyncRunStream": "turnstile._sync",
+    "SyncThreadsClient": "turnstile._sync",
+    "SyncThreadStream": "turnstile._sync",
+    "SyncTurnstileClient": "turnstile._sync",
+    "get_sync_client": "turnstile._sync",
+    "ThreadsClient": "turnstile._threads",
+    "Assistant": "turnstile._types",
+    "CancelAction": "turnstile._types",
+    "Checkpoint": "turnstile._types",
+    "CheckpointSource": "turnstile._types",
+    "Durability": "turnstile._types",
+    "IfExists": "turnstile._types",
+    "IfNotExists": "turnstile._types",
+    "Json": "turnstile._types",
+    "MultitaskStrategy": "turnstile._types",
+    "OnDisconnect": "turnstile._types",
+    "Run": "turnstile._types",
+    "RunError": "turnstile._types",
+    "RunResult": "turnstile._types",
+    "RunStatus": "turnstile._types",
+    "StreamMode": "turnstile._types",
+    "StreamPart": "turnstile._types",
+    "Thread": "turnstile._types",
+    "ThreadState": "turnstile._types",
+    "ThreadStatus": "turnstile._types",
+    "ThreadStreamPart": "turnstile._types",
+}
 
 __all__ = [
     "AlreadyExistsError",
@@ -124,3 +185,20 @@ __all__ = [
     "get_client",
     "get_sync_client",
 ]
+
+
+# Hidden from type checkers, which would otherwise accept any name as `Any`.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Loads a public name from the module that defines it, on first use."""
+        module = _MODULES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        """The module's names, the ones not loaded yet included."""
+        return sorted([*globals(), *_MODULES])
