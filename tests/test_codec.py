@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from collections import UserDict
 from typing import Any
 
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,3 +126,79 @@ def _struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message
+
+
+def _decoded(body: bytes) -> dict[str, Any]:
+    return json_format.MessageToDict(struct_pb2.Struct.FromString(body))
+
+
+def test_state_encoding_follows_appends_replacements_and_copies() -> None:
+    state = ThreadState({"messages": [{"id": "a", "type": "human", "content": "hi"}], "n": 1})
+    assert _decoded(codec.state_body(state)) == state.snapshot()
+    state.apply({"messages": [{"id": "b", "type": "ai", "content": "hello"}]})
+    assert codec.encoded_messages(state) == 1, "appended: encoded up to a"
+    assert _decoded(codec.state_body(state)) == state.snapshot()
+    copy = state.copy()
+    state.apply({"messages": [{"id": "a", "type": "human", "content": "changed"}], "n": 2})
+    assert codec.encoded_messages(state) == 0, "a replaced message drops what was encoded"
+    assert _decoded(codec.state_body(state)) == state.snapshot()
+    assert _decoded(codec.state_body(copy))["messages"][0]["content"] == "hi"
+    copy.apply({"messages": [{"id": "c", "type": "ai", "content": "more"}]})
+    assert _decoded(codec.state_body(copy)) == copy.snapshot()
+    assert codec.state_body(state) == codec.struct_body(state.values, "values", state=True)
+
+
+def test_what_the_codec_keeps_of_a_state_does_not_keep_the_state_alive() -> None:
+    state = ThreadState({"messages": [{"id": "a", "type": "human", "content": "hi"}]})
+    codec.state_body(state)
+    assert codec.encoded_messages(state) == 1
+    ref = weakref.ref(state)
+    del state
+    gc.collect()
+    assert ref() is None
+
+
+# An update appends or replaces messages (by id, from a small pool so that replacements come
+# up often) and sets other keys; the state's encoding is checked after every update.
+messages_updates = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.sampled_from(["m0", "m1", "m2", "m3", "m4", "m5"]),
+            "type": st.sampled_from(["human", "ai"]),
+            "content": st.text(max_size=200),
+        },
+        optional={"extra": json_values},
+    ),
+    max_size=4,
+)
+updates = st.lists(
+    st.fixed_dictionaries(
+        {"messages": messages_updates},
+        optional={"other": json_values, "n": st.integers(-(2**53), 2**53)},
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(updates, st.booleans())
+def test_a_state_decodes_to_what_protobuf_builds_after_any_appends_and_replacements(
+    steps: list[dict[str, Any]], copied: bool
+) -> None:
+    state = ThreadState()
+    for update in steps:
+        state.apply(update)
+        if copied:  # a copy starts from what its original encoded
+            state = state.copy()
+        expected = _struct_of(state.values)
+        assert struct_pb2.Struct.FromString(codec.state_body(state)) == expected
+        assert struct_pb2.Struct.FromString(b"".join(codec.state_parts(state))) == expected
+        body = codec.struct_body(state.snapshot(), "values", state=True)
+        assert struct_pb2.Struct.FromString(body) == expected
+        event = run_pb2.RunEvent.FromString(
+            codec.unframe(
+                codec.frame(codec.run_event(7, "r", "values", state.snapshot(), state=True))
+            )
+        )
+        assert event.data.struct_value == expected

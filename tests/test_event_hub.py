@@ -20,6 +20,7 @@ from tests.event_logs import (
 )
 from tests.support import eventually
 from turnstile_server.api import wire
+from turnstile_server.api.event_frames import EventFrames
 from turnstile_server.event_log import StreamLimits, check_position
 from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 
@@ -30,7 +31,7 @@ STEP = 5.0  # seconds a subscriber may take to react, so that a hang fails fast
 
 @pytest.fixture
 async def hub() -> AsyncIterator[EventHub]:
-    events = EventHub(StreamLimits())
+    events = EventHub(EventFrames(), StreamLimits())
     yield events
     events.close()
 
@@ -97,7 +98,7 @@ async def test_emit_refuses_data_that_is_not_json(hub: EventHub) -> None:
 
 
 async def test_an_ended_run_log_is_dropped_after_retain_seconds() -> None:
-    hub = EventHub(StreamLimits(retain_seconds=0.05))
+    hub = EventHub(EventFrames(), StreamLimits(retain_seconds=0.05))
     try:
         run = run_record()
         hub.run_started(run)
@@ -124,12 +125,12 @@ async def test_ended_run_logs_over_the_retained_bytes_budget_drop_the_oldest() -
         assert log is not None
         return log.nbytes
 
-    probe = EventHub(StreamLimits())
+    probe = EventHub(EventFrames(), StreamLimits())
     try:
         size = end(probe, "probe")  # what one ended run's log counts as
     finally:
         probe.close()
-    hub = EventHub(StreamLimits(retained_bytes=int(2.5 * size)))
+    hub = EventHub(EventFrames(), StreamLimits(retained_bytes=int(2.5 * size)))
     try:
         for index in range(4):
             end(hub, f"r{index}")
@@ -147,7 +148,7 @@ async def test_ended_run_logs_over_the_retained_bytes_budget_drop_the_oldest() -
 async def test_replaying_ended_runs_keeps_their_encoded_bytes_within_the_retained_budget() -> None:
     # `checked` events are lazy: they count as a small estimate until a replay encodes them.
     payload = {"text": "x" * 2000}
-    hub = EventHub(StreamLimits(retained_bytes=5000))
+    hub = EventHub(EventFrames(), StreamLimits(retained_bytes=5000))
     try:
         for index in range(4):
             run = run_record(f"r{index}")
@@ -211,7 +212,7 @@ async def test_a_thread_log_is_numbered_from_its_epoch_and_records_run_lifecycle
     async def epoch(thread_id: str) -> int:
         return next(epochs)
 
-    hub = EventHub(StreamLimits(), thread_epoch=epoch)
+    hub = EventHub(EventFrames(), StreamLimits(), thread_epoch=epoch)
     try:
         log = await hub.thread_log("t")
         assert (log.first_seq, log.last_seq) == (3 * EPOCH + 1, 3 * EPOCH)
@@ -258,7 +259,7 @@ async def test_an_idle_thread_log_expires_after_retain_seconds_but_not_while_wat
     async def epoch(thread_id: str) -> int:
         return next(epochs)
 
-    hub = EventHub(StreamLimits(retain_seconds=0.05), thread_epoch=epoch)
+    hub = EventHub(EventFrames(), StreamLimits(retain_seconds=0.05), thread_epoch=epoch)
     try:
         async with hub.watching("t") as watched:
             run = run_record(thread_id="t")

@@ -1,4 +1,8 @@
-"""What importing a layer loads: the generated code no SDK."""
+"""What importing a layer loads: the core no grpc and no protobuf, the generated code no SDK.
+
+The import-linter contracts in pyproject.toml say the same of the source; these check what
+Python really loads.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,34 @@ def loaded_by(statement: str) -> set[str]:
     )
     assert result.returncode == 0, result.stderr
     return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def not_for_the_core(modules: set[str]) -> list[str]:
+    """Among `modules`, grpc, protobuf (generated or not), the API layer and the SDK."""
+    return sorted(
+        name
+        for name in modules
+        if name.split(".")[0] in ("grpc", "grpc_status", "grpc_health", "grpc_reflection")
+        or name.split(".")[0] == "turnstile"
+        or name.endswith("_pb2")
+        or name.startswith(("google.protobuf", "google.rpc", "turnstile_server.api"))
+    )
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "turnstile_server.scheduler",
+        "turnstile_server.runner",
+        "turnstile_server.store",
+        "turnstile_server.events",
+        "turnstile_server.state",
+        "turnstile_server.policy",
+        "turnstile_server.runtime",
+    ],
+)
+def test_importing_the_core_loads_no_grpc_and_no_protobuf(module: str) -> None:
+    assert not_for_the_core(loaded_by(f"import {module}")) == []
 
 
 def test_importing_the_generated_code_loads_no_sdk_transport() -> None:

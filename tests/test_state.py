@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
-from google.protobuf import json_format, struct_pb2
 
-from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument, InvalidInput
 from turnstile_server.state import ThreadState, fold, normalize_input, normalize_update
 
@@ -374,23 +372,3 @@ def test_update_tuples_become_lists() -> None:
 def test_bad_update_is_rejected_naming_the_path(bad_update: Any, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         normalize_update(bad_update)
-
-
-def _decoded(body: bytes) -> dict[str, Any]:
-    return json_format.MessageToDict(struct_pb2.Struct.FromString(body))
-
-
-def test_state_encoding_follows_appends_replacements_and_copies() -> None:
-    state = ThreadState({"messages": [{"id": "a", "type": "human", "content": "hi"}], "n": 1})
-    assert _decoded(codec.state_body(state)) == state.snapshot()
-    state.apply({"messages": [{"id": "b", "type": "ai", "content": "hello"}]})
-    assert state.encoded is not None and state.encoded[0] == 1, "appended: encoded up to a"
-    assert _decoded(codec.state_body(state)) == state.snapshot()
-    copy = state.copy()
-    state.apply({"messages": [{"id": "a", "type": "human", "content": "changed"}], "n": 2})
-    assert state.encoded is None, "a replaced message drops what was encoded"
-    assert _decoded(codec.state_body(state)) == state.snapshot()
-    assert _decoded(codec.state_body(copy))["messages"][0]["content"] == "hi"
-    copy.apply({"messages": [{"id": "c", "type": "ai", "content": "more"}]})
-    assert _decoded(codec.state_body(copy)) == copy.snapshot()
-    assert codec.state_body(state) == codec.struct_body(state.values, "values", state=True)

@@ -21,6 +21,7 @@ from turnstile.v1 import (
 )
 from turnstile_server.api.assistant_service import AssistantService
 from turnstile_server.api.auth import ApiKeys, AuthInterceptor, read_keys
+from turnstile_server.api.event_frames import EventFrames
 from turnstile_server.api.rpc_errors import register
 from turnstile_server.api.rpc_metrics import MetricsInterceptor
 from turnstile_server.api.run_service import RunService
@@ -88,7 +89,9 @@ class App:
             interceptors.append(AuthInterceptor(keys))
         credentials = _server_credentials(config)
         store = await open_store(config.database)
-        hub = EventHub(config.stream_limits(), thread_epoch=store.threads.next_watch_epoch)
+        hub = EventHub(
+            EventFrames(), config.stream_limits(), thread_epoch=store.threads.next_watch_epoch
+        )
         runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
         scheduler = Scheduler(
             store,

@@ -15,14 +15,36 @@ import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
-from turnstile.v1 import run_pb2
-from turnstile_server.api import codec, wire
 from turnstile_server.event_log import EventLog, LazyEvent, SendBudget, StreamLimits
 from turnstile_server.store import RunRecord
 
 SEQ_EPOCH_BITS = 32
+
+
+class EventEncoder(Protocol):
+    """Puts events in the form the streams send: the API layer provides it."""
+
+    def run_event(self, seq: int, run_id: str, event: str, data: Any, *, state: bool) -> bytes:
+        """A run's event, framed; raises TypeError or ValueError if `data` is not JSON.
+
+        `state`: `data` is a snapshot of a thread's state, whose messages never change once
+        stored (so their encoding may be reused).
+        """
+        ...
+
+    def thread_event(
+        self,
+        seq: int,
+        *,
+        run_started: RunRecord | None = None,
+        run_event: bytes | None = None,
+        run_ended: RunRecord | None = None,
+    ) -> bytes:
+        """A thread's event, framed: a run started or ended, or one of its events (a frame
+        `run_event` returned)."""
+        ...
 
 
 class _ThreadLog:
@@ -41,10 +63,12 @@ class EventHub:
 
     def __init__(
         self,
+        encoder: EventEncoder,
         limits: StreamLimits | None = None,
         *,
         thread_epoch: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
+        self._encoder = encoder
         self.limits = limits or StreamLimits()
         self.send_budget = SendBudget(self.limits.send_budget)
         self._thread_epoch = thread_epoch
@@ -77,7 +101,7 @@ class EventHub:
         self._running.setdefault(run.thread_id, {})[run.run_id] = run
         thread = self._threads.get(run.thread_id)
         if thread is not None:
-            thread.log.append(_encoder(run_started=wire.run_message(run)))
+            thread.log.append(self._thread_event(run_started=run))
 
     def emit(self, run: RunRecord, event: str, data: Any, *, checked: bool = False) -> None:
         """Appends an event to the run's log (and its thread's); raises if `data` is not JSON.
@@ -88,18 +112,18 @@ class EventHub:
         state = checked and event == "values"  # a snapshot of the thread's state
         thread = self._threads.get(run.thread_id)
         if checked and thread is None:
-            self.open(run.run_id).append(_RunEvent(run.run_id, event, data, state))
+            self.open(run.run_id).append(_RunEvent(self._encoder, run.run_id, event, data, state))
             return
-        payload: bytes | None = None
+        framed: bytes | None = None
 
         def encode(seq: int) -> bytes:
-            nonlocal payload
-            payload = codec.run_event(seq, run.run_id, event, data, state=state)
-            return codec.frame(payload)
+            nonlocal framed
+            framed = self._encoder.run_event(seq, run.run_id, event, data, state=state)
+            return framed
 
         self.open(run.run_id).append(encode)
-        if thread is not None and payload is not None:
-            thread.log.append(_encoder(run_event=payload))
+        if thread is not None and framed is not None:
+            thread.log.append(self._thread_event(run_event=framed))
 
     def run_ended(self, run: RunRecord, end: dict[str, Any], *, error: Any = None) -> None:
         """Emits the run's `error` (if any) and `end` events, once; tells the thread's watchers."""
@@ -120,7 +144,7 @@ class EventHub:
             self._running.pop(run.thread_id, None)
         thread = self._threads.get(run.thread_id)
         if thread is not None:
-            thread.log.append(_encoder(run_ended=wire.run_message(run)))
+            thread.log.append(self._thread_event(run_ended=run))
             self._touch(run.thread_id, thread)
 
     def _retire(self, run_id: str, log: EventLog) -> None:
@@ -203,11 +227,11 @@ class EventHub:
     def _seed(self, log: EventLog, thread_id: str) -> None:
         """Starts a new watch log with the thread's running runs and their events so far."""
         for run in self._running.get(thread_id, {}).values():
-            log.append(_encoder(run_started=wire.run_message(run)))
+            log.append(self._thread_event(run_started=run))
             run_log = self._runs.get(run.run_id)
             if run_log is not None:
                 for frame in run_log.read(run_log.first_seq - 1, len(run_log), 1 << 62):
-                    log.append(_encoder(run_event=codec.unframe(frame)))
+                    log.append(self._thread_event(run_event=frame))
 
     @asynccontextmanager
     async def watching(self, thread_id: str) -> AsyncIterator[EventLog]:
@@ -251,6 +275,21 @@ class EventHub:
             del self._threads[thread_id]
             thread.log.expire()
 
+    def _thread_event(
+        self,
+        *,
+        run_started: RunRecord | None = None,
+        run_event: bytes | None = None,
+        run_ended: RunRecord | None = None,
+    ) -> Callable[[int], bytes]:
+        """The encoder of one thread event, for `EventLog.append`."""
+        return functools.partial(
+            self._encoder.thread_event,
+            run_started=run_started,
+            run_event=run_event,
+            run_ended=run_ended,
+        )
+
     def close(self) -> None:
         """Cancels the removal timers (on shutdown)."""
         if self._sweep is not None:
@@ -262,38 +301,23 @@ class EventHub:
                 thread.expiry = None
 
 
-def _encoder(
-    *,
-    run_started: run_pb2.Run | None = None,
-    run_event: bytes | None = None,
-    run_ended: run_pb2.Run | None = None,
-) -> Callable[[int], bytes]:
-    """Returns the encoder of one thread event, for `EventLog.append`."""
-
-    def encode(seq: int) -> bytes:
-        return codec.thread_event_frame(
-            seq, run_started=run_started, run_event=run_event, run_ended=run_ended
-        )
-
-    return encode
-
-
 class _RunEvent(LazyEvent):
     """A run's event whose data is known to be JSON, encoded when first read."""
 
-    __slots__ = ("data", "event", "run_id", "state")
+    __slots__ = ("data", "encoder", "event", "run_id", "state")
 
-    def __init__(self, run_id: str, event: str, data: Any, state: bool) -> None:
+    def __init__(
+        self, encoder: EventEncoder, run_id: str, event: str, data: Any, state: bool
+    ) -> None:
         super().__init__(_estimate(data))
+        self.encoder = encoder
         self.run_id = run_id
         self.event = event
         self.data = data
         self.state = state
 
     def encode(self, seq: int) -> bytes:
-        return codec.frame(
-            codec.run_event(seq, self.run_id, self.event, self.data, state=self.state)
-        )
+        return self.encoder.run_event(seq, self.run_id, self.event, self.data, state=self.state)
 
 
 def _estimate(data: Any) -> int:

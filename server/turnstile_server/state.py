@@ -28,14 +28,14 @@ _ROLES: dict[str, str] = {
 class ThreadState:
     """A thread's values plus an index of message ids, so an update costs O(update)."""
 
-    __slots__ = ("_index", "encoded", "values")
+    __slots__ = ("__weakref__", "_index", "replaced", "values")
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self.values: dict[str, Any] = dict(values or {})
         self._index: dict[str, int] = {}
-        # The wire encoding of the first n messages, kept by `api.codec.state_parts` while
-        # messages are only appended; replacing one drops it.
-        self.encoded: tuple[int, bytes] | None = None
+        # How many times a stored message was replaced: while it stays the same, messages were
+        # only appended, so whoever encoded the first n may reuse that (the API layer's codec).
+        self.replaced = 0
         if MESSAGES in self.values:
             messages = _message_list(self.values[MESSAGES], "values.messages")
             self.values[MESSAGES] = list(messages)
@@ -64,7 +64,7 @@ class ThreadState:
         clone = ThreadState.__new__(ThreadState)
         clone.values = self.snapshot()
         clone._index = dict(self._index)
-        clone.encoded = self.encoded
+        clone.replaced = self.replaced
         return clone
 
     def _merge_messages(self, incoming: list[Mapping[str, Any]]) -> None:
@@ -79,7 +79,7 @@ class ThreadState:
                 messages.append(stored)
             else:
                 messages[position] = stored
-                self.encoded = None
+                self.replaced += 1
 
 
 def fold(updates: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import struct
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from turnstile.v1 import run_pb2
@@ -118,18 +120,52 @@ def state_parts(state: ThreadState) -> list[bytes]:
     return parts
 
 
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """What was encoded of a state's messages: the first `count` items of `messages`, while
+    `replaced` was the state's count of replaced messages."""
+
+    messages: list[Any]
+    replaced: int
+    count: int
+    items: bytes
+
+
+_ENCODED: weakref.WeakKeyDictionary[ThreadState, _Encoded] = weakref.WeakKeyDictionary()
+"""By thread state, dropped with it: a long thread's answers then encode only new messages."""
+
+
+def encoded_messages(state: ThreadState) -> int:
+    """How many of the state's messages its next encoding reuses, encoded before."""
+    known = _ENCODED.get(state)
+    messages = state.values.get(MESSAGES)
+    if known is None or not _reusable(known, state, messages):
+        return 0
+    return known.count
+
+
+def _reusable(known: _Encoded, state: ThreadState, messages: Any) -> bool:
+    """Whether `known` still holds the first messages: the same list, only appended to."""
+    return (
+        known.messages is messages
+        and known.replaced == state.replaced
+        and known.count <= len(messages)
+    )
+
+
 def _state_messages(state: ThreadState, items: list[Any]) -> bytes:
     """The state's messages as ListValue items, encoded from where the last call left off."""
-    count, encoded = state.encoded or (0, b"")
-    if count > len(items):  # not only appended to: start over
-        count, encoded = 0, b""
+    known = _ENCODED.get(state)
+    count, encoded = 0, b""
+    if known is not None and _reusable(known, state, items):
+        count, encoded = known.count, known.items
     if count < len(items):
         try:
             encoded += _message_items(items[count:])
         except _NotJson as exc:
             exc.where.append(f".{MESSAGES}")
             raise
-        state.encoded = (len(items), encoded)
+        _ENCODED[state] = _Encoded(items, state.replaced, len(items), encoded)
     return encoded
 
 
