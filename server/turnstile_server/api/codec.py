@@ -2,7 +2,10 @@
 
 `google.protobuf.Value`/`Struct` built field by field cost a call into protobuf per JSON node;
 writing their wire format here costs a few bytes operations per node, and a stream response is
-the concatenation of its framed events, so an event is encoded once for every subscriber.
+the concatenation of its framed events, so an event is encoded once for every subscriber. What
+is encoded is kept only where it is reused: a thread's messages (each encoded once, and a
+state's list only from where its last encoding left off). Everything else the server sends,
+thread events included, goes through protobuf's own encoder.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from turnstile.v1 import run_pb2
+from turnstile.v1 import run_pb2, thread_service_pb2
 from turnstile_server.state import MESSAGES, ThreadState
 
 _DOUBLE = struct.Struct("<d")
@@ -31,10 +34,6 @@ _HEADS = {tag: [bytes((tag, n)) for n in range(0x80)] for tag in range(0x0A, 0x8
 _ENTRY = _HEADS[0x0A]  # Struct.fields entries, ListValue.values items, map entry keys (1)
 _ENTRY_VALUE = _HEADS[0x12]  # a map entry's value (2)
 _STRING = _HEADS[0x1A]  # Value.string_value (3)
-
-_KEYS: dict[str, bytes] = {}
-"""Encoded map-entry keys (field 1 of a Struct entry) by key: the same few keys recur."""
-_KEYS_MAX = 4096
 
 
 def varint(number: int) -> bytes:
@@ -245,16 +244,10 @@ def _struct(data: Mapping[str, Any], messages: Callable[[list[Any]], bytes] | No
 
 
 def _key(key: Any) -> bytes:
-    """A map entry's key field (1), encoded once per distinct key."""
-    head = _KEYS.get(key)
-    if head is None:
-        if not isinstance(key, str):
-            raise _NotJson(TypeError, f"key {key!r} is not a string")
-        head = field(0x0A, key.encode())
-        if len(_KEYS) >= _KEYS_MAX:
-            _KEYS.clear()
-        _KEYS[key] = head
-    return head
+    """A map entry's key field (1)."""
+    if not isinstance(key, str):
+        raise _NotJson(TypeError, f"key {key!r} is not a string")
+    return field(0x0A, key.encode())
 
 
 def _message_items(items: list[Any]) -> bytes:
@@ -301,18 +294,9 @@ def _message(message: Any) -> bytes:
 def run_event(seq: int, run_id: str, event: str, data: Any, *, state: bool = False) -> bytes:
     """An encoded `RunEvent`: seq (1), run_id (2), event (3), data (4); `state` as for
     `value`."""
-    head = _EVENT_HEADS.get((run_id, event))
-    if head is None:
-        head = field(0x12, run_id.encode()) + field(0x1A, event.encode())
-        if len(_EVENT_HEADS) >= _KEYS_MAX:
-            _EVENT_HEADS.clear()
-        _EVENT_HEADS[run_id, event] = head
-    body = field(0x22, value(data, state=state))
-    return b"".join((b"\x08", varint(seq), head, body)) if seq else head + body
-
-
-_EVENT_HEADS: dict[tuple[str, str], bytes] = {}
-"""Encoded run id and event name of a RunEvent, by both: a run's events share a few."""
+    parts = [field(0x12, run_id.encode()), field(0x1A, event.encode())]
+    parts.append(field(0x22, value(data, state=state)))
+    return b"".join([b"\x08", varint(seq), *parts] if seq else parts)
 
 
 EVENTS = 0x0A  # field 1, length-delimited: `events` of every stream response message
@@ -342,13 +326,10 @@ def thread_event_frame(
     run_event: bytes | None = None,
     run_ended: run_pb2.Run | None = None,
 ) -> bytes:
-    """Encodes and frames one `ThreadEvent` (fields: seq 1, run_started 2, run_event 3,
-    run_ended 4); `run_event` is an encoded `RunEvent`, embedded without decoding."""
-    body = b"\x08" + varint(seq)
-    if run_started is not None:
-        body += field(0x12, run_started.SerializeToString())
-    elif run_event is not None:
+    """Encodes and frames one `ThreadEvent`, by protobuf; `run_event` is an encoded `RunEvent`,
+    embedded (field 3, after protobuf's encoding of seq, field 1) without decoding."""
+    message = thread_service_pb2.ThreadEvent(seq=seq, run_started=run_started, run_ended=run_ended)
+    body = message.SerializeToString()
+    if run_event is not None:
         body += field(0x1A, run_event)
-    elif run_ended is not None:
-        body += field(0x22, run_ended.SerializeToString())
     return frame(body)
