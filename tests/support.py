@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from turnstile import TurnstileClient, get_client
+from turnstile_server.app import App
+from turnstile_server.config import ServerConfig
 from turnstile_server.graph import GraphRegistry, RunContext
 
 T = TypeVar("T")
@@ -171,3 +175,22 @@ async def file_gated(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[di
         while not (gate_dir / name).exists():  # noqa: ASYNC110 - a file, across processes
             await asyncio.sleep(0.02)
         yield {"messages": [{"type": "ai", "content": f"passed {name}"}]}
+
+
+@asynccontextmanager
+async def client_of(
+    config: ServerConfig | str, graphs: GraphRegistry | None = None
+) -> AsyncIterator[tuple[App, TurnstileClient]]:
+    """A server for the block (stopped at once, runs left RUNNING), and a client of it.
+
+    `config` may be just a database path; `graphs` defaults to `registry()`.
+    """
+    if isinstance(config, str):
+        config = ServerConfig(host="127.0.0.1", port=0, database=config)
+    app = await App.start(config, graphs if graphs is not None else registry())
+    client = get_client(url=app.address)
+    try:
+        yield app, client
+    finally:
+        await client.close()
+        await app.stop(grace=0)

@@ -10,18 +10,15 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import support
-from tests.support import GATES
-from turnstile import TurnstileClient, get_client
-from turnstile_server.app import App
-from turnstile_server.config import ServerConfig
-from turnstile_server.graph import RunContext
+from tests.support import GATES, client_of
+from turnstile import get_client
+from turnstile_server.graph import GraphRegistry, RunContext
 from turnstile_server.runtime.view import ReadOnlyMapping, ReadOnlySequence, plain, read_only
 from turnstile_server.state import ThreadState, normalize_update
 from turnstile_server.store.sqlite import checkpoints as checkpoint_cache
@@ -71,19 +68,12 @@ async def counting(state: Mapping[str, Any], ctx: RunContext) -> AsyncIterator[d
         yield {"count": state.get("count", 0) + 1}
 
 
-@asynccontextmanager
-async def serving(database: str) -> AsyncIterator[tuple[TurnstileClient, str]]:
-    """A server on `database` with the test graphs for the block: a client and its address."""
-    graphs = support.registry()
-    graphs.register("mutating", mutating)
-    graphs.register("counting", counting)
-    app = await App.start(ServerConfig(host="127.0.0.1", port=0, database=database), graphs)
-    client = get_client(url=app.address)
-    try:
-        yield client, app.address
-    finally:
-        await client.close()
-        await app.stop(grace=0)
+def graphs() -> GraphRegistry:
+    """The shared test graphs, `mutating` and `counting`."""
+    registry = support.registry()
+    registry.register("mutating", mutating)
+    registry.register("counting", counting)
+    return registry
 
 
 # --- the view ----------------------------------------------------------------------------
@@ -195,7 +185,7 @@ async def test_a_graph_writing_to_its_state_leaves_only_its_updates_before_and_a
         "notes": {"kept": True, "tags": ["a"]},
         "count": 2,
     }
-    async with serving(database) as (client, _):
+    async with client_of(database, graphs()) as (_, client):
         thread_id = (await client.threads.create())["thread_id"]
         result = await client.runs.wait(
             thread_id,
@@ -208,7 +198,7 @@ async def test_a_graph_writing_to_its_state_leaves_only_its_updates_before_and_a
         assert _shape(result) == expected
         before = (await client.threads.get_state(thread_id))["values"]
         assert _shape(before) == expected
-    async with serving(database) as (client, _):
+    async with client_of(database, graphs()) as (_, client):
         assert (await client.threads.get_state(thread_id))["values"] == before
         # A later run starts from what was stored, not from what the graph wrote.
         follow = await client.runs.wait(
@@ -240,7 +230,7 @@ def small_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 async def test_a_graph_sees_every_step_when_its_thread_leaves_the_cache_mid_run(
     tmp_path: Path, small_cache: int, durability: str
 ) -> None:
-    async with serving(str(tmp_path / "evicted.db")) as (client, address):
+    async with client_of(str(tmp_path / "evicted.db"), graphs()) as (app, client):
         others = []
         for number in range(small_cache + 2):
             thread_id = (await client.threads.create())["thread_id"]
@@ -256,7 +246,7 @@ async def test_a_graph_sees_every_step_when_its_thread_leaves_the_cache_mid_run(
             input={"gates": gates},
             durability=durability,  # type: ignore[arg-type]
         )
-        reader = get_client(url=address)
+        reader = get_client(url=app.address)
         try:
             for gate in gates:
                 async with asyncio.timeout(GATE_TIMEOUT):

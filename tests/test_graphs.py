@@ -141,7 +141,7 @@ def test_register_rejects_a_function_that_is_not_an_async_generator() -> None:
         return {}
 
     with pytest.raises(InvalidArgument, match="not an async generator function"):
-        GraphRegistry().register("g", coroutine)  # type: ignore[arg-type]
+        GraphRegistry().register("g", coroutine)
 
 
 # --- load_graph --------------------------------------------------------------------------

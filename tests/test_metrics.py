@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import support
 from tests.support import GATES, eventually
-from turnstile import ConflictError, ResourceExhaustedError, TurnstileClient, get_client
+from turnstile import ConflictError, ResourceExhaustedError, TurnstileClient
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
 
@@ -30,13 +30,8 @@ async def serving(
     config = ServerConfig(
         host="127.0.0.1", port=0, database=str(database), metrics_port=0, max_queued=max_queued
     )
-    app = await App.start(config, support.registry())
-    client = get_client(url=app.address)
-    try:
+    async with support.client_of(config) as (app, client):
         yield app, client
-    finally:
-        await client.close()
-        await app.stop(grace=0)
 
 
 async def scrape(app: App) -> Samples:

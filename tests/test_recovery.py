@@ -9,24 +9,16 @@ from pathlib import Path
 
 from tests import support
 from tests.support import GATES, eventually
-from turnstile import TurnstileClient, get_client
-from turnstile_server.app import App
+from turnstile import TurnstileClient
 from turnstile_server.config import ServerConfig
 
 
 @asynccontextmanager
 async def serving(database: Path, **settings: object) -> AsyncIterator[TurnstileClient]:
     """A server on `database` for the block (stopped at once, runs left RUNNING), and a client."""
-    app = await App.start(
-        ServerConfig(port=0, database=str(database), **settings),  # type: ignore[arg-type]
-        support.registry(),
-    )
-    client = get_client(url=app.address)
-    try:
+    config = ServerConfig(port=0, database=str(database), **settings)  # type: ignore[arg-type]
+    async with support.client_of(config) as (_, client):
         yield client
-    finally:
-        await client.close()
-        await app.stop(grace=0)
 
 
 async def running(client: TurnstileClient, thread_id: str, run_id: str, attempt: int) -> None:

@@ -1,105 +1,76 @@
-"""The graph API: what a graph receives (state, RunContext), the registry, and spec loading."""
+"""The graph registry: graph ids, the runtimes that recognise graphs, and spec loading.
+
+A graph is any object a runtime recognises (`turnstile_server.runtime`); the native runtime's
+graphs are async generator functions `(state, ctx)` (`Graph`, given a `RunContext`).
+"""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from turnstile_server.errors import InvalidArgument, UnknownGraph
 from turnstile_server.graphs.agent import agent
 from turnstile_server.graphs.echo import echo
+from turnstile_server.runtime.context import RunContext
+from turnstile_server.runtime.interface import GraphRuntime, PreparedGraph
+from turnstile_server.runtime.native import Graph, NativeRuntime
+
+__all__ = [
+    "GRAPH_ID_PATTERN",
+    "Graph",
+    "GraphRegistry",
+    "RunContext",
+    "check_graph_id",
+    "default_runtimes",
+    "load_graph",
+    "prepare_graph",
+]
 
 GRAPH_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 _SPEC_FORM = "name=package.module:attribute"
 
 
-class RunContext:
-    """What a running graph knows about its run, and its channel for streamed events."""
-
-    __slots__ = ("_emit", "attempt", "config", "input", "run_id", "thread_id")
-
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        thread_id: str,
-        emit: Callable[[str, Any], None],
-        attempt: int = 1,
-        input: Mapping[str, Any] | None = None,
-        config: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.thread_id = thread_id
-        self.attempt = attempt
-        self.input: dict[str, Any] = dict(input or {})
-        self.config: dict[str, Any] = dict(config or {})
-        self._emit = emit
-
-    def __repr__(self) -> str:
-        return (
-            f"RunContext(run_id={self.run_id!r}, thread_id={self.thread_id!r}, "
-            f"attempt={self.attempt})"
-        )
-
-    def configurable(self, key: str, default: Any = None) -> Any:
-        """Return `config["configurable"][key]`, or default when it is not set."""
-        configurable = self.config.get("configurable")
-        if not isinstance(configurable, Mapping):
-            return default
-        return configurable.get(key, default)
-
-    def emit_message_chunk(self, chunk: dict[str, Any]) -> None:
-        """Stream a message chunk (a `messages` event) without waiting."""
-        self._emit("messages", chunk)
-
-    def emit_custom(self, data: Any) -> None:
-        """Stream a graph-defined `custom` event without waiting."""
-        self._emit("custom", data)
-
-
-Graph = Callable[[Any, RunContext], AsyncIterator[dict[str, Any]]]
-"""An async generator function: given the thread's state and a context, it yields step updates.
-
-The state is a read-only `Mapping` (`Mapping[str, Any]`; its dicts and lists are read-only
-too, `copy.deepcopy` gives plain data): the graph changes the thread only by yielding
-updates, and the state shows each update once the run has applied it (`sync`: once it is
-checkpointed). It is typed `Any` here so that graphs annotated with `dict` still type-check.
-"""
+def default_runtimes() -> tuple[GraphRuntime, ...]:
+    """Return the runtimes a registry asks by default, in the order it asks them."""
+    return (NativeRuntime(),)
 
 
 class GraphRegistry:
-    """Graphs by id."""
+    """Graphs by id, each prepared by the first runtime that recognises it."""
 
-    __slots__ = ("_graphs",)
+    __slots__ = ("_graphs", "_runtimes")
 
-    def __init__(self) -> None:
-        self._graphs: dict[str, Graph] = {}
+    def __init__(self, runtimes: Sequence[GraphRuntime] | None = None) -> None:
+        self._runtimes = tuple(runtimes) if runtimes is not None else default_runtimes()
+        self._graphs: dict[str, PreparedGraph] = {}
 
     @classmethod
-    def with_builtins(cls) -> GraphRegistry:
+    def with_builtins(cls, runtimes: Sequence[GraphRuntime] | None = None) -> GraphRegistry:
         """Return a registry holding the built-in `agent` and `echo` graphs."""
-        registry = cls()
+        registry = cls(runtimes)
         registry.register("agent", agent)
         registry.register("echo", echo)
         return registry
 
-    def register(self, graph_id: str, graph: Graph) -> None:
-        """Add a graph under a new id."""
+    def register(self, graph_id: str, graph: object) -> None:
+        """Add a graph under a new id; InvalidArgument if no runtime runs it."""
         check_graph_id(graph_id)
         if graph_id in self._graphs:
             raise InvalidArgument(f"graph '{graph_id}' is already registered")
-        if not is_graph(graph):
-            raise InvalidArgument(
-                f"graph '{graph_id}': {graph!r} is not an async generator function"
-            )
-        self._graphs[graph_id] = graph
+        self._graphs[graph_id] = prepare_graph(
+            graph, f"graph '{graph_id}': {graph!r}", self._runtimes
+        )
 
-    def get(self, graph_id: str) -> Graph:
-        """Return the graph registered under graph_id."""
+    def get(self, graph_id: str) -> object:
+        """Return the object registered under graph_id."""
+        return self.prepared(graph_id).graph
+
+    def prepared(self, graph_id: str) -> PreparedGraph:
+        """Return the graph registered under graph_id, prepared by its runtime."""
         try:
             return self._graphs[graph_id]
         except KeyError:
@@ -117,6 +88,20 @@ class GraphRegistry:
         return len(self._graphs)
 
 
+def prepare_graph(
+    obj: object, what: str, runtimes: Sequence[GraphRuntime] | None = None
+) -> PreparedGraph:
+    """Return obj prepared by the first runtime that recognises it; else InvalidArgument
+    saying what each runtime expects (`what` names obj in the message)."""
+    asked = tuple(runtimes) if runtimes is not None else default_runtimes()
+    for runtime in asked:
+        prepared = runtime.prepare(obj)
+        if prepared is not None:
+            return prepared
+    expected = "; nor ".join(f"{runtime.expects} ({runtime.name} runtime)" for runtime in asked)
+    raise InvalidArgument(f"{what} is not {expected or 'a graph: no runtime is registered'}")
+
+
 def check_graph_id(graph_id: str) -> None:
     """Raise InvalidArgument unless graph_id is a valid graph id."""
     if not isinstance(graph_id, str) or not GRAPH_ID_PATTERN.fullmatch(graph_id):
@@ -126,17 +111,11 @@ def check_graph_id(graph_id: str) -> None:
         )
 
 
-def is_graph(obj: object) -> bool:
-    """Tell whether obj can be called as a graph (an async generator function or object)."""
-    if inspect.isasyncgenfunction(obj):
-        return True
-    if inspect.isclass(obj) or not callable(obj):
-        return False
-    return inspect.isasyncgenfunction(type(obj).__call__)
+def load_graph(spec: str) -> tuple[str, Any]:
+    """Import the graph a `name=package.module:attribute` spec names; return (name, graph).
 
-
-def load_graph(spec: str) -> tuple[str, Graph]:
-    """Import the graph a `name=package.module:attribute` spec names; return (name, graph)."""
+    InvalidArgument if it cannot be imported or no runtime recognises what it names.
+    """
     name, equals, target = spec.partition("=")
     module_name, colon, attribute = target.partition(":")
     name, module_name, attribute = name.strip(), module_name.strip(), attribute.strip()
@@ -168,10 +147,5 @@ def load_graph(spec: str) -> tuple[str, Graph]:
                 f"graph spec {spec!r}: module '{module_name}' has no attribute '{attribute}'"
             ) from None
 
-    if not is_graph(obj):
-        raise InvalidArgument(
-            f"graph spec {spec!r}: '{module_name}:{attribute}' is not an async generator "
-            "function (a graph is `async def graph(state, ctx): ... yield update`)"
-        )
-    graph: Graph = obj
-    return name, graph
+    prepare_graph(obj, f"graph spec {spec!r}: '{module_name}:{attribute}'")
+    return name, obj

@@ -20,7 +20,7 @@ from turnstile_server.errors import InvalidInput
 from turnstile_server.state import new_message_id
 
 if TYPE_CHECKING:
-    from turnstile_server.graph import RunContext
+    from turnstile_server.runtime.context import RunContext
 
 TOOL_NAME = "tavily_search_results_json"
 DEFAULT_STEP_SECONDS = 0.8

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from turnstile_server.state import new_message_id
 
 if TYPE_CHECKING:
-    from turnstile_server.graph import RunContext
+    from turnstile_server.runtime.context import RunContext
 
 
 async def echo(state: Mapping[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:

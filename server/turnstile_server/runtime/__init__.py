@@ -1,1 +1,1 @@
-"""Graph runtimes: how a registered graph is run on a thread."""
+"""Graph runtimes: how a registered graph is recognised and run (see `runtime.interface`)."""
