@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
+import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from turnstile._types import (
@@ -29,6 +30,16 @@ if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 _V = TypeVar("_V", bound=int)
+
+
+class _HasValues(Protocol):
+    """A message carrying values both ways: a `Struct`, or the same values as JSON text."""
+
+    @property
+    def values(self) -> struct_pb2.Struct: ...
+    @property
+    def values_json(self) -> bytes: ...
+
 
 UNSPECIFIED = "unspecified"
 """What an enum field decodes to when the server left it unset or sent a newer value."""
@@ -115,6 +126,15 @@ def struct_to_dict(struct: struct_pb2.Struct) -> Json:
     return {key: value_to_python(fields[key]) for key in fields}
 
 
+def values_to_dict(message: _HasValues) -> Json:
+    """Decodes a message's values: its `values_json` text when the server sent it (the
+    transport asks for it), else its `values` Struct; both give the same dict."""
+    if message.values_json:
+        # The server writes every number as a double, as in a Struct: `5.0`, never `5`.
+        return cast(Json, orjson.loads(message.values_json))
+    return struct_to_dict(message.values)
+
+
 def value_to_python(value: struct_pb2.Value) -> Any:
     """Decodes a Value into plain Python: dict, list, str, float, bool or None."""
     kind = value.WhichOneof("kind")
@@ -172,7 +192,7 @@ def thread_to_dict(thread: thread_pb2.Thread) -> Thread:
         "thread_id": thread.thread_id,
         "metadata": struct_to_dict(thread.metadata),
         "status": cast(ThreadStatus, THREAD_STATUS.decode(thread.status)),
-        "values": struct_to_dict(thread.values),
+        "values": values_to_dict(thread),
         "create_time": iso(thread.create_time) if thread.HasField("create_time") else None,
         "update_time": iso(thread.update_time) if thread.HasField("update_time") else None,
     }
@@ -195,7 +215,7 @@ def checkpoint_to_dict(checkpoint: thread_pb2.Checkpoint) -> ThreadState:
     """Converts a Checkpoint message into a `ThreadState` dict."""
     source = checkpoint.source
     return {
-        "values": struct_to_dict(checkpoint.values),
+        "values": values_to_dict(checkpoint),
         "checkpoint_id": checkpoint.checkpoint_id or None,
         "thread_id": checkpoint.thread_id,
         "run_id": checkpoint.run_id or None,
@@ -206,7 +226,10 @@ def checkpoint_to_dict(checkpoint: thread_pb2.Checkpoint) -> ThreadState:
 
 
 def event_part(event: run_pb2.RunEvent) -> StreamPart:
-    """Converts a RunEvent into a `StreamPart`."""
+    """Converts a RunEvent into a `StreamPart`; a `values` event's data may come as JSON text
+    (the transport asks for it), decoded to the same value."""
+    if event.data_json:
+        return StreamPart(event.event, orjson.loads(event.data_json), event.seq)
     return StreamPart(event.event, value_to_python(event.data), event.seq)
 
 

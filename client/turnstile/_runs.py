@@ -16,8 +16,8 @@ from turnstile._convert import (
     RUN_STATUS,
     run_to_dict,
     stream_modes,
-    struct_to_dict,
     to_struct,
+    values_to_dict,
 )
 from turnstile._paging import page_through
 from turnstile._stream import RunStream, StreamMessage
@@ -202,7 +202,7 @@ class RunsClient:
         response = await self._transport.unary(
             lambda s: s.runs.WaitRun, request, pb.WaitRunResponse, retry=True, waits=True
         )
-        return RunResult(run_to_dict(response.run), struct_to_dict(response.values))
+        return RunResult(run_to_dict(response.run), values_to_dict(response))
 
     def stream(
         self,
@@ -346,7 +346,7 @@ class RunsClient:
             retry=True,
             waits=True,
         )
-        return RunResult(run_to_dict(response.run), struct_to_dict(response.values))
+        return RunResult(run_to_dict(response.run), values_to_dict(response))
 
     def join_stream(self, thread_id: str, run_id: str, *, after_seq: int = 0) -> RunStream:
         """Attaches to a run's events: replays those after `after_seq`, then follows live.

@@ -37,6 +37,8 @@ MAX_ATTEMPTS: Final = 5
 MAX_BACKOFF: Final = 2.0
 _MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 _USER_AGENT: Final = "turnstile-python"
+VALUES_AS_JSON: Final = ("turnstile-values-encoding", "json")
+"""Metadata asking the server for values as JSON text (`values_json`) instead of a Struct."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class Transport:
         self._target, self._secure = parse_url(url)
         self._tls = tls
         self._secure = self._secure or tls is not None
-        self._metadata: tuple[tuple[str, str], ...] = (
+        # Values as JSON text: decoded in C, many times faster than walking a `Struct`.
+        self._metadata: tuple[tuple[str, str], ...] = (VALUES_AS_JSON,) + (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
         self._timeout = timeout
@@ -176,6 +179,13 @@ class Transport:
             return await self._call(method, request, response_type, timeout)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        # The first attempt goes without tenacity, whose loop costs about 0.1 ms a call; on
+        # UNAVAILABLE its error becomes tenacity's first attempt, so the retries are as before.
+        failed: UnavailableError | None = None
+        try:
+            return await self._call(method, request, response_type, timeout)
+        except UnavailableError as exc:
+            failed = exc
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(UnavailableError),
             stop=stop_after_attempt(MAX_ATTEMPTS),
@@ -185,6 +195,9 @@ class Transport:
         )
         async for attempt in retrying:
             with attempt:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise DeadlineExceededError("deadline exceeded while retrying")

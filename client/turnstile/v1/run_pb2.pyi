@@ -363,12 +363,17 @@ class RunEvent(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's position in the run's stream: 1 for the first event, then one more per event."""
     run_id: _builtins.str
     """The run the event belongs to."""
     event: _builtins.str
     """The kind: `metadata`, `values`, `updates`, `messages`, `custom`, `error` or `end`."""
+    data_json: _builtins.bytes
+    """Output only. The payload of a `values` event as UTF-8 JSON text, set instead of `data`
+    when the call's metadata carries `turnstile-values-encoding: json`; numbers are doubles.
+    """
     @_builtins.property
     def data(self) -> _struct_pb2.Value:
         """The event's payload."""
@@ -380,10 +385,11 @@ class RunEvent(_message.Message):
         run_id: _builtins.str = ...,
         event: _builtins.str = ...,
         data: _struct_pb2.Value | None = ...,
+        data_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event", b"event", "run_id", b"run_id", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "data_json", b"data_json", "event", b"event", "run_id", b"run_id", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

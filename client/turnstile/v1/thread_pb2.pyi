@@ -87,10 +87,15 @@ class Thread(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VALUES_JSON_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Output only. The thread's id, a UUID."""
     status: Global___ThreadStatus.ValueType
     """Output only. The thread's status."""
+    values_json: _builtins.bytes
+    """Output only. The same values as UTF-8 JSON text, set instead of `values` when the call's
+    metadata carries `turnstile-values-encoding: json`; numbers are doubles.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata."""
@@ -116,10 +121,11 @@ class Thread(_message.Message):
         values: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        values_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "update_time", b"update_time", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "status", b"status", "thread_id", b"thread_id", "update_time", b"update_time", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "status", b"status", "thread_id", b"thread_id", "update_time", b"update_time", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,6 +144,7 @@ class Checkpoint(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VALUES_JSON_FIELD_NUMBER: _builtins.int
     checkpoint_id: _builtins.str
     """Output only. The checkpoint's id, a UUID; empty for the state of a thread without checkpoints."""
     thread_id: _builtins.str
@@ -148,6 +155,10 @@ class Checkpoint(_message.Message):
     """Output only. The step within the run: 0 for the input, then 1, 2, ..."""
     source: Global___CheckpointSource.ValueType
     """Output only. What wrote the checkpoint."""
+    values_json: _builtins.bytes
+    """Output only. The same values as UTF-8 JSON text, set instead of `values` when the call's
+    metadata carries `turnstile-values-encoding: json`; numbers are doubles.
+    """
     @_builtins.property
     def values(self) -> _struct_pb2.Struct:
         """Output only. The thread's full state at this checkpoint."""
@@ -166,10 +177,11 @@ class Checkpoint(_message.Message):
         source: Global___CheckpointSource.ValueType = ...,
         values: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        values_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "run_id", b"run_id", "source", b"source", "step", b"step", "thread_id", b"thread_id", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "run_id", b"run_id", "source", b"source", "step", b"step", "thread_id", b"thread_id", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnstile_server.api import codec, wire
+from turnstile_server.api import codec, json_values, wire
 from turnstile_server.store import RunRecord
 
 
@@ -13,8 +13,10 @@ class EventFrames:
     element of a stream response's `events`."""
 
     def run_event(self, seq: int, run_id: str, event: str, data: Any, *, state: bool) -> bytes:
-        """A framed `RunEvent`."""
-        return codec.frame(codec.run_event(seq, run_id, event, data, state=state))
+        """A framed `RunEvent`; a thread state's (a `values` event) keeps what it was made of,
+        for the callers that ask for its data as JSON text (`as_json`)."""
+        framed = codec.frame(codec.run_event(seq, run_id, event, data, state=state))
+        return StateFrame(framed, (seq, run_id, event, data)) if state else framed
 
     def thread_event(
         self,
@@ -32,3 +34,22 @@ class EventFrames:
             run_event=None if run_event is None else codec.unframe(run_event),
             run_ended=None if run_ended is None else wire.run_message(run_ended),
         )
+
+
+class StateFrame(bytes):
+    """A framed `values` event, and the event it was made of: the log keeps it as bytes."""
+
+    event: tuple[int, str, str, Any]  # seq, run id, event name, data
+
+    def __new__(cls, framed: bytes, event: tuple[int, str, str, Any]) -> StateFrame:
+        frame = super().__new__(cls, framed)
+        frame.event = event
+        return frame
+
+
+def as_json(frame: bytes) -> bytes:
+    """The frame with its event's data as JSON text (`data_json`), if it is a state's."""
+    if not isinstance(frame, StateFrame):
+        return frame
+    seq, run_id, event, data = frame.event
+    return codec.frame(json_values.run_event(seq, run_id, event, data))

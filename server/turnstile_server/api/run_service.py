@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
-from turnstile_server.api import codec, wire
+from turnstile_server.api import codec, event_frames, json_values, wire
 from turnstile_server.api.assistant_service import resolve_assistant
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
@@ -71,9 +71,16 @@ class RunService(pb_grpc.RunServiceServicer):
             or self._durability,
         )
 
-    async def _ended(self, run: RunRecord) -> bytes:
+    async def _ended(self, run: RunRecord, context: Any) -> bytes:
         """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run
-        (field 1) and the values at its own last checkpoint (field 2), joined once."""
+        (field 1) and the values at its own last checkpoint (field 2, or 3 as JSON text),
+        joined once."""
+        if json_values.wants_json(context):
+            head = codec.field(0x0A, wire.run_message(run).SerializeToString())
+            latest = self._store.checkpoints.latest_live(run.thread_id)
+            if latest is not None and latest[0].run_id == run.run_id:
+                return head + codec.field(0x1A, json_values.state_json(latest[1]))
+            return head + codec.field(0x1A, json_values.values_json(await self._values_of(run)))
         parts = self._values_at_end(run)
         if parts is None:
             parts = [codec.struct_body(await self._values_of(run), "values", state=True)]
@@ -102,7 +109,7 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
         run = await self._scheduler.run_to_end(await self._spec(request))
-        return encoded(pb.WaitRunResponse, await self._ended(run))
+        return encoded(pb.WaitRunResponse, await self._ended(run, context))
 
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: Any
@@ -112,7 +119,7 @@ class RunService(pb_grpc.RunServiceServicer):
         run = await self._scheduler.admit(spec)
         finished = False
         try:
-            async for message in self._stream(pb.StreamRunResponse, run, 0, live=True):
+            async for message in self._stream(pb.StreamRunResponse, run, 0, context, live=True):
                 yield message
             finished = True
         except TurnstileError:
@@ -133,17 +140,27 @@ class RunService(pb_grpc.RunServiceServicer):
             raise InvalidArgument(
                 "after_seq must be >= 0", reason="INVALID_NUMBER", field="after_seq"
             )
-        async for message in self._stream(pb.JoinRunStreamResponse, run, request.after_seq):
+        async for message in self._stream(
+            pb.JoinRunStreamResponse, run, request.after_seq, context
+        ):
             yield message
 
     async def _stream(
-        self, response: type[StreamResponse], run: RunRecord, after_seq: int, *, live: bool = False
+        self,
+        response: type[StreamResponse],
+        run: RunRecord,
+        after_seq: int,
+        context: Any,
+        *,
+        live: bool = False,
     ) -> AsyncIterator[StreamResponse]:
         """Sends the run at once, then its events after `after_seq` in batches, until `end`.
 
         `live`: the subscriber follows the run from its admission (StreamRun), so it is held to
-        `max_lag` from the first event, not only once it has caught up (see `follow`).
+        `max_lag` from the first event, not only once it has caught up (see `follow`). A caller
+        that asks for JSON text gets its `values` events' data so.
         """
+        as_json = json_values.wants_json(context)
         what = {"run_id": run.run_id}
         log = self._hub.get(run.run_id)
         if log is None:
@@ -158,6 +175,8 @@ class RunService(pb_grpc.RunServiceServicer):
         async for batch in follow(
             log, after_seq, limits, what=what, live=live, budget=self._hub.send_budget
         ):
+            if as_json:
+                batch = [event_frames.as_json(frame) for frame in batch]
             yield encoded(response, b"".join(batch))
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
@@ -197,7 +216,7 @@ class RunService(pb_grpc.RunServiceServicer):
     async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         run = await self._scheduler.wait(thread_id, wire.uuid_id(request.run_id, "run_id"))
-        return encoded(pb.JoinRunResponse, await self._ended(run))
+        return encoded(pb.JoinRunResponse, await self._ended(run, context))
 
 
 def _merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

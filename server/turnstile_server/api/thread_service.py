@@ -7,7 +7,7 @@ from typing import Any
 
 from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
-from turnstile_server.api import wire
+from turnstile_server.api import json_values, wire
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.errors import InvalidArgument, RequestIdReused
 from turnstile_server.event_log import check_position, follow
@@ -25,8 +25,12 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self._scheduler = scheduler
         self._hub = hub
 
-    async def _message(self, thread: ThreadRecord) -> Any:
+    async def _message(self, thread: ThreadRecord, context: Any) -> Any:
         state, _ = await self._store.checkpoints.state(thread.thread_id)
+        if json_values.wants_json(context):
+            message = wire.thread_message(thread, {})
+            message.values_json = json_values.state_json(state)
+            return message
         return wire.thread_message(thread, state.values)
 
     async def CreateThread(
@@ -42,11 +46,11 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         if request.request_id and thread_id and thread_id != thread.thread_id:
             # Metadata is not compared: UpdateThread may have changed it since.
             raise RequestIdReused("thread", request.request_id, "thread_id")
-        return pb.CreateThreadResponse(thread=await self._message(thread))
+        return pb.CreateThreadResponse(thread=await self._message(thread, context))
 
     async def GetThread(self, request: pb.GetThreadRequest, context: Any) -> pb.GetThreadResponse:
         thread = await self._store.threads.get(wire.uuid_id(request.thread_id, "thread_id"))
-        return pb.GetThreadResponse(thread=await self._message(thread))
+        return pb.GetThreadResponse(thread=await self._message(thread, context))
 
     async def ListThreads(
         self, request: pb.ListThreadsRequest, context: Any
@@ -60,7 +64,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             before=cursor,
         )
         return pb.ListThreadsResponse(
-            threads=[await self._message(t) for t in threads],
+            threads=[await self._message(t, context) for t in threads],
             next_page_token=wire.next_token(next_cursor),
         )
 
@@ -71,7 +75,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread = await self._store.threads.update_metadata(
             thread_id, wire.to_dict(request.metadata, "metadata")
         )
-        return pb.UpdateThreadResponse(thread=await self._message(thread))
+        return pb.UpdateThreadResponse(thread=await self._message(thread, context))
 
     async def DeleteThread(
         self, request: pb.DeleteThreadRequest, context: Any
@@ -85,6 +89,10 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         await self._store.threads.get(thread_id)
         state, checkpoint = await self._store.checkpoints.state(thread_id)
+        if json_values.wants_json(context):
+            message = wire.checkpoint_message(checkpoint, {}, thread_id)
+            message.values_json = json_values.state_json(state)
+            return pb.GetThreadStateResponse(checkpoint=message)
         return pb.GetThreadStateResponse(
             checkpoint=wire.checkpoint_message(checkpoint, state.values, thread_id)
         )
@@ -98,8 +106,14 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         history, next_cursor = await self._store.checkpoints.history(
             thread_id, limit=limit, before=cursor
         )
+        if json_values.wants_json(context):
+            checkpoints = [wire.checkpoint_message(c, {}, thread_id) for c, _ in history]
+            for message, (_, values) in zip(checkpoints, history, strict=True):
+                message.values_json = json_values.values_json(values)
+        else:
+            checkpoints = [wire.checkpoint_message(c, v, thread_id) for c, v in history]
         return pb.GetThreadHistoryResponse(
-            checkpoints=[wire.checkpoint_message(c, v, thread_id) for c, v in history],
+            checkpoints=checkpoints,
             next_page_token=wire.next_token(next_cursor),
         )
 
@@ -115,7 +129,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         what = {"thread_id": thread_id}
         async with self._hub.watching(thread_id) as log:
             check_position(log, request.after_seq, what=what)
-            yield pb.WatchThreadResponse(thread=await self._message(thread))
+            yield pb.WatchThreadResponse(thread=await self._message(thread, context))
             async for batch in follow(
                 log,
                 request.after_seq,

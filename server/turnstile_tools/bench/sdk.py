@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -101,11 +102,14 @@ def _pairs(
         # Runs grow their thread: a thread takes RUNS_PER_THREAD turns, then the next one.
         thread_id = threads[min(index // RUNS_PER_THREAD, len(threads) - 1)]
         message = human(f"hello {index}")
+        # The SDK sends an idempotency key with every run; so does the stub, for the same work.
+        key = str(uuid.uuid4())
         if operation == "wait":
             return (
                 lambda: client.runs.wait(thread_id, "echo", input=message),
                 lambda: stubs.runs.WaitRun(
-                    wait_request(thread_id, "echo", message), timeout=CALL_SECONDS
+                    wait_request(thread_id, "echo", message, request_id=key),
+                    timeout=CALL_SECONDS,
                 ),
             )
         if operation == "stream":
@@ -118,7 +122,7 @@ def _pairs(
 
             async def stub_stream() -> None:
                 request = run_service_pb2.StreamRunRequest(
-                    thread_id=thread_id, assistant_id="echo", input=struct(message)
+                    thread_id=thread_id, assistant_id="echo", input=struct(message), request_id=key
                 )
                 request.stream_mode.extend(values)
                 async for _ in stubs.runs.StreamRun(request, timeout=CALL_SECONDS):
