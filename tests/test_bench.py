@@ -103,6 +103,8 @@ def test_only_selects_workloads_in_table_order() -> None:
 def test_sizes_are_overridden_by_name_and_bad_settings_refused() -> None:
     assert Sizes.quick().with_settings(["b1_runs=7"]).b1_runs == 7
     assert Sizes().with_settings(["b6_threads=1_000"]).b6_threads == 1000
+    assert Sizes().b9_sizes() == (2, 200, 2000, 10_000)
+    assert Sizes.quick().b9_sizes() == (2, 200, 2000)  # b9_large 2,000: listed once
     for bad in ["b1_runs", "nope=1", "b1_runs=x", "b1_runs=0"]:
         with pytest.raises(ValueError):
             Sizes().with_settings([bad])

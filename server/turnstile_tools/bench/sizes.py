@@ -63,7 +63,8 @@ class Sizes:
     def b9_sizes(self) -> tuple[int, ...]:
         """B9's thread sizes: 2, 200 and 2,000 messages (where the targets are) and
         `b9_large`, those up to `b9_large`."""
-        return tuple(size for size in (2, 200, 2000, self.b9_large) if size <= self.b9_large)
+        sizes = (2, 200, 2000, self.b9_large)
+        return tuple(dict.fromkeys(size for size in sizes if size <= self.b9_large))
 
     def with_settings(self, settings: list[str]) -> Sizes:
         """Returns a copy with `NAME=VALUE` settings applied; raises ValueError on a bad one."""
