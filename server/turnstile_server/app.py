@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -73,7 +74,18 @@ class App:
 
     @classmethod
     async def start(cls, config: ServerConfig, graphs: GraphRegistry | None = None) -> App:
-        """Opens the store, starts the scheduler and serves on `config.address`."""
+        """Opens the store, starts the scheduler and serves on `config.address`; when a step
+        fails, closes what the steps before it opened, last first."""
+        async with contextlib.AsyncExitStack() as opened:
+            app = await cls._start(config, graphs, opened)
+            opened.pop_all()
+        return app
+
+    @classmethod
+    async def _start(
+        cls, config: ServerConfig, graphs: GraphRegistry | None, opened: contextlib.AsyncExitStack
+    ) -> App:
+        """The steps of `start`, each pushing onto `opened` how to undo it."""
         registry = graphs or GraphRegistry.with_builtins()
         for spec in config.graphs:
             graph_id, graph = load_graph(spec)
@@ -89,9 +101,11 @@ class App:
             interceptors.append(AuthInterceptor(keys))
         credentials = _server_credentials(config)
         store = await open_store(config.database)
+        opened.push_async_callback(store.close)
         hub = EventHub(
             EventFrames(), config.stream_limits(), thread_epoch=store.threads.next_watch_epoch
         )
+        opened.callback(hub.close)
         runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
         scheduler = Scheduler(
             store,
@@ -129,21 +143,14 @@ class App:
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        if credentials is None:
-            port = server.add_insecure_port(config.address)
-        else:
-            port = server.add_secure_port(config.address, credentials)
-        if port == 0:
-            await store.close()
-            raise OSError(f"cannot bind {config.address}")
+        port = _bind(server, config.address, credentials)
         if metrics.enabled:
-            try:
-                metrics_port = metrics.serve(config.host, config.metrics_port)
-            except OSError:
-                await store.close()
-                raise
+            metrics_port = metrics.serve(config.host, config.metrics_port)
+            opened.push_async_callback(metrics.close)
             log.info("metrics on %s:%d", config.host, metrics_port)
+        opened.push_async_callback(scheduler.stop)  # it may have started runs before failing
         await scheduler.start()
+        opened.push_async_callback(server.stop, None)
         await server.start()
         for name in ["", *SERVICE_NAMES]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -178,6 +185,20 @@ def _api_keys(config: ServerConfig) -> ApiKeys | None:
     if config.api_keys_file:
         keys += read_keys(config.api_keys_file)
     return ApiKeys(keys) if keys else None
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Adds the listening port and returns its number; OSError when it cannot be bound."""
+    try:  # grpc raises RuntimeError for an address in use; older versions returned 0
+        if credentials is None:
+            port = int(server.add_insecure_port(address))
+        else:
+            port = int(server.add_secure_port(address, credentials))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return port
 
 
 def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
