@@ -1,45 +1,181 @@
-"""Server configuration: defaults, then environment variables, then command-line flags."""
+"""Server configuration: defaults, then environment variables, then command-line flags.
+
+Each option is declared once, as a `ServerConfig` field with an `Option` in its metadata: its
+flag, environment variable, default, type, choices and help all come from there
+(`turnstile_server.options` builds the `serve` flags and the reference table from them).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Final
 
 from turnstile_server.event_log import StreamLimits
 from turnstile_server.store.records import DURABILITIES
+from turnstile_server.store.url import parse_database_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
+LOG_FORMATS: Final = ("text", "json")
+OPTION: Final = "option"
+"""The key of a field's `Option` in its metadata."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one `ServerConfig` field is set: its `serve` flag (None: environment only) and help;
+    `parse` turns the flag's or the variable's text into the value (default: the default's
+    type), raising ValueError for a bad one."""
+
+    help: str
+    flag: str | None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    parse: Callable[[str], Any] | None = None
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = "",
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """Declares a field with its option; `flag=""` derives `--the-name`, None gives no flag.
+
+    A list default is a comma-separated variable (and a repeatable flag) starting empty."""
+    declared = {OPTION: Option(help, flag, metavar, choices, parse)}
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=declared)
+    return field(default=default, metadata=declared)
+
+
+def env_name(setting: Field[Any]) -> str:
+    """The environment variable of a field: `TURNSTILE_<NAME>`."""
+    return f"TURNSTILE_{setting.name.upper()}"
+
+
+def flag_name(setting: Field[Any]) -> str | None:
+    """The `serve` flag of a field, or None when it is set from the environment only."""
+    declared: Option = setting.metadata[OPTION]
+    if declared.flag is None:
+        return None
+    return declared.flag or f"--{setting.name.replace('_', '-')}"
+
+
+def default_of(setting: Field[Any]) -> Any:
+    """The field's default value (a new empty list for list fields)."""
+    return [] if setting.default is MISSING else setting.default
+
+
+def parser_of(setting: Field[Any]) -> Callable[[str], Any]:
+    """What turns a (non-list) field's text into its value."""
+    declared: Option = setting.metadata[OPTION]
+    return declared.parse or type(default_of(setting))
+
+
+def _database_url(text: str) -> str:
+    """`--database` as given, once a backend takes it (DatabaseUrlError is a ValueError)."""
+    parse_database_url(text)
+    return text
 
 
 @dataclass(slots=True)
 class ServerConfig:
     """Everything the app needs to start a server."""
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    database: str = "turnstile.db"
-    graphs: list[str] = field(default_factory=list)
-    max_running: int = 64
-    max_queued: int = 100
-    max_attempts: int = 3
-    run_timeout_seconds: float = 3600.0
-    durability: str = "sync"  # when a run's checkpoints are written, unless the run says
-    stream_retain_seconds: float = 600.0
-    stream_max_events: int = 100_000
-    stream_max_bytes: int = 64 << 20
-    stream_retained_bytes: int = 256 << 20
-    subscriber_max_lag: int = 10_000
-    max_message_bytes: int = 1024 * 1024
-    shutdown_grace_seconds: float = 10.0
-    api_keys: list[str] = field(default_factory=list, repr=False)
-    api_keys_file: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    metrics_port: int = -1  # -1: no metrics endpoint; 0: any free port
-    log_format: str = "text"
+    host: str = option(DEFAULT_HOST, "address to bind")
+    port: int = option(DEFAULT_PORT, "port")
+    database: str = option(
+        "turnstile.db",
+        "where the data lives: `sqlite:///path/to.db` or a bare path, one server process per file;"
+        " `postgresql://` is reserved for the next backend",
+        parse=_database_url,
+    )
+    graphs: list[str] = option(
+        [],
+        "register a graph; repeatable (`agent` and `echo` are built in)",
+        flag="--graph",
+        metavar="NAME=MODULE:ATTR",
+    )
+    max_running: int = option(64, "runs executing at once")
+    max_queued: int = option(
+        100,
+        "pending runs allowed per thread; one more `enqueue` is RESOURCE_EXHAUSTED/QUEUE_FULL",
+        metavar="N",
+    )
+    max_attempts: int = option(
+        3,
+        "attempts of a run cut off by a crash or stop before it ends ERROR (MaxAttemptsExceeded)",
+        metavar="N",
+    )
+    run_timeout_seconds: float = option(
+        3600.0,
+        "time limit of a run's attempt unless the run sets `timeout_seconds`; 0 = none."
+        " Over it: run TIMEOUT, thread ERROR",
+        metavar="S",
+    )
+    durability: str = option(
+        "sync",
+        "when the checkpoints of a run that does not set `durability` are written: each step's"
+        " before the next step (sync), while the next step runs (async), or when the run ends"
+        " (exit)",
+        choices=DURABILITIES,
+    )
+    stream_retain_seconds: float = option(
+        600.0, "keep a run's events this long after it ends", metavar="S"
+    )
+    stream_max_events: int = option(
+        100_000, "events kept per run (and per watched thread)", metavar="N"
+    )
+    stream_max_bytes: int = option(64 << 20, "encoded bytes of events kept per run", flag=None)
+    stream_retained_bytes: int = option(256 << 20, "bytes over all ended runs' events", flag=None)
+    subscriber_max_lag: int = option(
+        10_000,
+        "events a live subscriber may fall behind; below the stream's max events",
+        metavar="N",
+    )
+    max_message_bytes: int = option(
+        1024 * 1024,
+        "largest request accepted; a larger one gets RESOURCE_EXHAUSTED from gRPC",
+        metavar="N",
+    )
+    shutdown_grace_seconds: float = option(
+        10.0,
+        "on SIGTERM/SIGINT, how long running runs may go on before they are stopped",
+        metavar="S",
+    )
+    # Never a flag: other users can read a process's arguments.
+    api_keys: list[str] = field(
+        default_factory=list,
+        repr=False,
+        metadata={OPTION: Option("accept only calls with one of these keys", None)},
+    )
+    api_keys_file: str = option(
+        "",
+        "accept only calls with one of these keys, one per line (or TURNSTILE_API_KEYS);"
+        " keys are never taken as flags. Without keys every caller is let in",
+        metavar="PATH",
+    )
+    tls_cert: str = option(
+        "", "serve TLS with this certificate (and --tls-key); without, plaintext", metavar="PEM"
+    )
+    tls_key: str = option("", "the TLS certificate's key", metavar="PEM")
+    tls_client_ca: str = option(
+        "", "mutual TLS: require client certificates from this CA", metavar="PEM"
+    )
+    metrics_port: int = option(
+        -1,
+        "serve Prometheus metrics at http://HOST:PORT/metrics on the server's host; 0 = any"
+        " free port (the log says which: `metrics on 127.0.0.1:PORT`), -1 = off",
+        metavar="PORT",
+    )
+    log_level: str = option("INFO", "logging level")
+    log_format: str = option("text", "text lines, or one JSON object per line", choices=LOG_FORMATS)
 
     @property
     def address(self) -> str:
@@ -63,17 +199,19 @@ class ServerConfig:
         env = os.environ if environ is None else environ
         config = cls()
         for setting in fields(cls):
-            name = f"TURNSTILE_{setting.name.upper()}"
+            name = env_name(setting)
             if name not in env:
                 continue
             raw = env[name]
-            default = getattr(config, setting.name)
+            default = default_of(setting)
             if isinstance(default, list):
                 value: object = [item.strip() for item in raw.split(",") if item.strip()]
             else:
                 try:
-                    value = type(default)(raw)
-                except ValueError:
+                    value = parser_of(setting)(raw)
+                except ValueError as exc:
+                    if setting.metadata[OPTION].parse is not None:
+                        raise ValueError(f"{name}={raw!r}: {exc}") from None
                     raise ValueError(
                         f"{name}={raw!r} is not a valid {type(default).__name__}"
                     ) from None
@@ -105,7 +243,7 @@ class ServerConfig:
             raise ValueError("stream_max_events and stream_max_bytes must be at least 1")
         if not -1 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be a port, 0 for any free one, or -1 for none")
-        if self.log_format not in ("text", "json"):
+        if self.log_format not in LOG_FORMATS:
             raise ValueError("log_format must be text or json")
         if not 1 <= self.subscriber_max_lag < self.stream_max_events:
             raise ValueError(
