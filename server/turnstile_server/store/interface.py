@@ -8,7 +8,7 @@ records are the plain dataclasses of `store/records.py`. Every backend keeps the
 - The store owns the folded-state cache: its own writes advance it or drop it, nobody else
   touches it. A backend whose cache may miss other processes' writes allows one server
   process per database, and refuses a second one when it opens.
-- `tests/test_store_contract.py` is the definition: every backend passes it.
+- `tests/store_contract/` is the definition: every backend passes it.
 """
 
 from __future__ import annotations
