@@ -36,6 +36,32 @@ async def test_threads_are_searchable_by_metadata_and_status_and_paginate(
     assert updated["metadata"] == {"team": "a", "n": 1.0, "extra": True}
 
 
+@pytest.mark.parametrize("key", ["line\nbreak", 'q"uote', "back\\slash", "a.b", "$[0]", "é ü"])
+async def test_any_storable_metadata_key_is_filterable(client: TurnstileClient, key: str) -> None:
+    # A key with a newline was stored escaped and a filter on it matched nothing; quotes
+    # and backslashes were refused by the filter though accepted by the write.
+    tid = (await client.threads.create(metadata={key: "yes", "other": {"x": [1]}}))["thread_id"]
+    await client.threads.create(metadata={key: "no"})
+    await client.threads.create(metadata={key.replace(key[0], "_", 1): "yes"})
+    found = await client.threads.search(metadata={key: "yes"})
+    assert [t["thread_id"] for t in found] == [tid]
+    both = await client.threads.search(metadata={key: "yes", "other": {"x": [1]}})
+    assert [t["thread_id"] for t in both] == [tid]
+    assistant = await client.assistants.create("echo", metadata={key: "yes"})
+    matched = await client.assistants.search(metadata={key: "yes"})
+    assert [a["assistant_id"] for a in matched] == [assistant["assistant_id"]]
+
+
+async def test_a_null_metadata_filter_matches_a_null_or_missing_key(
+    client: TurnstileClient,
+) -> None:
+    null = (await client.threads.create(metadata={"k": None, "tag": "t"}))["thread_id"]
+    missing = (await client.threads.create(metadata={"tag": "t"}))["thread_id"]
+    await client.threads.create(metadata={"k": 1, "tag": "t"})
+    found = await client.threads.search(metadata={"k": None, "tag": "t"})
+    assert {t["thread_id"] for t in found} == {null, missing}
+
+
 async def test_delete_thread_stops_its_runs_and_removes_everything(
     client: TurnstileClient,
 ) -> None:

@@ -322,6 +322,37 @@ async def test_bad_page_token_is_invalid_argument_invalid_page_token(
         )
 
 
+async def test_a_metadata_key_with_nul_is_invalid_argument_invalid_metadata_key(
+    stubs: Stubs,
+) -> None:
+    # Found as INTERNAL: a filter on it was an SQLite "JSON path error"; a stored one would
+    # match filters on what precedes the NUL.
+    thread_id = await new_thread(stubs)
+    bad = struct({"a\x00b": 1})
+    calls: list[Call] = [
+        lambda: stubs.threads.CreateThread(thread_service_pb2.CreateThreadRequest(metadata=bad)),
+        lambda: stubs.threads.UpdateThread(
+            thread_service_pb2.UpdateThreadRequest(thread_id=thread_id, metadata=bad)
+        ),
+        lambda: stubs.threads.ListThreads(thread_service_pb2.ListThreadsRequest(metadata=bad)),
+        lambda: stubs.assistants.CreateAssistant(
+            assistant_service_pb2.CreateAssistantRequest(graph_id="echo", metadata=bad)
+        ),
+        lambda: stubs.assistants.ListAssistants(
+            assistant_service_pb2.ListAssistantsRequest(metadata=bad)
+        ),
+        lambda: stubs.runs.CreateRun(
+            run_service_pb2.CreateRunRequest(thread_id=thread_id, assistant_id="echo", metadata=bad)
+        ),
+    ]
+
+    for call in calls:
+        error = await failure(call)
+        assert_error(
+            error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_METADATA_KEY", field="metadata"
+        )
+
+
 # ALREADY_EXISTS
 
 

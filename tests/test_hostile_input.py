@@ -37,9 +37,9 @@ from turnstile.v1 import (
     thread_service_pb2,
 )
 from turnstile_server.api.rpc_errors import MAX_MESSAGE_BYTES as MAX_DETAILS_BYTES
-from turnstile_server.api.wire import MAX_JSON_DEPTH
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
+from turnstile_server.state import MAX_JSON_DEPTH
 
 T = TypeVar("T")
 

@@ -125,17 +125,24 @@ class App:
         )
         register(
             assistant_service_pb2_grpc.add_AssistantServiceServicer_to_server,
-            AssistantService(store, registry),
+            AssistantService(store, registry, page_bytes=config.max_page_bytes),
             server,
         )
         register(
             thread_service_pb2_grpc.add_ThreadServiceServicer_to_server,
-            ThreadService(store, scheduler, hub),
+            ThreadService(store, scheduler, hub, page_bytes=config.max_page_bytes),
             server,
         )
         register(
             run_service_pb2_grpc.add_RunServiceServicer_to_server,
-            RunService(store, scheduler, hub, registry, durability=config.durability),
+            RunService(
+                store,
+                scheduler,
+                hub,
+                registry,
+                durability=config.durability,
+                page_bytes=config.max_page_bytes,
+            ),
             server,
         )
         health_servicer = health.aio.HealthServicer()

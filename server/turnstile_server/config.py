@@ -144,6 +144,9 @@ class ServerConfig:
         "largest request accepted; a larger one gets RESOURCE_EXHAUSTED from gRPC",
         metavar="N",
     )
+    max_page_bytes: int = option(
+        4 << 20, "bytes a list answer may carry; a page stops before the entry past it", flag=None
+    )
     shutdown_grace_seconds: float = option(
         10.0,
         "on SIGTERM/SIGINT, how long running runs may go on before they are stopped",

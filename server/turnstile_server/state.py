@@ -10,6 +10,13 @@ from typing import Any
 from turnstile_server.errors import InvalidInput
 from turnstile_server.ids import random_id
 
+# Protobuf decoders (upb, C++, Java) refuse messages nested more than 100 deep, and a level of
+# JSON object costs three (Struct, map entry, Value): a request with JSON nested past about 32
+# levels cannot be decoded at all, and what we accept comes back a few messages deeper (a watch's
+# `values` event sits in WatchThreadResponse, ThreadEvent, RunEvent, Value), where it must still
+# decode; 20 leaves room for that. Inputs and graphs' updates alike.
+MAX_JSON_DEPTH = 20
+
 MESSAGES = "messages"
 
 # Sequences that are not JSON arrays.
@@ -98,8 +105,28 @@ def normalize_input(input: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def normalize_update(update: Any) -> dict[str, Any]:
-    """Validate what a graph step yielded and return it as a state update."""
-    return _normalize(update, "update")
+    """Validate what a graph step yielded and return it as a state update.
+
+    Held to what a client may send (`MAX_JSON_DEPTH`): an update nested deeper would be
+    stored, then answered in messages no client can decode.
+    """
+    normalized = _normalize(update, "update")
+    if _nests_deeper(normalized, MAX_JSON_DEPTH):
+        raise InvalidInput(f"update: objects and lists nest more than {MAX_JSON_DEPTH} levels deep")
+    return normalized
+
+
+def _nests_deeper(value: dict[str, Any], limit: int) -> bool:
+    """Whether the objects and lists of JSON `value` (an object, level 1) nest past `limit`."""
+    # A stack, not recursion: a graph's value may nest past Python's recursion limit.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def new_message_id() -> str:

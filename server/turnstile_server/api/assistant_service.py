@@ -40,9 +40,12 @@ async def resolve_assistant(
 class AssistantService(pb_grpc.AssistantServiceServicer):
     """Creates, reads, lists and deletes assistants."""
 
-    def __init__(self, store: Store, graphs: GraphRegistry) -> None:
+    def __init__(
+        self, store: Store, graphs: GraphRegistry, *, page_bytes: int = wire.MAX_PAGE_BYTES
+    ) -> None:
         self._store = store
         self._graphs = graphs
+        self._page_bytes = page_bytes
 
     async def CreateAssistant(
         self, request: pb.CreateAssistantRequest, context: Any
@@ -56,7 +59,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
             request.graph_id,
             request.name,
             wire.to_dict(request.config, "config"),
-            wire.to_dict(request.metadata, "metadata"),
+            wire.metadata(request.metadata),
         )
         if_exists = wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists")
         created = await self._store.assistants.create(record, if_exists=if_exists)
@@ -72,7 +75,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
         self, request: pb.ListAssistantsRequest, context: Any
     ) -> pb.ListAssistantsResponse:
         limit, cursor = wire.page(request.page_size, request.page_token, default=50)
-        metadata = wire.to_dict(request.metadata, "metadata")
+        metadata = wire.metadata(request.metadata)
         # The built-in assistants come first, on the first page, in addition to `page_size`.
         builtins = (
             []
@@ -87,9 +90,24 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
         records, next_cursor = await self._store.assistants.list(
             graph_id=request.graph_id, metadata=metadata, limit=limit, before=cursor
         )
+        # The built-in ones always come (they are small); stored ones while the page fits,
+        # at least one, so that a page token can follow it.
+        messages = [wire.assistant_message(b) for b in builtins]
+        page = wire.PageBytes(self._page_bytes - sum(m.ByteSize() for m in messages))
+        for record in records:
+            message = wire.assistant_message(record)
+            if not page.take(message):
+                break
+            messages.append(message)
+        if len(messages) < len(builtins) + len(records):
+            _, next_cursor = await self._store.assistants.list(
+                graph_id=request.graph_id,
+                metadata=metadata,
+                limit=len(messages) - len(builtins),
+                before=cursor,
+            )
         return pb.ListAssistantsResponse(
-            assistants=[wire.assistant_message(a) for a in [*builtins, *records]],
-            next_page_token=wire.next_token(next_cursor),
+            assistants=messages, next_page_token=wire.next_token(next_cursor)
         )
 
     async def DeleteAssistant(

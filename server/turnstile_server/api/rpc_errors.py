@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from turnstile_server import errors
-from turnstile_server.api.wire import MAX_JSON_DEPTH
+from turnstile_server.state import MAX_JSON_DEPTH
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,14 @@ class RunService(pb_grpc.RunServiceServicer):
         graphs: GraphRegistry,
         *,
         durability: str = "sync",
+        page_bytes: int = wire.MAX_PAGE_BYTES,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
         self._graphs = graphs
         self._durability = durability  # for runs that do not say
+        self._page_bytes = page_bytes
 
     async def _spec(self, request: CreateLike) -> RunSpec:
         """Validates the flat run-creation fields shared by CreateRun, StreamRun and WaitRun."""
@@ -59,7 +61,7 @@ class RunService(pb_grpc.RunServiceServicer):
                 wire.STRATEGIES, request.multitask_strategy, "multitask_strategy"
             ),
             config=config,
-            metadata=wire.to_dict(request.metadata, "metadata"),
+            metadata=wire.metadata(request.metadata),
             stream_mode=list(dict.fromkeys(modes)) or ["values"],
             after_seconds=wire.seconds(request.after_seconds, "after_seconds"),
             create_thread=wire.enum_value(
@@ -196,9 +198,15 @@ class RunService(pb_grpc.RunServiceServicer):
         runs, next_cursor = await self._store.runs.list(
             thread_id, status=status, limit=limit, before=cursor
         )
-        return pb.ListRunsResponse(
-            runs=[wire.run_message(r) for r in runs], next_page_token=wire.next_token(next_cursor)
-        )
+        page = wire.PageBytes(self._page_bytes)
+        messages = []
+        for index, run in enumerate(runs):
+            message = wire.run_message(run)
+            if not page.take(message):
+                next_cursor = runs[index - 1].seq  # newest first: on after the last taken
+                break
+            messages.append(message)
+        return pb.ListRunsResponse(runs=messages, next_page_token=wire.next_token(next_cursor))
 
     async def DeleteRun(self, request: pb.DeleteRunRequest, context: Any) -> pb.DeleteRunResponse:
         await self._store.runs.delete(

@@ -20,10 +20,18 @@ from turnstile_server.store import Store, ThreadRecord
 class ThreadService(pb_grpc.ThreadServiceServicer):
     """Creates, reads, lists, updates, deletes and watches threads."""
 
-    def __init__(self, store: Store, scheduler: Scheduler, hub: EventHub) -> None:
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        hub: EventHub,
+        *,
+        page_bytes: int = wire.MAX_PAGE_BYTES,
+    ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
+        self._page_bytes = page_bytes
 
     async def _message(self, thread: ThreadRecord, context: Any) -> Any:
         state, _ = await self._store.checkpoints.state(thread.thread_id)
@@ -39,7 +47,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread_id = wire.uuid_id(request.thread_id, "thread_id", required=False)
         thread = await self._store.threads.create(
             thread_id or new_id(),
-            wire.to_dict(request.metadata, "metadata"),
+            wire.metadata(request.metadata),
             if_exists=wire.enum_value(wire.IF_EXISTS, request.if_exists, "if_exists"),
             request_id=request.request_id,
         )
@@ -57,15 +65,23 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
     ) -> pb.ListThreadsResponse:
         limit, cursor = wire.page(request.page_size, request.page_token, default=50)
         status = wire.optional_enum(wire.THREAD_STATUSES, request.status, "status")
+        metadata = wire.metadata(request.metadata)
         threads, next_cursor = await self._store.threads.list(
-            status=status,
-            metadata=wire.to_dict(request.metadata, "metadata"),
-            limit=limit,
-            before=cursor,
+            status=status, metadata=metadata, limit=limit, before=cursor
         )
+        page = wire.PageBytes(self._page_bytes)
+        messages = []
+        for thread in threads:
+            message = await self._message(thread, context)
+            if not page.take(message):
+                break
+            messages.append(message)
+        if len(messages) < len(threads):  # cut by bytes: the next page starts after the last
+            _, next_cursor = await self._store.threads.list(
+                status=status, metadata=metadata, limit=len(messages), before=cursor
+            )
         return pb.ListThreadsResponse(
-            threads=[await self._message(t, context) for t in threads],
-            next_page_token=wire.next_token(next_cursor),
+            threads=messages, next_page_token=wire.next_token(next_cursor)
         )
 
     async def UpdateThread(
@@ -73,7 +89,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
     ) -> pb.UpdateThreadResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         thread = await self._store.threads.update_metadata(
-            thread_id, wire.to_dict(request.metadata, "metadata")
+            thread_id, wire.metadata(request.metadata)
         )
         return pb.UpdateThreadResponse(thread=await self._message(thread, context))
 
@@ -106,15 +122,21 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         history, next_cursor = await self._store.checkpoints.history(
             thread_id, limit=limit, before=cursor
         )
-        if json_values.wants_json(context):
-            checkpoints = [wire.checkpoint_message(c, {}, thread_id) for c, _ in history]
-            for message, (_, values) in zip(checkpoints, history, strict=True):
+        json = json_values.wants_json(context)
+        page = wire.PageBytes(self._page_bytes)
+        messages = []
+        for index, (record, values) in enumerate(history):
+            if json:
+                message = wire.checkpoint_message(record, {}, thread_id)
                 message.values_json = json_values.values_json(values)
-        else:
-            checkpoints = [wire.checkpoint_message(c, v, thread_id) for c, v in history]
+            else:
+                message = wire.checkpoint_message(record, values, thread_id)
+            if not page.take(message):
+                next_cursor = history[index - 1][0].seq  # newest first: on after the last taken
+                break
+            messages.append(message)
         return pb.GetThreadHistoryResponse(
-            checkpoints=checkpoints,
-            next_page_token=wire.next_token(next_cursor),
+            checkpoints=messages, next_page_token=wire.next_token(next_cursor)
         )
 
     async def WatchThread(

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument
+from turnstile_server.state import MAX_JSON_DEPTH
 from turnstile_server.store import AssistantRecord, CheckpointRecord, RunRecord, ThreadRecord
 
 STRATEGIES = {
@@ -67,6 +68,9 @@ CHECKPOINT_SOURCES = {
     "step": thread_pb2.CHECKPOINT_SOURCE_STEP,
 }
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_BYTES = 4 << 20
+"""What a list answer may weigh: the default receive limit of most gRPC clients (grpcurl, Go,
+Java, Python's own); a page stops before the entry that would pass it, one entry always comes."""
 
 E = TypeVar("E", bound=int)
 V = TypeVar("V")
@@ -142,17 +146,42 @@ def page(page_size: int, page_token: str, *, default: int) -> tuple[int, int | N
         ) from None
 
 
+class PageBytes:
+    """A list answer's encoded size so far, against its byte cap (see `MAX_PAGE_BYTES`)."""
+
+    __slots__ = ("_left", "taken")
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+        self.taken = 0
+
+    def take(self, message: Any) -> bool:
+        """Counts `message` in, unless it would pass the cap; the first one always fits."""
+        size = message.ByteSize() + 6  # with its field's tag and length
+        if self.taken and size > self._left:
+            return False
+        self._left -= size
+        self.taken += 1
+        return True
+
+
 def next_token(cursor: int | None) -> str:
     """Encodes a cursor as an opaque page token ('' for the last page)."""
     return "" if cursor is None else base64.urlsafe_b64encode(f"c1:{cursor}".encode()).decode()
 
 
-# Protobuf decoders (upb, C++, Java) refuse messages nested more than 100 deep, and a level of
-# JSON object costs three (Struct, map entry, Value): a request with JSON nested past about 32
-# levels cannot be decoded at all, and what we accept comes back a few messages deeper (a watch's
-# `values` event sits in WatchThreadResponse, ThreadEvent, RunEvent, Value), where it must still
-# decode; 20 leaves room for that.
-MAX_JSON_DEPTH = 20
+def metadata(struct: struct_pb2.Struct, field: str = "metadata") -> dict[str, Any]:
+    """`to_dict` for metadata, stored or filtered on: a key may not contain NUL, which
+    SQLite's JSON functions take as the end of a key (`a<NUL>b` would match a filter on `a`)."""
+    values = to_dict(struct, field)
+    for key in values:
+        if "\x00" in key:
+            raise InvalidArgument(
+                f"{field}: key {key!r} contains NUL, which metadata keys may not",
+                reason="INVALID_METADATA_KEY",
+                field=field,
+            )
+    return values
 
 
 def to_dict(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from turnstile_server.errors import InvalidArgument
 from turnstile_server.store.records import (
     AssistantRecord,
     CheckpointRecord,
@@ -110,8 +109,14 @@ def metadata_filter(column: str, metadata: dict[str, Any]) -> tuple[str, list[An
     clauses: list[str] = []
     params: list[Any] = []
     for key, value in metadata.items():
-        if '"' in key or "\\" in key:
-            raise InvalidArgument(f"metadata filter key {key!r} may not contain quotes")
-        clauses.append(f"json_extract({column}, ?) IS json_extract(?, '$')")
-        params.extend([f'$."{key}"', dumps(value)])
+        # By the decoded key, not a JSON path: a path compares the key as stored, escapes
+        # included, so a key with a newline or a quote matched nothing (or was refused), and
+        # one with NUL was an SQL error. A null matches a missing key too.
+        entry = f"SELECT 1 FROM json_each({column}) AS entry WHERE entry.key = ?"
+        if value is None:
+            clauses.append(f"NOT EXISTS ({entry} AND entry.value IS NOT NULL)")
+            params.append(key)
+        else:
+            clauses.append(f"EXISTS ({entry} AND entry.value IS json_extract(?, '$'))")
+            params.extend([key, dumps(value)])
     return " AND ".join(clauses) or "1", params
