@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from turnstile_server import clock
 
 INFLIGHT = ("pending", "running")
 RUN_STATUSES = ("pending", "running", "success", "error", "timeout", "interrupted")
@@ -14,8 +15,9 @@ DURABILITIES = ("sync", "async", "exit")  # when a run's step checkpoints are wr
 
 
 def now_us() -> int:
-    """Returns the wall-clock time in microseconds since the epoch."""
-    return time.time_ns() // 1000
+    """Returns the time in microseconds since the epoch, on the server's clock (`clock.CLOCK`:
+    the wall clock at start, advanced by the monotonic clock)."""
+    return clock.CLOCK.now_us()
 
 
 @dataclass(frozen=True, slots=True)
