@@ -78,7 +78,11 @@ class Scheduler:
         # A thread nobody kicked meanwhile has nothing new to start, so a run's end alone
         # costs no store read.
         self._recheck: set[str] = set()
+        # Threads waiting for a slot, first come first served; a slot that frees is granted
+        # to the first of them (reserved until its pump claims it), never taken by a thread
+        # that did not wait: the thread whose run just ended joins the end of the line.
         self._ready: OrderedDict[str, None] = OrderedDict()
+        self._granted: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._endings = Endings()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -310,8 +314,13 @@ class Scheduler:
             self._timers[thread_id] = loop.call_later(start.delay, self._timer_fired, thread_id)
 
     def _claim(self, thread_id: str) -> _Active | None:
-        """Takes a slot and the thread for a run about to be started, if both are free."""
-        if self._draining or thread_id in self._active or self._slots >= self._max_running:
+        """Takes a slot and the thread for a run about to be started, if both are free and no
+        other thread waits for a slot ahead of it."""
+        if self._draining or thread_id in self._active:
+            return None
+        if thread_id in self._granted:
+            self._granted.discard(thread_id)
+        elif self._ready or self._slots + len(self._granted) >= self._max_running:
             return None
         self._slots += 1
         active = self._active[thread_id] = _Active(None)
@@ -429,8 +438,10 @@ class Scheduler:
                 pause = min(pause * 2, 4 * RETRY_SECONDS)
 
     def _kick_ready(self) -> None:
-        while self._ready and self._slots < self._max_running:
+        """Grants the free slots to the threads that have waited longest."""
+        while self._ready and self._slots + len(self._granted) < self._max_running:
             thread_id, _ = self._ready.popitem(last=False)
+            self._granted.add(thread_id)
             self._kick(thread_id)
 
     def _stop_task(self, run: RunRecord) -> None:
