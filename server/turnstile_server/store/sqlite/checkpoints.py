@@ -194,11 +194,20 @@ def insert_checkpoint(
     update: dict[str, Any],
     now: int,
 ) -> CheckpointRecord:
-    """Inserts a checkpoint inside a write; IntegrityError if the thread is gone.
+    """Inserts a checkpoint inside a write; IntegrityError if the thread or the run is gone.
+
+    The run's row is looked for, not only the thread's: a thread deleted while its run unwinds
+    and created again under the same id would otherwise take the checkpoints the run writes on
+    its way out (`exit` durability holds them until then). A run's writes never outlive it.
 
     The thread's `update_time` is not touched: it moves with the thread's status, when a run
     is admitted and when it ends, not with every step.
     """
+    if (
+        conn.one("SELECT 1 FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id))
+        is None
+    ):
+        raise sqlite3.IntegrityError(f"run {run_id} of thread {thread_id} is gone")
     checkpoint_id = new_id()
     cur = conn.execute(
         "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
