@@ -27,6 +27,7 @@ from turnstile.v1 import (
     thread_service_pb2,
 )
 from turnstile_server.app import App
+from turnstile_server.config import ServerConfig
 
 GATE_TIMEOUT = 10.0
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -130,6 +131,82 @@ async def test_a_retry_after_the_run_ended_returns_the_ended_run(stubs: Stubs) -
     assert again.run == first.run and again.values == first.values
     assert created.run == first.run
     assert await runs_of(stubs, thread_id) == [first.run.run_id]
+
+
+async def rolled_back(call: Awaitable[Any], run_id: str) -> None:
+    """Expects FAILED_PRECONDITION, reason REQUEST_ID_ROLLED_BACK, naming the run."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    info = error_info(caught.value)
+    assert (info.code, info.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REQUEST_ID_ROLLED_BACK",
+    ), info
+    assert info.metadata["run_id"] == run_id, info
+
+
+async def test_a_retry_after_the_run_was_rolled_back_admits_nothing_also_after_a_restart(
+    database: str,
+) -> None:
+    # A run rolled back is deleted with its request id: the retry of a CreateRun whose
+    # answer was lost admitted a second run and applied the input twice.
+    config = ServerConfig(host="127.0.0.1", port=0, database=database)
+    app = await App.start(config, support.registry())
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            stubs = Stubs(channel)
+            thread_id = await new_thread(stubs)
+            gated = {"gates": ["rolled"], "messages": [{"role": "user", "content": "once"}]}
+            request = create_run(thread_id, "r-rolled", assistant_id="gated", input=struct(gated))
+            run = (await stubs.runs.CreateRun(request)).run
+            async with asyncio.timeout(GATE_TIMEOUT):
+                await support.GATES.arrived("rolled").wait()
+            await stubs.runs.CancelRun(
+                run_service_pb2.CancelRunRequest(
+                    thread_id=thread_id,
+                    run_id=run.run_id,
+                    action=run_pb2.CANCEL_ACTION_ROLLBACK,
+                    wait=True,
+                )
+            )
+            queued = create_run(thread_id, "r-queued", assistant_id="gated", input=struct(gated))
+            pending = (await stubs.runs.CreateRun(queued)).run  # starts at once: the thread is idle
+            superseding = create_run(
+                thread_id, "r-new", multitask_strategy=run_pb2.MULTITASK_STRATEGY_ROLLBACK
+            )
+            await stubs.runs.CreateRun(superseding)  # rolls the second one back too
+
+            await rolled_back(stubs.runs.CreateRun(request), run.run_id)
+            await rolled_back(stubs.runs.CreateRun(queued), pending.run_id)
+            await rolled_back(
+                stubs.runs.WaitRun(
+                    run_service_pb2.WaitRunRequest(
+                        thread_id=thread_id,
+                        assistant_id="gated",
+                        input=struct(gated),
+                        request_id="r-rolled",
+                    )
+                ),
+                run.run_id,
+            )
+    finally:
+        await app.stop(grace=0)
+
+    again = await App.start(config, support.registry())
+    try:
+        async with grpc.aio.insecure_channel(again.address) as channel:
+            stubs = Stubs(channel)
+            await rolled_back(stubs.runs.CreateRun(request), run.run_id)
+            state = await stubs.threads.GetThreadState(
+                thread_service_pb2.GetThreadStateRequest(thread_id=thread_id)
+            )
+            contents = [
+                m.struct_value.fields["content"].string_value
+                for m in state.checkpoint.values.fields["messages"].list_value.values
+            ]
+            assert "once" not in contents, "the rolled-back inputs stay undone"
+    finally:
+        await again.stop(grace=0)
 
 
 async def test_a_reject_retry_returns_the_admitted_run_rather_than_thread_busy(

@@ -151,6 +151,19 @@ class RequestIdReused(FailedPrecondition):
         )
 
 
+class RequestIdRolledBack(FailedPrecondition):
+    """A `request_id` admitted a run that was rolled back since: retrying it admits nothing."""
+
+    reason = "REQUEST_ID_ROLLED_BACK"
+
+    def __init__(self, request_id: str, thread_id: str, run_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} admitted run {run_id}, which was rolled back; use a"
+            " new request_id to run again",
+            metadata={"request_id": request_id, "thread_id": thread_id, "run_id": run_id},
+        )
+
+
 class QueueFull(ResourceExhausted):
     """A thread has as many queued runs as allowed; an `enqueue` run is refused."""
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from turnstile_server import policy
-from turnstile_server.errors import RunNotFound, ThreadNotFound
+from turnstile_server.errors import RequestIdRolledBack, RunNotFound, ThreadNotFound
 from turnstile_server.store.records import (
     Admission,
     Ended,
@@ -52,6 +52,12 @@ def admit(
         if existing is not None:
             policy.same_request(spec, existing)
             return Admission(run=existing, existing=True)
+        rolled_back = conn.one(
+            "SELECT thread_id, run_id FROM rolled_back_requests WHERE request_id = ?",
+            (spec.request_id,),
+        )
+        if rolled_back is not None:
+            raise RequestIdRolledBack(spec.request_id, rolled_back[0], rolled_back[1])
     # A thread is BUSY exactly while it has inflight runs (each write that changes its runs
     # settles its status in the same transaction), so a thread that is not has none to read:
     # it is claimed BUSY for this run at once, and the run goes in with nothing to decide.
@@ -147,7 +153,7 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
     rows = conn.all(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
     for run in [run_from_row(row) for row in rows]:
         if run.cancel_action == "rollback":
-            _delete_run(conn, run.run_id)
+            _delete_run(conn, run.run_id, now)
             recovery.deleted.append(_ended(run, "interrupted", now, None))
             outcome = "rollback"
         elif run.cancel_action is not None:
@@ -258,7 +264,7 @@ def finish(
         if marks is None:
             return None
         action, reason, superseded_by = marks
-        _delete_run(conn, run.run_id)
+        _delete_run(conn, run.run_id, now)
         outcome, status, error = "rollback", "interrupted", None
     final = replace(
         run,
@@ -351,7 +357,7 @@ def _end_pending(
 ) -> RunRecord:
     """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
     if action == "rollback":
-        _delete_run(conn, run.run_id)
+        _delete_run(conn, run.run_id, now)
     else:
         conn.execute(
             "UPDATE runs SET status = 'interrupted', end_time = ?, cancel_reason = ?,"
@@ -369,10 +375,26 @@ def _end_pending(
     )
 
 
-def _delete_run(conn: Session, run_id: str) -> None:
-    """Deletes a run with its checkpoints (it is being rolled back)."""
+def _delete_run(conn: Session, run_id: str, now: int) -> None:
+    """Deletes a run with its checkpoints (it is being rolled back), remembering its request
+    id for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
+    conn.execute(
+        "DELETE FROM rolled_back_requests WHERE rolled_back_time < ?",
+        (now - ROLLED_BACK_REQUESTS_US,),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO rolled_back_requests"
+        " SELECT request_id, thread_id, run_id, ? FROM runs"
+        " WHERE run_id = ? AND request_id IS NOT NULL",
+        (now, run_id),
+    )
     conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
+"""How long a rolled-back run's request id is remembered: a day, where the SDK retries a call
+for seconds (five attempts, pauses of at most 2 s)."""
 
 
 def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> bool:

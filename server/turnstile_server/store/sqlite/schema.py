@@ -129,4 +129,15 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX lg_writes_by_run ON lg_writes (run_id);
     """,
+    # 7: the request ids of rolled-back runs, so that a retried CreateRun is told, not admitted
+    # again (the run's row, which held its request id, is deleted with it).
+    """
+    CREATE TABLE rolled_back_requests (
+        request_id TEXT PRIMARY KEY,
+        thread_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        rolled_back_time INTEGER NOT NULL
+    );
+    CREATE INDEX rolled_back_requests_by_time ON rolled_back_requests (rolled_back_time);
+    """,
 ]
