@@ -38,6 +38,7 @@ async def deep(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str
 async def stubs(tmp_path: Path) -> AsyncIterator[Stubs]:
     graphs = support.registry()
     graphs.register("deep", deep)
+    graphs.register("deep_custom", deep_custom)
     app = await App.start(
         ServerConfig(host="127.0.0.1", port=0, database=str(tmp_path / "deep.db")), graphs
     )
@@ -93,3 +94,27 @@ async def test_an_update_at_the_depth_limit_is_stored(stubs: Stubs) -> None:
     assert waited.run.status == run_pb2.RUN_STATUS_SUCCESS, waited.run.error
     values = json_format.MessageToDict(waited.values)
     assert values["deep"] == nested(MAX_JSON_DEPTH)["deep"]
+
+
+async def deep_custom(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Emits a `custom` event 40 levels deep."""
+    ctx.emit_custom(nested(40))
+    yield {"never": True}
+
+
+async def test_an_event_nested_past_the_limit_ends_the_run_error_and_the_stream_decodes(
+    stubs: Stubs,
+) -> None:
+    thread = await stubs.threads.CreateThread(thread_service_pb2.CreateThreadRequest())
+    stream = stubs.runs.StreamRun(
+        run_service_pb2.StreamRunRequest(
+            thread_id=thread.thread.thread_id,
+            assistant_id="deep_custom",
+            stream_mode=[run_pb2.STREAM_MODE_CUSTOM],
+        )
+    )
+    events = [event async for message in stream for event in message.events]
+    assert [e.event for e in events] == ["metadata", "error", "end"]
+    error = json_format.MessageToDict(events[1].data)
+    assert error["type"] == "InvalidInput"
+    assert f"nest more than {MAX_JSON_DEPTH} levels" in error["message"]

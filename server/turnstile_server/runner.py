@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from turnstile_server.errors import InvalidInput
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import Step, Write
-from turnstile_server.state import ThreadState
+from turnstile_server.state import MAX_JSON_DEPTH, ThreadState, nests_deeper
 from turnstile_server.store import CheckpointRecord, RunError, RunRecord, Start, Store
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class _Host:
         return event in self._modes
 
     def emit(self, event: str, data: Any, *, checked: bool = False) -> None:
+        if not checked and nests_deeper(data):  # no client could decode the stream past it
+            raise InvalidInput(
+                f"{event} event: objects and lists nest more than {MAX_JSON_DEPTH} levels deep"
+            )
         if event in self._modes:
             self._hub.emit(self.run, event, data, checked=checked)
 

@@ -111,21 +111,25 @@ def normalize_update(update: Any) -> dict[str, Any]:
     stored, then answered in messages no client can decode.
     """
     normalized = _normalize(update, "update")
-    if _nests_deeper(normalized, MAX_JSON_DEPTH):
+    if nests_deeper(normalized):
         raise InvalidInput(f"update: objects and lists nest more than {MAX_JSON_DEPTH} levels deep")
     return normalized
 
 
-def _nests_deeper(value: dict[str, Any], limit: int) -> bool:
-    """Whether the objects and lists of JSON `value` (an object, level 1) nest past `limit`."""
+def nests_deeper(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the objects and lists of `value` (itself at level 1) nest past `limit`."""
+    if not isinstance(value, Mapping | list | tuple):
+        return False
     # A stack, not recursion: a graph's value may nest past Python's recursion limit.
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        children = item.values() if isinstance(item, Mapping) else item
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, Mapping | list | tuple)
+        )
     return False
 
 
