@@ -80,7 +80,8 @@ class RunStore(Protocol):
     async def admit(self, spec: RunSpec, *, max_queued: int, start: bool = False) -> Admission:
         """Admits a run as `policy.plan_admission` decides, in one transaction; with `start`,
         a run due at once is started in it too (`Admission.start`). A `request_id` seen before
-        returns its run (`existing`), or RequestIdReused when it asks for something else."""
+        returns its run (`existing`), or RequestIdReused when it asks for something else, or
+        RequestIdRolledBack when its run was rolled back (remembered for a day, durably)."""
         ...
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord:
@@ -144,7 +145,8 @@ class CheckpointStore(Protocol):
         self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
     ) -> CheckpointRecord:
         """Appends a checkpoint; it lands even if the caller is cancelled meanwhile (the
-        caller then waits for it). ThreadNotFound if the thread is gone."""
+        caller then waits for it). ThreadNotFound if the thread, or the run, is gone: a run's
+        writes never outlive it, even into a thread created again under the same id."""
         ...
 
     def submit(
