@@ -33,6 +33,7 @@ CHANGED: dict[str, str] = {
     "stream_max_events": "500",
     "stream_max_bytes": "4096",
     "stream_retained_bytes": "8192",
+    "max_page_bytes": "65536",
     "subscriber_max_lag": "50",
     "max_message_bytes": "2048",
     "shutdown_grace_seconds": "2.5",
