@@ -102,7 +102,12 @@ class ServerConfig:
         flag="--graph",
         metavar="NAME=MODULE:ATTR",
     )
-    max_running: int = option(64, "runs executing at once")
+    max_running: int = option(
+        64,
+        "runs executing at once; threads waiting for a slot get the freed ones first come, first"
+        " served, one run per turn (a thread whose run ends joins the back of the line), so a"
+        " waiting thread starts after at most one run of each thread ahead of it",
+    )
     max_queued: int = option(
         100,
         "pending runs allowed per thread; one more `enqueue` is RESOURCE_EXHAUSTED/QUEUE_FULL",
