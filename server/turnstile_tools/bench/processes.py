@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -39,25 +38,30 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def _die_with_parent() -> None:
-    """In the child before it runs: Linux sends it SIGTERM when the bench dies, so a bench that
-    is killed (a timeout, Ctrl-C twice) leaves no server behind. Elsewhere, nothing."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# Run by a fresh interpreter between the bench and the child it starts: it asks Linux to send
+# the child SIGTERM when the bench dies (a bench that is killed leaves no server behind), puts it
+# on the given cores (its threads inherit them), then becomes the child with exec.
+_LAUNCHER = f"""
+import ctypes, os, sys
+cpus, argv = sys.argv[1], sys.argv[2:]
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, {int(signal.SIGTERM)})
+if cpus:
+    os.sched_setaffinity(0, {{int(cpu) for cpu in cpus.split(",")}})
+os.execv(argv[0], argv)
+"""
 
 
-def _child_setup(cpus: set[int] | None) -> Callable[[], None]:
-    """What the child runs before it starts: `_die_with_parent`, and with `cpus` it is put on
-    those cores, it and every thread it will start (they inherit the affinity)."""
+def _launched(argv: list[str], cpus: set[int] | None) -> list[str]:
+    """`argv` started through the launcher, with `cpus`.
 
-    def setup() -> None:
-        _die_with_parent()
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-    return setup
+    Not `preexec_fn`: that makes subprocess fork() instead of vfork(), and in a forked child of
+    a process that uses gRPC, gRPC's fork handlers restart its poller on an epoll descriptor
+    that close_fds has just closed, so the child can die with "epoll_wait error: Bad file
+    descriptor" before it runs (grpc/grpc#43055).
+    """
+    cores = ",".join(str(cpu) for cpu in sorted(cpus or ()))
+    return [sys.executable, "-c", _LAUNCHER, cores, *argv]
 
 
 def pin_self(cpus: Iterable[int]) -> None:
@@ -144,19 +148,23 @@ class TurnstileProcess(_Child):
         graphs = [f"--graph={name}={target}" for name, target in GRAPHS.items()]
         log = _open_log(log_path)
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "turnstile_server.cli",
-            "serve",
-            "--port=0",
-            f"--database={database}",
-            *graphs,
-            *(extra_args or []),
+            *_launched(
+                [
+                    sys.executable,
+                    "-m",
+                    "turnstile_server.cli",
+                    "serve",
+                    "--port=0",
+                    f"--database={database}",
+                    *graphs,
+                    *(extra_args or []),
+                ],
+                cpus,
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             env=_environment(),
-            preexec_fn=_child_setup(cpus),
         )
         child = cls(process, log, 0)
         try:
@@ -183,14 +191,11 @@ class EchoProcess(_Child):
         """Starts the echo server and returns once it has printed its port."""
         log = _open_log(log_path)
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "turnstile_tools.bench.echo_server",
+            *_launched([sys.executable, "-m", "turnstile_tools.bench.echo_server"], cpus),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             env=_environment(),
-            preexec_fn=_child_setup(cpus),
         )
         child = cls(process, log, 0)
         try:
