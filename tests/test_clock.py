@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests import support
-from turnstile import TurnstileClient, get_client
+from turnstile import TurnstileClient
 from turnstile_server import clock
-from turnstile_server.app import App
 from turnstile_server.clock import Clock
-from turnstile_server.config import ServerConfig
 
 HOUR_NS = 3600 * 10**9
 
@@ -75,15 +73,8 @@ async def shifted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 async def client(database: str, shifted: list[int]) -> AsyncIterator[TurnstileClient]:
-    app = await App.start(
-        ServerConfig(host="127.0.0.1", port=0, database=database), support.registry()
-    )
-    sdk = get_client(url=app.address)
-    try:
+    async with support.client_of(database) as (_, sdk):
         yield sdk
-    finally:
-        await sdk.close()
-        await app.stop(grace=0)
 
 
 async def test_a_delayed_run_starts_on_time_when_the_wall_clock_steps_back(

@@ -10,8 +10,7 @@ import pytest
 
 from tests import support
 from tests.support import GATES
-from turnstile import TurnstileClient, get_client
-from turnstile_server.app import App
+from turnstile import TurnstileClient
 from turnstile_server.config import ServerConfig
 
 STEP = 10.0  # seconds for the next run to start: hitting it is a hang, and a failure
@@ -19,16 +18,9 @@ STEP = 10.0  # seconds for the next run to start: hitting it is a hang, and a fa
 
 @pytest.fixture
 async def client(database: str) -> AsyncIterator[TurnstileClient]:
-    app = await App.start(
-        ServerConfig(host="127.0.0.1", port=0, database=database, max_running=1),
-        support.registry(),
-    )
-    sdk = get_client(url=app.address)
-    try:
+    config = ServerConfig(host="127.0.0.1", port=0, database=database, max_running=1)
+    async with support.client_of(config) as (_, sdk):
         yield sdk
-    finally:
-        await sdk.close()
-        await app.stop(grace=0)
 
 
 async def next_started(names: list[str]) -> str:

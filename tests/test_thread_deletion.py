@@ -11,9 +11,7 @@ import pytest
 
 from tests import support
 from tests.support import GATES
-from turnstile import NotFoundError, TurnstileClient, get_client
-from turnstile_server.app import App
-from turnstile_server.config import ServerConfig
+from turnstile import NotFoundError, TurnstileClient
 from turnstile_server.graph import RunContext
 
 STEP = 10.0
@@ -36,13 +34,8 @@ async def unwinding(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dic
 async def client(database: str) -> AsyncIterator[TurnstileClient]:
     graphs = support.registry()
     graphs.register("unwinding", unwinding)
-    app = await App.start(ServerConfig(host="127.0.0.1", port=0, database=database), graphs)
-    sdk = get_client(url=app.address)
-    try:
+    async with support.client_of(database, graphs) as (_, sdk):
         yield sdk
-    finally:
-        await sdk.close()
-        await app.stop(grace=0)
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
