@@ -24,6 +24,7 @@ CHANGED: dict[str, str] = {
     "port": "50099",
     "database": "other.db",
     "graphs": "mine=tests.support:recording",
+    "langgraph_config": str(ROOT / "examples" / "langgraph" / "langgraph.json"),
     "max_running": "7",
     "max_queued": "8",
     "max_attempts": "9",

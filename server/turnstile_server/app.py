@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +31,7 @@ from turnstile_server.api.thread_service import ThreadService
 from turnstile_server.config import ServerConfig
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
+from turnstile_server.langgraph_json import load_project, read_project
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
@@ -86,9 +88,12 @@ class App:
         cls, config: ServerConfig, graphs: GraphRegistry | None, opened: contextlib.AsyncExitStack
     ) -> App:
         """The steps of `start`, each pushing onto `opened` how to undo it."""
-        registry = graphs or GraphRegistry.with_builtins()
+        project = _project_graphs(config)
+        registry = graphs or GraphRegistry.with_builtins(omit=[graph_id for graph_id, _ in project])
         for spec in config.graphs:
             graph_id, graph = load_graph(spec)
+            registry.register(graph_id, graph)
+        for graph_id, graph in project:
             registry.register(graph_id, graph)
         metrics = Metrics(enabled=config.metrics_port >= 0)
         # The timing interceptor first: it wraps the others, so it sees the final status. (The
@@ -184,6 +189,17 @@ class App:
         await self.store.close()
         await self.metrics.close()
         log.info("turnstile stopped")
+
+
+def _project_graphs(config: ServerConfig) -> list[tuple[str, Any]]:
+    """The graphs of `--config`'s langgraph.json, imported once its env and dependencies are
+    applied; ValueError (the file) or InvalidArgument (a graph) when it cannot be served."""
+    if not config.langgraph_config:
+        return []
+    project = read_project(config.langgraph_config)
+    graphs = load_project(project)
+    log.info("serving the LangGraph project %s: %s", project.file, ", ".join(project.graph_ids))
+    return graphs
 
 
 def _api_keys(config: ServerConfig) -> ApiKeys | None:

@@ -13,6 +13,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Final
 
 from turnstile_server.event_log import StreamLimits
+from turnstile_server.langgraph_json import checked_path
 from turnstile_server.store.records import DURABILITIES
 from turnstile_server.store.url import parse_database_url
 
@@ -101,6 +102,15 @@ class ServerConfig:
         "register a graph; repeatable (`agent` and `echo` are built in)",
         flag="--graph",
         metavar="NAME=MODULE:ATTR",
+    )
+    langgraph_config: str = option(
+        "",
+        "serve a LangGraph project: its langgraph.json's `graphs` (beside `--graph` ones; a"
+        " built-in of the same id gives way), `env` and `dependencies`, paths relative to the"
+        " file",
+        flag="--config",
+        metavar="LANGGRAPH_JSON",
+        parse=checked_path,
     )
     max_running: int = option(
         64,

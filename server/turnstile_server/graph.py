@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from turnstile_server.errors import InvalidArgument, UnknownGraph
@@ -49,11 +49,14 @@ class GraphRegistry:
         self._graphs: dict[str, PreparedGraph] = {}
 
     @classmethod
-    def with_builtins(cls, runtimes: Sequence[GraphRuntime] | None = None) -> GraphRegistry:
-        """Return a registry holding the built-in `agent` and `echo` graphs."""
+    def with_builtins(
+        cls, runtimes: Sequence[GraphRuntime] | None = None, *, omit: Collection[str] = ()
+    ) -> GraphRegistry:
+        """Return a registry holding the built-in `agent` and `echo` graphs, but those in omit."""
         registry = cls(runtimes)
-        registry.register("agent", agent)
-        registry.register("echo", echo)
+        for graph_id, graph in (("agent", agent), ("echo", echo)):
+            if graph_id not in omit:
+                registry.register(graph_id, graph)
         return registry
 
     def register(self, graph_id: str, graph: object) -> None:

@@ -1,0 +1,1 @@
+"""A small LangGraph project: a calculator that answers through a tool."""
