@@ -49,6 +49,8 @@ def not_for_the_core(modules: set[str]) -> list[str]:
         "turnstile_server.state",
         "turnstile_server.policy",
         "turnstile_server.runtime",
+        "turnstile_server.runtime.langgraph.execution",
+        "turnstile_server.runtime.langgraph.saver",
     ],
 )
 def test_importing_the_core_loads_no_grpc_and_no_protobuf(module: str) -> None:

@@ -41,6 +41,19 @@ class InvalidInput(InvalidArgument):
     reason = "INVALID_INPUT"
 
 
+class GraphFault(TurnstileError):
+    """A run's graph failed in a way with a stable reason: the run ends ERROR with the reason as
+    its error's type (never an RPC error: the run's `error` says it)."""
+
+    reason = "GRAPH_FAULT"
+
+
+class RecursionLimit(GraphFault):
+    """A LangGraph graph ran more supersteps than its `recursion_limit` allows."""
+
+    reason = "RECURSION_LIMIT"
+
+
 class NotFound(TurnstileError):
     """A resource does not exist."""
 

@@ -16,6 +16,7 @@ from turnstile_server.graphs.agent import agent
 from turnstile_server.graphs.echo import echo
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import GraphRuntime, PreparedGraph
+from turnstile_server.runtime.langgraph.runtime import LangGraphRuntime
 from turnstile_server.runtime.native import Graph, NativeRuntime
 
 __all__ = [
@@ -36,7 +37,7 @@ _SPEC_FORM = "name=package.module:attribute"
 
 def default_runtimes() -> tuple[GraphRuntime, ...]:
     """Return the runtimes a registry asks by default, in the order it asks them."""
-    return (NativeRuntime(),)
+    return (NativeRuntime(), LangGraphRuntime())
 
 
 class GraphRegistry:

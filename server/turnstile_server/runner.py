@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from turnstile_server.errors import InvalidInput
+from turnstile_server.errors import GraphFault, InvalidInput
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.run_checkpoints import RunCheckpoints
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import Step, Write
 from turnstile_server.state import MAX_JSON_DEPTH, ThreadState, nests_deeper
@@ -62,7 +63,13 @@ class Runner:
         try:
             async with deadline:
                 graph = self._graphs.prepared(run.graph_id)
-                await graph.execute(_Host(self._store, self._hub, run, start))
+                host = _Host(self._store, self._hub, run, start)
+                try:
+                    await graph.execute(host)
+                finally:
+                    # Nothing of the run is written once it has unwound (the store finishes it
+                    # next, a rollback deletes its rows): its last LangGraph writes land first.
+                    await host.langgraph.settle()
                 return Outcome("success")
         except asyncio.CancelledError:
             raise
@@ -80,7 +87,7 @@ class Runner:
 class _Host:
     """The `RunHost` of one run: its events go to the hub, its checkpoints to the store."""
 
-    __slots__ = ("_hub", "_modes", "_store", "context", "run", "start")
+    __slots__ = ("_hub", "_modes", "_store", "context", "langgraph", "run", "start")
 
     def __init__(self, store: Store, hub: EventHub, run: RunRecord, start: Start) -> None:
         self._store = store
@@ -96,16 +103,19 @@ class _Host:
             input=run.input,
             config=run.config,
         )
+        self.langgraph = RunCheckpoints(store.langgraph, run)
 
     def wants(self, event: str) -> bool:
         return event in self._modes
 
-    def emit(self, event: str, data: Any, *, checked: bool = False) -> None:
+    def emit(
+        self, event: str, data: Any, *, checked: bool = False, mode: str | None = None
+    ) -> None:
         if not checked and nests_deeper(data):  # no client could decode the stream past it
             raise InvalidInput(
                 f"{event} event: objects and lists nest more than {MAX_JSON_DEPTH} levels deep"
             )
-        if event in self._modes:
+        if (mode or event) in self._modes:
             self._hub.emit(self.run, event, data, checked=checked)
 
     async def state(self) -> ThreadState:
@@ -120,5 +130,6 @@ class _Host:
 
 
 def _failed(run: RunRecord, exc: Exception) -> Outcome:
-    log.info("run %s failed: %s: %s", run.run_id, type(exc).__name__, exc)
-    return Outcome("error", RunError(type(exc).__name__, str(exc)))
+    kind = exc.reason if isinstance(exc, GraphFault) else type(exc).__name__
+    log.info("run %s failed: %s: %s", run.run_id, kind, exc)
+    return Outcome("error", RunError(kind, str(exc)))

@@ -55,7 +55,7 @@ from typing import Any, Protocol
 
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.state import ThreadState
-from turnstile_server.store import CheckpointRecord, RunRecord, Start
+from turnstile_server.store import CheckpointRecord, LangGraphCheckpoints, RunRecord, Start
 
 Step = tuple[int, str, dict[str, Any]]
 """A checkpoint to write: (step number, source `input`/`step`, the update it stores)."""
@@ -86,8 +86,13 @@ class RunHost(Protocol):
         """Tell whether the run's stream modes ask for events of this kind."""
         ...
 
-    def emit(self, event: str, data: Any, *, checked: bool = False) -> None:
-        """Stream an event if the run asked for its kind; `checked` data is known to be JSON."""
+    def emit(
+        self, event: str, data: Any, *, checked: bool = False, mode: str | None = None
+    ) -> None:
+        """Stream an event if the run asked for its kind; `checked` data is known to be JSON.
+
+        `mode` is the stream mode the event belongs to when its name is not the mode's
+        (`values|ns` with subgraphs, `messages/partial` of `messages-partial`)."""
         ...
 
     async def state(self) -> ThreadState:
@@ -103,6 +108,14 @@ class RunHost(Protocol):
 
         Raises ThreadNotFound if the thread was deleted.
         """
+        ...
+
+    @property
+    def langgraph(self) -> LangGraphCheckpoints:
+        """The store's LangGraph checkpoints, for this run's saver only: each write is refused
+        (ThreadNotFound) once the run's row is gone (its thread deleted, the run rolled back),
+        and once `execute` has unwound; a write begun lands even if its caller is cancelled,
+        and the runner waits for it before the run is finished."""
         ...
 
 

@@ -6,7 +6,9 @@ value (`full`), no value (`empty`), or the items appended to a list since anothe
 same channel (`append`, naming that version as its `base`): a list channel that only grew is
 stored as its new tail, so a step writes what it changed, not the whole list again.
 
-Every row carries the `run_id` that wrote it, so a rolled-back run's rows can all be deleted.
+Every row carries the `run_id` that wrote it, so a rolled-back run's rows can all be deleted:
+a backend deletes them in the transaction that deletes the run (rollback), and a thread's in
+the one that deletes the thread.
 """
 
 from __future__ import annotations
@@ -83,9 +85,15 @@ class LangGraphCheckpoints(Protocol):
     transaction, and a write once begun is applied even if its caller is cancelled.
     """
 
-    async def put(self, frame: CheckpointFrame, blobs: Sequence[BlobRecord]) -> None:
+    async def put(
+        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+    ) -> None:
         """Stores a checkpoint and the blobs of the channel versions it introduced (a blob
-        already stored under the same channel and version is kept)."""
+        already stored under the same channel and version is kept).
+
+        With `require_run` (a run's own writes), ThreadNotFound and nothing written unless the
+        run `frame.run_id` of `frame.thread_id` still exists, checked in the same transaction:
+        a deleted or rolled-back run's writes never land, even into a thread created again."""
         ...
 
     async def put_writes(
@@ -95,9 +103,12 @@ class LangGraphCheckpoints(Protocol):
         checkpoint_id: str,
         run_id: str,
         writes: Sequence[WriteRecord],
+        *,
+        require_run: bool = False,
     ) -> None:
         """Stores a task's writes against a checkpoint: a regular write (idx >= 0) already
-        stored is kept, a special one (idx < 0: error, interrupt, ...) is replaced."""
+        stored is kept, a special one (idx < 0: error, interrupt, ...) is replaced.
+        `require_run` as for `put`."""
         ...
 
     async def get(

@@ -57,6 +57,8 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         known = {channel: tracked.version for channel, tracked in held.items()}
         stored = await self._store.get(thread_id, checkpoint_ns, checkpoint_id, known)
         if stored is None:
+            if checkpoint_id is None:  # nothing stored, nothing to append to (a new thread
+                self._cache.forget_scope(thread_id, checkpoint_ns)  # under a deleted one's id)
             return None
         folder = Folder(self.serde, held)
         found = self._tuple(stored, folder)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from turnstile_server.errors import ThreadNotFound
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
     Chain,
@@ -38,10 +39,12 @@ class SqliteLangGraphCheckpoints:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def put(self, frame: CheckpointFrame, blobs: Sequence[BlobRecord]) -> None:
+    async def put(
+        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+    ) -> None:
         """Stores a checkpoint and its new blobs in one transaction."""
         blob_list = list(blobs)
-        await landed(self._db.submit(lambda s: _put(s, frame, blob_list)))
+        await landed(self._db.submit(lambda s: _put(s, frame, blob_list, require_run)))
 
     async def put_writes(
         self,
@@ -50,11 +53,15 @@ class SqliteLangGraphCheckpoints:
         checkpoint_id: str,
         run_id: str,
         writes: Sequence[WriteRecord],
+        *,
+        require_run: bool = False,
     ) -> None:
         """Stores a task's writes against a checkpoint in one transaction."""
         key = (thread_id, checkpoint_ns, checkpoint_id)
         write_list = list(writes)
-        await landed(self._db.submit(lambda s: _put_writes(s, key, run_id, write_list)))
+        await landed(
+            self._db.submit(lambda s: _put_writes(s, key, run_id, write_list, require_run))
+        )
 
     async def get(
         self,
@@ -151,8 +158,16 @@ class SqliteLangGraphCheckpoints:
 _ABSENT = object()
 
 
-def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord]) -> None:
+def _check_run(s: Session, thread_id: str, run_id: str) -> None:
+    """ThreadNotFound unless the run still exists: a run's writes never outlive it."""
+    if s.one("SELECT 1 FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)) is None:
+        raise ThreadNotFound(thread_id)
+
+
+def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord], require_run: bool) -> None:
     thread, ns = frame.thread_id, frame.checkpoint_ns
+    if require_run:
+        _check_run(s, thread, frame.run_id)
     for blob in blobs:
         # Checked before anything is written, so a failing put changes nothing: an append whose
         # base never landed (its put failed) must not leave a chain that cannot be folded.
@@ -197,7 +212,11 @@ def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord]) -> None:
         )
 
 
-def _put_writes(s: Session, key: _Key, run_id: str, writes: list[WriteRecord]) -> None:
+def _put_writes(
+    s: Session, key: _Key, run_id: str, writes: list[WriteRecord], require_run: bool
+) -> None:
+    if require_run:
+        _check_run(s, key[0], run_id)
     for write in writes:
         verb = "INSERT OR REPLACE" if write.idx < 0 else "INSERT OR IGNORE"
         s.execute(
@@ -283,6 +302,11 @@ def delete_langgraph_thread(s: Session, thread_id: str) -> None:
     """Deletes a thread's LangGraph rows inside a write (also when the thread is deleted)."""
     for table in ("lg_checkpoints", "lg_blobs", "lg_writes"):
         s.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+def delete_langgraph_runs(s: Session, runs: list[str]) -> set[str]:
+    """Deletes the runs' LangGraph rows inside a write (also when a run is rolled back)."""
+    return _delete_for_runs(s, runs)
 
 
 def _delete_for_runs(s: Session, runs: list[str]) -> set[str]:

@@ -22,6 +22,7 @@ from turnstile_server.store.records import (
 )
 from turnstile_server.store.sqlite.checkpoints import insert_checkpoint
 from turnstile_server.store.sqlite.database import Session
+from turnstile_server.store.sqlite.langgraph import delete_langgraph_runs
 from turnstile_server.store.sqlite.rows import RUN_COLUMNS, dumps, loads, run_from_row
 
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM runs r"
@@ -376,7 +377,8 @@ def _end_pending(
 
 
 def _delete_run(conn: Session, run_id: str, now: int) -> None:
-    """Deletes a run with its checkpoints (it is being rolled back), remembering its request
+    """Deletes a run with its checkpoints, LangGraph's included (it is being rolled back), in
+    the same transaction, remembering its request
     id for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
     conn.execute(
         "DELETE FROM rolled_back_requests WHERE rolled_back_time < ?",
@@ -389,6 +391,7 @@ def _delete_run(conn: Session, run_id: str, now: int) -> None:
         (now, run_id),
     )
     conn.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+    delete_langgraph_runs(conn, [run_id])
     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 

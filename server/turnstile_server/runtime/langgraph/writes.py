@@ -1,0 +1,130 @@
+"""Pending writes held until their superstep is checkpointed, so a cancelled step leaves none.
+
+LangGraph stores each finished task's writes against the checkpoint its superstep started
+from (`put_writes`), so that a resumed graph reuses them instead of running the task again.
+For a run cancelled mid-step that would keep half a superstep: the next run, resuming, would
+take the finished tasks' writes and run only the others. Turnstile's rule is that the step in
+flight is discarded, so the writes against a namespace's newest checkpoint are held here and
+written just before that namespace's next checkpoint (the step completed), or when the run
+ends by itself (an error, an `interrupt()`: LangGraph's state then shows them). A cancelled
+run `discard`s what it holds. A crash loses them as well: the run resumes from its last
+committed checkpoint and runs that superstep again whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from turnstile_server.store.langgraph_checkpoints import (
+    BlobRecord,
+    CheckpointFrame,
+    LangGraphCheckpoints,
+    StoredCheckpoint,
+    WriteRecord,
+)
+
+_Held = tuple[str, str, str, str, list[WriteRecord]]
+"""(thread, namespace, checkpoint id, run id, writes) of one `put_writes`."""
+
+
+class HeldWrites:
+    """`LangGraphCheckpoints` over another that holds pending writes until their step lands."""
+
+    def __init__(self, store: LangGraphCheckpoints) -> None:
+        self._store = store
+        self._held: list[_Held] = []
+
+    async def put(
+        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+    ) -> None:
+        """Writes the writes held against the frame's parent (its step is complete), then it."""
+        if frame.parent_id is not None:
+            await self._flush(
+                lambda h: (
+                    h[0] == frame.thread_id
+                    and h[1] == frame.checkpoint_ns
+                    and h[2] == frame.parent_id
+                )
+            )
+        await self._store.put(frame, blobs, require_run=require_run)
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        run_id: str,
+        writes: Sequence[WriteRecord],
+        *,
+        require_run: bool = False,
+    ) -> None:
+        """Holds a task's writes (they land with the step's checkpoint or the run's end)."""
+        self._held.append((thread_id, checkpoint_ns, checkpoint_id, run_id, list(writes)))
+
+    async def flush(self) -> None:
+        """Writes everything held, in the order it came (the run ended by itself)."""
+        await self._flush(lambda h: True)
+
+    def discard(self) -> int:
+        """Forgets what is held (the run was cancelled: its steps in flight are discarded);
+        returns how many writes that was."""
+        count = sum(len(h[4]) for h in self._held)
+        self._held.clear()
+        return count
+
+    async def _flush(self, matches: Any) -> None:
+        taken = [h for h in self._held if matches(h)]
+        if not taken:
+            return
+        self._held = [h for h in self._held if not matches(h)]
+        for thread_id, ns, checkpoint_id, run_id, writes in taken:
+            await self._store.put_writes(thread_id, ns, checkpoint_id, run_id, writes)
+
+    async def get(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        known: Mapping[str, str],
+    ) -> StoredCheckpoint | None:
+        """Reads through (LangGraph keeps the run's own pending writes in memory)."""
+        return await self._store.get(thread_id, checkpoint_ns, checkpoint_id, known)
+
+    async def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        *,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None,
+        before: str | None,
+        limit: int | None,
+        known: Mapping[str, str],
+    ) -> list[StoredCheckpoint]:
+        """Reads through."""
+        return await self._store.list(
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            metadata=metadata,
+            before=before,
+            limit=limit,
+            known=known,
+        )
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Passes through (the run's store refuses it)."""
+        await self._store.delete_thread(thread_id)
+
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Passes through (the run's store refuses it)."""
+        return await self._store.delete_for_runs(run_ids)
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Passes through (the run's store refuses it)."""
+        await self._store.copy_thread(source_thread_id, target_thread_id)
+
+    async def prune(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        """Passes through (the run's store refuses it)."""
+        await self._store.prune(thread_ids, keep_latest=keep_latest)

@@ -1,0 +1,385 @@
+"""The LangGraph runtime (SPEC §10): what it registers, how a run executes through `astream`,
+and what interrupt, rollback and DeleteThread leave of a run's LangGraph rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from tests.lg_graphs import lg_registry
+from tests.support import GATES, client_of
+from turnstile import TurnstileClient
+from turnstile_server.errors import InvalidArgument, ThreadNotFound
+from turnstile_server.graph import GraphRegistry, prepare_graph
+from turnstile_server.run_checkpoints import RunCheckpoints, RunEnded
+from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+from turnstile_server.store.langgraph_checkpoints import CheckpointFrame, WriteRecord
+
+HI = {"messages": [{"role": "user", "content": "hi"}]}
+SEEN: list[dict[str, Any]] = []
+
+
+class Chat(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def _remember(state: Chat, config: RunnableConfig) -> dict[str, Any]:
+    SEEN.append(dict(config["configurable"]))
+    return {"messages": [AIMessage("seen")]}
+
+
+def _builder() -> StateGraph[Any]:
+    builder = StateGraph(Chat)
+    builder.add_node("remember", _remember)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", END)
+    return builder
+
+
+def rows(database: str, table: str, where: str = "1", *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(database) as conn:
+        return conn.execute(f"SELECT * FROM {table} WHERE {where}", params).fetchall()
+
+
+@asynccontextmanager
+async def serving(
+    database: str, graphs: GraphRegistry | None = None
+) -> AsyncIterator[TurnstileClient]:
+    async with client_of(database, graphs or lg_registry()) as (_, client):
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> None:
+    SEEN.clear()
+
+
+# Registration
+
+
+def test_a_compiled_graph_a_state_graph_and_factories_are_langgraph_graphs() -> None:
+    compiled = _builder().compile()
+
+    def zero() -> Any:
+        return compiled
+
+    def one(config: RunnableConfig) -> Any:
+        return compiled
+
+    async def two(config: RunnableConfig, runtime: Any) -> Any:
+        return compiled
+
+    for obj in (compiled, _builder(), zero, one, two):
+        assert prepare_graph(obj, "g").runtime == "langgraph"
+    builder = prepare_graph(_builder(), "g")
+    assert isinstance(builder, LangGraphGraph) and builder.compiled is not None, "compiled once"
+
+
+def test_native_graphs_stay_native() -> None:
+    from turnstile_server.graphs.echo import echo
+
+    assert prepare_graph(echo, "echo").runtime == "native"
+
+
+def test_a_graph_with_its_own_checkpointer_is_refused_at_registration() -> None:
+    with pytest.raises(InvalidArgument, match="its own checkpointer"):
+        GraphRegistry().register("g", _builder().compile(checkpointer=InMemorySaver()))
+
+
+def test_what_no_runtime_runs_names_both() -> None:
+    with pytest.raises(InvalidArgument, match=r"async generator function.*LangGraph graph"):
+        prepare_graph(42, "g")
+
+
+async def test_each_kind_of_factory_is_called_per_run_with_the_run_config(tmp_path: Path) -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def zero() -> Any:
+        calls.append(("zero", None))
+        return _builder()
+
+    def one(config: RunnableConfig) -> Any:
+        calls.append(("one", config["configurable"]["run_id"]))
+        return _builder().compile()
+
+    async def two(config: RunnableConfig, runtime: Any) -> Any:
+        calls.append(("two", runtime.access_context))
+        return _builder().compile()
+
+    @asynccontextmanager
+    async def managed(config: RunnableConfig) -> AsyncIterator[Any]:
+        calls.append(("managed", "enter"))
+        yield _builder().compile()
+        calls.append(("managed", "exit"))
+
+    graphs = GraphRegistry()
+    for name, factory in (("zero", zero), ("one", one), ("two", two), ("managed", managed)):
+        graphs.register(name, factory)
+    async with serving(str(tmp_path / "t.db"), graphs) as client:
+        thread = await client.threads.create()
+        run_ids = []
+        for name in ("zero", "one", "two", "managed", "one"):
+            result = await client.runs.wait_run(thread["thread_id"], name, input=HI)
+            assert result.run["status"] == "success", result.run
+            run_ids.append(result.run["run_id"])
+    assert calls == [
+        ("zero", None),
+        ("one", run_ids[1]),
+        ("two", "threads.create_run"),
+        ("managed", "enter"),
+        ("managed", "exit"),
+        ("one", run_ids[4]),
+    ]
+
+
+# Execution
+
+
+async def test_configurable_is_the_assistants_then_the_runs_then_the_ids(tmp_path: Path) -> None:
+    graphs = GraphRegistry()
+    graphs.register("remember", _builder())
+    async with serving(str(tmp_path / "t.db"), graphs) as client:
+        assistant = await client.assistants.create(
+            "remember", config={"configurable": {"model": "a", "depth": 1, "run_id": "x"}}
+        )
+        thread = await client.threads.create()
+        result = await client.runs.wait_run(
+            thread["thread_id"],
+            assistant["assistant_id"],
+            input=HI,
+            config={"configurable": {"depth": 2, "thread_id": "forged"}},
+        )
+    langgraphs = {"checkpoint_id", "checkpoint_map", "checkpoint_ns"}
+    seen = {k: v for k, v in SEEN[0].items() if not k.startswith("__") and k not in langgraphs}
+    assert seen == {
+        "model": "a",
+        "depth": 2,
+        "thread_id": thread["thread_id"],
+        "run_id": result.run["run_id"],
+        "assistant_id": assistant["assistant_id"],
+        "graph_id": "remember",
+    }
+
+
+async def test_every_checkpoint_names_its_run_and_attempt(tmp_path: Path) -> None:
+    database = str(tmp_path / "t.db")
+    async with serving(database) as client:
+        thread = await client.threads.create()
+        first = await client.runs.wait_run(thread["thread_id"], "echo", input=HI)
+        second = await client.runs.wait_run(thread["thread_id"], "echo", input=HI)
+    found = rows(database, "lg_checkpoints", "thread_id = ?", thread["thread_id"])
+    metadata = [json.loads(row[8]) for row in found]
+    assert {m["run_id"] for m in metadata} == {first.run["run_id"], second.run["run_id"]}
+    assert all(m["run_attempt"] == 1 for m in metadata)
+    assert {row[4] for row in found} == {first.run["run_id"], second.run["run_id"]}
+    assert [m["source"] for m in metadata].count("input") == 2
+
+
+async def test_durability_exit_writes_fewer_checkpoints_than_sync(tmp_path: Path) -> None:
+    database = str(tmp_path / "t.db")
+    counts = {}
+    async with serving(database) as client:
+        for durability in ("sync", "async", "exit"):
+            thread = await client.threads.create()
+            result = await client.runs.wait_run(
+                thread["thread_id"],
+                "recording",
+                input={"steps": 3},
+                durability=durability,
+            )
+            assert result.run["status"] == "success"
+            counts[durability] = len(
+                rows(database, "lg_checkpoints", "run_id = ?", result.run["run_id"])
+            )
+    assert counts["sync"] == counts["async"] > counts["exit"] == 1
+
+
+async def test_values_and_updates_stream_as_langgraph_platform_names_them(tmp_path: Path) -> None:
+    async with serving(str(tmp_path / "t.db")) as client:
+        thread = await client.threads.create()
+        parts = [
+            part
+            async for part in client.runs.stream(
+                thread["thread_id"], "echo", input=HI, stream_mode=["values", "updates"]
+            )
+        ]
+    assert [p.event for p in parts] == ["metadata", "values", "updates", "values", "end"]
+    assert [p.seq for p in parts] == [1, 2, 3, 4, 5]
+    assert parts[1].data["messages"][0]["type"] == "human"
+    answer = parts[2].data["answer"]["messages"][0]
+    assert answer["type"] == "ai" and answer["content"] == "echo: hi"
+    kept = parts[3].data["messages"][1]
+    assert kept["id"] and {**kept, "id": None} == answer, "add_messages gave it an id"
+    assert parts[4].data["status"] == "success"
+
+
+# Cancellation
+
+
+async def test_interrupt_keeps_completed_supersteps_and_discards_the_one_in_flight(
+    tmp_path: Path,
+) -> None:
+    database = str(tmp_path / "t.db")
+    async with serving(database) as client:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        run = await client.runs.create(tid, "gated", input={"gates": ["a", "b"]})
+        GATES.open("a")
+        await asyncio.wait_for(GATES.arrived("b").wait(), 10)
+        await client.runs.cancel(tid, run["run_id"], wait=True)
+        assert (await client.runs.get(tid, run["run_id"]))["status"] == "interrupted"
+        kept = rows(database, "lg_checkpoints", "run_id = ?", run["run_id"])
+        steps = sorted(json.loads(row[8])["step"] for row in kept)
+        assert steps == [-1, 0, 1], "the input, START's superstep and gate a's; not gate b's"
+        latest = max(row[2] for row in kept)
+        assert rows(database, "lg_writes", "checkpoint_id = ?", latest) == [], "gate b's"
+        assert rows(database, "lg_writes", "run_id = ?", run["run_id"]), "a's are kept"
+
+
+PARALLEL_ENTERED: list[str] = []
+
+
+class Pair(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def _fast(state: Pair) -> dict[str, Any]:
+    PARALLEL_ENTERED.append("fast")
+    return {"messages": [AIMessage("fast")]}
+
+
+async def _slow(state: Pair) -> dict[str, Any]:
+    PARALLEL_ENTERED.append("slow")
+    GATES.arrived("slow").set()
+    await GATES.event("slow").wait()
+    return {"messages": [AIMessage("slow")]}
+
+
+def _pair() -> Any:
+    builder = StateGraph(Pair)
+    builder.add_node("fast", _fast)
+    builder.add_node("slow", _slow)
+    builder.add_edge(START, "fast")
+    builder.add_edge(START, "slow")
+    builder.add_edge("fast", END)
+    builder.add_edge("slow", END)
+    return builder.compile()
+
+
+async def test_a_cancelled_superstep_leaves_no_half_for_the_next_run_to_replay(
+    tmp_path: Path,
+) -> None:
+    """`fast` finishes while `slow` waits in the same superstep; the run is interrupted. Were
+    `fast`'s pending write stored, the resuming run would take it and run `slow` alone: the
+    whole superstep runs again instead."""
+    PARALLEL_ENTERED.clear()
+    database = str(tmp_path / "t.db")
+    graphs = GraphRegistry()
+    graphs.register("pair", _pair())
+    async with serving(database, graphs) as client:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        run = await client.runs.create(tid, "pair", input=HI, stream_mode=["updates"])
+        async for part in client.runs.join_stream(tid, run["run_id"]):
+            if part.event == "updates" and "fast" in part.data:
+                break  # `fast` is done (its write is taken), `slow` waits
+        await asyncio.wait_for(GATES.arrived("slow").wait(), 10)
+        await client.runs.cancel(tid, run["run_id"], wait=True)
+        latest = max(row[2] for row in rows(database, "lg_checkpoints", "thread_id = ?", tid))
+        assert rows(database, "lg_writes", "checkpoint_id = ?", latest) == []
+        GATES.open("slow")
+        resumed = await client.runs.wait_run(tid, "pair", input=None)
+        assert resumed.run["status"] == "success", resumed.run
+    assert PARALLEL_ENTERED.count("fast") == 2, "the superstep ran again whole"
+
+
+async def test_rollback_deletes_the_runs_langgraph_checkpoints_blobs_and_writes(
+    tmp_path: Path,
+) -> None:
+    database = str(tmp_path / "t.db")
+    async with serving(database) as client:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        first = await client.runs.wait_run(tid, "echo", input=HI)
+        before = {table: rows(database, table) for table in ("lg_checkpoints", "lg_blobs")}
+        run = await client.runs.create(tid, "gated", input={"gates": ["a", "b"]})
+        GATES.open("a")
+        await asyncio.wait_for(GATES.arrived("b").wait(), 10)
+        assert rows(database, "lg_checkpoints", "run_id = ?", run["run_id"]), "it wrote some"
+        await client.runs.cancel(tid, run["run_id"], wait=True, action="rollback")
+        for table in ("lg_checkpoints", "lg_blobs", "lg_writes"):
+            assert rows(database, table, "run_id = ?", run["run_id"]) == [], table
+        after = {table: rows(database, table) for table in ("lg_checkpoints", "lg_blobs")}
+        assert after == before, "exactly the rows of the run before it"
+        again = await client.runs.wait_run(tid, "echo", input=HI)
+        assert again.run["status"] == "success"
+    assert first.run["status"] == "success"
+
+
+async def test_delete_thread_leaves_no_langgraph_row_even_from_exit_durability(
+    tmp_path: Path,
+) -> None:
+    """`exit` durability writes a run's checkpoint as it unwinds: the thread's deletion
+    cancels the run, and what it writes on its way out is refused."""
+    database = str(tmp_path / "t.db")
+    async with serving(database) as client:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        await client.runs.create(tid, "gated", input={"gates": ["a", "b"]}, durability="exit")
+        GATES.open("a")
+        await asyncio.wait_for(GATES.arrived("b").wait(), 10)
+        await client.threads.delete(tid)
+        await client.threads.create(thread_id=tid)
+        await client.runs.wait_run(tid, "echo", input=HI)
+        for table in ("lg_checkpoints", "lg_blobs"):
+            left = rows(database, table, "thread_id = ?", tid)
+            assert {row[4] for row in left} <= {r["run_id"] for r in await client.runs.list(tid)}
+
+
+async def test_a_runs_writes_are_refused_once_it_is_gone_or_settled(tmp_path: Path) -> None:
+    from turnstile_server.store import RunSpec
+    from turnstile_server.store.url import open_store
+
+    store = await open_store(str(tmp_path / "t.db"))
+    try:
+        admission = await store.runs.admit(
+            RunSpec(
+                thread_id="t1",
+                assistant_id="echo",
+                graph_id="echo",
+                input=None,
+                multitask_strategy="enqueue",
+                config={},
+                metadata={},
+                stream_mode=["values"],
+                create_thread=True,
+            ),
+            max_queued=10,
+            start=True,
+        )
+        run = admission.run
+        checkpoints = RunCheckpoints(store.langgraph, run)
+        frame = CheckpointFrame("t1", "", "c1", None, "forged", "json", b"{}", {}, {})
+        await checkpoints.put(frame, [])
+        assert rows(str(tmp_path / "t.db"), "lg_checkpoints", "run_id = ?", run.run_id)
+        write = WriteRecord("task", 0, "ch", "json", b"1")
+        await store.threads.delete("t1")
+        with pytest.raises(ThreadNotFound):
+            await checkpoints.put_writes("t1", "", "c1", run.run_id, [write])
+        await checkpoints.settle()
+        with pytest.raises(RunEnded):
+            await checkpoints.put(frame, [])
+    finally:
+        await store.close()
