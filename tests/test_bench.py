@@ -42,9 +42,14 @@ TINY = {
     "b8_runs": 3,
     "b9_calls": 2,
     "b9_large": 20,
+    "lg_runs": 4,
+    "lg_clients": 3,
+    "lg_runs_per_client": 2,
+    "lg_handoffs": 2,
 }
-CPU_ROWS = ["B2-cpu", "B3-cpu"]
-"""The rows after B2's and B3's: their server CPU per run against an echo call's."""
+CPU_ROWS = ["B2-cpu", "B3-cpu", "B10-32"]
+"""The rows after B2's and B3's (their server CPU per run against an echo call's) and after
+B10's (its runs with many callers)."""
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
@@ -78,6 +83,7 @@ def test_bench_prints_every_workload_with_numbers_and_writes_json(tmp_path: Path
     ids = [row["id"] for row in document["rows"]]
     assert [i for i in ids if i not in CPU_ROWS] == list(WORKLOADS)
     assert ids.index("B2-cpu") == ids.index("B2") + 1 and ids.index("B3-cpu") == ids.index("B3") + 1
+    assert ids.index("B10-32") == ids.index("B10") + 1
     # B9's table in full, one line per operation, two thread sizes: 2 and b9_large.
     assert "| wait | " in done.stdout and "| stream | " in done.stdout
     assert document["sizes"]["b1_runs"] == TINY["b1_runs"]
@@ -96,8 +102,11 @@ def test_bench_prints_every_workload_with_numbers_and_writes_json(tmp_path: Path
 def test_only_selects_workloads_in_table_order() -> None:
     assert _selection("") == list(WORKLOADS)
     assert _selection("b5, B2") == ["B2", "B5"]
+    assert _selection("", langgraph_dev=True) == [*WORKLOADS, "B11"]
     with pytest.raises(ValueError, match="unknown workloads"):
-        _selection("B10")
+        _selection("B12")
+    with pytest.raises(ValueError, match="B11 needs --langgraph-dev"):
+        _selection("B11")
 
 
 def test_sizes_are_overridden_by_name_and_bad_settings_refused() -> None:

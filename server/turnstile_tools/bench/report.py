@@ -95,6 +95,10 @@ def workloads(sizes: Sizes) -> dict[str, str]:
         "B9": "SDK against the generated stub: wait, join, get_state, get_history, values"
         f" stream on threads of {', '.join(f'{n:,}' for n in sizes.b9_sizes())} messages"
         f" ({sizes.b9_calls} calls each, in turns)",
+        "B10": "a two-node LangGraph StateGraph: serial WaitRun (durable checkpoints) against"
+        f" the same graph's in-process ainvoke, in turns ({sizes.lg_runs:,} runs each)",
+        "B11": "the same graph served by `langgraph dev` (in-memory): serial runs.wait,"
+        f" {sizes.lg_clients} callers, interrupt handoff; against Turnstile's B10 figures",
     }
 
 
@@ -111,9 +115,83 @@ def judge(workload: str, figures: Figures, echo: Figures, context: dict[str, Fig
         "B7": _b7,
         "B8": _b8,
         "B9": _b9,
+        "B10": _b10,
+        "B11": _b11,
     }
     judges[workload](row, figures, echo, context)
     return row
+
+
+LG_RATE = 2.0
+"""B10: served runs/s against in-process `AsyncSqliteSaver`'s, at least this many times."""
+LG_TIME = 1.5
+"""B10: served time per run against in-process `InMemorySaver`'s, at most this many times."""
+
+
+def _b10(row: Row, f: Figures, echo: Figures, context: dict[str, Figures]) -> None:
+    # Serial: time per run is the median; runs/s one over it.
+    rate, time = f["sqlite_p50"] / f["served_p50"], f["served_p50"] / f["memory_p50"]
+    row.measured = (
+        f"{ms(f['served_p50'])} per run (p50), {per_second(1 / f['served_p50'], 'runs')};"
+        f" server CPU {ms(f['served_cpu'])} per run"
+    )
+    row.baseline = (
+        f"in process: AsyncSqliteSaver {ms(f['sqlite_p50'])}"
+        f" ({per_second(1 / f['sqlite_p50'], 'runs')}), InMemorySaver {ms(f['memory_p50'])},"
+        f" none {ms(f['none_p50'])} (CPU {ms(f['sqlite_cpu'])} / {ms(f['memory_cpu'])} /"
+        f" {ms(f['none_cpu'])})"
+    )
+    row.ratio = f"runs/s {times(rate)} AsyncSqliteSaver's; time {times(time)} InMemorySaver's"
+    row.target = f"≥ {LG_RATE:g}x AsyncSqliteSaver's runs/s; ≤ {LG_TIME:g}x InMemorySaver's time"
+    row.met = rate >= LG_RATE and time <= LG_TIME
+
+
+def lg_concurrent_row(f: Figures) -> Row:
+    """B10 with `lg_clients` callers: the rates, served and in process."""
+    row = Row(
+        "B10-32",
+        f"B10 with {f['clients']} callers at once, each on its own threads (in process:"
+        " as many tasks)",
+        figures={k: v for k, v in f.items() if "rate" in k or "concurrent" in k},
+    )
+    rate, time = f["served_rate"] / f["sqlite_rate"], f["memory_rate"] / f["served_rate"]
+    row.measured = (
+        f"{per_second(f['served_rate'], 'runs')}; server CPU"
+        f" {ms(f['served_cpu_concurrent'])} per run"
+    )
+    row.baseline = (
+        f"in process: AsyncSqliteSaver {per_second(f['sqlite_rate'], 'runs')}, InMemorySaver"
+        f" {per_second(f['memory_rate'], 'runs')}, none {per_second(f['none_rate'], 'runs')}"
+    )
+    row.ratio = f"runs/s {times(rate)} AsyncSqliteSaver's; time {times(time)} InMemorySaver's"
+    row.target = f"≥ {LG_RATE:g}x AsyncSqliteSaver's runs/s; ≤ {LG_TIME:g}x InMemorySaver's time"
+    row.met = rate >= LG_RATE and time <= LG_TIME
+    return row
+
+
+def _b11(row: Row, f: Figures, echo: Figures, context: dict[str, Figures]) -> None:
+    ours = context.get("B10", {})
+    row.measured = (
+        f"serial {ms(f['dev_p50'])} per run (p50); {f.get('clients', 32)} callers"
+        f" {per_second(f['dev_rate'], 'runs')}; handoff p50 {ms(f['dev_handoff_p50'])};"
+        f" server CPU {ms(f['dev_cpu'])} per run"
+    )
+    if not ours:
+        row.baseline, row.target, row.met = "B10 not measured", "Turnstile's B10 figures", False
+        return
+    row.baseline = (
+        f"Turnstile: {ms(ours['served_p50'])}; {per_second(ours['served_rate'], 'runs')};"
+        f" handoff p50 {ms(ours['handoff_p50'])}"
+    )
+    serial = f["dev_p50"] / ours["served_p50"]
+    rate = ours["served_rate"] / f["dev_rate"]
+    handoff = f["dev_handoff_p50"] / ours["handoff_p50"]
+    row.ratio = (
+        f"Turnstile faster: serial {times(serial)}, {times(rate)} the runs/s, handoff"
+        f" {times(handoff)}"
+    )
+    row.target = "Turnstile (durable) at least as fast as langgraph dev (in memory)"
+    row.met = serial >= 1 and rate >= 1 and handoff >= 1
 
 
 def _b1(row: Row, f: Figures, echo: Figures, context: dict[str, Figures]) -> None:

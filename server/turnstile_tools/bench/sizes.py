@@ -37,6 +37,13 @@ class Sizes:
     b9_calls: int = 20
     """Calls of each operation through the SDK, and as many through the stub, per size."""
     b9_large: int = 10_000
+    lg_runs: int = 300
+    """B10's and B11's serial runs of the two-node LangGraph graph, per subject."""
+    lg_clients: int = 32
+    lg_runs_per_client: int = 30
+    lg_handoffs: int = 50
+    lg_dev_runs: int = 50
+    """B11's serial runs and handoffs: `langgraph dev` takes about a second for each."""
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -58,6 +65,10 @@ class Sizes:
             b8_runs=20,
             b9_calls=5,
             b9_large=2_000,
+            lg_runs=60,
+            lg_runs_per_client=8,
+            lg_handoffs=10,
+            lg_dev_runs=10,
         )
 
     def b9_sizes(self) -> tuple[int, ...]:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from turnstile_server.config import ServerConfig
-from turnstile_tools.bench import latency, scale, sdk, streaming
+from turnstile_tools.bench import langgraph_runs, latency, scale, sdk, streaming
+from turnstile_tools.bench.langgraph_dev import dev_figures as langgraph_dev_figures
+from turnstile_tools.bench.langgraph_graphs import project_file
 from turnstile_tools.bench.latency import Figures
 from turnstile_tools.bench.load import Channels
 from turnstile_tools.bench.processes import EchoProcess, TurnstileProcess, pin_self
@@ -26,6 +28,7 @@ from turnstile_tools.bench.report import (
     b9_table,
     cpu_row,
     judge,
+    lg_concurrent_row,
     table,
     to_json,
     workloads,
@@ -33,7 +36,9 @@ from turnstile_tools.bench.report import (
 from turnstile_tools.bench.seed import seed_database
 from turnstile_tools.bench.sizes import Sizes
 
-WORKLOADS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+WORKLOADS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10")
+OPTIONAL = ("B11",)
+"""Workloads that run only when asked for: B11 with `--langgraph-dev`."""
 
 Body = Callable[[TurnstileProcess, Channels, Path], Awaitable[Figures]]
 
@@ -62,6 +67,13 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         " (Linux, 2 cores or more), so that they do not take each other's turns",
     )
     parser.add_argument(
+        "--langgraph-dev",
+        default="",
+        metavar="PATH",
+        help="the `langgraph` command of an environment with langgraph-cli[inmem] installed:"
+        " adds B11, the B10 graph served by `langgraph dev`",
+    )
+    parser.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -77,14 +89,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         sizes = (Sizes.quick() if args.quick else Sizes()).with_settings(args.set)
-        selected = _selection(args.only)
+        selected = _selection(args.only, langgraph_dev=bool(args.langgraph_dev))
         placement = Placement.pinned() if args.pin else Placement()
     except ValueError as exc:
         parser.error(str(exc))
     machine = _machine(args.quick, placement)
     if placement.load:
         pin_self(placement.load)
-    rows, context = asyncio.run(run_suite(sizes, selected, args.server_arg, placement))
+    rows, context = asyncio.run(
+        run_suite(sizes, selected, args.server_arg, placement, args.langgraph_dev)
+    )
     print(f"Turnstile benchmarks — {machine['summary']}")
     print()
     print(table(rows))
@@ -101,14 +115,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 1 if any(row.error for row in rows) else 0
 
 
-def _selection(only: str) -> list[str]:
+def _selection(only: str, *, langgraph_dev: bool = False) -> list[str]:
+    known = (*WORKLOADS, *OPTIONAL)
     if not only.strip():
-        return list(WORKLOADS)
+        return [*WORKLOADS, *(OPTIONAL if langgraph_dev else ())]
     chosen = {name.strip().upper() for name in only.split(",") if name.strip()}
-    unknown = chosen - set(WORKLOADS)
+    unknown = chosen - set(known)
     if unknown:
-        raise ValueError(f"--only: unknown workloads {sorted(unknown)}; known {WORKLOADS}")
-    return [name for name in WORKLOADS if name in chosen]
+        raise ValueError(f"--only: unknown workloads {sorted(unknown)}; known {known}")
+    if "B11" in chosen and not langgraph_dev:
+        raise ValueError("--only B11 needs --langgraph-dev PATH")
+    return [name for name in known if name in chosen]
 
 
 @dataclass(frozen=True)
@@ -134,7 +151,11 @@ class Placement:
 
 
 async def run_suite(
-    sizes: Sizes, selected: list[str], server_args: list[str], placement: Placement | None = None
+    sizes: Sizes,
+    selected: list[str],
+    server_args: list[str],
+    placement: Placement | None = None,
+    langgraph_dev: str = "",
 ) -> tuple[list[Row], dict[str, Figures]]:
     """Measures the echo baselines, then each selected workload on a fresh server."""
     placement = placement or Placement()
@@ -142,7 +163,7 @@ async def run_suite(
         directory = Path(name)
         context = await _baselines(directory, sizes, placement, stream="B5" in selected)
         context["placement"] = {"pinned": bool(placement.servers)}
-        bodies = _bodies(sizes, directory, server_args, placement)
+        bodies = _bodies(sizes, directory, server_args, placement, langgraph_dev)
         rows: list[Row] = []
         for workload in selected:
             _progress(f"{workload}: {workloads(sizes)[workload]}")
@@ -159,6 +180,8 @@ async def run_suite(
             rows.append(row)
             if not row.error and "cpu_per_run" in row.figures:
                 rows.append(cpu_row(workload, row.figures, context["echo"]))
+            if not row.error and workload == "B10":
+                rows.append(lg_concurrent_row(row.figures))
             _progress(f"{workload}: {row.result} in {time.perf_counter() - started:.1f} s")
     return rows, context
 
@@ -197,7 +220,11 @@ async def _echo_server(
 
 
 def _bodies(
-    sizes: Sizes, directory: Path, server_args: list[str], placement: Placement
+    sizes: Sizes,
+    directory: Path,
+    server_args: list[str],
+    placement: Placement,
+    langgraph_dev: str = "",
 ) -> dict[str, Body]:
     async def b1(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         async with _echo_server(directory / "B1-echo.log", 1, placement) as (_, calls):
@@ -233,6 +260,15 @@ def _bodies(
     async def b9(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
         return await sdk.sdk_against_stub(channels, server.address, sizes)
 
+    async def b10(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
+        figures = await langgraph_runs.turnstile_b10(channels, sizes, directory, server.cpu_seconds)
+        return {**figures, **await langgraph_runs.turnstile_handoff(channels, sizes)}
+
+    async def b11(server: TurnstileProcess, channels: Channels, database: Path) -> Figures:
+        project = project_file(directory)
+        figures = await langgraph_dev_figures(langgraph_dev, project, directory, sizes)
+        return {**figures, "clients": sizes.lg_clients}
+
     return {
         "B1": b1,
         "B2": b2,
@@ -243,6 +279,8 @@ def _bodies(
         "B7": b7,
         "B8": b8,
         "B9": b9,
+        "B10": b10,
+        "B11": b11,
     }
 
 
@@ -268,7 +306,7 @@ async def _on_server(
             f"B6: seeded {sizes.b6_threads:,} threads and {sizes.b6_checkpoints:,} checkpoints"
             f" ({seeded['database_bytes'] / 1e6:,.0f} MB) in {seeded['seed_seconds']:.1f} s"
         )
-    arguments = [*_workload_args(workload, sizes), *server_args]  # the caller's win
+    arguments = [*_workload_args(workload, sizes, directory), *server_args]  # the caller's win
     server = await TurnstileProcess.start(
         database, directory / f"{workload}.log", arguments, cpus=placement.cpus
     )
@@ -304,12 +342,15 @@ def _collector_paused() -> Iterator[None]:
         gc.collect()
 
 
-def _workload_args(workload: str, sizes: Sizes) -> list[str]:
+def _workload_args(workload: str, sizes: Sizes, directory: Path) -> list[str]:
     """What a workload changes of the server's defaults: B5's runs all execute at once, so
-    the limit of runs executing at once (64 by default) is raised to their number."""
+    the limit of runs executing at once (64 by default) is raised to their number; B10
+    serves the LangGraph graphs of a langgraph.json written into `directory`."""
     default = ServerConfig().max_running
     if workload == "B5" and sizes.b5_streams > default:
         return [f"--max-running={sizes.b5_streams}"]
+    if workload == "B10":  # the LangGraph graphs, from the langgraph.json B11 serves too
+        return [f"--config={project_file(directory)}"]
     return []
 
 
