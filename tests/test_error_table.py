@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import support
@@ -558,3 +559,184 @@ async def test_non_finite_number_in_metadata_is_invalid_argument(stubs: Stubs) -
 
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
     assert error.domain == DOMAIN, error
+
+
+# The LangGraph and human-in-the-loop fields of run creation and of the thread state.
+
+INTERRUPT_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("field", "command", "with_input"),
+    [
+        pytest.param("command", run_pb2.Command(), False, id="empty"),
+        pytest.param(
+            "command.resume_by_id",
+            run_pb2.Command(
+                resume=struct_pb2.Value(string_value="yes"),
+                resume_by_id={INTERRUPT_ID: struct_pb2.Value(string_value="no")},
+            ),
+            False,
+            id="resume-and-resume_by_id",
+        ),
+        pytest.param(
+            "command.resume_by_id",
+            run_pb2.Command(resume_by_id={"ask": struct_pb2.Value(string_value="no")}),
+            False,
+            id="resume_by_id-key-not-an-interrupt-id",
+        ),
+        pytest.param(
+            "command",
+            run_pb2.Command(resume=struct_pb2.Value(bool_value=True)),
+            True,
+            id="with-input",
+        ),
+        pytest.param("command.goto", run_pb2.Command(goto=[""]), False, id="empty-goto-node"),
+    ],
+)
+async def test_a_malformed_command_is_invalid_argument_invalid_command(
+    stubs: Stubs, field: str, command: run_pb2.Command, with_input: bool
+) -> None:
+    thread_id = await new_thread(stubs)
+    request = create_run(thread_id, command=command)
+    if with_input:
+        request.input.CopyFrom(human_input("hi"))
+
+    error = await failure(lambda: stubs.runs.CreateRun(request))
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    expected = "INVALID_NODE_NAMES" if field == "command.goto" else "INVALID_COMMAND"
+    assert_error(error, code, expected, field=field)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        pytest.param(["*", "tools"], id="star-with-a-node"),
+        pytest.param([""], id="empty-name"),
+        pytest.param(["n" * 300], id="too-long"),
+    ],
+)
+@pytest.mark.parametrize("field", ["interrupt_before", "interrupt_after"])
+async def test_bad_interrupt_nodes_are_invalid_argument_invalid_node_names(
+    stubs: Stubs, field: str, nodes: list[str]
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(lambda: stubs.runs.CreateRun(create_run(thread_id, **{field: nodes})))
+
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NODE_NAMES", field=field)
+
+
+async def test_a_malformed_checkpoint_id_is_invalid_argument_invalid_id(stubs: Stubs) -> None:
+    thread_id = await new_thread(stubs)
+
+    run_error = await failure(
+        lambda: stubs.runs.CreateRun(create_run(thread_id, checkpoint_id="latest"))
+    )
+    state_error = await failure(
+        lambda: stubs.threads.GetThreadState(
+            thread_service_pb2.GetThreadStateRequest(thread_id=thread_id, checkpoint_id="x")
+        )
+    )
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    assert_error(run_error, code, "INVALID_ID", field="checkpoint_id")
+    assert_error(state_error, code, "INVALID_ID", field="checkpoint_id")
+
+
+@pytest.mark.parametrize(
+    ("field", "fields"),
+    [
+        pytest.param(
+            "command",
+            {"command": run_pb2.Command(resume=struct_pb2.Value(string_value="yes"))},
+            id="command",
+        ),
+        pytest.param("interrupt_before", {"interrupt_before": ["*"]}, id="interrupt_before"),
+        pytest.param("interrupt_after", {"interrupt_after": ["echo"]}, id="interrupt_after"),
+        pytest.param("checkpoint_id", {"checkpoint_id": random_id()}, id="checkpoint_id"),
+    ],
+)
+async def test_human_in_the_loop_on_a_native_graph_is_failed_precondition_unsupported_by_graph(
+    stubs: Stubs, field: str, fields: dict[str, Any]
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(lambda: stubs.runs.CreateRun(create_run(thread_id, **fields)))
+
+    assert_error(
+        error,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "UNSUPPORTED_BY_GRAPH",
+        field=field,
+        graph_id="echo",
+        runtime="native",
+    )
+    listed: run_service_pb2.ListRunsResponse = await stubs.runs.ListRuns(
+        run_service_pb2.ListRunsRequest(thread_id=thread_id)
+    )
+    assert not listed.runs  # refused before admission: nothing was written
+
+
+async def test_updating_a_native_threads_state_is_failed_precondition_unsupported_by_graph(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+    await finished_run(stubs, thread_id)
+
+    error = await failure(
+        lambda: stubs.threads.UpdateThreadState(
+            thread_service_pb2.UpdateThreadStateRequest(
+                thread_id=thread_id, values=struct({"x": 1}), as_node="echo"
+            )
+        )
+    )
+
+    assert_error(
+        error, grpc.StatusCode.FAILED_PRECONDITION, "UNSUPPORTED_BY_GRAPH", graph_id="echo"
+    )
+
+
+async def test_updating_a_thread_that_never_ran_is_failed_precondition_thread_has_no_graph(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.threads.UpdateThreadState(
+            thread_service_pb2.UpdateThreadStateRequest(thread_id=thread_id, values=struct({}))
+        )
+    )
+
+    assert_error(
+        error, grpc.StatusCode.FAILED_PRECONDITION, "THREAD_HAS_NO_GRAPH", thread_id=thread_id
+    )
+
+
+async def test_an_unknown_checkpoint_is_not_found_checkpoint_not_found(stubs: Stubs) -> None:
+    thread_id = await new_thread(stubs)
+    await finished_run(stubs, thread_id)
+    missing = random_id()
+
+    error = await failure(
+        lambda: stubs.threads.GetThreadState(
+            thread_service_pb2.GetThreadStateRequest(thread_id=thread_id, checkpoint_id=missing)
+        )
+    )
+
+    assert_error(error, grpc.StatusCode.NOT_FOUND, "CHECKPOINT_NOT_FOUND", checkpoint_id=missing)
+
+
+async def test_an_out_of_range_on_pending_interrupt_is_invalid_argument_invalid_enum(
+    stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(stubs)
+
+    error = await failure(
+        lambda: stubs.runs.CreateRun(create_run(thread_id, on_pending_interrupt=99))
+    )
+
+    assert_error(
+        error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM", field="on_pending_interrupt"
+    )

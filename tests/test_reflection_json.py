@@ -293,3 +293,76 @@ async def test_health_check_answers_serving(channel: grpc.aio.Channel) -> None:
             health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
         )
         assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def test_the_langgraph_run_options_and_thread_state_fields_in_plain_json(
+    client: JsonClient,
+) -> None:
+    created = await client.call("turnstile.v1.ThreadService.CreateThread", {})
+    thread_id = created["thread"]["threadId"]
+
+    waited = await client.call(
+        "turnstile.v1.RunService.WaitRun",
+        {
+            "threadId": thread_id,
+            "assistantId": "echo",
+            "input": {"messages": [{"role": "user", "content": "hi"}]},
+            "context": {"user": "ada"},
+            "streamSubgraphs": True,
+            "closeToolCalls": False,
+            "onPendingInterrupt": "ON_PENDING_INTERRUPT_REJECT",
+            "streamMode": ["STREAM_MODE_MESSAGES_PARTIAL", "STREAM_MODE_DEBUG"],
+        },
+    )
+    state = await client.call("turnstile.v1.ThreadService.GetThreadState", {"threadId": thread_id})
+    earlier = await client.call(
+        "turnstile.v1.ThreadService.GetThreadState",
+        {
+            "threadId": thread_id,
+            "checkpointId": state["checkpoint"]["parentCheckpoint"]["checkpointId"],
+        },
+    )
+    listed = await client.call(
+        "turnstile.v1.ThreadService.ListThreads", {"interruption": "INTERRUPTION_AWAITING_INPUT"}
+    )
+
+    run = waited["run"]
+    assert run["context"] == {"user": "ada"}
+    assert (run["streamSubgraphs"], run["closeToolCalls"]) == (True, False)
+    assert run["onPendingInterrupt"] == "ON_PENDING_INTERRUPT_REJECT"
+    checkpoint = state["checkpoint"]
+    assert checkpoint["metadata"]["run_id"] == run["runId"]
+    assert checkpoint["parentCheckpoint"]["threadId"] == thread_id
+    assert "next" not in checkpoint and "tasks" not in checkpoint  # empty for a native graph
+    assert earlier["checkpoint"]["checkpointId"] == checkpoint["parentCheckpoint"]["checkpointId"]
+    assert thread_id not in {t["threadId"] for t in listed.get("threads", [])}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param({"resume": {"approved": True}}, id="resume"),
+        pytest.param({"resumeById": {"0123456789abcdef0123456789abcdef": "yes"}}, id="by-id"),
+        pytest.param({"update": {"x": 1}, "goto": ["tools"]}, id="update-goto"),
+    ],
+)
+async def test_a_json_command_parses_and_a_native_graph_refuses_it(
+    client: JsonClient, command: Json
+) -> None:
+    created = await client.call("turnstile.v1.ThreadService.CreateThread", {})
+    thread_id = created["thread"]["threadId"]
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.call(
+            "turnstile.v1.RunService.CreateRun",
+            {"threadId": thread_id, "assistantId": "echo", "command": command},
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as updating:
+        await client.call(
+            "turnstile.v1.ThreadService.UpdateThreadState",
+            {"threadId": thread_id, "values": {"x": 1}, "asNode": "echo"},
+        )
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "LangGraph" in (caught.value.details() or "")
+    assert updating.value.code() == grpc.StatusCode.FAILED_PRECONDITION

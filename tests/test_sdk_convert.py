@@ -302,7 +302,7 @@ async def test_unknown_strings_raise_before_any_call_is_made() -> None:
         with pytest.raises(ValueError, match="cancel action"):
             await client.runs.cancel("t", "r", action="stop")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="stream mode"):
-            client.runs.stream("t", "agent", stream_mode="debug")  # type: ignore[arg-type]
+            client.runs.stream("t", "agent", stream_mode="trace")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="thread status"):
             await client.threads.search(status="done")  # type: ignore[arg-type]
     finally:

@@ -11,10 +11,15 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from turnstile._types import (
     Assistant,
+    CheckpointRef,
     CheckpointSource,
+    Command,
     Durability,
+    Interrupt,
+    Interruption,
     Json,
     MultitaskStrategy,
+    OnPendingInterrupt,
     Run,
     RunError,
     RunStatus,
@@ -23,6 +28,7 @@ from turnstile._types import (
     ThreadState,
     ThreadStatus,
     ThreadStreamPart,
+    ThreadTask,
 )
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2, thread_service_pb2
 
@@ -48,7 +54,15 @@ UNSPECIFIED = "unspecified"
 class EnumCodec(Generic[_V]):
     """Maps a proto enum to lower-case strings without the value prefix, and back."""
 
-    def __init__(self, enum: _EnumTypeWrapper[_V], prefix: str, what: str) -> None:
+    def __init__(
+        self,
+        enum: _EnumTypeWrapper[_V],
+        prefix: str,
+        what: str,
+        *,
+        dashed: bool = False,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
         self._what = what
         self._unspecified = enum.Value(prefix + "UNSPECIFIED")
         self._by_name: dict[str, _V] = {}
@@ -57,8 +71,11 @@ class EnumCodec(Generic[_V]):
             if number == self._unspecified:
                 continue
             name = full_name.removeprefix(prefix).lower()
+            if dashed:  # LangGraph's spelling: `messages-partial`
+                name = name.replace("_", "-")
             self._by_name[name] = number
             self._by_number[number] = name
+        self._aliases = dict(aliases or {})  # accepted names encoded as another
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -70,7 +87,7 @@ class EnumCodec(Generic[_V]):
         if name is None:
             return self._unspecified
         try:
-            return self._by_name[name]
+            return self._by_name[self._aliases.get(name, name)]
         except (KeyError, TypeError):
             allowed = ", ".join(repr(n) for n in self._by_name)
             raise ValueError(f"unknown {self._what} {name!r}; expected one of {allowed}") from None
@@ -83,12 +100,23 @@ class EnumCodec(Generic[_V]):
 MULTITASK_STRATEGY = EnumCodec(run_pb2.MultitaskStrategy, "MULTITASK_STRATEGY_", "strategy")
 RUN_STATUS = EnumCodec(run_pb2.RunStatus, "RUN_STATUS_", "run status")
 THREAD_STATUS = EnumCodec(thread_pb2.ThreadStatus, "THREAD_STATUS_", "thread status")
-STREAM_MODE = EnumCodec(run_pb2.StreamMode, "STREAM_MODE_", "stream mode")
+STREAM_MODE = EnumCodec(
+    run_pb2.StreamMode,
+    "STREAM_MODE_",
+    "stream mode",
+    dashed=True,
+    # LangGraph Platform's name for what `messages` streams: one chunk per event.
+    aliases={"messages-tuple": "messages"},
+)
 CANCEL_ACTION = EnumCodec(run_pb2.CancelAction, "CANCEL_ACTION_", "cancel action")
 IF_NOT_EXISTS = EnumCodec(run_pb2.IfNotExists, "IF_NOT_EXISTS_", "if_not_exists")
 IF_EXISTS = EnumCodec(assistant_pb2.IfExists, "IF_EXISTS_", "if_exists")
 ON_DISCONNECT = EnumCodec(run_pb2.OnDisconnect, "ON_DISCONNECT_", "on_disconnect")
 DURABILITY = EnumCodec(run_pb2.Durability, "DURABILITY_", "durability")
+ON_PENDING_INTERRUPT = EnumCodec(
+    run_pb2.OnPendingInterrupt, "ON_PENDING_INTERRUPT_", "on_pending_interrupt"
+)
+INTERRUPTION = EnumCodec(thread_pb2.Interruption, "INTERRUPTION_", "interruption")
 CHECKPOINT_SOURCE = EnumCodec(
     thread_pb2.CheckpointSource, "CHECKPOINT_SOURCE_", "checkpoint source"
 )
@@ -183,7 +211,90 @@ def run_to_dict(run: run_pb2.Run) -> Run:
         "queue_position": run.queue_position if run.HasField("queue_position") else None,
         "timeout_seconds": run.timeout_seconds or None,
         "durability": cast(Durability, DURABILITY.decode(run.durability)),
+        "context": struct_to_dict(run.context) if run.HasField("context") else None,
+        "stream_subgraphs": run.stream_subgraphs,
+        "command": command_to_dict(run.command) if run.HasField("command") else None,
+        "interrupt_before": list(run.interrupt_before) or None,
+        "interrupt_after": list(run.interrupt_after) or None,
+        "checkpoint_id": run.checkpoint_id or None,
+        "close_tool_calls": run.close_tool_calls if run.HasField("close_tool_calls") else None,
+        "discarded_interrupts": list(run.discarded_interrupts),
+        "on_pending_interrupt": cast(OnPendingInterrupt, pending)
+        if (pending := ON_PENDING_INTERRUPT.decode(run.on_pending_interrupt)) != UNSPECIFIED
+        else None,
     }
+
+
+def command_to_dict(command: run_pb2.Command) -> Command:
+    """Converts a Command message into a `Command` dict (a `resume_by_id` map as `resume`)."""
+    result: Command = {}
+    if command.HasField("resume"):
+        result["resume"] = value_to_python(command.resume)
+    elif command.resume_by_id:
+        by_id = command.resume_by_id
+        result["resume"] = {key: value_to_python(by_id[key]) for key in by_id}
+    if command.HasField("update"):
+        result["update"] = struct_to_dict(command.update)
+    if command.goto:
+        result["goto"] = list(command.goto)
+    return result
+
+
+def command_message(command: Mapping[str, Any] | None) -> run_pb2.Command | None:
+    """Encodes a `Command` dict (langgraph_sdk's keys); `None` stays `None`.
+
+    `resume` goes as it is: a dict keyed by interrupt ids resumes each, as LangGraph reads it.
+    """
+    if command is None:
+        return None
+    if not isinstance(command, Mapping):
+        raise TypeError(f"command must be a mapping, not {type(command).__name__}")
+    unknown = set(command) - {"resume", "update", "goto"}
+    if unknown:
+        raise ValueError(f"command: unknown keys {sorted(unknown)}; use resume, update, goto")
+    message = run_pb2.Command()
+    if "resume" in command:
+        message.resume.CopyFrom(to_value(command["resume"], "command.resume"))
+    update = command.get("update")
+    if update is not None:
+        if not isinstance(update, Mapping):
+            update = dict(update)  # LangGraph's sequence of (key, value) pairs
+        message.update.CopyFrom(_checked_struct(update, "command.update"))
+    goto = command.get("goto")
+    if goto is not None:
+        names = [goto] if isinstance(goto, str) else list(goto)
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError("command.goto: node names (strings) only; Send is not supported")
+        message.goto.extend(names)
+    return message
+
+
+def _checked_struct(value: Mapping[str, Any], what: str) -> struct_pb2.Struct:
+    struct = to_struct(value, what)
+    assert struct is not None
+    return struct
+
+
+def to_value(value: Any, what: str) -> struct_pb2.Value:
+    """Encodes JSON data as a Value."""
+    wrapper = struct_pb2.Struct()
+    try:
+        wrapper.update({"v": value})
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} is not JSON-compatible: {exc}") from exc
+    return wrapper.fields["v"]
+
+
+def node_names(names: str | Sequence[str] | None, what: str) -> list[str]:
+    """Encodes `interrupt_before`/`interrupt_after`: "*" (every node), a name or a list."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        return [names]
+    listed = list(names)
+    if not all(isinstance(name, str) for name in listed):
+        raise TypeError(f"{what} must be node names (strings) or '*'")
+    return listed
 
 
 def thread_to_dict(thread: thread_pb2.Thread) -> Thread:
@@ -195,6 +306,46 @@ def thread_to_dict(thread: thread_pb2.Thread) -> Thread:
         "values": values_to_dict(thread),
         "create_time": iso(thread.create_time) if thread.HasField("create_time") else None,
         "update_time": iso(thread.update_time) if thread.HasField("update_time") else None,
+        "interrupts": _interrupts_by_task(thread.interrupts),
+        "interruption": cast(Interruption, interruption)
+        if (interruption := INTERRUPTION.decode(thread.interruption)) != UNSPECIFIED
+        else None,
+    }
+
+
+def _interrupts_by_task(interrupts: Iterable[thread_pb2.Interrupt]) -> dict[str, list[Interrupt]]:
+    by_task: dict[str, list[Interrupt]] = {}
+    for interrupt in interrupts:
+        by_task.setdefault(interrupt.task_id, []).append(interrupt_to_dict(interrupt))
+    return by_task
+
+
+def interrupt_to_dict(interrupt: thread_pb2.Interrupt) -> Interrupt:
+    """Converts an Interrupt message into an `Interrupt` dict (langgraph_sdk's keys)."""
+    return {"id": interrupt.id, "value": value_to_python(interrupt.value)}
+
+
+def checkpoint_ref_to_dict(ref: thread_pb2.CheckpointRef) -> CheckpointRef:
+    """Converts a CheckpointRef message into langgraph_sdk's `Checkpoint` dict."""
+    return {
+        "thread_id": ref.thread_id,
+        "checkpoint_ns": ref.checkpoint_ns,
+        "checkpoint_id": ref.checkpoint_id or None,
+        "checkpoint_map": None,
+    }
+
+
+def _task_to_dict(task: thread_pb2.ThreadTask) -> ThreadTask:
+    return {
+        "id": task.id,
+        "name": task.name,
+        "error": task.error or None,
+        "interrupts": [interrupt_to_dict(i) for i in task.interrupts],
+        "checkpoint": checkpoint_ref_to_dict(task.checkpoint)
+        if task.HasField("checkpoint")
+        else None,
+        "state": None,
+        "result": struct_to_dict(task.result) if task.HasField("result") else None,
     }
 
 
@@ -214,14 +365,29 @@ def assistant_to_dict(assistant: assistant_pb2.Assistant) -> Assistant:
 def checkpoint_to_dict(checkpoint: thread_pb2.Checkpoint) -> ThreadState:
     """Converts a Checkpoint message into a `ThreadState` dict."""
     source = checkpoint.source
+    created = iso(checkpoint.create_time) if checkpoint.HasField("create_time") else None
     return {
         "values": values_to_dict(checkpoint),
+        "next": list(checkpoint.next),
+        "checkpoint": {
+            "thread_id": checkpoint.thread_id,
+            "checkpoint_ns": checkpoint.checkpoint_ns,
+            "checkpoint_id": checkpoint.checkpoint_id or None,
+            "checkpoint_map": None,
+        },
+        "metadata": struct_to_dict(checkpoint.metadata),
+        "created_at": created,
+        "parent_checkpoint": checkpoint_ref_to_dict(checkpoint.parent_checkpoint)
+        if checkpoint.HasField("parent_checkpoint")
+        else None,
+        "tasks": [_task_to_dict(task) for task in checkpoint.tasks],
+        "interrupts": [interrupt_to_dict(i) for i in checkpoint.interrupts],
         "checkpoint_id": checkpoint.checkpoint_id or None,
         "thread_id": checkpoint.thread_id,
         "run_id": checkpoint.run_id or None,
         "step": checkpoint.step,
         "source": cast(CheckpointSource, CHECKPOINT_SOURCE.decode(source)) if source else None,
-        "create_time": iso(checkpoint.create_time) if checkpoint.HasField("create_time") else None,
+        "create_time": created,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from turnstile._convert import (
     CANCEL_ACTION,
@@ -13,7 +13,10 @@ from turnstile._convert import (
     IF_NOT_EXISTS,
     MULTITASK_STRATEGY,
     ON_DISCONNECT,
+    ON_PENDING_INTERRUPT,
     RUN_STATUS,
+    command_message,
+    node_names,
     run_to_dict,
     stream_modes,
     to_struct,
@@ -24,11 +27,13 @@ from turnstile._stream import RunStream, StreamMessage
 from turnstile._transport import Transport
 from turnstile._types import (
     CancelAction,
+    Command,
     Durability,
     IfNotExists,
     Json,
     MultitaskStrategy,
     OnDisconnect,
+    OnPendingInterrupt,
     Run,
     RunResult,
     RunStatus,
@@ -69,6 +74,32 @@ def _admission(
     }
 
 
+def _options(
+    *,
+    command: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    stream_subgraphs: bool,
+    interrupt_before: str | Sequence[str] | None,
+    interrupt_after: str | Sequence[str] | None,
+    checkpoint_id: str | None,
+    close_tool_calls: bool | None,
+    on_pending_interrupt: OnPendingInterrupt | None,
+) -> dict[str, Any]:
+    """Validates and encodes the LangGraph and human-in-the-loop fields of an admission."""
+    options: dict[str, Any] = {
+        "command": command_message(command),
+        "context": to_struct(context, "context"),
+        "stream_subgraphs": bool(stream_subgraphs),
+        "interrupt_before": node_names(interrupt_before, "interrupt_before"),
+        "interrupt_after": node_names(interrupt_after, "interrupt_after"),
+        "checkpoint_id": checkpoint_id or "",
+        "on_pending_interrupt": ON_PENDING_INTERRUPT.encode(on_pending_interrupt),
+    }
+    if close_tool_calls is not None:
+        options["close_tool_calls"] = bool(close_tool_calls)
+    return options
+
+
 class RunsClient:
     """Admits runs with a multitask strategy, and observes, cancels, joins and deletes them.
 
@@ -82,6 +113,19 @@ class RunsClient:
     (each step's before the next step), "async" (while the next step runs) or "exit" (when the
     run ends), the server's default otherwise. An unknown string raises `ValueError` before any
     call is made.
+
+    For LangGraph graphs, with langgraph_sdk's names: `command` continues a thread waiting for
+    input (`{"resume": value}`, `{"resume": {interrupt_id: value}}`, `{"update": {...}}`,
+    `{"goto": "node"}`; not with `input`); `interrupt_before`/`interrupt_after` stop the run
+    before/after these nodes ("*": every node); `checkpoint_id` continues from an earlier
+    checkpoint (time travel); `context` is the graph's runtime context; `stream_subgraphs`
+    streams subgraphs' events too. `close_tool_calls` says whether an interrupt closes the
+    tool calls it leaves dangling (the server's default otherwise); `on_pending_interrupt` is
+    what new input does on a thread waiting for input: "discard" its interrupts (LangGraph's
+    behaviour, recorded on the run) or "reject" the run (`FailedPreconditionError`, reason
+    `AWAITING_INPUT`). A native graph refuses `command`, `interrupt_before`,
+    `interrupt_after` and `checkpoint_id` with `FailedPreconditionError` (reason
+    `UNSUPPORTED_BY_GRAPH`).
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -102,12 +146,30 @@ class RunsClient:
         request_id: str | None = None,
         timeout_seconds: float | None = None,
         durability: Durability | None = None,
+        command: Command | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        stream_subgraphs: bool = False,
+        interrupt_before: Literal["*"] | Sequence[str] | None = None,
+        interrupt_after: Literal["*"] | Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        close_tool_calls: bool | None = None,
+        on_pending_interrupt: OnPendingInterrupt | None = None,
     ) -> Run:
         """Admits a run in the background and returns it (pending or running).
 
         With "reject" on a busy thread this raises `ConflictError` (reason `THREAD_BUSY`).
         A `request_id` is generated when omitted, so the call is safely retried.
         """
+        options = _options(
+            command=command,
+            context=context,
+            stream_subgraphs=stream_subgraphs,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            checkpoint_id=checkpoint_id,
+            close_tool_calls=close_tool_calls,
+            on_pending_interrupt=on_pending_interrupt,
+        )
         request = pb.CreateRunRequest(
             **_admission(
                 thread_id,
@@ -122,7 +184,8 @@ class RunsClient:
                 request_id=request_id or str(uuid.uuid4()),
                 timeout_seconds=timeout_seconds,
                 durability=durability,
-            )
+            ),
+            **options,
         )
         response = await self._transport.unary(
             lambda s: s.runs.CreateRun, request, pb.CreateRunResponse, retry=True
@@ -144,6 +207,14 @@ class RunsClient:
         request_id: str | None = None,
         timeout_seconds: float | None = None,
         durability: Durability | None = None,
+        command: Command | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        stream_subgraphs: bool = False,
+        interrupt_before: Literal["*"] | Sequence[str] | None = None,
+        interrupt_after: Literal["*"] | Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        close_tool_calls: bool | None = None,
+        on_pending_interrupt: OnPendingInterrupt | None = None,
     ) -> Json:
         """Admits a run, waits for it to end and returns its final values.
 
@@ -163,6 +234,14 @@ class RunsClient:
             request_id=request_id,
             timeout_seconds=timeout_seconds,
             durability=durability,
+            command=command,
+            context=context,
+            stream_subgraphs=stream_subgraphs,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            checkpoint_id=checkpoint_id,
+            close_tool_calls=close_tool_calls,
+            on_pending_interrupt=on_pending_interrupt,
         )
         return result.values
 
@@ -181,8 +260,26 @@ class RunsClient:
         request_id: str | None = None,
         timeout_seconds: float | None = None,
         durability: Durability | None = None,
+        command: Command | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        stream_subgraphs: bool = False,
+        interrupt_before: Literal["*"] | Sequence[str] | None = None,
+        interrupt_after: Literal["*"] | Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        close_tool_calls: bool | None = None,
+        on_pending_interrupt: OnPendingInterrupt | None = None,
     ) -> RunResult:
         """Like `wait`, but returns `RunResult(run, values)`: the run as it ended, and values."""
+        options = _options(
+            command=command,
+            context=context,
+            stream_subgraphs=stream_subgraphs,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            checkpoint_id=checkpoint_id,
+            close_tool_calls=close_tool_calls,
+            on_pending_interrupt=on_pending_interrupt,
+        )
         request = pb.WaitRunRequest(
             **_admission(
                 thread_id,
@@ -197,7 +294,8 @@ class RunsClient:
                 request_id=request_id or str(uuid.uuid4()),
                 timeout_seconds=timeout_seconds,
                 durability=durability,
-            )
+            ),
+            **options,
         )
         response = await self._transport.unary(
             lambda s: s.runs.WaitRun, request, pb.WaitRunResponse, retry=True, waits=True
@@ -219,6 +317,14 @@ class RunsClient:
         request_id: str | None = None,
         timeout_seconds: float | None = None,
         durability: Durability | None = None,
+        command: Command | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        stream_subgraphs: bool = False,
+        interrupt_before: Literal["*"] | Sequence[str] | None = None,
+        interrupt_after: Literal["*"] | Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        close_tool_calls: bool | None = None,
+        on_pending_interrupt: OnPendingInterrupt | None = None,
         on_disconnect: OnDisconnect | None = None,
     ) -> RunStream:
         """Admits a run and returns its events as an async iterator of `StreamPart`s.
@@ -233,6 +339,16 @@ class RunsClient:
         `request_id` is generated when omitted, so the run is admitted once), then by joining
         its stream after the last part seen. See `RunStream` for the reconnect policy.
         """
+        options = _options(
+            command=command,
+            context=context,
+            stream_subgraphs=stream_subgraphs,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            checkpoint_id=checkpoint_id,
+            close_tool_calls=close_tool_calls,
+            on_pending_interrupt=on_pending_interrupt,
+        )
         request = pb.StreamRunRequest(
             **_admission(
                 thread_id,
@@ -248,6 +364,7 @@ class RunsClient:
                 timeout_seconds=timeout_seconds,
                 durability=durability,
             ),
+            **options,
             on_disconnect=ON_DISCONNECT.encode(on_disconnect),
         )
 

@@ -181,6 +181,7 @@ class SyncThreadsClient(_SyncResource[ThreadsClient]):
     delete = _Blocking(ThreadsClient.delete)
     search = _Blocking(ThreadsClient.search)
     get_state = _Blocking(ThreadsClient.get_state)
+    update_state = _Blocking(ThreadsClient.update_state)
     get_history = _Blocking(ThreadsClient.get_history)
     watch = _BlockingStream(ThreadsClient.watch, SyncThreadStream)
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from turnstile._convert import (
     IF_EXISTS,
+    INTERRUPTION,
     THREAD_STATUS,
+    checkpoint_ref_to_dict,
     checkpoint_to_dict,
     thread_to_dict,
     to_struct,
@@ -16,7 +18,14 @@ from turnstile._convert import (
 from turnstile._paging import page_through
 from turnstile._stream import ThreadStream, WatchMessage
 from turnstile._transport import Transport
-from turnstile._types import IfExists, Thread, ThreadState, ThreadStatus
+from turnstile._types import (
+    IfExists,
+    Interruption,
+    Thread,
+    ThreadState,
+    ThreadStatus,
+    ThreadUpdateStateResponse,
+)
 from turnstile.v1 import thread_service_pb2 as pb
 
 
@@ -87,12 +96,16 @@ class ThreadsClient:
         status: ThreadStatus | None = None,
         limit: int = 10,
         offset: int = 0,
+        interruption: Interruption | None = None,
     ) -> list[Thread]:
         """Lists threads, newest first, optionally filtered by status and metadata.
 
-        `metadata` matches threads whose metadata contains all its keys with these values.
+        `metadata` matches threads whose metadata contains all its keys with these values;
+        `interruption="awaiting_input"` keeps the threads waiting for input, "cancelled" the
+        interrupted ones whose last run was cancelled.
         """
         status_filter = THREAD_STATUS.encode(status)
+        interruption_filter = INTERRUPTION.encode(interruption)
         metadata_filter = to_struct(metadata, "metadata")
 
         async def fetch(page_size: int, page_token: str) -> tuple[Sequence[Thread], str]:
@@ -101,6 +114,7 @@ class ThreadsClient:
                 metadata=metadata_filter,
                 page_size=page_size,
                 page_token=page_token,
+                interruption=interruption_filter,
             )
             response = await self._transport.unary(
                 lambda s: s.threads.ListThreads, request, pb.ListThreadsResponse, retry=True
@@ -109,18 +123,58 @@ class ThreadsClient:
 
         return await page_through(fetch, limit=limit, offset=offset)
 
-    async def get_state(self, thread_id: str) -> ThreadState:
-        """Returns the thread's latest checkpoint; `state["values"]` is the current state.
+    async def get_state(
+        self,
+        thread_id: str,
+        checkpoint: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+    ) -> ThreadState:
+        """Returns the thread's latest checkpoint, or the one named by `checkpoint_id` (or a
+        langgraph_sdk `checkpoint` dict); `state["values"]` is the state there.
 
-        A thread without checkpoints gives `values == {}` and `checkpoint_id is None`.
+        The dict has langgraph_sdk's `ThreadState` keys (`next`, `tasks`, `interrupts`,
+        `checkpoint`, `parent_checkpoint`, `metadata`, `created_at`) besides Turnstile's flat
+        ones. A thread without checkpoints gives `values == {}` and `checkpoint_id is None`; an
+        unknown checkpoint raises `NotFoundError` (reason `CHECKPOINT_NOT_FOUND`).
         """
         response = await self._transport.unary(
             lambda s: s.threads.GetThreadState,
-            pb.GetThreadStateRequest(thread_id=thread_id),
+            pb.GetThreadStateRequest(
+                thread_id=thread_id, checkpoint_id=_checkpoint_id(checkpoint, checkpoint_id)
+            ),
             pb.GetThreadStateResponse,
             retry=True,
         )
         return checkpoint_to_dict(response.checkpoint)
+
+    async def update_state(
+        self,
+        thread_id: str,
+        values: Mapping[str, Any] | None,
+        *,
+        as_node: str | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+    ) -> ThreadUpdateStateResponse:
+        """Writes a checkpoint as if `as_node` had returned `values`, through the graph's
+        reducers, on the thread's latest checkpoint or the one named (forking the history).
+
+        Returns `{"checkpoint": {...}}`, the checkpoint written. Needs a LangGraph graph: on a
+        native graph's thread it raises `FailedPreconditionError` (`UNSUPPORTED_BY_GRAPH`).
+        """
+        request = pb.UpdateThreadStateRequest(
+            thread_id=thread_id,
+            values=to_struct(values, "values"),
+            as_node=as_node or "",
+            checkpoint_id=_checkpoint_id(checkpoint, checkpoint_id),
+        )
+        response = await self._transport.unary(
+            lambda s: s.threads.UpdateThreadState,
+            request,
+            pb.UpdateThreadStateResponse,
+            retry=False,
+        )
+        return {"checkpoint": checkpoint_ref_to_dict(response.checkpoint)}
 
     async def get_history(self, thread_id: str, *, limit: int = 10) -> list[ThreadState]:
         """Returns up to `limit` of the thread's checkpoints, newest first."""
@@ -159,3 +213,12 @@ class ThreadsClient:
             )
 
         return ThreadStream(open_messages, after_seq=after_seq)
+
+
+def _checkpoint_id(checkpoint: Mapping[str, Any] | None, checkpoint_id: str | None) -> str:
+    """The checkpoint id asked for, given as an id or as langgraph_sdk's `checkpoint` dict."""
+    if checkpoint_id:
+        return checkpoint_id
+    if checkpoint is not None:
+        return str(checkpoint.get("checkpoint_id") or "")
+    return ""

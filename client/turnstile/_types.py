@@ -8,21 +8,86 @@ double: every number comes back as a `float` (`1` is returned as `1.0`), and int
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, TypeAlias, TypedDict
 
 MultitaskStrategy: TypeAlias = Literal["reject", "interrupt", "rollback", "enqueue"]
 RunStatus: TypeAlias = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 ThreadStatus: TypeAlias = Literal["idle", "busy", "interrupted", "error"]
-StreamMode: TypeAlias = Literal["values", "updates", "messages", "custom"]
+StreamMode: TypeAlias = Literal[
+    "values",
+    "updates",
+    "messages",
+    "messages-tuple",
+    "custom",
+    "debug",
+    "tasks",
+    "checkpoints",
+    "events",
+    "messages-partial",
+]
+"""`messages` (alias `messages-tuple`) streams one chunk per event, `[chunk, metadata]` for a
+LangGraph graph; `messages-partial` is LangGraph Platform's accumulated `messages/metadata`,
+`messages/partial`, `messages/complete` form. `debug`, `tasks`, `checkpoints` and `events`
+come from LangGraph graphs only."""
 CancelAction: TypeAlias = Literal["interrupt", "rollback"]
 IfNotExists: TypeAlias = Literal["reject", "create"]
 IfExists: TypeAlias = Literal["raise", "do_nothing"]
-CheckpointSource: TypeAlias = Literal["input", "step"]
+CheckpointSource: TypeAlias = Literal["input", "step", "update", "fork"]
 OnDisconnect: TypeAlias = Literal["continue", "cancel"]
 Durability: TypeAlias = Literal["sync", "async", "exit"]
+OnPendingInterrupt: TypeAlias = Literal["discard", "reject"]
+Interruption: TypeAlias = Literal["cancelled", "awaiting_input"]
 
 Json: TypeAlias = dict[str, Any]
 """A JSON object: input, values, metadata, config."""
+
+
+class Command(TypedDict, total=False):
+    """How a run continues a thread, as LangGraph's `Command` (langgraph_sdk's `Command`).
+
+    `resume` is what the pending `interrupt()` returns; a dict whose keys are interrupt ids
+    resumes each of those interrupts with its value. `update` is applied through the graph's
+    reducers; `goto` names the node(s) to go to.
+    """
+
+    resume: Any
+    update: Json
+    goto: str | Sequence[str]
+
+
+class Interrupt(TypedDict):
+    """A value a node passed to `interrupt()`, waiting for an answer."""
+
+    id: str
+    value: Any
+
+
+class CheckpointRef(TypedDict):
+    """Where a checkpoint is (langgraph_sdk's `Checkpoint`)."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str | None
+    checkpoint_map: dict[str, Any] | None
+
+
+class ThreadTask(TypedDict):
+    """A task of a checkpoint's next superstep (langgraph_sdk's `ThreadTask`)."""
+
+    id: str
+    name: str
+    error: str | None
+    interrupts: list[Interrupt]
+    checkpoint: CheckpointRef | None
+    state: None
+    result: Json | None
+
+
+class ThreadUpdateStateResponse(TypedDict):
+    """What `threads.update_state` returns: the checkpoint it wrote."""
+
+    checkpoint: CheckpointRef
 
 
 class RunError(TypedDict):
@@ -55,6 +120,17 @@ class Run(TypedDict):
     timeout_seconds: float | None
     durability: Durability
     """When the run's checkpoints are written: "sync", "async" or "exit"."""
+    context: Json | None
+    stream_subgraphs: bool
+    command: Command | None
+    interrupt_before: list[str] | None
+    interrupt_after: list[str] | None
+    checkpoint_id: str | None
+    close_tool_calls: bool | None
+    """Whether an interrupt closes the run's dangling tool calls; `None`: the server's default."""
+    discarded_interrupts: list[str]
+    """The interrupt ids the thread waited on that this run's new input left unanswered."""
+    on_pending_interrupt: OnPendingInterrupt | None
 
 
 class Thread(TypedDict):
@@ -66,6 +142,12 @@ class Thread(TypedDict):
     values: Json
     create_time: str | None
     update_time: str | None
+    interrupts: dict[str, list[Interrupt]]
+    """While the thread waits for input: its pending interrupts by task id (langgraph_sdk's
+    shape); `{}` otherwise, and for a stop at `interrupt_before`/`interrupt_after`."""
+    interruption: Interruption | None
+    """Why the thread is "interrupted": "awaiting_input" (its latest checkpoint waits for an
+    answer) or "cancelled" (its last run was cancelled); `None` for any other status."""
 
 
 class Assistant(TypedDict):
@@ -81,13 +163,23 @@ class Assistant(TypedDict):
 
 
 class ThreadState(TypedDict):
-    """A checkpoint: a saved state of a thread.
+    """A checkpoint: a saved state of a thread, with langgraph_sdk's `ThreadState` keys.
 
-    `checkpoint_id`, `run_id`, `source` and `create_time` are `None` for the state of a thread
-    that has no checkpoint yet; `values` is then `{}`.
+    `values`, `next`, `checkpoint`, `metadata`, `created_at`, `parent_checkpoint`, `tasks` and
+    `interrupts` are langgraph_sdk's; `checkpoint_id`, `thread_id`, `run_id`, `step`, `source`
+    and `create_time` are Turnstile's flat view of the same checkpoint. `checkpoint_id`,
+    `run_id`, `source` and `create_time` are `None` for the state of a thread that has no
+    checkpoint yet; `values` is then `{}`.
     """
 
     values: Json
+    next: list[str]
+    checkpoint: CheckpointRef
+    metadata: Json
+    created_at: str | None
+    parent_checkpoint: CheckpointRef | None
+    tasks: list[ThreadTask]
+    interrupts: list[Interrupt]
     checkpoint_id: str | None
     thread_id: str
     run_id: str | None

@@ -135,7 +135,7 @@ class App:
         )
         register(
             thread_service_pb2_grpc.add_ThreadServiceServicer_to_server,
-            ThreadService(store, scheduler, hub, page_bytes=config.max_page_bytes),
+            ThreadService(store, scheduler, hub, registry, page_bytes=config.max_page_bytes),
             server,
         )
         register(

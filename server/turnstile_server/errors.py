@@ -89,6 +89,18 @@ class AssistantNotFound(NotFound):
         )
 
 
+class CheckpointNotFound(NotFound):
+    """The thread has no checkpoint with that id."""
+
+    reason = "CHECKPOINT_NOT_FOUND"
+
+    def __init__(self, thread_id: str, checkpoint_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id} has no checkpoint {checkpoint_id}",
+            metadata={"thread_id": thread_id, "checkpoint_id": checkpoint_id},
+        )
+
+
 class AlreadyExists(TurnstileError):
     """A create named an id that is taken."""
 
@@ -142,6 +154,31 @@ class AssistantInUse(FailedPrecondition):
     """Deleting a graph's built-in assistant."""
 
     reason = "BUILTIN_ASSISTANT"
+
+
+class UnsupportedByGraph(FailedPrecondition):
+    """The request needs what the graph's runtime does not do: human in the loop and time
+    travel (`command`, `interrupt_before`, `checkpoint_id`, UpdateThreadState) need LangGraph."""
+
+    reason = "UNSUPPORTED_BY_GRAPH"
+
+    def __init__(self, message: str, *, graph_id: str, runtime: str, field: str) -> None:
+        super().__init__(
+            message, metadata={"graph_id": graph_id, "runtime": runtime, "field": field}
+        )
+
+
+class ThreadHasNoGraph(FailedPrecondition):
+    """UpdateThreadState on a thread no run has executed a graph on: there are no reducers."""
+
+    reason = "THREAD_HAS_NO_GRAPH"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id} has had no run, so no graph to update its state through;"
+            " run a LangGraph graph on it first",
+            metadata={"thread_id": thread_id},
+        )
 
 
 class ResourceExhausted(TurnstileError):

@@ -144,6 +144,15 @@ def same_request(spec: RunSpec, run: RunRecord) -> None:
         ("stream_mode", spec.stream_mode, run.stream_mode),
         ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
         ("durability", spec.durability, run.durability),
+        # What the run does to the thread, as LangGraph runs it: a retry asks the same.
+        ("context", spec.context, run.context),
+        ("stream_subgraphs", spec.stream_subgraphs, run.stream_subgraphs),
+        ("command", spec.command, run.command),
+        ("interrupt_before", spec.interrupt_before, run.interrupt_before),
+        ("interrupt_after", spec.interrupt_after, run.interrupt_after),
+        ("checkpoint_id", spec.checkpoint_id, run.checkpoint_id),
+        ("close_tool_calls", spec.close_tool_calls, run.close_tool_calls),
+        ("on_pending_interrupt", spec.on_pending_interrupt, run.on_pending_interrupt),
     ]
     for field_name, asked, got in asked_and_got:
         if asked != got:

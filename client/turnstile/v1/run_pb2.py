@@ -26,31 +26,39 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16turnstile/v1/run.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xbb\x04\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.turnstile.v1.RunStatus\x12;\n\x12multitask_strategy\x18\x05 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x16.turnstile.v1.RunError\x12\x15\n\rcancel_reason\x18\x0c \x01(\t\x12\x15\n\rsuperseded_by\x18\r \x01(\t\x12\x1b\n\x0equeue_position\x18\x0e \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0ftimeout_seconds\x18\x0f \x01(\x01\x12,\n\ndurability\x18\x10 \x01(\x0e\x32\x18.turnstile.v1.DurabilityB\x11\n\x0f_queue_position\"o\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12$\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tdata_json\x18\x05 \x01(\x0c*\xb9\x01\n\x11MultitaskStrategy\x12\"\n\x1eMULTITASK_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19MULTITASK_STRATEGY_REJECT\x10\x01\x12 \n\x1cMULTITASK_STRATEGY_INTERRUPT\x10\x02\x12\x1f\n\x1bMULTITASK_STRATEGY_ROLLBACK\x10\x03\x12\x1e\n\x1aMULTITASK_STRATEGY_ENQUEUE\x10\x04*\xb9\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x16\n\x12RUN_STATUS_SUCCESS\x10\x03\x12\x14\n\x10RUN_STATUS_ERROR\x10\x04\x12\x16\n\x12RUN_STATUS_TIMEOUT\x10\x05\x12\x1a\n\x16RUN_STATUS_INTERRUPTED\x10\x06*f\n\x0c\x43\x61ncelAction\x12\x1d\n\x19\x43\x41NCEL_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_ACTION_INTERRUPT\x10\x01\x12\x1a\n\x16\x43\x41NCEL_ACTION_ROLLBACK\x10\x02*`\n\x0bIfNotExists\x12\x1d\n\x19IF_NOT_EXISTS_UNSPECIFIED\x10\x00\x12\x18\n\x14IF_NOT_EXISTS_REJECT\x10\x01\x12\x18\n\x14IF_NOT_EXISTS_CREATE\x10\x02*\x8c\x01\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12STREAM_MODE_VALUES\x10\x01\x12\x17\n\x13STREAM_MODE_UPDATES\x10\x02\x12\x18\n\x14STREAM_MODE_MESSAGES\x10\x03\x12\x16\n\x12STREAM_MODE_CUSTOM\x10\x04*c\n\x0cOnDisconnect\x12\x1d\n\x19ON_DISCONNECT_UNSPECIFIED\x10\x00\x12\x1a\n\x16ON_DISCONNECT_CONTINUE\x10\x01\x12\x18\n\x14ON_DISCONNECT_CANCEL\x10\x02*h\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44URABILITY_SYNC\x10\x01\x12\x14\n\x10\x44URABILITY_ASYNC\x10\x02\x12\x13\n\x0f\x44URABILITY_EXIT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16turnstile/v1/run.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x01\n\x07\x43ommand\x12&\n\x06resume\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12;\n\x0cresume_by_id\x18\x02 \x03(\x0b\x32%.turnstile.v1.Command.ResumeByIdEntry\x12\'\n\x06update\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04goto\x18\x04 \x03(\t\x1aI\n\x0fResumeByIdEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\")\n\x08RunError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x83\x07\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.turnstile.v1.RunStatus\x12;\n\x12multitask_strategy\x18\x05 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x16.turnstile.v1.RunError\x12\x15\n\rcancel_reason\x18\x0c \x01(\t\x12\x15\n\rsuperseded_by\x18\r \x01(\t\x12\x1b\n\x0equeue_position\x18\x0e \x01(\x05H\x00\x88\x01\x01\x12\x17\n\x0ftimeout_seconds\x18\x0f \x01(\x01\x12,\n\ndurability\x18\x10 \x01(\x0e\x32\x18.turnstile.v1.Durability\x12(\n\x07\x63ontext\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10stream_subgraphs\x18\x12 \x01(\x08\x12&\n\x07\x63ommand\x18\x13 \x01(\x0b\x32\x15.turnstile.v1.Command\x12\x18\n\x10interrupt_before\x18\x14 \x03(\t\x12\x17\n\x0finterrupt_after\x18\x15 \x03(\t\x12\x15\n\rcheckpoint_id\x18\x16 \x01(\t\x12\x1d\n\x10\x63lose_tool_calls\x18\x17 \x01(\x08H\x01\x88\x01\x01\x12\x1c\n\x14\x64iscarded_interrupts\x18\x18 \x03(\t\x12>\n\x14on_pending_interrupt\x18\x19 \x01(\x0e\x32 .turnstile.v1.OnPendingInterruptB\x11\n\x0f_queue_positionB\x13\n\x11_close_tool_calls\"o\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12$\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tdata_json\x18\x05 \x01(\x0c*\xb9\x01\n\x11MultitaskStrategy\x12\"\n\x1eMULTITASK_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19MULTITASK_STRATEGY_REJECT\x10\x01\x12 \n\x1cMULTITASK_STRATEGY_INTERRUPT\x10\x02\x12\x1f\n\x1bMULTITASK_STRATEGY_ROLLBACK\x10\x03\x12\x1e\n\x1aMULTITASK_STRATEGY_ENQUEUE\x10\x04*\xb9\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x16\n\x12RUN_STATUS_SUCCESS\x10\x03\x12\x14\n\x10RUN_STATUS_ERROR\x10\x04\x12\x16\n\x12RUN_STATUS_TIMEOUT\x10\x05\x12\x1a\n\x16RUN_STATUS_INTERRUPTED\x10\x06*f\n\x0c\x43\x61ncelAction\x12\x1d\n\x19\x43\x41NCEL_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_ACTION_INTERRUPT\x10\x01\x12\x1a\n\x16\x43\x41NCEL_ACTION_ROLLBACK\x10\x02*`\n\x0bIfNotExists\x12\x1d\n\x19IF_NOT_EXISTS_UNSPECIFIED\x10\x00\x12\x18\n\x14IF_NOT_EXISTS_REJECT\x10\x01\x12\x18\n\x14IF_NOT_EXISTS_CREATE\x10\x02*\x91\x02\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12STREAM_MODE_VALUES\x10\x01\x12\x17\n\x13STREAM_MODE_UPDATES\x10\x02\x12\x18\n\x14STREAM_MODE_MESSAGES\x10\x03\x12\x16\n\x12STREAM_MODE_CUSTOM\x10\x04\x12\x15\n\x11STREAM_MODE_DEBUG\x10\x05\x12\x15\n\x11STREAM_MODE_TASKS\x10\x06\x12\x1b\n\x17STREAM_MODE_CHECKPOINTS\x10\x07\x12\x16\n\x12STREAM_MODE_EVENTS\x10\x08\x12 \n\x1cSTREAM_MODE_MESSAGES_PARTIAL\x10\t*}\n\x12OnPendingInterrupt\x12$\n ON_PENDING_INTERRUPT_UNSPECIFIED\x10\x00\x12 \n\x1cON_PENDING_INTERRUPT_DISCARD\x10\x01\x12\x1f\n\x1bON_PENDING_INTERRUPT_REJECT\x10\x02*c\n\x0cOnDisconnect\x12\x1d\n\x19ON_DISCONNECT_UNSPECIFIED\x10\x00\x12\x1a\n\x16ON_DISCONNECT_CONTINUE\x10\x01\x12\x18\n\x14ON_DISCONNECT_CANCEL\x10\x02*h\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44URABILITY_SYNC\x10\x01\x12\x14\n\x10\x44URABILITY_ASYNC\x10\x02\x12\x13\n\x0f\x44URABILITY_EXIT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turnstile.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MULTITASKSTRATEGY']._serialized_start=834
-  _globals['_MULTITASKSTRATEGY']._serialized_end=1019
-  _globals['_RUNSTATUS']._serialized_start=1022
-  _globals['_RUNSTATUS']._serialized_end=1207
-  _globals['_CANCELACTION']._serialized_start=1209
-  _globals['_CANCELACTION']._serialized_end=1311
-  _globals['_IFNOTEXISTS']._serialized_start=1313
-  _globals['_IFNOTEXISTS']._serialized_end=1409
-  _globals['_STREAMMODE']._serialized_start=1412
-  _globals['_STREAMMODE']._serialized_end=1552
-  _globals['_ONDISCONNECT']._serialized_start=1554
-  _globals['_ONDISCONNECT']._serialized_end=1653
-  _globals['_DURABILITY']._serialized_start=1655
-  _globals['_DURABILITY']._serialized_end=1759
-  _globals['_RUNERROR']._serialized_start=103
-  _globals['_RUNERROR']._serialized_end=144
-  _globals['_RUN']._serialized_start=147
-  _globals['_RUN']._serialized_end=718
-  _globals['_RUNEVENT']._serialized_start=720
-  _globals['_RUNEVENT']._serialized_end=831
+  _globals['_COMMAND_RESUMEBYIDENTRY']._loaded_options = None
+  _globals['_COMMAND_RESUMEBYIDENTRY']._serialized_options = b'8\001'
+  _globals['_MULTITASKSTRATEGY']._serialized_start=1405
+  _globals['_MULTITASKSTRATEGY']._serialized_end=1590
+  _globals['_RUNSTATUS']._serialized_start=1593
+  _globals['_RUNSTATUS']._serialized_end=1778
+  _globals['_CANCELACTION']._serialized_start=1780
+  _globals['_CANCELACTION']._serialized_end=1882
+  _globals['_IFNOTEXISTS']._serialized_start=1884
+  _globals['_IFNOTEXISTS']._serialized_end=1980
+  _globals['_STREAMMODE']._serialized_start=1983
+  _globals['_STREAMMODE']._serialized_end=2256
+  _globals['_ONPENDINGINTERRUPT']._serialized_start=2258
+  _globals['_ONPENDINGINTERRUPT']._serialized_end=2383
+  _globals['_ONDISCONNECT']._serialized_start=2385
+  _globals['_ONDISCONNECT']._serialized_end=2484
+  _globals['_DURABILITY']._serialized_start=2486
+  _globals['_DURABILITY']._serialized_end=2590
+  _globals['_COMMAND']._serialized_start=104
+  _globals['_COMMAND']._serialized_end=344
+  _globals['_COMMAND_RESUMEBYIDENTRY']._serialized_start=271
+  _globals['_COMMAND_RESUMEBYIDENTRY']._serialized_end=344
+  _globals['_RUNERROR']._serialized_start=346
+  _globals['_RUNERROR']._serialized_end=387
+  _globals['_RUN']._serialized_start=390
+  _globals['_RUN']._serialized_end=1289
+  _globals['_RUNEVENT']._serialized_start=1291
+  _globals['_RUNEVENT']._serialized_end=1402
 # @@protoc_insertion_point(module_scope)

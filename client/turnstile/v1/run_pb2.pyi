@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -152,9 +154,30 @@ class _StreamModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StreamMode
     STREAM_MODE_UPDATES: _StreamMode.ValueType  # 2
     """The update of every step (`updates` events)."""
     STREAM_MODE_MESSAGES: _StreamMode.ValueType  # 3
-    """Message chunks as a graph produces them (`messages` events)."""
+    """Message chunks as a graph produces them, one chunk per `messages` event. For a LangGraph
+    graph each event's data is `[chunk, metadata]` (the node, the step, ...): LangGraph
+    Platform's `messages-tuple` mode. For the accumulated form see `STREAM_MODE_MESSAGES_PARTIAL`.
+    """
     STREAM_MODE_CUSTOM: _StreamMode.ValueType  # 4
     """Anything a graph emits itself (`custom` events)."""
+    STREAM_MODE_DEBUG: _StreamMode.ValueType  # 5
+    """LangGraph's debug events (`debug` events: checkpoints, tasks and their results). LangGraph
+    graphs only; a native graph emits none.
+    """
+    STREAM_MODE_TASKS: _StreamMode.ValueType  # 6
+    """Each task starting and finishing (`tasks` events). LangGraph graphs only."""
+    STREAM_MODE_CHECKPOINTS: _StreamMode.ValueType  # 7
+    """Each checkpoint as it is written (`checkpoints` events: `config`, `parent_config`,
+    `values`, `metadata`, `next`, `tasks`). LangGraph graphs only.
+    """
+    STREAM_MODE_EVENTS: _StreamMode.ValueType  # 8
+    """LangChain's `astream_events` (version 2) events (`events` events). LangGraph graphs only."""
+    STREAM_MODE_MESSAGES_PARTIAL: _StreamMode.ValueType  # 9
+    """Messages accumulated, as LangGraph Platform's `messages` mode sends them: a
+    `messages/metadata` event per new message id, then `messages/partial` events carrying the
+    message so far (not the delta), and `messages/complete` for a message a node returns
+    whole. LangGraph graphs only.
+    """
 
 class StreamMode(_StreamMode, metaclass=_StreamModeEnumTypeWrapper):
     """Which events a stream carries besides `metadata`, `error` and `end`."""
@@ -166,10 +189,67 @@ STREAM_MODE_VALUES: StreamMode.ValueType  # 1
 STREAM_MODE_UPDATES: StreamMode.ValueType  # 2
 """The update of every step (`updates` events)."""
 STREAM_MODE_MESSAGES: StreamMode.ValueType  # 3
-"""Message chunks as a graph produces them (`messages` events)."""
+"""Message chunks as a graph produces them, one chunk per `messages` event. For a LangGraph
+graph each event's data is `[chunk, metadata]` (the node, the step, ...): LangGraph
+Platform's `messages-tuple` mode. For the accumulated form see `STREAM_MODE_MESSAGES_PARTIAL`.
+"""
 STREAM_MODE_CUSTOM: StreamMode.ValueType  # 4
 """Anything a graph emits itself (`custom` events)."""
+STREAM_MODE_DEBUG: StreamMode.ValueType  # 5
+"""LangGraph's debug events (`debug` events: checkpoints, tasks and their results). LangGraph
+graphs only; a native graph emits none.
+"""
+STREAM_MODE_TASKS: StreamMode.ValueType  # 6
+"""Each task starting and finishing (`tasks` events). LangGraph graphs only."""
+STREAM_MODE_CHECKPOINTS: StreamMode.ValueType  # 7
+"""Each checkpoint as it is written (`checkpoints` events: `config`, `parent_config`,
+`values`, `metadata`, `next`, `tasks`). LangGraph graphs only.
+"""
+STREAM_MODE_EVENTS: StreamMode.ValueType  # 8
+"""LangChain's `astream_events` (version 2) events (`events` events). LangGraph graphs only."""
+STREAM_MODE_MESSAGES_PARTIAL: StreamMode.ValueType  # 9
+"""Messages accumulated, as LangGraph Platform's `messages` mode sends them: a
+`messages/metadata` event per new message id, then `messages/partial` events carrying the
+message so far (not the delta), and `messages/complete` for a message a node returns
+whole. LangGraph graphs only.
+"""
 Global___StreamMode: _TypeAlias = StreamMode  # noqa: Y015
+
+class _OnPendingInterrupt:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OnPendingInterruptEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnPendingInterrupt.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ON_PENDING_INTERRUPT_UNSPECIFIED: _OnPendingInterrupt.ValueType  # 0
+    """The server default (itself `ON_PENDING_INTERRUPT_DISCARD` unless the server is told
+    otherwise).
+    """
+    ON_PENDING_INTERRUPT_DISCARD: _OnPendingInterrupt.ValueType  # 1
+    """Starts the graph from START, as LangGraph does; the interrupts it leaves unanswered are
+    recorded in `Run.discarded_interrupts` and in the run's `metadata` event.
+    """
+    ON_PENDING_INTERRUPT_REJECT: _OnPendingInterrupt.ValueType  # 2
+    """Refuses the run with `FAILED_PRECONDITION`, reason `AWAITING_INPUT`; a `command` (or an
+    input of null, which continues the waiting thread) is still admitted.
+    """
+
+class OnPendingInterrupt(_OnPendingInterrupt, metaclass=_OnPendingInterruptEnumTypeWrapper):
+    """What a run with new input (not a `command`) does on a thread that waits for input."""
+
+ON_PENDING_INTERRUPT_UNSPECIFIED: OnPendingInterrupt.ValueType  # 0
+"""The server default (itself `ON_PENDING_INTERRUPT_DISCARD` unless the server is told
+otherwise).
+"""
+ON_PENDING_INTERRUPT_DISCARD: OnPendingInterrupt.ValueType  # 1
+"""Starts the graph from START, as LangGraph does; the interrupts it leaves unanswered are
+recorded in `Run.discarded_interrupts` and in the run's `metadata` event.
+"""
+ON_PENDING_INTERRUPT_REJECT: OnPendingInterrupt.ValueType  # 2
+"""Refuses the run with `FAILED_PRECONDITION`, reason `AWAITING_INPUT`; a `command` (or an
+input of null, which continues the waiting thread) is still admitted.
+"""
+Global___OnPendingInterrupt: _TypeAlias = OnPendingInterrupt  # noqa: Y015
 
 class _OnDisconnect:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -232,6 +312,78 @@ crash before then loses them, and the run resumes from its input.
 Global___Durability: _TypeAlias = Durability  # noqa: Y015
 
 @_typing.final
+class Command(_message.Message):
+    """How a run continues a thread, as LangGraph's `Command`: resume its interrupts, update its
+    state, go to nodes. At least one field is set. LangGraph graphs only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ResumeByIdEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _struct_pb2.Value: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _struct_pb2.Value | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RESUME_FIELD_NUMBER: _builtins.int
+    RESUME_BY_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    GOTO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resume(self) -> _struct_pb2.Value:
+        """Optional. The value the pending `interrupt()` returns. A JSON object whose keys are all
+        interrupt ids (32 hexadecimal digits) resumes each interrupt it names with its value, as
+        LangGraph reads it. Not with `resume_by_id`.
+        """
+
+    @_builtins.property
+    def resume_by_id(self) -> _containers.MessageMap[_builtins.str, _struct_pb2.Value]:
+        """Optional. Values by interrupt id: each named interrupt's `interrupt()` returns its value.
+        Not with `resume`.
+        """
+
+    @_builtins.property
+    def update(self) -> _struct_pb2.Struct:
+        """Optional. An update applied to the state through the graph's reducers before the graph
+        goes on.
+        """
+
+    @_builtins.property
+    def goto(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. The nodes to go to next."""
+
+    def __init__(
+        self,
+        *,
+        resume: _struct_pb2.Value | None = ...,
+        resume_by_id: _abc.Mapping[_builtins.str, _struct_pb2.Value] | None = ...,
+        update: _struct_pb2.Struct | None = ...,
+        goto: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resume", b"resume", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["goto", b"goto", "resume", b"resume", "resume_by_id", b"resume_by_id", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Command: _TypeAlias = Command  # noqa: Y015
+
+@_typing.final
 class RunError(_message.Message):
     """Why a run failed."""
 
@@ -279,6 +431,15 @@ class Run(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    STREAM_SUBGRAPHS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERRUPT_BEFORE_FIELD_NUMBER: _builtins.int
+    INTERRUPT_AFTER_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    CLOSE_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    DISCARDED_INTERRUPTS_FIELD_NUMBER: _builtins.int
+    ON_PENDING_INTERRUPT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Output only. The run's id, a UUID."""
     thread_id: _builtins.str
@@ -303,6 +464,16 @@ class Run(_message.Message):
     """Output only. The run's own time limit per attempt in seconds; 0 means the server's default."""
     durability: Global___Durability.ValueType
     """Output only. When the run's checkpoints are written."""
+    stream_subgraphs: _builtins.bool
+    """Output only. Whether the run's stream carries the events of its subgraphs."""
+    checkpoint_id: _builtins.str
+    """Output only. The checkpoint the run continues from; empty for the thread's latest."""
+    close_tool_calls: _builtins.bool
+    """Output only. Whether an interrupt of the run closes its dangling tool calls; unset means
+    the server's default.
+    """
+    on_pending_interrupt: Global___OnPendingInterrupt.ValueType
+    """Output only. What the run's admission did on a thread waiting for input."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata given at creation."""
@@ -323,6 +494,28 @@ class Run(_message.Message):
     def error(self) -> Global___RunError:
         """Output only. Why the run failed, for a run that ended ERROR or TIMEOUT."""
 
+    @_builtins.property
+    def context(self) -> _struct_pb2.Struct:
+        """Output only. The LangGraph runtime context the run was given."""
+
+    @_builtins.property
+    def command(self) -> Global___Command:
+        """Output only. The command the run continues its thread with; unset for a run with input."""
+
+    @_builtins.property
+    def interrupt_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The nodes the run stops before (`*`: every node)."""
+
+    @_builtins.property
+    def interrupt_after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The nodes the run stops after (`*`: every node)."""
+
+    @_builtins.property
+    def discarded_interrupts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The ids of the interrupts the thread was waiting on that this run's new
+        input left unanswered (see `ON_PENDING_INTERRUPT_DISCARD`).
+        """
+
     def __init__(
         self,
         *,
@@ -342,13 +535,27 @@ class Run(_message.Message):
         queue_position: _builtins.int | None = ...,
         timeout_seconds: _builtins.float = ...,
         durability: Global___Durability.ValueType = ...,
+        context: _struct_pb2.Struct | None = ...,
+        stream_subgraphs: _builtins.bool = ...,
+        command: Global___Command | None = ...,
+        interrupt_before: _abc.Iterable[_builtins.str] | None = ...,
+        interrupt_after: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint_id: _builtins.str = ...,
+        close_tool_calls: _builtins.bool | None = ...,
+        discarded_interrupts: _abc.Iterable[_builtins.str] | None = ...,
+        on_pending_interrupt: Global___OnPendingInterrupt.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "queue_position", b"queue_position", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "_queue_position", b"_queue_position", "close_tool_calls", b"close_tool_calls", "command", b"command", "context", b"context", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "queue_position", b"queue_position", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "create_time", b"create_time", "durability", b"durability", "end_time", b"end_time", "error", b"error", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "superseded_by", b"superseded_by", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "_queue_position", b"_queue_position", "assistant_id", b"assistant_id", "attempt", b"attempt", "cancel_reason", b"cancel_reason", "checkpoint_id", b"checkpoint_id", "close_tool_calls", b"close_tool_calls", "command", b"command", "context", b"context", "create_time", b"create_time", "discarded_interrupts", b"discarded_interrupts", "durability", b"durability", "end_time", b"end_time", "error", b"error", "interrupt_after", b"interrupt_after", "interrupt_before", b"interrupt_before", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_pending_interrupt", b"on_pending_interrupt", "queue_position", b"queue_position", "run_id", b"run_id", "start_time", b"start_time", "status", b"status", "stream_subgraphs", b"stream_subgraphs", "superseded_by", b"superseded_by", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__close_tool_calls: _TypeAlias = _typing.Literal["close_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__close_tool_calls: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls"]  # noqa: Y015
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
     _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__close_tool_calls) -> _WhichOneofReturnType__close_tool_calls | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_position) -> _WhichOneofReturnType__queue_position | None: ...
 
 Global___Run: _TypeAlias = Run  # noqa: Y015
@@ -369,14 +576,21 @@ class RunEvent(_message.Message):
     run_id: _builtins.str
     """The run the event belongs to."""
     event: _builtins.str
-    """The kind: `metadata`, `values`, `updates`, `messages`, `custom`, `error` or `end`."""
+    """The kind: `metadata`, `values`, `updates`, `messages`, `custom`, `debug`, `tasks`,
+    `checkpoints`, `events`, `messages/metadata`, `messages/partial`, `messages/complete`,
+    `error` or `end`. With `stream_subgraphs`, a subgraph's event is named `kind|ns1|ns2`.
+    """
     data_json: _builtins.bytes
     """Output only. The payload of a `values` event as UTF-8 JSON text, set instead of `data`
     when the call's metadata carries `turnstile-values-encoding: json`; numbers are doubles.
     """
     @_builtins.property
     def data(self) -> _struct_pb2.Value:
-        """The event's payload."""
+        """The event's payload. The `end` event's is `{status, reason, action, superseded_by}`; a run
+        that stopped waiting for input (an `interrupt()`, `interrupt_before`, `interrupt_after`)
+        ends `success` with `awaiting_input` true, `interrupts` (`[{id, value, task_id}]`) and
+        `next` (the nodes that run when the thread is resumed) added.
+        """
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from turnstile.v1 import run_pb2 as turnstile_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eturnstile/v1/run_service.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16turnstile/v1/run.proto\"\xc7\x03\n\x10\x43reateRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"\xfa\x03\n\x10StreamRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\x12\x31\n\ron_disconnect\x18\x0b \x01(\x0e\x32\x1a.turnstile.v1.OnDisconnect\"[\n\x11StreamRunResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.turnstile.v1.RunEvent\x12\x1e\n\x03run\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.Run\"\xc5\x03\n\x0eWaitRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\"o\n\x0fWaitRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bvalues_json\x18\x03 \x01(\x0c\"2\n\rGetRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"t\n\x0fListRunsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.turnstile.v1.RunStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.turnstile.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10\x44\x65leteRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"o\n\x10\x43\x61ncelRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12*\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1a.turnstile.v1.CancelAction\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"3\n\x0eJoinRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"o\n\x0fJoinRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bvalues_json\x18\x03 \x01(\x0c\"L\n\x14JoinRunStreamRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"_\n\x15JoinRunStreamResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.turnstile.v1.RunEvent\x12\x1e\n\x03run\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.Run2\xc2\x05\n\nRunService\x12L\n\tCreateRun\x12\x1e.turnstile.v1.CreateRunRequest\x1a\x1f.turnstile.v1.CreateRunResponse\x12N\n\tStreamRun\x12\x1e.turnstile.v1.StreamRunRequest\x1a\x1f.turnstile.v1.StreamRunResponse0\x01\x12\x46\n\x07WaitRun\x12\x1c.turnstile.v1.WaitRunRequest\x1a\x1d.turnstile.v1.WaitRunResponse\x12\x43\n\x06GetRun\x12\x1b.turnstile.v1.GetRunRequest\x1a\x1c.turnstile.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.turnstile.v1.ListRunsRequest\x1a\x1e.turnstile.v1.ListRunsResponse\x12L\n\tDeleteRun\x12\x1e.turnstile.v1.DeleteRunRequest\x1a\x1f.turnstile.v1.DeleteRunResponse\x12L\n\tCancelRun\x12\x1e.turnstile.v1.CancelRunRequest\x1a\x1f.turnstile.v1.CancelRunResponse\x12\x46\n\x07JoinRun\x12\x1c.turnstile.v1.JoinRunRequest\x1a\x1d.turnstile.v1.JoinRunResponse\x12Z\n\rJoinRunStream\x12\".turnstile.v1.JoinRunStreamRequest\x1a#.turnstile.v1.JoinRunStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eturnstile/v1/run_service.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16turnstile/v1/run.proto\"\xf1\x05\n\x10\x43reateRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\x12(\n\x07\x63ontext\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10stream_subgraphs\x18\x0f \x01(\x08\x12&\n\x07\x63ommand\x18\x10 \x01(\x0b\x32\x15.turnstile.v1.Command\x12\x18\n\x10interrupt_before\x18\x11 \x03(\t\x12\x17\n\x0finterrupt_after\x18\x12 \x03(\t\x12\x15\n\rcheckpoint_id\x18\x13 \x01(\t\x12\x1d\n\x10\x63lose_tool_calls\x18\x14 \x01(\x08H\x00\x88\x01\x01\x12>\n\x14on_pending_interrupt\x18\x15 \x01(\x0e\x32 .turnstile.v1.OnPendingInterruptB\x13\n\x11_close_tool_calls\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"\xa4\x06\n\x10StreamRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\x12(\n\x07\x63ontext\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10stream_subgraphs\x18\x0f \x01(\x08\x12&\n\x07\x63ommand\x18\x10 \x01(\x0b\x32\x15.turnstile.v1.Command\x12\x18\n\x10interrupt_before\x18\x11 \x03(\t\x12\x17\n\x0finterrupt_after\x18\x12 \x03(\t\x12\x15\n\rcheckpoint_id\x18\x13 \x01(\t\x12\x1d\n\x10\x63lose_tool_calls\x18\x14 \x01(\x08H\x00\x88\x01\x01\x12>\n\x14on_pending_interrupt\x18\x15 \x01(\x0e\x32 .turnstile.v1.OnPendingInterrupt\x12\x31\n\ron_disconnect\x18\x0b \x01(\x0e\x32\x1a.turnstile.v1.OnDisconnectB\x13\n\x11_close_tool_calls\"[\n\x11StreamRunResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.turnstile.v1.RunEvent\x12\x1e\n\x03run\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.Run\"\xef\x05\n\x0eWaitRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61ssistant_id\x18\x02 \x01(\t\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x12multitask_strategy\x18\x04 \x01(\x0e\x32\x1f.turnstile.v1.MultitaskStrategy\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\x0bstream_mode\x18\x07 \x03(\x0e\x32\x18.turnstile.v1.StreamMode\x12\x15\n\rafter_seconds\x18\x08 \x01(\x01\x12\x30\n\rif_not_exists\x18\t \x01(\x0e\x32\x19.turnstile.v1.IfNotExists\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x0c \x01(\x01\x12,\n\ndurability\x18\r \x01(\x0e\x32\x18.turnstile.v1.Durability\x12(\n\x07\x63ontext\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10stream_subgraphs\x18\x0f \x01(\x08\x12&\n\x07\x63ommand\x18\x10 \x01(\x0b\x32\x15.turnstile.v1.Command\x12\x18\n\x10interrupt_before\x18\x11 \x03(\t\x12\x17\n\x0finterrupt_after\x18\x12 \x03(\t\x12\x15\n\rcheckpoint_id\x18\x13 \x01(\t\x12\x1d\n\x10\x63lose_tool_calls\x18\x14 \x01(\x08H\x00\x88\x01\x01\x12>\n\x14on_pending_interrupt\x18\x15 \x01(\x0e\x32 .turnstile.v1.OnPendingInterruptB\x13\n\x11_close_tool_calls\"o\n\x0fWaitRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bvalues_json\x18\x03 \x01(\x0c\"2\n\rGetRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"t\n\x0fListRunsRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.turnstile.v1.RunStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.turnstile.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10\x44\x65leteRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"o\n\x10\x43\x61ncelRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12*\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1a.turnstile.v1.CancelAction\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\"3\n\x0eJoinRunRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"o\n\x0fJoinRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.turnstile.v1.Run\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bvalues_json\x18\x03 \x01(\x0c\"L\n\x14JoinRunStreamRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"_\n\x15JoinRunStreamResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.turnstile.v1.RunEvent\x12\x1e\n\x03run\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.Run2\xc2\x05\n\nRunService\x12L\n\tCreateRun\x12\x1e.turnstile.v1.CreateRunRequest\x1a\x1f.turnstile.v1.CreateRunResponse\x12N\n\tStreamRun\x12\x1e.turnstile.v1.StreamRunRequest\x1a\x1f.turnstile.v1.StreamRunResponse0\x01\x12\x46\n\x07WaitRun\x12\x1c.turnstile.v1.WaitRunRequest\x1a\x1d.turnstile.v1.WaitRunResponse\x12\x43\n\x06GetRun\x12\x1b.turnstile.v1.GetRunRequest\x1a\x1c.turnstile.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.turnstile.v1.ListRunsRequest\x1a\x1e.turnstile.v1.ListRunsResponse\x12L\n\tDeleteRun\x12\x1e.turnstile.v1.DeleteRunRequest\x1a\x1f.turnstile.v1.DeleteRunResponse\x12L\n\tCancelRun\x12\x1e.turnstile.v1.CancelRunRequest\x1a\x1f.turnstile.v1.CancelRunResponse\x12\x46\n\x07JoinRun\x12\x1c.turnstile.v1.JoinRunRequest\x1a\x1d.turnstile.v1.JoinRunResponse\x12Z\n\rJoinRunStream\x12\".turnstile.v1.JoinRunStreamRequest\x1a#.turnstile.v1.JoinRunStreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turnstile.v1.run_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATERUNREQUEST']._serialized_start=103
-  _globals['_CREATERUNREQUEST']._serialized_end=558
-  _globals['_CREATERUNRESPONSE']._serialized_start=560
-  _globals['_CREATERUNRESPONSE']._serialized_end=611
-  _globals['_STREAMRUNREQUEST']._serialized_start=614
-  _globals['_STREAMRUNREQUEST']._serialized_end=1120
-  _globals['_STREAMRUNRESPONSE']._serialized_start=1122
-  _globals['_STREAMRUNRESPONSE']._serialized_end=1213
-  _globals['_WAITRUNREQUEST']._serialized_start=1216
-  _globals['_WAITRUNREQUEST']._serialized_end=1669
-  _globals['_WAITRUNRESPONSE']._serialized_start=1671
-  _globals['_WAITRUNRESPONSE']._serialized_end=1782
-  _globals['_GETRUNREQUEST']._serialized_start=1784
-  _globals['_GETRUNREQUEST']._serialized_end=1834
-  _globals['_GETRUNRESPONSE']._serialized_start=1836
-  _globals['_GETRUNRESPONSE']._serialized_end=1884
-  _globals['_LISTRUNSREQUEST']._serialized_start=1886
-  _globals['_LISTRUNSREQUEST']._serialized_end=2002
-  _globals['_LISTRUNSRESPONSE']._serialized_start=2004
-  _globals['_LISTRUNSRESPONSE']._serialized_end=2080
-  _globals['_DELETERUNREQUEST']._serialized_start=2082
-  _globals['_DELETERUNREQUEST']._serialized_end=2135
-  _globals['_DELETERUNRESPONSE']._serialized_start=2137
-  _globals['_DELETERUNRESPONSE']._serialized_end=2156
-  _globals['_CANCELRUNREQUEST']._serialized_start=2158
-  _globals['_CANCELRUNREQUEST']._serialized_end=2269
-  _globals['_CANCELRUNRESPONSE']._serialized_start=2271
-  _globals['_CANCELRUNRESPONSE']._serialized_end=2322
-  _globals['_JOINRUNREQUEST']._serialized_start=2324
-  _globals['_JOINRUNREQUEST']._serialized_end=2375
-  _globals['_JOINRUNRESPONSE']._serialized_start=2377
-  _globals['_JOINRUNRESPONSE']._serialized_end=2488
-  _globals['_JOINRUNSTREAMREQUEST']._serialized_start=2490
-  _globals['_JOINRUNSTREAMREQUEST']._serialized_end=2566
-  _globals['_JOINRUNSTREAMRESPONSE']._serialized_start=2568
-  _globals['_JOINRUNSTREAMRESPONSE']._serialized_end=2663
-  _globals['_RUNSERVICE']._serialized_start=2666
-  _globals['_RUNSERVICE']._serialized_end=3372
+  _globals['_CREATERUNREQUEST']._serialized_end=856
+  _globals['_CREATERUNRESPONSE']._serialized_start=858
+  _globals['_CREATERUNRESPONSE']._serialized_end=909
+  _globals['_STREAMRUNREQUEST']._serialized_start=912
+  _globals['_STREAMRUNREQUEST']._serialized_end=1716
+  _globals['_STREAMRUNRESPONSE']._serialized_start=1718
+  _globals['_STREAMRUNRESPONSE']._serialized_end=1809
+  _globals['_WAITRUNREQUEST']._serialized_start=1812
+  _globals['_WAITRUNREQUEST']._serialized_end=2563
+  _globals['_WAITRUNRESPONSE']._serialized_start=2565
+  _globals['_WAITRUNRESPONSE']._serialized_end=2676
+  _globals['_GETRUNREQUEST']._serialized_start=2678
+  _globals['_GETRUNREQUEST']._serialized_end=2728
+  _globals['_GETRUNRESPONSE']._serialized_start=2730
+  _globals['_GETRUNRESPONSE']._serialized_end=2778
+  _globals['_LISTRUNSREQUEST']._serialized_start=2780
+  _globals['_LISTRUNSREQUEST']._serialized_end=2896
+  _globals['_LISTRUNSRESPONSE']._serialized_start=2898
+  _globals['_LISTRUNSRESPONSE']._serialized_end=2974
+  _globals['_DELETERUNREQUEST']._serialized_start=2976
+  _globals['_DELETERUNREQUEST']._serialized_end=3029
+  _globals['_DELETERUNRESPONSE']._serialized_start=3031
+  _globals['_DELETERUNRESPONSE']._serialized_end=3050
+  _globals['_CANCELRUNREQUEST']._serialized_start=3052
+  _globals['_CANCELRUNREQUEST']._serialized_end=3163
+  _globals['_CANCELRUNRESPONSE']._serialized_start=3165
+  _globals['_CANCELRUNRESPONSE']._serialized_end=3216
+  _globals['_JOINRUNREQUEST']._serialized_start=3218
+  _globals['_JOINRUNREQUEST']._serialized_end=3269
+  _globals['_JOINRUNRESPONSE']._serialized_start=3271
+  _globals['_JOINRUNRESPONSE']._serialized_end=3382
+  _globals['_JOINRUNSTREAMREQUEST']._serialized_start=3384
+  _globals['_JOINRUNSTREAMREQUEST']._serialized_end=3460
+  _globals['_JOINRUNSTREAMRESPONSE']._serialized_start=3462
+  _globals['_JOINRUNSTREAMRESPONSE']._serialized_end=3557
+  _globals['_RUNSERVICE']._serialized_start=3560
+  _globals['_RUNSERVICE']._serialized_end=4266
 # @@protoc_insertion_point(module_scope)

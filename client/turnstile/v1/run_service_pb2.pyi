@@ -38,6 +38,14 @@ class CreateRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    STREAM_SUBGRAPHS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERRUPT_BEFORE_FIELD_NUMBER: _builtins.int
+    INTERRUPT_AFTER_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    CLOSE_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    ON_PENDING_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -56,9 +64,26 @@ class CreateRunRequest(_message.Message):
     """
     durability: _run_pb2.Durability.ValueType
     """Optional. When the run's checkpoints are written; unspecified means the server default."""
+    stream_subgraphs: _builtins.bool
+    """Optional. Stream the events of subgraphs too, their names suffixed with the namespace."""
+    checkpoint_id: _builtins.str
+    """Optional. Continue from this earlier checkpoint of the thread instead of its latest,
+    forking its history (time travel). LangGraph graphs only.
+    """
+    close_tool_calls: _builtins.bool
+    """Optional. Whether an interrupt of the run closes the AI tool calls it leaves without a
+    result with a tool message saying they were cancelled; unset means the server's default.
+    """
+    on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType
+    """Optional. What new input does on a thread that waits for input; unspecified means the
+    server's default.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
-        """Optional. The input applied to the thread's state before the graph runs."""
+        """Optional. The input applied to the thread's state before the graph runs. For a LangGraph
+        graph, leaving it unset (or null) continues the thread from its checkpoint, as after
+        `interrupt_before`.
+        """
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
@@ -71,6 +96,26 @@ class CreateRunRequest(_message.Message):
     @_builtins.property
     def stream_mode(self) -> _containers.RepeatedScalarFieldContainer[_run_pb2.StreamMode.ValueType]:
         """Optional. The stream modes of the run's events; default values."""
+
+    @_builtins.property
+    def context(self) -> _struct_pb2.Struct:
+        """Optional. The LangGraph runtime context (`Runtime.context`), filtered by the graph's
+        context schema.
+        """
+
+    @_builtins.property
+    def command(self) -> _run_pb2.Command:
+        """Optional. Continue the thread with a command (resume, update, goto) instead of `input`;
+        not with `input`. LangGraph graphs only: a native graph answers `FAILED_PRECONDITION`.
+        """
+
+    @_builtins.property
+    def interrupt_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop before these nodes (`*`: every node). LangGraph graphs only."""
+
+    @_builtins.property
+    def interrupt_after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop after these nodes (`*`: every node). LangGraph graphs only."""
 
     def __init__(
         self,
@@ -87,12 +132,22 @@ class CreateRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         durability: _run_pb2.Durability.ValueType = ...,
+        context: _struct_pb2.Struct | None = ...,
+        stream_subgraphs: _builtins.bool = ...,
+        command: _run_pb2.Command | None = ...,
+        interrupt_before: _abc.Iterable[_builtins.str] | None = ...,
+        interrupt_after: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint_id: _builtins.str = ...,
+        close_tool_calls: _builtins.bool | None = ...,
+        on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "checkpoint_id", b"checkpoint_id", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "interrupt_after", b"interrupt_after", "interrupt_before", b"interrupt_before", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_pending_interrupt", b"on_pending_interrupt", "request_id", b"request_id", "stream_mode", b"stream_mode", "stream_subgraphs", b"stream_subgraphs", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__close_tool_calls: _TypeAlias = _typing.Literal["close_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__close_tool_calls: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__close_tool_calls) -> _WhichOneofReturnType__close_tool_calls | None: ...
 
 Global___CreateRunRequest: _TypeAlias = CreateRunRequest  # noqa: Y015
 
@@ -138,6 +193,14 @@ class StreamRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    STREAM_SUBGRAPHS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERRUPT_BEFORE_FIELD_NUMBER: _builtins.int
+    INTERRUPT_AFTER_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    CLOSE_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    ON_PENDING_INTERRUPT_FIELD_NUMBER: _builtins.int
     ON_DISCONNECT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
@@ -157,11 +220,28 @@ class StreamRunRequest(_message.Message):
     """
     durability: _run_pb2.Durability.ValueType
     """Optional. When the run's checkpoints are written; unspecified means the server default."""
+    stream_subgraphs: _builtins.bool
+    """Optional. Stream the events of subgraphs too, their names suffixed with the namespace."""
+    checkpoint_id: _builtins.str
+    """Optional. Continue from this earlier checkpoint of the thread instead of its latest,
+    forking its history (time travel). LangGraph graphs only.
+    """
+    close_tool_calls: _builtins.bool
+    """Optional. Whether an interrupt of the run closes the AI tool calls it leaves without a
+    result with a tool message saying they were cancelled; unset means the server's default.
+    """
+    on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType
+    """Optional. What new input does on a thread that waits for input; unspecified means the
+    server's default.
+    """
     on_disconnect: _run_pb2.OnDisconnect.ValueType
     """Optional. What happens to the run if the client goes away before it ends; default continue."""
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
-        """Optional. The input applied to the thread's state before the graph runs."""
+        """Optional. The input applied to the thread's state before the graph runs. For a LangGraph
+        graph, leaving it unset (or null) continues the thread from its checkpoint, as after
+        `interrupt_before`.
+        """
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
@@ -174,6 +254,26 @@ class StreamRunRequest(_message.Message):
     @_builtins.property
     def stream_mode(self) -> _containers.RepeatedScalarFieldContainer[_run_pb2.StreamMode.ValueType]:
         """Optional. The stream modes of the run's events; default values."""
+
+    @_builtins.property
+    def context(self) -> _struct_pb2.Struct:
+        """Optional. The LangGraph runtime context (`Runtime.context`), filtered by the graph's
+        context schema.
+        """
+
+    @_builtins.property
+    def command(self) -> _run_pb2.Command:
+        """Optional. Continue the thread with a command (resume, update, goto) instead of `input`;
+        not with `input`. LangGraph graphs only: a native graph answers `FAILED_PRECONDITION`.
+        """
+
+    @_builtins.property
+    def interrupt_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop before these nodes (`*`: every node). LangGraph graphs only."""
+
+    @_builtins.property
+    def interrupt_after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop after these nodes (`*`: every node). LangGraph graphs only."""
 
     def __init__(
         self,
@@ -190,13 +290,23 @@ class StreamRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         durability: _run_pb2.Durability.ValueType = ...,
+        context: _struct_pb2.Struct | None = ...,
+        stream_subgraphs: _builtins.bool = ...,
+        command: _run_pb2.Command | None = ...,
+        interrupt_before: _abc.Iterable[_builtins.str] | None = ...,
+        interrupt_after: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint_id: _builtins.str = ...,
+        close_tool_calls: _builtins.bool | None = ...,
+        on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType = ...,
         on_disconnect: _run_pb2.OnDisconnect.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "checkpoint_id", b"checkpoint_id", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "interrupt_after", b"interrupt_after", "interrupt_before", b"interrupt_before", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_disconnect", b"on_disconnect", "on_pending_interrupt", b"on_pending_interrupt", "request_id", b"request_id", "stream_mode", b"stream_mode", "stream_subgraphs", b"stream_subgraphs", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__close_tool_calls: _TypeAlias = _typing.Literal["close_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__close_tool_calls: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__close_tool_calls) -> _WhichOneofReturnType__close_tool_calls | None: ...
 
 Global___StreamRunRequest: _TypeAlias = StreamRunRequest  # noqa: Y015
 
@@ -250,6 +360,14 @@ class WaitRunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    STREAM_SUBGRAPHS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERRUPT_BEFORE_FIELD_NUMBER: _builtins.int
+    INTERRUPT_AFTER_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    CLOSE_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    ON_PENDING_INTERRUPT_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread to run on."""
     assistant_id: _builtins.str
@@ -268,9 +386,26 @@ class WaitRunRequest(_message.Message):
     """
     durability: _run_pb2.Durability.ValueType
     """Optional. When the run's checkpoints are written; unspecified means the server default."""
+    stream_subgraphs: _builtins.bool
+    """Optional. Stream the events of subgraphs too, their names suffixed with the namespace."""
+    checkpoint_id: _builtins.str
+    """Optional. Continue from this earlier checkpoint of the thread instead of its latest,
+    forking its history (time travel). LangGraph graphs only.
+    """
+    close_tool_calls: _builtins.bool
+    """Optional. Whether an interrupt of the run closes the AI tool calls it leaves without a
+    result with a tool message saying they were cancelled; unset means the server's default.
+    """
+    on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType
+    """Optional. What new input does on a thread that waits for input; unspecified means the
+    server's default.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Struct:
-        """Optional. The input applied to the thread's state before the graph runs."""
+        """Optional. The input applied to the thread's state before the graph runs. For a LangGraph
+        graph, leaving it unset (or null) continues the thread from its checkpoint, as after
+        `interrupt_before`.
+        """
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
@@ -283,6 +418,26 @@ class WaitRunRequest(_message.Message):
     @_builtins.property
     def stream_mode(self) -> _containers.RepeatedScalarFieldContainer[_run_pb2.StreamMode.ValueType]:
         """Optional. The stream modes of the run's events; default values."""
+
+    @_builtins.property
+    def context(self) -> _struct_pb2.Struct:
+        """Optional. The LangGraph runtime context (`Runtime.context`), filtered by the graph's
+        context schema.
+        """
+
+    @_builtins.property
+    def command(self) -> _run_pb2.Command:
+        """Optional. Continue the thread with a command (resume, update, goto) instead of `input`;
+        not with `input`. LangGraph graphs only: a native graph answers `FAILED_PRECONDITION`.
+        """
+
+    @_builtins.property
+    def interrupt_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop before these nodes (`*`: every node). LangGraph graphs only."""
+
+    @_builtins.property
+    def interrupt_after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Stop after these nodes (`*`: every node). LangGraph graphs only."""
 
     def __init__(
         self,
@@ -299,12 +454,22 @@ class WaitRunRequest(_message.Message):
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
         durability: _run_pb2.Durability.ValueType = ...,
+        context: _struct_pb2.Struct | None = ...,
+        stream_subgraphs: _builtins.bool = ...,
+        command: _run_pb2.Command | None = ...,
+        interrupt_before: _abc.Iterable[_builtins.str] | None = ...,
+        interrupt_after: _abc.Iterable[_builtins.str] | None = ...,
+        checkpoint_id: _builtins.str = ...,
+        close_tool_calls: _builtins.bool | None = ...,
+        on_pending_interrupt: _run_pb2.OnPendingInterrupt.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "input", b"input", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "config", b"config", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "request_id", b"request_id", "stream_mode", b"stream_mode", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls", "after_seconds", b"after_seconds", "assistant_id", b"assistant_id", "checkpoint_id", b"checkpoint_id", "close_tool_calls", b"close_tool_calls", "command", b"command", "config", b"config", "context", b"context", "durability", b"durability", "if_not_exists", b"if_not_exists", "input", b"input", "interrupt_after", b"interrupt_after", "interrupt_before", b"interrupt_before", "metadata", b"metadata", "multitask_strategy", b"multitask_strategy", "on_pending_interrupt", b"on_pending_interrupt", "request_id", b"request_id", "stream_mode", b"stream_mode", "stream_subgraphs", b"stream_subgraphs", "thread_id", b"thread_id", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__close_tool_calls: _TypeAlias = _typing.Literal["close_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__close_tool_calls: _TypeAlias = _typing.Literal["_close_tool_calls", b"_close_tool_calls"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__close_tool_calls) -> _WhichOneofReturnType__close_tool_calls | None: ...
 
 Global___WaitRunRequest: _TypeAlias = WaitRunRequest  # noqa: Y015
 

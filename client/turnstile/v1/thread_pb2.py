@@ -26,19 +26,27 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turnstile/v1/thread.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.turnstile.v1.ThreadStatus\x12\'\n\x06values\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x07 \x01(\x0c\"\xf3\x01\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12.\n\x06source\x18\x05 \x01(\x0e\x32\x1e.turnstile.v1.CheckpointSource\x12\'\n\x06values\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x08 \x01(\x0c*\x95\x01\n\x0cThreadStatus\x12\x1d\n\x19THREAD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12THREAD_STATUS_IDLE\x10\x01\x12\x16\n\x12THREAD_STATUS_BUSY\x10\x02\x12\x1d\n\x19THREAD_STATUS_INTERRUPTED\x10\x03\x12\x17\n\x13THREAD_STATUS_ERROR\x10\x04*n\n\x10\x43heckpointSource\x12!\n\x1d\x43HECKPOINT_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HECKPOINT_SOURCE_INPUT\x10\x01\x12\x1a\n\x16\x43HECKPOINT_SOURCE_STEP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19turnstile/v1/thread.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\tInterrupt\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"P\n\rCheckpointRef\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_ns\x18\x02 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x03 \x01(\t\"\xbc\x01\n\nThreadTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\ninterrupts\x18\x03 \x03(\x0b\x32\x17.turnstile.v1.Interrupt\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12/\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1b.turnstile.v1.CheckpointRef\x12\'\n\x06result\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xf1\x02\n\x06Thread\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.turnstile.v1.ThreadStatus\x12\'\n\x06values\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x07 \x01(\x0c\x12+\n\ninterrupts\x18\x08 \x03(\x0b\x32\x17.turnstile.v1.Interrupt\x12\x30\n\x0cinterruption\x18\t \x01(\x0e\x32\x1a.turnstile.v1.Interruption\"\xd1\x03\n\nCheckpoint\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12.\n\x06source\x18\x05 \x01(\x0e\x32\x1e.turnstile.v1.CheckpointSource\x12\'\n\x06values\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bvalues_json\x18\x08 \x01(\x0c\x12\x15\n\rcheckpoint_ns\x18\t \x01(\t\x12\x36\n\x11parent_checkpoint\x18\n \x01(\x0b\x32\x1b.turnstile.v1.CheckpointRef\x12\x0c\n\x04next\x18\x0b \x03(\t\x12\'\n\x05tasks\x18\x0c \x03(\x0b\x32\x18.turnstile.v1.ThreadTask\x12+\n\ninterrupts\x18\r \x03(\x0b\x32\x17.turnstile.v1.Interrupt\x12)\n\x08metadata\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct*\x95\x01\n\x0cThreadStatus\x12\x1d\n\x19THREAD_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12THREAD_STATUS_IDLE\x10\x01\x12\x16\n\x12THREAD_STATUS_BUSY\x10\x02\x12\x1d\n\x19THREAD_STATUS_INTERRUPTED\x10\x03\x12\x17\n\x13THREAD_STATUS_ERROR\x10\x04*i\n\x0cInterruption\x12\x1c\n\x18INTERRUPTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16INTERRUPTION_CANCELLED\x10\x01\x12\x1f\n\x1bINTERRUPTION_AWAITING_INPUT\x10\x02*\xa8\x01\n\x10\x43heckpointSource\x12!\n\x1d\x43HECKPOINT_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HECKPOINT_SOURCE_INPUT\x10\x01\x12\x1a\n\x16\x43HECKPOINT_SOURCE_STEP\x10\x02\x12\x1c\n\x18\x43HECKPOINT_SOURCE_UPDATE\x10\x03\x12\x1a\n\x16\x43HECKPOINT_SOURCE_FORK\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'turnstile.v1.thread_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THREADSTATUS']._serialized_start=630
-  _globals['_THREADSTATUS']._serialized_end=779
-  _globals['_CHECKPOINTSOURCE']._serialized_start=781
-  _globals['_CHECKPOINTSOURCE']._serialized_end=891
-  _globals['_THREAD']._serialized_start=107
-  _globals['_THREAD']._serialized_end=381
-  _globals['_CHECKPOINT']._serialized_start=384
-  _globals['_CHECKPOINT']._serialized_end=627
+  _globals['_THREADSTATUS']._serialized_start=1301
+  _globals['_THREADSTATUS']._serialized_end=1450
+  _globals['_INTERRUPTION']._serialized_start=1452
+  _globals['_INTERRUPTION']._serialized_end=1557
+  _globals['_CHECKPOINTSOURCE']._serialized_start=1560
+  _globals['_CHECKPOINTSOURCE']._serialized_end=1728
+  _globals['_INTERRUPT']._serialized_start=106
+  _globals['_INTERRUPT']._serialized_end=185
+  _globals['_CHECKPOINTREF']._serialized_start=187
+  _globals['_CHECKPOINTREF']._serialized_end=267
+  _globals['_THREADTASK']._serialized_start=270
+  _globals['_THREADTASK']._serialized_end=458
+  _globals['_THREAD']._serialized_start=461
+  _globals['_THREAD']._serialized_end=830
+  _globals['_CHECKPOINT']._serialized_start=833
+  _globals['_CHECKPOINT']._serialized_end=1298
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -32,7 +34,9 @@ class _ThreadStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ThreadSt
     THREAD_STATUS_BUSY: _ThreadStatus.ValueType  # 2
     """At least one run is pending or running."""
     THREAD_STATUS_INTERRUPTED: _ThreadStatus.ValueType  # 3
-    """No run is pending or running, and the last run was interrupted."""
+    """No run is pending or running, and either the last run was interrupted (cancelled) or the
+    thread's latest checkpoint waits for input; `Thread.interruption` tells which.
+    """
     THREAD_STATUS_ERROR: _ThreadStatus.ValueType  # 4
     """No run is pending or running, and the last run failed or timed out."""
 
@@ -46,10 +50,46 @@ THREAD_STATUS_IDLE: ThreadStatus.ValueType  # 1
 THREAD_STATUS_BUSY: ThreadStatus.ValueType  # 2
 """At least one run is pending or running."""
 THREAD_STATUS_INTERRUPTED: ThreadStatus.ValueType  # 3
-"""No run is pending or running, and the last run was interrupted."""
+"""No run is pending or running, and either the last run was interrupted (cancelled) or the
+thread's latest checkpoint waits for input; `Thread.interruption` tells which.
+"""
 THREAD_STATUS_ERROR: ThreadStatus.ValueType  # 4
 """No run is pending or running, and the last run failed or timed out."""
 Global___ThreadStatus: _TypeAlias = ThreadStatus  # noqa: Y015
+
+class _Interruption:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InterruptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interruption.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INTERRUPTION_UNSPECIFIED: _Interruption.ValueType  # 0
+    """The thread is not interrupted; in a filter it means any."""
+    INTERRUPTION_CANCELLED: _Interruption.ValueType  # 1
+    """Its last run was cancelled (by the interrupt strategy, `CancelRun` or a disconnect); the
+    thread waits for nothing, and the next run goes on from its latest checkpoint.
+    """
+    INTERRUPTION_AWAITING_INPUT: _Interruption.ValueType  # 2
+    """Its latest checkpoint waits for input: a node called `interrupt()`, or the run stopped at
+    `interrupt_before`/`interrupt_after`. The run that got there ended `RUN_STATUS_SUCCESS`;
+    `Thread.interrupts` lists what it waits for, and a run with a `command` resumes it.
+    """
+
+class Interruption(_Interruption, metaclass=_InterruptionEnumTypeWrapper):
+    """Why a thread is `THREAD_STATUS_INTERRUPTED`."""
+
+INTERRUPTION_UNSPECIFIED: Interruption.ValueType  # 0
+"""The thread is not interrupted; in a filter it means any."""
+INTERRUPTION_CANCELLED: Interruption.ValueType  # 1
+"""Its last run was cancelled (by the interrupt strategy, `CancelRun` or a disconnect); the
+thread waits for nothing, and the next run goes on from its latest checkpoint.
+"""
+INTERRUPTION_AWAITING_INPUT: Interruption.ValueType  # 2
+"""Its latest checkpoint waits for input: a node called `interrupt()`, or the run stopped at
+`interrupt_before`/`interrupt_after`. The run that got there ended `RUN_STATUS_SUCCESS`;
+`Thread.interrupts` lists what it waits for, and a run with a `command` resumes it.
+"""
+Global___Interruption: _TypeAlias = Interruption  # noqa: Y015
 
 class _CheckpointSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -62,7 +102,11 @@ class _CheckpointSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Chec
     CHECKPOINT_SOURCE_INPUT: _CheckpointSource.ValueType  # 1
     """A run's input was applied to the thread."""
     CHECKPOINT_SOURCE_STEP: _CheckpointSource.ValueType  # 2
-    """A step of a run completed."""
+    """A step of a run completed (LangGraph's source `loop`)."""
+    CHECKPOINT_SOURCE_UPDATE: _CheckpointSource.ValueType  # 3
+    """`UpdateThreadState` wrote it."""
+    CHECKPOINT_SOURCE_FORK: _CheckpointSource.ValueType  # 4
+    """A copy of an earlier checkpoint, made to fork the thread's history."""
 
 class CheckpointSource(_CheckpointSource, metaclass=_CheckpointSourceEnumTypeWrapper):
     """What wrote a checkpoint."""
@@ -72,8 +116,126 @@ CHECKPOINT_SOURCE_UNSPECIFIED: CheckpointSource.ValueType  # 0
 CHECKPOINT_SOURCE_INPUT: CheckpointSource.ValueType  # 1
 """A run's input was applied to the thread."""
 CHECKPOINT_SOURCE_STEP: CheckpointSource.ValueType  # 2
-"""A step of a run completed."""
+"""A step of a run completed (LangGraph's source `loop`)."""
+CHECKPOINT_SOURCE_UPDATE: CheckpointSource.ValueType  # 3
+"""`UpdateThreadState` wrote it."""
+CHECKPOINT_SOURCE_FORK: CheckpointSource.ValueType  # 4
+"""A copy of an earlier checkpoint, made to fork the thread's history."""
 Global___CheckpointSource: _TypeAlias = CheckpointSource  # noqa: Y015
+
+@_typing.final
+class Interrupt(_message.Message):
+    """A value a node passed to `interrupt()`, waiting for a human's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only. The interrupt's id: a `Command.resume_by_id` key."""
+    task_id: _builtins.str
+    """Output only. The task (a node's execution) that raised it."""
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value:
+        """Output only. The value the node passed to `interrupt()`."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        value: _struct_pb2.Value | None = ...,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "task_id", b"task_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interrupt: _TypeAlias = Interrupt  # noqa: Y015
+
+@_typing.final
+class CheckpointRef(_message.Message):
+    """Where a checkpoint is, as LangGraph's `configurable` names it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_NS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """Output only. The thread the checkpoint belongs to."""
+    checkpoint_ns: _builtins.str
+    """Output only. The namespace: empty for the graph, `node:task_id` (joined by `|`) for a
+    subgraph's.
+    """
+    checkpoint_id: _builtins.str
+    """Output only. The checkpoint's id."""
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        checkpoint_ns: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "checkpoint_ns", b"checkpoint_ns", "thread_id", b"thread_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointRef: _TypeAlias = CheckpointRef  # noqa: Y015
+
+@_typing.final
+class ThreadTask(_message.Message):
+    """A task of a checkpoint's next superstep: a node to execute, or one that failed or was
+    interrupted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    INTERRUPTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only. The task's id."""
+    name: _builtins.str
+    """Output only. The node the task executes."""
+    error: _builtins.str
+    """Output only. The error the task raised, if it failed; empty otherwise."""
+    @_builtins.property
+    def interrupts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interrupt]:
+        """Output only. The interrupts the task raised and that wait for an answer."""
+
+    @_builtins.property
+    def checkpoint(self) -> Global___CheckpointRef:
+        """Output only. For a subgraph's task: where the subgraph's own state is."""
+
+    @_builtins.property
+    def result(self) -> _struct_pb2.Struct:
+        """Output only. What the task wrote, for a task that has completed; unset otherwise."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
+        error: _builtins.str = ...,
+        checkpoint: Global___CheckpointRef | None = ...,
+        result: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "error", b"error", "id", b"id", "interrupts", b"interrupts", "name", b"name", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreadTask: _TypeAlias = ThreadTask  # noqa: Y015
 
 @_typing.final
 class Thread(_message.Message):
@@ -88,6 +250,8 @@ class Thread(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     VALUES_JSON_FIELD_NUMBER: _builtins.int
+    INTERRUPTS_FIELD_NUMBER: _builtins.int
+    INTERRUPTION_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Output only. The thread's id, a UUID."""
     status: Global___ThreadStatus.ValueType
@@ -96,6 +260,8 @@ class Thread(_message.Message):
     """Output only. The same values as UTF-8 JSON text, set instead of `values` when the call's
     metadata carries `turnstile-values-encoding: json`; numbers are doubles.
     """
+    interruption: Global___Interruption.ValueType
+    """Output only. Why the thread is INTERRUPTED; unspecified for any other status."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata."""
@@ -112,6 +278,12 @@ class Thread(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the thread's status, metadata or state last changed."""
 
+    @_builtins.property
+    def interrupts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interrupt]:
+        """Output only. The interrupts the thread waits on, while it waits for input (empty for a
+        stop at `interrupt_before`/`interrupt_after`, which carries no value).
+        """
+
     def __init__(
         self,
         *,
@@ -122,10 +294,12 @@ class Thread(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         values_json: _builtins.bytes = ...,
+        interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
+        interruption: Global___Interruption.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "update_time", b"update_time", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "status", b"status", "thread_id", b"thread_id", "update_time", b"update_time", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "interruption", b"interruption", "interrupts", b"interrupts", "metadata", b"metadata", "status", b"status", "thread_id", b"thread_id", "update_time", b"update_time", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,7 +307,9 @@ Global___Thread: _TypeAlias = Thread  # noqa: Y015
 
 @_typing.final
 class Checkpoint(_message.Message):
-    """A saved state of a thread, written when a run's input is applied and after each step."""
+    """A saved state of a thread, written when a run's input is applied and after each step; for a
+    LangGraph graph, the fields of its `StateSnapshot`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -145,6 +321,12 @@ class Checkpoint(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     VALUES_JSON_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_NS_FIELD_NUMBER: _builtins.int
+    PARENT_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    NEXT_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    INTERRUPTS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     checkpoint_id: _builtins.str
     """Output only. The checkpoint's id, a UUID; empty for the state of a thread without checkpoints."""
     thread_id: _builtins.str
@@ -159,6 +341,8 @@ class Checkpoint(_message.Message):
     """Output only. The same values as UTF-8 JSON text, set instead of `values` when the call's
     metadata carries `turnstile-values-encoding: json`; numbers are doubles.
     """
+    checkpoint_ns: _builtins.str
+    """Output only. The checkpoint's namespace: empty for the graph's own, set for a subgraph's."""
     @_builtins.property
     def values(self) -> _struct_pb2.Struct:
         """Output only. The thread's full state at this checkpoint."""
@@ -166,6 +350,28 @@ class Checkpoint(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the checkpoint was written."""
+
+    @_builtins.property
+    def parent_checkpoint(self) -> Global___CheckpointRef:
+        """Output only. The checkpoint this one follows; unset for the thread's first."""
+
+    @_builtins.property
+    def next(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The nodes that execute next; empty when the graph has ended (a native
+        graph's state always has none).
+        """
+
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThreadTask]:
+        """Output only. The tasks of the next superstep, with their interrupts and errors."""
+
+    @_builtins.property
+    def interrupts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interrupt]:
+        """Output only. Every task's pending interrupts, in task order."""
+
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Output only. The checkpoint's metadata: `source`, `step`, `run_id`, `parents`, ..."""
 
     def __init__(
         self,
@@ -178,10 +384,16 @@ class Checkpoint(_message.Message):
         values: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         values_json: _builtins.bytes = ...,
+        checkpoint_ns: _builtins.str = ...,
+        parent_checkpoint: Global___CheckpointRef | None = ...,
+        next: _abc.Iterable[_builtins.str] | None = ...,
+        tasks: _abc.Iterable[Global___ThreadTask] | None = ...,
+        interrupts: _abc.Iterable[Global___Interrupt] | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "values", b"values"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "parent_checkpoint", b"parent_checkpoint", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "run_id", b"run_id", "source", b"source", "step", b"step", "thread_id", b"thread_id", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "checkpoint_ns", b"checkpoint_ns", "create_time", b"create_time", "interrupts", b"interrupts", "metadata", b"metadata", "next", b"next", "parent_checkpoint", b"parent_checkpoint", "run_id", b"run_id", "source", b"source", "step", b"step", "tasks", b"tasks", "thread_id", b"thread_id", "values", b"values", "values_json", b"values_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

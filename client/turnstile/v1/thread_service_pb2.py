@@ -28,7 +28,7 @@ from turnstile.v1 import run_pb2 as turnstile_dot_v1_dot_run__pb2
 from turnstile.v1 import thread_pb2 as turnstile_dot_v1_dot_thread__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!turnstile/v1/thread_service.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cturnstile/v1/assistant.proto\x1a\x16turnstile/v1/run.proto\x1a\x19turnstile/v1/thread.proto\"\x92\x01\n\x13\x43reateThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\tif_exists\x18\x03 \x01(\x0e\x32\x16.turnstile.v1.IfExists\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"<\n\x14\x43reateThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"%\n\x10GetThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"9\n\x11GetThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"\x92\x01\n\x12ListThreadsRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.turnstile.v1.ThreadStatus\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x13ListThreadsResponse\x12%\n\x07threads\x18\x01 \x03(\x0b\x32\x14.turnstile.v1.Thread\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x13UpdateThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x14UpdateThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"(\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteThreadResponse\"*\n\x15GetThreadStateRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"F\n\x16GetThreadStateResponse\x12,\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x18.turnstile.v1.Checkpoint\"S\n\x17GetThreadHistoryRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18GetThreadHistoryResponse\x12-\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x18.turnstile.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x12WatchThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"f\n\x13WatchThreadResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.turnstile.v1.ThreadEvent\x12$\n\x06thread\x18\x02 \x01(\x0b\x32\x14.turnstile.v1.Thread\"\xa1\x01\n\x0bThreadEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x0brun_started\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.RunH\x00\x12+\n\trun_event\x18\x03 \x01(\x0b\x32\x16.turnstile.v1.RunEventH\x00\x12&\n\trun_ended\x18\x04 \x01(\x0b\x32\x11.turnstile.v1.RunH\x00\x42\x06\n\x04kind2\xcc\x05\n\rThreadService\x12U\n\x0c\x43reateThread\x12!.turnstile.v1.CreateThreadRequest\x1a\".turnstile.v1.CreateThreadResponse\x12L\n\tGetThread\x12\x1e.turnstile.v1.GetThreadRequest\x1a\x1f.turnstile.v1.GetThreadResponse\x12R\n\x0bListThreads\x12 .turnstile.v1.ListThreadsRequest\x1a!.turnstile.v1.ListThreadsResponse\x12U\n\x0cUpdateThread\x12!.turnstile.v1.UpdateThreadRequest\x1a\".turnstile.v1.UpdateThreadResponse\x12U\n\x0c\x44\x65leteThread\x12!.turnstile.v1.DeleteThreadRequest\x1a\".turnstile.v1.DeleteThreadResponse\x12[\n\x0eGetThreadState\x12#.turnstile.v1.GetThreadStateRequest\x1a$.turnstile.v1.GetThreadStateResponse\x12\x61\n\x10GetThreadHistory\x12%.turnstile.v1.GetThreadHistoryRequest\x1a&.turnstile.v1.GetThreadHistoryResponse\x12T\n\x0bWatchThread\x12 .turnstile.v1.WatchThreadRequest\x1a!.turnstile.v1.WatchThreadResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!turnstile/v1/thread_service.proto\x12\x0cturnstile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cturnstile/v1/assistant.proto\x1a\x16turnstile/v1/run.proto\x1a\x19turnstile/v1/thread.proto\"\x92\x01\n\x13\x43reateThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\tif_exists\x18\x03 \x01(\x0e\x32\x16.turnstile.v1.IfExists\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"<\n\x14\x43reateThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"%\n\x10GetThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"9\n\x11GetThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"\xc4\x01\n\x12ListThreadsRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.turnstile.v1.ThreadStatus\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x30\n\x0cinterruption\x18\x05 \x01(\x0e\x32\x1a.turnstile.v1.Interruption\"U\n\x13ListThreadsResponse\x12%\n\x07threads\x18\x01 \x03(\x0b\x32\x14.turnstile.v1.Thread\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x13UpdateThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12)\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x14UpdateThreadResponse\x12$\n\x06thread\x18\x01 \x01(\x0b\x32\x14.turnstile.v1.Thread\"(\n\x13\x44\x65leteThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteThreadResponse\"A\n\x15GetThreadStateRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\t\"F\n\x16GetThreadStateResponse\x12,\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x18.turnstile.v1.Checkpoint\"~\n\x18UpdateThreadStateRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x61s_node\x18\x03 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\t\"L\n\x19UpdateThreadStateResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.turnstile.v1.CheckpointRef\"S\n\x17GetThreadHistoryRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18GetThreadHistoryResponse\x12-\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x18.turnstile.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x12WatchThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"f\n\x13WatchThreadResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.turnstile.v1.ThreadEvent\x12$\n\x06thread\x18\x02 \x01(\x0b\x32\x14.turnstile.v1.Thread\"\xa1\x01\n\x0bThreadEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x0brun_started\x18\x02 \x01(\x0b\x32\x11.turnstile.v1.RunH\x00\x12+\n\trun_event\x18\x03 \x01(\x0b\x32\x16.turnstile.v1.RunEventH\x00\x12&\n\trun_ended\x18\x04 \x01(\x0b\x32\x11.turnstile.v1.RunH\x00\x42\x06\n\x04kind2\xb2\x06\n\rThreadService\x12U\n\x0c\x43reateThread\x12!.turnstile.v1.CreateThreadRequest\x1a\".turnstile.v1.CreateThreadResponse\x12L\n\tGetThread\x12\x1e.turnstile.v1.GetThreadRequest\x1a\x1f.turnstile.v1.GetThreadResponse\x12R\n\x0bListThreads\x12 .turnstile.v1.ListThreadsRequest\x1a!.turnstile.v1.ListThreadsResponse\x12U\n\x0cUpdateThread\x12!.turnstile.v1.UpdateThreadRequest\x1a\".turnstile.v1.UpdateThreadResponse\x12U\n\x0c\x44\x65leteThread\x12!.turnstile.v1.DeleteThreadRequest\x1a\".turnstile.v1.DeleteThreadResponse\x12[\n\x0eGetThreadState\x12#.turnstile.v1.GetThreadStateRequest\x1a$.turnstile.v1.GetThreadStateResponse\x12\x64\n\x11UpdateThreadState\x12&.turnstile.v1.UpdateThreadStateRequest\x1a\'.turnstile.v1.UpdateThreadStateResponse\x12\x61\n\x10GetThreadHistory\x12%.turnstile.v1.GetThreadHistoryRequest\x1a&.turnstile.v1.GetThreadHistoryResponse\x12T\n\x0bWatchThread\x12 .turnstile.v1.WatchThreadRequest\x1a!.turnstile.v1.WatchThreadResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,31 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTHREADRESPONSE']._serialized_start=412
   _globals['_GETTHREADRESPONSE']._serialized_end=469
   _globals['_LISTTHREADSREQUEST']._serialized_start=472
-  _globals['_LISTTHREADSREQUEST']._serialized_end=618
-  _globals['_LISTTHREADSRESPONSE']._serialized_start=620
-  _globals['_LISTTHREADSRESPONSE']._serialized_end=705
-  _globals['_UPDATETHREADREQUEST']._serialized_start=707
-  _globals['_UPDATETHREADREQUEST']._serialized_end=790
-  _globals['_UPDATETHREADRESPONSE']._serialized_start=792
-  _globals['_UPDATETHREADRESPONSE']._serialized_end=852
-  _globals['_DELETETHREADREQUEST']._serialized_start=854
-  _globals['_DELETETHREADREQUEST']._serialized_end=894
-  _globals['_DELETETHREADRESPONSE']._serialized_start=896
-  _globals['_DELETETHREADRESPONSE']._serialized_end=918
-  _globals['_GETTHREADSTATEREQUEST']._serialized_start=920
-  _globals['_GETTHREADSTATEREQUEST']._serialized_end=962
-  _globals['_GETTHREADSTATERESPONSE']._serialized_start=964
-  _globals['_GETTHREADSTATERESPONSE']._serialized_end=1034
-  _globals['_GETTHREADHISTORYREQUEST']._serialized_start=1036
-  _globals['_GETTHREADHISTORYREQUEST']._serialized_end=1119
-  _globals['_GETTHREADHISTORYRESPONSE']._serialized_start=1121
-  _globals['_GETTHREADHISTORYRESPONSE']._serialized_end=1219
-  _globals['_WATCHTHREADREQUEST']._serialized_start=1221
-  _globals['_WATCHTHREADREQUEST']._serialized_end=1279
-  _globals['_WATCHTHREADRESPONSE']._serialized_start=1281
-  _globals['_WATCHTHREADRESPONSE']._serialized_end=1383
-  _globals['_THREADEVENT']._serialized_start=1386
-  _globals['_THREADEVENT']._serialized_end=1547
-  _globals['_THREADSERVICE']._serialized_start=1550
-  _globals['_THREADSERVICE']._serialized_end=2266
+  _globals['_LISTTHREADSREQUEST']._serialized_end=668
+  _globals['_LISTTHREADSRESPONSE']._serialized_start=670
+  _globals['_LISTTHREADSRESPONSE']._serialized_end=755
+  _globals['_UPDATETHREADREQUEST']._serialized_start=757
+  _globals['_UPDATETHREADREQUEST']._serialized_end=840
+  _globals['_UPDATETHREADRESPONSE']._serialized_start=842
+  _globals['_UPDATETHREADRESPONSE']._serialized_end=902
+  _globals['_DELETETHREADREQUEST']._serialized_start=904
+  _globals['_DELETETHREADREQUEST']._serialized_end=944
+  _globals['_DELETETHREADRESPONSE']._serialized_start=946
+  _globals['_DELETETHREADRESPONSE']._serialized_end=968
+  _globals['_GETTHREADSTATEREQUEST']._serialized_start=970
+  _globals['_GETTHREADSTATEREQUEST']._serialized_end=1035
+  _globals['_GETTHREADSTATERESPONSE']._serialized_start=1037
+  _globals['_GETTHREADSTATERESPONSE']._serialized_end=1107
+  _globals['_UPDATETHREADSTATEREQUEST']._serialized_start=1109
+  _globals['_UPDATETHREADSTATEREQUEST']._serialized_end=1235
+  _globals['_UPDATETHREADSTATERESPONSE']._serialized_start=1237
+  _globals['_UPDATETHREADSTATERESPONSE']._serialized_end=1313
+  _globals['_GETTHREADHISTORYREQUEST']._serialized_start=1315
+  _globals['_GETTHREADHISTORYREQUEST']._serialized_end=1398
+  _globals['_GETTHREADHISTORYRESPONSE']._serialized_start=1400
+  _globals['_GETTHREADHISTORYRESPONSE']._serialized_end=1498
+  _globals['_WATCHTHREADREQUEST']._serialized_start=1500
+  _globals['_WATCHTHREADREQUEST']._serialized_end=1558
+  _globals['_WATCHTHREADRESPONSE']._serialized_start=1560
+  _globals['_WATCHTHREADRESPONSE']._serialized_end=1662
+  _globals['_THREADEVENT']._serialized_start=1665
+  _globals['_THREADEVENT']._serialized_end=1826
+  _globals['_THREADSERVICE']._serialized_start=1829
+  _globals['_THREADSERVICE']._serialized_end=2647
 # @@protoc_insertion_point(module_scope)

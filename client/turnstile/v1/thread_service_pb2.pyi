@@ -138,12 +138,17 @@ class ListThreadsRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INTERRUPTION_FIELD_NUMBER: _builtins.int
     status: _thread_pb2.ThreadStatus.ValueType
     """Optional. Only threads with this status; unspecified means any."""
     page_size: _builtins.int
     """Optional. The largest number of threads to return (default 50, at most 1000)."""
     page_token: _builtins.str
     """Optional. The `next_page_token` of a previous call, to get the next page."""
+    interruption: _thread_pb2.Interruption.ValueType
+    """Optional. Only interrupted threads interrupted so (`INTERRUPTION_AWAITING_INPUT`: the
+    threads waiting for input); unspecified means any.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Optional. Only threads whose metadata contains all these keys with these values."""
@@ -155,10 +160,11 @@ class ListThreadsRequest(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        interruption: _thread_pb2.Interruption.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interruption", b"interruption", "metadata", b"metadata", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,16 +296,20 @@ class GetThreadStateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     THREAD_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     thread_id: _builtins.str
     """Required. The thread's id."""
+    checkpoint_id: _builtins.str
+    """Optional. The checkpoint to read, an earlier state of the thread; empty for the latest."""
     def __init__(
         self,
         *,
         thread_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,7 +324,7 @@ class GetThreadStateResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def checkpoint(self) -> _thread_pb2.Checkpoint:
-        """The latest checkpoint; a thread without checkpoints answers empty values and no id."""
+        """The checkpoint; a thread without checkpoints answers empty values and no id."""
 
     def __init__(
         self,
@@ -328,6 +338,68 @@ class GetThreadStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetThreadStateResponse: _TypeAlias = GetThreadStateResponse  # noqa: Y015
+
+@_typing.final
+class UpdateThreadStateRequest(_message.Message):
+    """Request for `UpdateThreadState`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    AS_NODE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    thread_id: _builtins.str
+    """Required. The thread's id."""
+    as_node: _builtins.str
+    """Optional. The node the update is written as; empty means the node that wrote last, as
+    LangGraph decides it. `next` moves on from that node.
+    """
+    checkpoint_id: _builtins.str
+    """Optional. The checkpoint to update, forking the thread's history; empty for the latest."""
+    @_builtins.property
+    def values(self) -> _struct_pb2.Struct:
+        """Optional. The update, applied through the graph's reducers as if `as_node` had returned it."""
+
+    def __init__(
+        self,
+        *,
+        thread_id: _builtins.str = ...,
+        values: _struct_pb2.Struct | None = ...,
+        as_node: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_node", b"as_node", "checkpoint_id", b"checkpoint_id", "thread_id", b"thread_id", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateThreadStateRequest: _TypeAlias = UpdateThreadStateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateThreadStateResponse(_message.Message):
+    """Response for `UpdateThreadState`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _thread_pb2.CheckpointRef:
+        """The checkpoint written."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _thread_pb2.CheckpointRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateThreadStateResponse: _TypeAlias = UpdateThreadStateResponse  # noqa: Y015
 
 @_typing.final
 class GetThreadHistoryRequest(_message.Message):

@@ -65,6 +65,11 @@ class ThreadServiceStub:
                 request_serializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateRequest.SerializeToString,
                 response_deserializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateResponse.FromString,
                 _registered_method=True)
+        self.UpdateThreadState = channel.unary_unary(
+                '/turnstile.v1.ThreadService/UpdateThreadState',
+                request_serializer=turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateRequest.SerializeToString,
+                response_deserializer=turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateResponse.FromString,
+                _registered_method=True)
         self.GetThreadHistory = channel.unary_unary(
                 '/turnstile.v1.ThreadService/GetThreadHistory',
                 request_serializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadHistoryRequest.SerializeToString,
@@ -117,7 +122,14 @@ class ThreadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetThreadState(self, request, context):
-        """Returns the thread's latest checkpoint.
+        """Returns the thread's latest checkpoint, or the one named.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateThreadState(self, request, context):
+        """Writes a checkpoint as if a node had returned the values, through the graph's reducers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +181,11 @@ def add_ThreadServiceServicer_to_server(servicer, server):
                     servicer.GetThreadState,
                     request_deserializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateRequest.FromString,
                     response_serializer=turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateResponse.SerializeToString,
+            ),
+            'UpdateThreadState': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateThreadState,
+                    request_deserializer=turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateRequest.FromString,
+                    response_serializer=turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateResponse.SerializeToString,
             ),
             'GetThreadHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetThreadHistory,
@@ -344,6 +361,33 @@ class ThreadService:
             '/turnstile.v1.ThreadService/GetThreadState',
             turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateRequest.SerializeToString,
             turnstile_dot_v1_dot_thread__service__pb2.GetThreadStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateThreadState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/turnstile.v1.ThreadService/UpdateThreadState',
+            turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateRequest.SerializeToString,
+            turnstile_dot_v1_dot_thread__service__pb2.UpdateThreadStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,7 +44,9 @@ class ThreadServiceStub:
     DeleteThread: _grpc.UnaryUnaryMultiCallable[_thread_service_pb2.DeleteThreadRequest, _thread_service_pb2.DeleteThreadResponse]
     """Stops the thread's runs, then deletes the thread, its runs and its checkpoints."""
     GetThreadState: _grpc.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadStateRequest, _thread_service_pb2.GetThreadStateResponse]
-    """Returns the thread's latest checkpoint."""
+    """Returns the thread's latest checkpoint, or the one named."""
+    UpdateThreadState: _grpc.UnaryUnaryMultiCallable[_thread_service_pb2.UpdateThreadStateRequest, _thread_service_pb2.UpdateThreadStateResponse]
+    """Writes a checkpoint as if a node had returned the values, through the graph's reducers."""
     GetThreadHistory: _grpc.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadHistoryRequest, _thread_service_pb2.GetThreadHistoryResponse]
     """Lists the thread's checkpoints, newest first, paginated."""
     WatchThread: _grpc.UnaryStreamMultiCallable[_thread_service_pb2.WatchThreadRequest, _thread_service_pb2.WatchThreadResponse]
@@ -66,7 +68,9 @@ class ThreadServiceAsyncStub(ThreadServiceStub):
     DeleteThread: _aio.UnaryUnaryMultiCallable[_thread_service_pb2.DeleteThreadRequest, _thread_service_pb2.DeleteThreadResponse]  # type: ignore[assignment]
     """Stops the thread's runs, then deletes the thread, its runs and its checkpoints."""
     GetThreadState: _aio.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadStateRequest, _thread_service_pb2.GetThreadStateResponse]  # type: ignore[assignment]
-    """Returns the thread's latest checkpoint."""
+    """Returns the thread's latest checkpoint, or the one named."""
+    UpdateThreadState: _aio.UnaryUnaryMultiCallable[_thread_service_pb2.UpdateThreadStateRequest, _thread_service_pb2.UpdateThreadStateResponse]  # type: ignore[assignment]
+    """Writes a checkpoint as if a node had returned the values, through the graph's reducers."""
     GetThreadHistory: _aio.UnaryUnaryMultiCallable[_thread_service_pb2.GetThreadHistoryRequest, _thread_service_pb2.GetThreadHistoryResponse]  # type: ignore[assignment]
     """Lists the thread's checkpoints, newest first, paginated."""
     WatchThread: _aio.UnaryStreamMultiCallable[_thread_service_pb2.WatchThreadRequest, _thread_service_pb2.WatchThreadResponse]  # type: ignore[assignment]
@@ -121,7 +125,15 @@ class ThreadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _thread_service_pb2.GetThreadStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_thread_service_pb2.GetThreadStateResponse, _abc.Awaitable[_thread_service_pb2.GetThreadStateResponse]]:
-        """Returns the thread's latest checkpoint."""
+        """Returns the thread's latest checkpoint, or the one named."""
+
+    @_abc_1.abstractmethod
+    def UpdateThreadState(
+        self,
+        request: _thread_service_pb2.UpdateThreadStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_thread_service_pb2.UpdateThreadStateResponse, _abc.Awaitable[_thread_service_pb2.UpdateThreadStateResponse]]:
+        """Writes a checkpoint as if a node had returned the values, through the graph's reducers."""
 
     @_abc_1.abstractmethod
     def GetThreadHistory(

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
-from turnstile_server.api import codec, event_frames, json_values, wire
+from turnstile_server.api import codec, event_frames, json_values, run_options, wire
 from turnstile_server.api.assistant_service import resolve_assistant
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
@@ -47,8 +47,10 @@ class RunService(pb_grpc.RunServiceServicer):
         """Validates the flat run-creation fields shared by CreateRun, StreamRun and WaitRun."""
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
-        self._graphs.get(assistant.graph_id)
+        prepared = self._graphs.prepared(assistant.graph_id)
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
+        options = run_options.read(request, default_on_pending_interrupt="discard")
+        run_options.check_runtime(options, assistant.graph_id, prepared.runtime)
         config = _merge_config(assistant.config, wire.to_dict(request.config, "config"))
         return RunSpec(
             thread_id=thread_id,
@@ -71,6 +73,7 @@ class RunService(pb_grpc.RunServiceServicer):
             timeout_seconds=wire.seconds(request.timeout_seconds, "timeout_seconds") or None,
             durability=wire.enum_value(wire.DURABILITIES, request.durability, "durability")
             or self._durability,
+            **options.spec_fields(),
         )
 
     async def _ended(self, run: RunRecord, context: Any) -> bytes:

@@ -9,9 +9,17 @@ from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
 from turnstile_server.api import json_values, wire
 from turnstile_server.api.rpc_errors import encoded
-from turnstile_server.errors import InvalidArgument, RequestIdReused
+from turnstile_server.api.snapshots import checkpoint_message, native_snapshot
+from turnstile_server.errors import (
+    CheckpointNotFound,
+    InvalidArgument,
+    RequestIdReused,
+    ThreadHasNoGraph,
+    UnsupportedByGraph,
+)
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
+from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
@@ -25,12 +33,14 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         store: Store,
         scheduler: Scheduler,
         hub: EventHub,
+        graphs: GraphRegistry | None = None,
         *,
         page_bytes: int = wire.MAX_PAGE_BYTES,
     ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
+        self._graphs = graphs or GraphRegistry()
         self._page_bytes = page_bytes
 
     async def _message(self, thread: ThreadRecord, context: Any) -> Any:
@@ -65,9 +75,14 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
     ) -> pb.ListThreadsResponse:
         limit, cursor = wire.page(request.page_size, request.page_token, default=50)
         status = wire.optional_enum(wire.THREAD_STATUSES, request.status, "status")
+        interruption = wire.optional_enum(wire.INTERRUPTIONS, request.interruption, "interruption")
         metadata = wire.metadata(request.metadata)
         threads, next_cursor = await self._store.threads.list(
-            status=status, metadata=metadata, limit=limit, before=cursor
+            status=status,
+            metadata=metadata,
+            limit=limit,
+            before=cursor,
+            interruption=interruption,
         )
         page = wire.PageBytes(self._page_bytes)
         messages = []
@@ -78,7 +93,11 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             messages.append(message)
         if len(messages) < len(threads):  # cut by bytes: the next page starts after the last
             _, next_cursor = await self._store.threads.list(
-                status=status, metadata=metadata, limit=len(messages), before=cursor
+                status=status,
+                metadata=metadata,
+                limit=len(messages),
+                before=cursor,
+                interruption=interruption,
             )
         return pb.ListThreadsResponse(
             threads=messages, next_page_token=wire.next_token(next_cursor)
@@ -103,14 +122,51 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self, request: pb.GetThreadStateRequest, context: Any
     ) -> pb.GetThreadStateResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        checkpoint_id = wire.uuid_id(request.checkpoint_id, "checkpoint_id", required=False)
         await self._store.threads.get(thread_id)
-        state, checkpoint = await self._store.checkpoints.state(thread_id)
-        if json_values.wants_json(context):
-            message = wire.checkpoint_message(checkpoint, {}, thread_id)
-            message.values_json = json_values.state_json(state)
+        checkpoints = self._store.checkpoints
+        if checkpoint_id:
+            record = await checkpoints.find(thread_id, checkpoint_id)
+            if record is None:
+                raise CheckpointNotFound(thread_id, checkpoint_id)
+            values = await checkpoints.values_at(thread_id, record.seq)
+            parent = await checkpoints.parent(thread_id, record.seq)
+            snapshot = native_snapshot(record, values, parent, thread_id)
+            message = checkpoint_message(snapshot, thread_id, values=False)
+            if json_values.wants_json(context):
+                message.values_json = json_values.values_json(values)
+            else:
+                message.values.CopyFrom(wire.to_struct(values))
             return pb.GetThreadStateResponse(checkpoint=message)
-        return pb.GetThreadStateResponse(
-            checkpoint=wire.checkpoint_message(checkpoint, state.values, thread_id)
+        state, checkpoint = await checkpoints.state(thread_id)
+        parent = await checkpoints.parent(thread_id, checkpoint.seq) if checkpoint else None
+        snapshot = native_snapshot(checkpoint, state.values, parent, thread_id)
+        message = checkpoint_message(snapshot, thread_id, values=False)
+        # The latest state encodes from the thread's cached state (its messages encoded once).
+        if json_values.wants_json(context):
+            message.values_json = json_values.state_json(state)
+        else:
+            message.values.CopyFrom(wire.to_struct(state.values, state=True))
+        return pb.GetThreadStateResponse(checkpoint=message)
+
+    async def UpdateThreadState(
+        self, request: pb.UpdateThreadStateRequest, context: Any
+    ) -> pb.UpdateThreadStateResponse:
+        thread_id = wire.uuid_id(request.thread_id, "thread_id")
+        wire.uuid_id(request.checkpoint_id, "checkpoint_id", required=False)
+        wire.to_dict(request.values, "values")
+        await self._store.threads.get(thread_id)
+        runs, _ = await self._store.runs.list(thread_id, status=None, limit=1, before=None)
+        if not runs:
+            raise ThreadHasNoGraph(thread_id)
+        graph_id = runs[0].graph_id
+        runtime = self._graphs.prepared(graph_id).runtime if graph_id in self._graphs else "unknown"
+        raise UnsupportedByGraph(
+            f"UpdateThreadState writes through a LangGraph graph's reducers; thread {thread_id}"
+            f" last ran graph '{graph_id}', a {runtime} graph",
+            graph_id=graph_id,
+            runtime=runtime,
+            field="thread_id",
         )
 
     async def GetThreadHistory(
@@ -119,18 +175,21 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         limit, cursor = wire.page(request.page_size, request.page_token, default=10)
         await self._store.threads.get(thread_id)
+        # One more than the page: the last entry's parent (history folds every row anyway).
         history, next_cursor = await self._store.checkpoints.history(
-            thread_id, limit=limit, before=cursor
+            thread_id, limit=limit + 1, before=cursor
         )
+        if len(history) > limit:
+            next_cursor = history[limit - 1][0].seq
         json = json_values.wants_json(context)
         page = wire.PageBytes(self._page_bytes)
         messages = []
-        for index, (record, values) in enumerate(history):
+        for index, (record, values) in enumerate(history[:limit]):
+            parent = history[index + 1][0] if index + 1 < len(history) else None
+            snapshot = native_snapshot(record, values, parent, thread_id)
+            message = checkpoint_message(snapshot, thread_id, values=not json)
             if json:
-                message = wire.checkpoint_message(record, {}, thread_id)
                 message.values_json = json_values.values_json(values)
-            else:
-                message = wire.checkpoint_message(record, values, thread_id)
             if not page.take(message):
                 next_cursor = history[index - 1][0].seq  # newest first: on after the last taken
                 break

@@ -16,7 +16,7 @@ from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument
 from turnstile_server.state import MAX_JSON_DEPTH
-from turnstile_server.store import AssistantRecord, CheckpointRecord, RunRecord, ThreadRecord
+from turnstile_server.store import AssistantRecord, RunRecord, ThreadRecord
 
 STRATEGIES = {
     run_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "enqueue",
@@ -47,7 +47,23 @@ STREAM_MODES = {
     run_pb2.STREAM_MODE_UPDATES: "updates",
     run_pb2.STREAM_MODE_MESSAGES: "messages",
     run_pb2.STREAM_MODE_CUSTOM: "custom",
+    run_pb2.STREAM_MODE_DEBUG: "debug",
+    run_pb2.STREAM_MODE_TASKS: "tasks",
+    run_pb2.STREAM_MODE_CHECKPOINTS: "checkpoints",
+    run_pb2.STREAM_MODE_EVENTS: "events",
+    run_pb2.STREAM_MODE_MESSAGES_PARTIAL: "messages-partial",
 }
+INTERRUPTIONS = {
+    thread_pb2.INTERRUPTION_CANCELLED: "cancelled",
+    thread_pb2.INTERRUPTION_AWAITING_INPUT: "awaiting_input",
+}
+INTERRUPTION_ENUM = {name: number for number, name in INTERRUPTIONS.items()}
+ON_PENDING_INTERRUPT = {
+    run_pb2.ON_PENDING_INTERRUPT_UNSPECIFIED: "",  # the server's default
+    run_pb2.ON_PENDING_INTERRUPT_DISCARD: "discard",
+    run_pb2.ON_PENDING_INTERRUPT_REJECT: "reject",
+}
+ON_PENDING_INTERRUPT_ENUM = {name: number for number, name in ON_PENDING_INTERRUPT.items() if name}
 CANCEL_ACTIONS = {
     run_pb2.CANCEL_ACTION_UNSPECIFIED: "interrupt",
     run_pb2.CANCEL_ACTION_INTERRUPT: "interrupt",
@@ -62,10 +78,6 @@ IF_NOT_EXISTS = {
     run_pb2.IF_NOT_EXISTS_UNSPECIFIED: False,
     run_pb2.IF_NOT_EXISTS_REJECT: False,
     run_pb2.IF_NOT_EXISTS_CREATE: True,
-}
-CHECKPOINT_SOURCES = {
-    "input": thread_pb2.CHECKPOINT_SOURCE_INPUT,
-    "step": thread_pb2.CHECKPOINT_SOURCE_STEP,
 }
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 4 << 20
@@ -279,7 +291,60 @@ def run_message(run: RunRecord) -> run_pb2.Run:
         message.error.message = run.error.message
     if run.status == "pending" and run.queue_position is not None:
         message.queue_position = run.queue_position
+    _show_options(run, message)
     return message
+
+
+def _show_options(run: RunRecord, message: run_pb2.Run) -> None:
+    """Fills the LangGraph and human-in-the-loop options of `run` (`api/run_options.py`)."""
+    if run.context is not None:
+        message.context.CopyFrom(to_struct(run.context))
+    message.stream_subgraphs = run.stream_subgraphs
+    if run.command is not None:
+        message.command.CopyFrom(command_message(run.command))
+    message.interrupt_before.extend(run.interrupt_before or ())
+    message.interrupt_after.extend(run.interrupt_after or ())
+    message.checkpoint_id = run.checkpoint_id or ""
+    if run.close_tool_calls is not None:
+        message.close_tool_calls = run.close_tool_calls
+    message.discarded_interrupts.extend(run.discarded_interrupts)
+    message.on_pending_interrupt = ON_PENDING_INTERRUPT_ENUM.get(
+        run.on_pending_interrupt, run_pb2.ON_PENDING_INTERRUPT_UNSPECIFIED
+    )
+
+
+def command_message(command: dict[str, Any]) -> run_pb2.Command:
+    """A run's command as a `Command` message: a resume map whose keys are all interrupt ids
+    shows as `resume_by_id`, as LangGraph reads it."""
+    message = run_pb2.Command()
+    if "resume" in command:
+        resume = command["resume"]
+        if isinstance(resume, dict) and resume and all(map(is_interrupt_id, resume)):
+            for interrupt_id, item in resume.items():
+                message.resume_by_id[interrupt_id].CopyFrom(to_value(item))
+        else:
+            message.resume.CopyFrom(to_value(resume))
+    if "update" in command:
+        message.update.CopyFrom(to_struct(command["update"]))
+    message.goto.extend(command.get("goto", ()))
+    return message
+
+
+def is_interrupt_id(key: str) -> bool:
+    """Whether a string is shaped like LangGraph's interrupt ids (32 lower-case hex digits)."""
+    return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+
+def to_value(data: Any) -> struct_pb2.Value:
+    """JSON data as a `Value`."""
+    return struct_pb2.Value.FromString(codec.value(data))
+
+
+def from_value(value: struct_pb2.Value, field: str) -> Any:
+    """A `Value` as plain JSON data, refused as `to_dict` refuses a Struct's."""
+    wrapper = struct_pb2.Struct()
+    wrapper.fields["v"].CopyFrom(value)
+    return to_dict(wrapper, field)["v"]
 
 
 def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.Thread:
@@ -291,23 +356,19 @@ def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.T
         values=to_struct(values, state=True),
         create_time=timestamp(thread.create_time),
         update_time=timestamp(thread.update_time),
+        interrupts=[interrupt_message(i) for i in thread.interrupts or ()],
+        interruption=INTERRUPTION_ENUM.get(
+            thread.interruption, thread_pb2.INTERRUPTION_UNSPECIFIED
+        ),
     )
 
 
-def checkpoint_message(
-    checkpoint: CheckpointRecord | None, values: dict[str, Any], thread_id: str
-) -> thread_pb2.Checkpoint:
-    """Converts a checkpoint and the values at it (None: a thread without checkpoints)."""
-    if checkpoint is None:
-        return thread_pb2.Checkpoint(thread_id=thread_id, values=to_struct(values, state=True))
-    return thread_pb2.Checkpoint(
-        checkpoint_id=checkpoint.checkpoint_id,
-        thread_id=checkpoint.thread_id,
-        run_id=checkpoint.run_id,
-        step=checkpoint.step,
-        source=CHECKPOINT_SOURCES[checkpoint.source],
-        values=to_struct(values, state=True),
-        create_time=timestamp(checkpoint.create_time),
+def interrupt_message(interrupt: Mapping[str, Any]) -> thread_pb2.Interrupt:
+    """A pending interrupt `{id, value, task_id}` as its wire form."""
+    return thread_pb2.Interrupt(
+        id=str(interrupt.get("id", "")),
+        value=to_value(interrupt.get("value")),
+        task_id=str(interrupt.get("task_id", "")),
     )
 
 

@@ -60,9 +60,18 @@ class ThreadStore(Protocol):
         ...
 
     async def list(
-        self, *, status: str | None, metadata: dict[str, Any], limit: int, before: int | None
+        self,
+        *,
+        status: str | None,
+        metadata: dict[str, Any],
+        limit: int,
+        before: int | None,
+        interruption: str | None = None,
     ) -> tuple[builtins.list[ThreadRecord], int | None]:
-        """Lists threads newest first; returns the page and the cursor of the next one."""
+        """Lists threads newest first; returns the page and the cursor of the next one.
+
+        `interruption` ("awaiting_input" or "cancelled") keeps only the interrupted threads
+        interrupted so (see `ThreadRecord.interruption`)."""
         ...
 
     async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
@@ -172,6 +181,14 @@ class CheckpointStore(Protocol):
 
     async def last_of_run(self, run_id: str) -> CheckpointRecord | None:
         """Returns the newest checkpoint a run wrote, or None."""
+        ...
+
+    async def find(self, thread_id: str, checkpoint_id: str) -> CheckpointRecord | None:
+        """Returns the thread's checkpoint with that id, or None."""
+        ...
+
+    async def parent(self, thread_id: str, seq: int) -> CheckpointRecord | None:
+        """Returns the thread's checkpoint just before the one numbered `seq`, or None."""
         ...
 
     async def state(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:

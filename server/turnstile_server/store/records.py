@@ -12,6 +12,18 @@ RUN_STATUSES = ("pending", "running", "success", "error", "timeout", "interrupte
 THREAD_STATUSES = ("idle", "busy", "interrupted", "error")
 STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
 DURABILITIES = ("sync", "async", "exit")  # when a run's step checkpoints are written
+STREAM_MODES = (
+    "values",
+    "updates",
+    "messages",  # one chunk per event; `[chunk, metadata]` for LangGraph (`messages-tuple`)
+    "custom",
+    "debug",
+    "tasks",
+    "checkpoints",
+    "events",  # astream_events v2
+    "messages-partial",  # LangGraph Platform's messages/metadata|partial|complete
+)
+ON_PENDING_INTERRUPT = ("discard", "reject")  # what new input does on a thread awaiting input
 
 
 def now_us() -> int:
@@ -43,13 +55,26 @@ class AssistantRecord:
 
 @dataclass(frozen=True, slots=True)
 class ThreadRecord:
-    """A thread's row; its values live in the checkpoints."""
+    """A thread's row; its values live in the checkpoints.
+
+    `interrupts` is None unless the thread waits for input (its latest checkpoint stopped at
+    an `interrupt()`, `interrupt_before` or `interrupt_after`): then the pending interrupts as
+    JSON objects `{id, value, task_id}` (none for a stop before or after a node).
+    """
 
     thread_id: str
     metadata: dict[str, Any]
     status: str
     create_time: int
     update_time: int
+    interrupts: list[dict[str, Any]] | None = None
+
+    @property
+    def interruption(self) -> str:
+        """Why the thread is interrupted: "awaiting_input", "cancelled"; "" when it is not."""
+        if self.status != "interrupted":
+            return ""
+        return "cancelled" if self.interrupts is None else "awaiting_input"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +104,23 @@ class RunRecord:
     queue_position: int | None = None
     timeout_seconds: float | None = None
     durability: str = "sync"
+    context: dict[str, Any] | None = None
+    """LangGraph's runtime context (`Runtime.context`)."""
+    stream_subgraphs: bool = False
+    command: dict[str, Any] | None = None
+    """`{"resume": v}` (`v` may map interrupt ids to values), `{"update": {...}}`,
+    `{"goto": [...]}`, or several of them; LangGraph's `Command`."""
+    interrupt_before: tuple[str, ...] | None = None
+    """Nodes to stop before; `("*",)` means every node."""
+    interrupt_after: tuple[str, ...] | None = None
+    checkpoint_id: str | None = None
+    """Continue from this checkpoint (time travel) instead of the thread's latest."""
+    close_tool_calls: bool | None = None
+    """Close dangling tool calls when interrupted; None means the server's default."""
+    on_pending_interrupt: str = "discard"
+    """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
+    discarded_interrupts: tuple[str, ...] = ()
+    """The ids of the interrupts the thread waited on that this run's new input superseded."""
 
     @property
     def inflight(self) -> bool:
@@ -117,6 +159,21 @@ class RunSpec:
     request_id: str = ""
     timeout_seconds: float | None = None
     durability: str = "sync"
+    context: dict[str, Any] | None = None
+    """LangGraph's runtime context (`Runtime.context`)."""
+    stream_subgraphs: bool = False
+    command: dict[str, Any] | None = None
+    """`{"resume": v}` (`v` may map interrupt ids to values), `{"update": {...}}`,
+    `{"goto": [...]}`, or several of them; LangGraph's `Command`."""
+    interrupt_before: tuple[str, ...] | None = None
+    """Nodes to stop before; `("*",)` means every node."""
+    interrupt_after: tuple[str, ...] | None = None
+    checkpoint_id: str | None = None
+    """Continue from this checkpoint (time travel) instead of the thread's latest."""
+    close_tool_calls: bool | None = None
+    """Close dangling tool calls when interrupted; None means the server's default."""
+    on_pending_interrupt: str = "discard"
+    """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
 
 
 @dataclass(slots=True)

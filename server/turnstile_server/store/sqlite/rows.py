@@ -12,13 +12,15 @@ from turnstile_server.store.records import (
     RunRecord,
     ThreadRecord,
 )
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, RUN_OUTPUT_COLUMNS, option_fields
 from turnstile_server.store.sqlite.database import Row
 
-RUN_COLUMNS = """
+RUN_COLUMNS = f"""
     r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,
     r.input, r.config, r.metadata, r.stream_mode, r.create_time, r.start_time, r.end_time,
     r.not_before, r.attempt, r.error_type, r.error_message, r.cancel_action, r.cancel_reason,
     r.superseded_by, r.timeout_seconds, r.durability,
+    {", ".join(f"r.{c}" for c in (*RUN_OPTION_COLUMNS, *RUN_OUTPUT_COLUMNS))},
     CASE WHEN r.status = 'pending' THEN (
         SELECT COUNT(*) FROM runs q
         WHERE q.thread_id = r.thread_id AND q.status IN ('pending', 'running') AND q.seq < r.seq
@@ -63,6 +65,7 @@ def run_from_row(row: Row) -> RunRecord:
         queue_position=row["queue_position"],
         timeout_seconds=row["timeout_seconds"],
         durability=row["durability"],
+        **option_fields(row),
     )
 
 
@@ -74,6 +77,7 @@ def thread_from_row(row: Row) -> ThreadRecord:
         status=row["status"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        interrupts=loads(row["interrupts"]),
     )
 
 

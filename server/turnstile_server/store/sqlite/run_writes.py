@@ -20,6 +20,7 @@ from turnstile_server.store.records import (
     RunSpec,
     Start,
 )
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
 from turnstile_server.store.sqlite.checkpoints import insert_checkpoint
 from turnstile_server.store.sqlite.database import Session
 from turnstile_server.store.sqlite.langgraph import delete_langgraph_runs
@@ -42,6 +43,17 @@ def inflight_runs(conn: Session, thread_id: str) -> list[RunRecord]:
         (thread_id,),
     )
     return [run_from_row(row) for row in rows]
+
+
+_INSERT_COLUMNS = (
+    "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
+    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
+    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}"
+)
+_INSERT_RUN = (
+    f"INSERT INTO runs ({_INSERT_COLUMNS})"
+    f" VALUES ({', '.join('?' * (17 + len(RUN_OPTION_COLUMNS)))})"
+)
 
 
 def admit(
@@ -88,10 +100,7 @@ def admit(
     run_input = None if spec.input is None else dumps(spec.input)
     not_before = now + int(spec.after_seconds * 1_000_000)
     cursor = conn.execute(
-        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
-        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-        " not_before, request_id, timeout_seconds, durability, attempt, start_time)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_RUN,
         (
             run_id,
             spec.thread_id,
@@ -110,6 +119,7 @@ def admit(
             spec.durability,
             1 if starting else 0,
             now if starting else None,
+            *option_values(spec),
         ),
     )
     if busy:  # it stays BUSY: only its update time moves
@@ -140,6 +150,7 @@ def admit(
         queue_position=plan.ahead,
         timeout_seconds=spec.timeout_seconds,
         durability=spec.durability,
+        **spec_fields(spec),
     )
     admission = superseded or Admission(run=run)
     admission.run = run

@@ -85,12 +85,16 @@ class Threads:
         metadata: dict[str, Any],
         limit: int,
         before: int | None,
+        interruption: str | None = None,
     ) -> tuple[list[ThreadRecord], int | None]:
         """Lists threads newest first; returns the page and the cursor of the next one."""
         where, params = metadata_filter("metadata", metadata)
         if status:
             where += " AND status = ?"
             params.append(status)
+        if interruption:
+            waits = "NOT NULL" if interruption == "awaiting_input" else "NULL"
+            where += f" AND status = 'interrupted' AND interrupts IS {waits}"
         if before is not None:
             where += " AND rowid < ?"
             params.append(before)
@@ -116,7 +120,7 @@ class Threads:
                 "UPDATE threads SET metadata = ?, update_time = ? WHERE thread_id = ?",
                 (dumps(merged), now, thread_id),
             )
-            return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
+            return replace(thread, metadata=merged, update_time=now)
 
         return await self._db.write(update)
 
