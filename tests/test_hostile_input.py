@@ -91,7 +91,7 @@ RPCS = [
 
 def test_the_fuzz_covers_every_rpc_of_the_three_services() -> None:
     names = {rpc.name for rpc in RPCS}
-    assert len(RPCS) == 4 + 8 + 9, sorted(names)
+    assert len(RPCS) == 4 + 9 + 9, sorted(names)
     assert {"StreamRun", "JoinRunStream", "WatchThread"} <= {r.name for r in RPCS if r.streaming}
 
 
@@ -309,6 +309,8 @@ sane_objects = st.dictionaries(
 
 def sane(field: descriptor.FieldDescriptor, known: Known) -> st.SearchStrategy[Any]:
     """A value the server accepts, naming existing objects where the field names one."""
+    if field.message_type is not None and field.message_type.full_name == COMMAND:
+        return st.just(OMIT)  # a command is for a LangGraph graph: the fuzz's graphs refuse it
     if field.message_type is not None:
         return sane_inputs if field.name == "input" else sane_objects
     if field.enum_type is not None:
@@ -322,6 +324,8 @@ def sane(field: descriptor.FieldDescriptor, known: Known) -> st.SearchStrategy[A
     }
     if field.name in pools:
         return st.sampled_from(pools[field.name])
+    if field.is_repeated:  # interrupt_before, interrupt_after: LangGraph-only as well
+        return st.just([])
     match field.type:
         case descriptor.FieldDescriptor.TYPE_STRING:
             return st.uuids().map(str) if field.name == "request_id" else st.just("")
@@ -336,11 +340,16 @@ def sane(field: descriptor.FieldDescriptor, known: Known) -> st.SearchStrategy[A
 
 def hostile(field: descriptor.FieldDescriptor, known: Known) -> st.SearchStrategy[Any]:
     """A value of the field's type that is wrong, out of range, unknown, huge or deep."""
+    if field.message_type is not None and field.message_type.full_name == COMMAND:
+        return hostile_commands
     if field.message_type is not None:
         assert field.message_type.full_name == "google.protobuf.Struct", field.full_name
         return hostile_inputs if field.name == "input" else hostile_objects
     if field.enum_type is not None:
         return st.lists(integers(32), max_size=4) if field.is_repeated else integers(32)
+    if field.is_repeated:
+        assert field.type == descriptor.FieldDescriptor.TYPE_STRING, field.full_name
+        return node_names
     assert not field.is_repeated, field.full_name
     match field.type:
         case descriptor.FieldDescriptor.TYPE_STRING:
@@ -373,6 +382,18 @@ def hostile_strings(name: str, known: Known) -> st.SearchStrategy[str]:
 
 
 OMIT = object()
+COMMAND = "turnstile.v1.Command"
+node_names = st.lists(st.one_of(st.sampled_from(["*", "echo", "tools"]), junk_strings), max_size=3)
+interrupt_ids = st.one_of(st.text("0123456789abcdef", min_size=32, max_size=32), junk_strings)
+hostile_commands = st.fixed_dictionaries(
+    {},
+    optional={
+        "resume": json_values,
+        "resume_by_id": st.dictionaries(interrupt_ids, json_values, max_size=3),
+        "update": hostile_objects,
+        "goto": node_names,
+    },
+)
 
 
 def sane_or_left_out(
@@ -416,13 +437,27 @@ def fill_struct(target: struct_pb2.Struct, data: dict[str, Any] | Deep | Huge) -
             fill_value(target.fields[key], item)
 
 
+def fill_command(target: Any, data: dict[str, Any]) -> None:
+    """Sets a `Command` in place from its drawn parts."""
+    target.SetInParent()
+    if "resume" in data:
+        fill_value(target.resume, data["resume"])
+    for key, item in data.get("resume_by_id", {}).items():
+        fill_value(target.resume_by_id[key], item)
+    if "update" in data:
+        fill_struct(target.update, data["update"])
+    target.goto.extend(data.get("goto", []))
+
+
 def build(rpc: Rpc, fields: dict[str, Any]) -> bytes:
     request = message_factory.GetMessageClass(rpc.request)()
     for name, value in fields.items():
         field = rpc.request.fields_by_name[name]
         if value is OMIT:
             continue
-        if field.message_type is not None:
+        if field.message_type is not None and field.message_type.full_name == COMMAND:
+            fill_command(getattr(request, name), value)
+        elif field.message_type is not None:
             fill_struct(getattr(request, name), value)
         elif field.is_repeated:
             getattr(request, name).extend(value)
