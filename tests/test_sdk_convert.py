@@ -69,6 +69,19 @@ def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names(
         superseded_by="r2",
         queue_position=3,
         durability=run_pb2.DURABILITY_EXIT,
+        context=struct({"user": "ada"}),
+        stream_subgraphs=True,
+        command=run_pb2.Command(
+            resume_by_id={"0123456789abcdef0123456789abcdef": struct_pb2.Value(bool_value=True)},
+            update=struct({"k": "v"}),
+            goto=["tools"],
+        ),
+        interrupt_before=["*"],
+        interrupt_after=["agent", "tools"],
+        checkpoint_id="c1",
+        close_tool_calls=False,
+        discarded_interrupts=["i1"],
+        on_pending_interrupt=run_pb2.ON_PENDING_INTERRUPT_REJECT,
     )
 
     assert convert.run_to_dict(run) == {
@@ -88,6 +101,19 @@ def test_run_with_every_field_set_converts_to_a_dict_keyed_by_proto_field_names(
         "queue_position": 3,
         "timeout_seconds": None,
         "durability": "exit",
+        "context": {"user": "ada"},
+        "stream_subgraphs": True,
+        "command": {
+            "resume": {"0123456789abcdef0123456789abcdef": True},
+            "update": {"k": "v"},
+            "goto": ["tools"],
+        },
+        "interrupt_before": ["*"],
+        "interrupt_after": ["agent", "tools"],
+        "checkpoint_id": "c1",
+        "close_tool_calls": False,
+        "discarded_interrupts": ["i1"],
+        "on_pending_interrupt": "reject",
     }
 
 
@@ -101,6 +127,10 @@ def test_run_unset_fields_become_none_and_queue_position_zero_stays_zero() -> No
     assert bare["superseded_by"] is None
     assert bare["queue_position"] is None
     assert bare["metadata"] == {}
+    assert (bare["command"], bare["context"], bare["checkpoint_id"]) == (None, None, None)
+    assert (bare["interrupt_before"], bare["interrupt_after"]) == (None, None)
+    assert (bare["close_tool_calls"], bare["on_pending_interrupt"]) == (None, None)
+    assert bare["discarded_interrupts"] == []
     assert bare["multitask_strategy"] == convert.UNSPECIFIED
 
     pending = run_pb2.Run(status=run_pb2.RUN_STATUS_PENDING, queue_position=0)
@@ -129,6 +159,29 @@ def test_thread_converts_with_status_values_and_times() -> None:
         "values": {"messages": [{"type": "human", "content": "hi"}]},
         "create_time": "2024-06-25T18:30:12.123456+00:00",
         "update_time": None,
+        "interrupts": {},
+        "interruption": None,
+    }
+
+
+def test_a_thread_waiting_for_input_has_its_interrupts_by_task_as_langgraph_sdk() -> None:
+    thread = thread_pb2.Thread(
+        thread_id="t1",
+        status=thread_pb2.THREAD_STATUS_INTERRUPTED,
+        interruption=thread_pb2.INTERRUPTION_AWAITING_INPUT,
+        interrupts=[
+            thread_pb2.Interrupt(id="i1", value=struct_pb2.Value(string_value="ok?"), task_id="a"),
+            thread_pb2.Interrupt(id="i2", value=struct_pb2.Value(number_value=2), task_id="b"),
+            thread_pb2.Interrupt(id="i3", task_id="a"),
+        ],
+    )
+
+    converted = convert.thread_to_dict(thread)
+
+    assert converted["interruption"] == "awaiting_input"
+    assert converted["interrupts"] == {
+        "a": [{"id": "i1", "value": "ok?"}, {"id": "i3", "value": None}],
+        "b": [{"id": "i2", "value": 2.0}],
     }
 
 
@@ -160,9 +213,72 @@ def test_checkpoint_converts_to_a_thread_state() -> None:
         source=thread_pb2.CHECKPOINT_SOURCE_STEP,
         values=struct({"messages": []}),
         create_time=timestamp(T0),
+        checkpoint_ns="",
+        parent_checkpoint=thread_pb2.CheckpointRef(thread_id="t1", checkpoint_id="c0"),
+        next=["ask"],
+        tasks=[
+            thread_pb2.ThreadTask(
+                id="k1",
+                name="ask",
+                interrupts=[
+                    thread_pb2.Interrupt(
+                        id="i1", value=struct_pb2.Value(string_value="ok?"), task_id="k1"
+                    )
+                ],
+                checkpoint=thread_pb2.CheckpointRef(
+                    thread_id="t1", checkpoint_ns="ask:k1", checkpoint_id="s1"
+                ),
+            ),
+            thread_pb2.ThreadTask(id="k2", name="done", error="boom", result=struct({"x": 1})),
+        ],
+        interrupts=[
+            thread_pb2.Interrupt(id="i1", value=struct_pb2.Value(string_value="ok?"), task_id="k1")
+        ],
+        metadata=struct({"source": "loop", "step": 2, "run_id": "r1"}),
     )
     assert convert.checkpoint_to_dict(checkpoint) == {
         "values": {"messages": []},
+        "next": ["ask"],
+        "checkpoint": {
+            "thread_id": "t1",
+            "checkpoint_ns": "",
+            "checkpoint_id": "c1",
+            "checkpoint_map": None,
+        },
+        "metadata": {"source": "loop", "step": 2.0, "run_id": "r1"},
+        "created_at": "2024-06-25T18:30:12.123456+00:00",
+        "parent_checkpoint": {
+            "thread_id": "t1",
+            "checkpoint_ns": "",
+            "checkpoint_id": "c0",
+            "checkpoint_map": None,
+        },
+        "tasks": [
+            {
+                "id": "k1",
+                "name": "ask",
+                "error": None,
+                "interrupts": [{"id": "i1", "value": "ok?"}],
+                "checkpoint": {
+                    "thread_id": "t1",
+                    "checkpoint_ns": "ask:k1",
+                    "checkpoint_id": "s1",
+                    "checkpoint_map": None,
+                },
+                "state": None,
+                "result": None,
+            },
+            {
+                "id": "k2",
+                "name": "done",
+                "error": "boom",
+                "interrupts": [],
+                "checkpoint": None,
+                "state": None,
+                "result": {"x": 1.0},
+            },
+        ],
+        "interrupts": [{"id": "i1", "value": "ok?"}],
         "checkpoint_id": "c1",
         "thread_id": "t1",
         "run_id": "r1",
@@ -243,12 +359,32 @@ CODECS: list[tuple[convert.EnumCodec[Any], list[str]]] = [
         ["pending", "running", "success", "error", "timeout", "interrupted"],
     ),
     (convert.THREAD_STATUS, ["idle", "busy", "interrupted", "error"]),
-    (convert.STREAM_MODE, ["values", "updates", "messages", "custom"]),
+    (
+        convert.STREAM_MODE,
+        [
+            "values",
+            "updates",
+            "messages",
+            "custom",
+            "debug",
+            "tasks",
+            "checkpoints",
+            "events",
+            "messages-partial",
+        ],
+    ),
     (convert.CANCEL_ACTION, ["interrupt", "rollback"]),
     (convert.IF_NOT_EXISTS, ["reject", "create"]),
     (convert.IF_EXISTS, ["raise", "do_nothing"]),
-    (convert.CHECKPOINT_SOURCE, ["input", "step"]),
+    (convert.CHECKPOINT_SOURCE, ["input", "step", "update", "fork"]),
+    (convert.ON_PENDING_INTERRUPT, ["discard", "reject"]),
+    (convert.INTERRUPTION, ["cancelled", "awaiting_input"]),
 ]
+
+
+def test_messages_tuple_is_langgraph_platforms_name_for_the_messages_mode() -> None:
+    assert convert.STREAM_MODE.encode("messages-tuple") == run_pb2.STREAM_MODE_MESSAGES
+    assert convert.STREAM_MODE.encode("messages-partial") == run_pb2.STREAM_MODE_MESSAGES_PARTIAL
 
 
 @pytest.mark.parametrize(("codec", "names"), CODECS)
@@ -289,8 +425,8 @@ def test_stream_mode_accepts_one_mode_or_several() -> None:
         run_pb2.STREAM_MODE_UPDATES,
         run_pb2.STREAM_MODE_MESSAGES,
     ]
-    with pytest.raises(ValueError, match="stream mode 'debug'"):
-        convert.stream_modes(["values", "debug"])
+    with pytest.raises(ValueError, match="stream mode 'trace'"):
+        convert.stream_modes(["values", "trace"])
 
 
 async def test_unknown_strings_raise_before_any_call_is_made() -> None:
