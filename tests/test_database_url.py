@@ -1,4 +1,4 @@
-"""`--database` picks the backend: sqlite:///path or a bare path; postgresql:// is reserved."""
+"""`--database` picks the backend: sqlite:///path or a bare path, or postgresql://..."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import postgres
 from turnstile_server.store import DatabaseUrlError, open_store, parse_database_url
 
 
@@ -55,9 +56,18 @@ async def test_a_sqlite_url_opens_that_file(
         await bare.close()
 
 
-async def test_postgresql_is_reserved_and_says_it_is_not_available_yet() -> None:
-    with pytest.raises(DatabaseUrlError, match="PostgreSQL backend is not available yet"):
-        await open_store("postgresql://localhost/turnstile")
+async def test_a_postgresql_url_opens_that_database() -> None:
+    async with postgres.database() as url:
+        store = await open_store(url)
+        try:
+            await store.threads.create("t", {})
+        finally:
+            await store.close()
+        again = await open_store(url)
+        try:
+            assert (await again.threads.get("t")).thread_id == "t"
+        finally:
+            await again.close()
 
 
 def test_serve_exits_2_on_an_unknown_scheme(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,12 +81,13 @@ def test_serve_exits_2_on_an_unknown_scheme(capsys: pytest.CaptureFixture[str]) 
     assert "sqlite:///path/to.db" in err
 
 
-def test_serve_says_postgresql_is_not_available_yet(
+def test_serve_says_which_postgresql_server_it_cannot_reach_without_the_password(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from turnstile_server.cli import main
 
-    assert main(["serve", "--port", "0", "--database", "postgresql://localhost/t"]) == 1
+    unreachable = "postgresql://someone:s3cret@127.0.0.1:1/t"
+    assert main(["serve", "--port", "0", "--database", unreachable]) == 1
     err = capsys.readouterr().err
-    assert "PostgreSQL backend is not available yet" in err
-    assert "Traceback" not in err
+    assert "cannot open the PostgreSQL database postgresql://someone:***@127.0.0.1:1/t" in err
+    assert "s3cret" not in err and "Traceback" not in err

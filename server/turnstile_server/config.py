@@ -94,7 +94,7 @@ class ServerConfig:
     database: str = option(
         "turnstile.db",
         "where the data lives: `sqlite:///path/to.db` or a bare path, one server process per file;"
-        " `postgresql://` is reserved for the next backend",
+        " or `postgresql://user@host:port/db`",
         parse=_database_url,
     )
     graphs: list[str] = option(

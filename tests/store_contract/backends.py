@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import postgres
 from turnstile_server.store import RunRecord, RunSpec, Store, open_store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 MAX_QUEUED = 3
 
 
@@ -28,10 +31,15 @@ class Backend:
         return await open_store(self.url)
 
 
-def backend_for(name: str, directory: Path) -> Backend:
-    """The backend `name` on a fresh database in `directory`."""
-    assert name == "sqlite", f"unknown backend {name}"
-    return Backend(name, f"sqlite:///{directory / 'contract.db'}", one_process=True)
+@asynccontextmanager
+async def backend_for(name: str, directory: Path) -> AsyncIterator[Backend]:
+    """The backend `name` on a fresh database (in `directory`, for SQLite), removed after."""
+    if name == "sqlite":
+        yield Backend(name, f"sqlite:///{directory / 'contract.db'}", one_process=True)
+        return
+    assert name == "postgresql", f"unknown backend {name}"
+    async with postgres.database() as url:
+        yield Backend(name, url, one_process=False)
 
 
 def spec(thread_id: str, strategy: str = "enqueue", **fields: Any) -> RunSpec:

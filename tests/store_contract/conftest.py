@@ -12,8 +12,9 @@ from turnstile_server.store import Store
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return backend_for(request.param, tmp_path)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with backend_for(request.param, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture

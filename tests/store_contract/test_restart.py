@@ -66,7 +66,7 @@ async def main():
     except OSError as exc:
         print(exc, file=sys.stderr)
         sys.exit(3)
-    await store.threads.create("from-elsewhere", {})
+    await store.threads.create("from-elsewhere", {}, if_exists="do_nothing")
     await store.close()
 
 asyncio.run(main())
@@ -99,8 +99,9 @@ async def test_a_second_server_process_on_the_same_database_is_refused_while_one
             assert "one server process per SQLite database" in err
             with pytest.raises(ThreadNotFound):
                 await store.threads.get("from-elsewhere")
-        else:
+        else:  # several processes serve one database: each sees the others' writes at once
             assert code == 0, err
+            assert (await store.threads.get("from-elsewhere")).thread_id == "from-elsewhere"
     finally:
         await store.close()
     # Once the first has closed, another process may open it.

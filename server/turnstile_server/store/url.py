@@ -1,8 +1,9 @@
 """Which storage backend a `--database` value names, and opening a store on it.
 
 `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (SQLAlchemy's spelling) or a bare
-path: SQLite, one server process per file. `postgresql://...` (or `postgres://`) is reserved
-for the next backend. Any other scheme is refused.
+path: SQLite, one server process per file. `postgresql://user@host:port/db` (or
+`postgres://`, libpq's spelling, passed to asyncpg as given): PostgreSQL, any number of server
+processes per database. Any other scheme is refused.
 """
 
 from __future__ import annotations
@@ -47,20 +48,32 @@ def parse_database_url(text: str) -> DatabaseUrl:
     if scheme in ("postgresql", "postgres"):
         return DatabaseUrl("postgresql", url=text)
     raise DatabaseUrlError(
-        f"unknown database scheme {scheme!r} in {text!r}: use sqlite:///path/to.db"
-        " or a bare path (postgresql:// is reserved for the next backend)"
+        f"unknown database scheme {scheme!r} in {text!r}: use sqlite:///path/to.db,"
+        " a bare path, or postgresql://user@host:port/db"
     )
 
 
 async def open_store(url: str) -> Store:
     """Opens (creating and migrating if needed) the store that `url` names."""
     database = parse_database_url(url)
-    if database.backend == "postgresql":
-        raise DatabaseUrlError(
-            "the PostgreSQL backend is not available yet: use sqlite:///path/to.db"
-            " or a bare path for now"
-        )
     # Imported here: each backend loads only when it is chosen.
+    if database.backend == "postgresql":
+        from turnstile_server.store.postgres import PostgresStore
+
+        return await PostgresStore.open(database.url)
     from turnstile_server.store.sqlite import SqliteStore
 
     return await SqliteStore.open(database.path)
+
+
+async def migrate_database(url: str) -> int:
+    """Applies the schema migrations the database `url` names lacks, without serving; returns
+    the schema version it is at now."""
+    database = parse_database_url(url)
+    store = await open_store(url)
+    await store.close()
+    if database.backend == "postgresql":
+        from turnstile_server.store.postgres.schema import MIGRATIONS
+    else:
+        from turnstile_server.store.sqlite.schema import MIGRATIONS
+    return len(MIGRATIONS)

@@ -1,0 +1,407 @@
+"""LangGraph's checkpoints on PostgreSQL: tables `lg_checkpoints`, `lg_blobs` and `lg_writes`.
+
+Each call is one transaction (a write) or one read-only snapshot (a read), so a checkpoint,
+its blobs and a task's writes each land whole or not at all, as on SQLite
+(`store/sqlite/langgraph.py`, whose semantics this mirrors statement for statement).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from turnstile_server.store.langgraph_checkpoints import (
+    BlobRecord,
+    Chain,
+    CheckpointFrame,
+    StoredCheckpoint,
+    WriteRecord,
+)
+from turnstile_server.store.postgres.database import Conn, Database
+from turnstile_server.store.postgres.rows import Params, Row
+
+_FRAME_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
+)
+_Key = tuple[str, str, str]
+"""(namespace, channel, version) of a blob within a thread."""
+_BlobKey = tuple[str, str, str, str]
+"""(thread, namespace, channel, version) of a blob."""
+
+
+class BrokenChain(LookupError):
+    """An `append` blob's base version is not stored: the blob cannot be written."""
+
+
+class PostgresLangGraphCheckpoints:
+    """The `LangGraphCheckpoints` part of the storage interface, on PostgreSQL."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def put(self, frame: CheckpointFrame, blobs: Sequence[BlobRecord]) -> None:
+        """Stores a checkpoint and its new blobs in one transaction."""
+        blob_list = list(blobs)
+        await self._db.write(lambda conn: _put(conn, frame, blob_list))
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        run_id: str,
+        writes: Sequence[WriteRecord],
+    ) -> None:
+        """Stores a task's writes against a checkpoint in one transaction."""
+        key = (thread_id, checkpoint_ns, checkpoint_id)
+        write_list = list(writes)
+        await self._db.write(lambda conn: _put_writes(conn, key, run_id, write_list))
+
+    async def get(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        known: Mapping[str, str],
+    ) -> StoredCheckpoint | None:
+        """Reads a checkpoint (the namespace's newest without an id) with its writes and chains."""
+        known = dict(known)
+
+        async def body(conn: Conn) -> StoredCheckpoint | None:
+            if checkpoint_id is None:
+                row = await conn.fetchrow(
+                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
+                    " AND checkpoint_ns = $2 ORDER BY checkpoint_id DESC LIMIT 1",
+                    thread_id,
+                    checkpoint_ns,
+                )
+            else:
+                row = await conn.fetchrow(
+                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
+                    " AND checkpoint_ns = $2 AND checkpoint_id = $3",
+                    thread_id,
+                    checkpoint_ns,
+                    checkpoint_id,
+                )
+            return None if row is None else await _stored(conn, row, known, set())
+
+        return await self._db.snapshot(body)
+
+    async def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        *,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None,
+        before: str | None,
+        limit: int | None,
+        known: Mapping[str, str],
+    ) -> list[StoredCheckpoint]:
+        """Reads matching checkpoints newest first, each with its writes and chains."""
+        params = Params()
+        where = []
+        for column, value in (
+            ("thread_id", thread_id),
+            ("checkpoint_ns", checkpoint_ns),
+            ("checkpoint_id", checkpoint_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = {params.add(value)}")
+        if before is not None:
+            where.append(f"checkpoint_id < {params.add(before)}")
+        sql = f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY checkpoint_id DESC"
+        wanted = dict(metadata or {})
+        known = dict(known)
+
+        async def body(conn: Conn) -> list[StoredCheckpoint]:
+            found: list[StoredCheckpoint] = []
+            fetched: set[_BlobKey] = set()
+            for row in await conn.fetch(sql, *params.values):
+                if limit is not None and len(found) >= limit:
+                    break
+                stored_metadata = json.loads(row["metadata"])
+                if all(stored_metadata.get(k, _ABSENT) == v for k, v in wanted.items()):
+                    found.append(await _stored(conn, row, known, fetched))
+            return found
+
+        return await self._db.snapshot(body)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Deletes a thread's checkpoints, blobs and writes."""
+        await self._db.write(lambda conn: delete_langgraph_thread(conn, thread_id))
+
+    async def delete_for_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Deletes the runs' checkpoints, writes and the blobs no remaining checkpoint reads."""
+        runs = sorted(set(run_ids))
+        if not runs:
+            return set()
+        return await self._db.write(lambda conn: delete_langgraph_runs(conn, runs))
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copies every row of a thread to another thread id."""
+        await self._db.write(lambda conn: _copy_thread(conn, source_thread_id, target_thread_id))
+
+    async def prune(self, thread_ids: Sequence[str], *, keep_latest: bool) -> None:
+        """Keeps each namespace's newest checkpoint and what it reads, or deletes everything."""
+        threads = list(thread_ids)
+        await self._db.write(lambda conn: _prune(conn, threads, keep_latest))
+
+
+_ABSENT = object()
+
+
+async def _put(conn: Conn, frame: CheckpointFrame, blobs: list[BlobRecord]) -> None:
+    thread, ns = frame.thread_id, frame.checkpoint_ns
+    for blob in blobs:
+        # Checked before anything is written: an append whose base never landed must not
+        # leave a chain that cannot be folded.
+        if blob.kind == "append":
+            base = await conn.fetchval(
+                "SELECT 1 FROM lg_blobs WHERE thread_id = $1 AND checkpoint_ns = $2"
+                " AND channel = $3 AND version = $4",
+                thread,
+                ns,
+                blob.channel,
+                blob.base,
+            )
+            if base is None:
+                raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
+    await conn.execute(
+        f"INSERT INTO lg_checkpoints ({_FRAME_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET"
+        " parent_id = EXCLUDED.parent_id, run_id = EXCLUDED.run_id, type = EXCLUDED.type,"
+        " frame = EXCLUDED.frame, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata",
+        thread,
+        ns,
+        frame.checkpoint_id,
+        frame.parent_id,
+        frame.run_id,
+        frame.type,
+        frame.frame,
+        json.dumps(dict(frame.versions)),
+        json.dumps(dict(frame.metadata), default=repr),
+    )
+    if blobs:
+        await conn.executemany(
+            "INSERT INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
+            " kind, base, type, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT DO NOTHING",
+            [
+                (
+                    thread,
+                    ns,
+                    blob.channel,
+                    blob.version,
+                    frame.run_id,
+                    blob.kind,
+                    blob.base,
+                    blob.type,
+                    blob.data,
+                )
+                for blob in blobs
+            ],
+        )
+
+
+async def _put_writes(conn: Conn, key: _Key, run_id: str, writes: list[WriteRecord]) -> None:
+    for write in writes:
+        conflict = (
+            "DO UPDATE SET run_id = EXCLUDED.run_id, channel = EXCLUDED.channel,"
+            " type = EXCLUDED.type, data = EXCLUDED.data, task_path = EXCLUDED.task_path"
+            if write.idx < 0
+            else "DO NOTHING"
+        )
+        await conn.execute(
+            "INSERT INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,"
+            " run_id, channel, type, data, task_path)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            f" ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}",
+            *key,
+            write.task_id,
+            write.idx,
+            run_id,
+            write.channel,
+            write.type,
+            write.data,
+            write.task_path,
+        )
+
+
+async def _stored(
+    conn: Conn, row: Row, known: dict[str, str], fetched: set[_BlobKey]
+) -> StoredCheckpoint:
+    thread, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
+    frame = CheckpointFrame(
+        thread,
+        ns,
+        checkpoint_id,
+        row["parent_id"],
+        row["run_id"],
+        row["type"],
+        bytes(row["frame"]),
+        json.loads(row["versions"]),
+        json.loads(row["metadata"]),
+    )
+    writes = [
+        WriteRecord(
+            w["task_id"], w["idx"], w["channel"], w["type"], bytes(w["data"]), w["task_path"]
+        )
+        for w in await conn.fetch(
+            "SELECT task_id, idx, channel, type, data, task_path FROM lg_writes"
+            " WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3"
+            " ORDER BY task_path, task_id, idx",
+            thread,
+            ns,
+            checkpoint_id,
+        )
+    ]
+    blobs: dict[str, Chain] = {}
+    for channel, version in frame.versions.items():
+        if known.get(channel) != version and (thread, ns, channel, version) not in fetched:
+            blobs[channel] = await _chain(conn, thread, ns, channel, version, known, fetched)
+    return StoredCheckpoint(frame, writes, blobs)
+
+
+async def _chain(
+    conn: Conn,
+    thread: str,
+    ns: str,
+    channel: str,
+    version: str,
+    known: dict[str, str],
+    fetched: set[_BlobKey],
+) -> Chain:
+    """The blobs from `version` back to a whole value, or to a version the caller holds."""
+    chain: Chain = []
+    current: str | None = version
+    while current is not None:
+        row = await conn.fetchrow(
+            "SELECT kind, type, data, base FROM lg_blobs WHERE thread_id = $1"
+            " AND checkpoint_ns = $2 AND channel = $3 AND version = $4",
+            thread,
+            ns,
+            channel,
+            current,
+        )
+        if row is None:
+            break
+        chain.append(
+            BlobRecord(channel, current, row["kind"], row["type"], bytes(row["data"]), row["base"])
+        )
+        fetched.add((thread, ns, channel, current))
+        current = row["base"] if row["kind"] == "append" else None
+        if current is not None and (
+            known.get(channel) == current or (thread, ns, channel, current) in fetched
+        ):
+            break
+    return chain
+
+
+async def delete_langgraph_thread(conn: Conn, thread_id: str) -> None:
+    """Deletes a thread's LangGraph rows inside a write (also when the thread is deleted)."""
+    for table in ("lg_checkpoints", "lg_blobs", "lg_writes"):
+        await conn.execute(f"DELETE FROM {table} WHERE thread_id = $1", thread_id)
+
+
+async def delete_langgraph_runs(conn: Conn, runs: list[str]) -> set[str]:
+    """Deletes the runs' LangGraph checkpoints and writes inside a write, and the blobs that
+    no checkpoint left reads; returns the threads touched."""
+    threads: set[str] = set()
+    # A run's blobs are put with its checkpoints, so these name every thread the runs wrote.
+    for table in ("lg_checkpoints", "lg_writes"):
+        rows = await conn.fetch(
+            f"SELECT DISTINCT thread_id FROM {table} WHERE run_id = ANY($1::text[])", runs
+        )
+        threads.update(row[0] for row in rows)
+    await conn.execute("DELETE FROM lg_checkpoints WHERE run_id = ANY($1::text[])", runs)
+    await conn.execute("DELETE FROM lg_writes WHERE run_id = ANY($1::text[])", runs)
+    for thread in sorted(threads):
+        await _drop_orphan_writes(conn, thread)
+        await _drop_unread_blobs(conn, thread, set(runs))
+    return threads
+
+
+async def _copy_thread(conn: Conn, source: str, target: str) -> None:
+    await conn.execute(
+        f"INSERT INTO lg_checkpoints ({_FRAME_COLUMNS}) SELECT $1, checkpoint_ns,"
+        " checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
+        " FROM lg_checkpoints WHERE thread_id = $2 ON CONFLICT DO NOTHING",
+        target,
+        source,
+    )
+    await conn.execute(
+        "INSERT INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
+        " kind, base, type, data) SELECT $1, checkpoint_ns, channel, version, run_id, kind,"
+        " base, type, data FROM lg_blobs WHERE thread_id = $2 ON CONFLICT DO NOTHING",
+        target,
+        source,
+    )
+    await conn.execute(
+        "INSERT INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,"
+        " idx, run_id, channel, type, data, task_path) SELECT $1, checkpoint_ns, checkpoint_id,"
+        " task_id, idx, run_id, channel, type, data, task_path FROM lg_writes"
+        " WHERE thread_id = $2 ON CONFLICT DO NOTHING",
+        target,
+        source,
+    )
+
+
+async def _prune(conn: Conn, threads: list[str], keep_latest: bool) -> None:
+    for thread in threads:
+        if not keep_latest:
+            await delete_langgraph_thread(conn, thread)
+            continue
+        await conn.execute(
+            "DELETE FROM lg_checkpoints WHERE thread_id = $1 AND checkpoint_id < (SELECT"
+            " MAX(c.checkpoint_id) FROM lg_checkpoints c WHERE c.thread_id ="
+            " lg_checkpoints.thread_id AND c.checkpoint_ns = lg_checkpoints.checkpoint_ns)",
+            thread,
+        )
+        await _drop_orphan_writes(conn, thread)
+        await _drop_unread_blobs(conn, thread, None)
+
+
+async def _drop_orphan_writes(conn: Conn, thread: str) -> None:
+    await conn.execute(
+        "DELETE FROM lg_writes WHERE thread_id = $1 AND NOT EXISTS (SELECT 1 FROM"
+        " lg_checkpoints c WHERE c.thread_id = lg_writes.thread_id AND c.checkpoint_ns ="
+        " lg_writes.checkpoint_ns AND c.checkpoint_id = lg_writes.checkpoint_id)",
+        thread,
+    )
+
+
+async def _drop_unread_blobs(conn: Conn, thread: str, runs: set[str] | None) -> None:
+    """Deletes the thread's blobs (of `runs`, or any) that no checkpoint left reads, directly or
+    as the base of a blob it reads."""
+    blobs = await conn.fetch(
+        "SELECT checkpoint_ns, channel, version, base, run_id FROM lg_blobs WHERE thread_id = $1",
+        thread,
+    )
+    bases: dict[_Key, str | None] = {(b[0], b[1], b[2]): b[3] for b in blobs}
+    read: set[_Key] = set()
+    for ns, versions in await conn.fetch(
+        "SELECT checkpoint_ns, versions FROM lg_checkpoints WHERE thread_id = $1", thread
+    ):
+        for channel, version in json.loads(versions).items():
+            key: _Key | None = (ns, channel, version)
+            while key is not None and key in bases and key not in read:
+                read.add(key)
+                base = bases[key]
+                key = None if base is None else (ns, channel, base)
+    unread = [
+        (thread, ns, channel, version)
+        for ns, channel, version, _, run_id in blobs
+        if (ns, channel, version) not in read and (runs is None or run_id in runs)
+    ]
+    if unread:
+        await conn.executemany(
+            "DELETE FROM lg_blobs WHERE thread_id = $1 AND checkpoint_ns = $2 AND channel = $3"
+            " AND version = $4",
+            unread,
+        )

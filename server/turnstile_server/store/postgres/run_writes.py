@@ -1,0 +1,434 @@
+"""The run writes: async functions run whole inside one transaction (`Database.write`).
+
+Each begins by locking its thread's row (`lock_thread`: `SELECT ... FOR UPDATE`), so every
+change that decides what runs on a thread is serialised on that row, whichever process, or
+replica, makes it: two admissions on one thread cannot interleave. The thread is locked
+before its runs, in every write, so the writes never deadlock each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from turnstile_server import policy
+from turnstile_server.errors import RequestIdRolledBack, RunNotFound, ThreadNotFound
+from turnstile_server.store.postgres.checkpoints import insert_checkpoint
+from turnstile_server.store.postgres.database import Conn
+from turnstile_server.store.postgres.locks import lock_thread
+from turnstile_server.store.postgres.rows import SELECT_RUNS, dumps, loads, run_from_row
+from turnstile_server.store.records import (
+    Admission,
+    Ended,
+    Recovery,
+    RunError,
+    RunRecord,
+    RunSpec,
+    Start,
+)
+
+ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
+"""How long a rolled-back run's request id is remembered (a day, as on SQLite)."""
+
+
+async def one(conn: Conn, where: str, *params: Any) -> RunRecord | None:
+    """The first run matching `where` (SQL over `runs r`), or None."""
+    row = await conn.fetchrow(f"{SELECT_RUNS} WHERE {where}", *params)
+    return run_from_row(row) if row else None
+
+
+async def inflight_runs(conn: Conn, thread_id: str) -> list[RunRecord]:
+    """The thread's PENDING and RUNNING runs, in admission order."""
+    rows = await conn.fetch(
+        f"{SELECT_RUNS} WHERE r.thread_id = $1 AND r.status IN ('pending', 'running')"
+        " ORDER BY r.seq",
+        thread_id,
+    )
+    return [run_from_row(row) for row in rows]
+
+
+async def admit(
+    conn: Conn, spec: RunSpec, run_id: str, now: int, max_queued: int, start: bool
+) -> Admission:
+    """Admits a run with its strategy: lock the thread, check, insert, supersede."""
+    status = await lock_thread(conn, spec.thread_id)
+    if status is None:
+        if not spec.create_thread:
+            raise ThreadNotFound(spec.thread_id)
+        # A concurrent creator may win the insert: then this waits for its commit and locks
+        # the row it made (a unique violation in between is retried whole by `Database`).
+        await conn.execute(
+            "INSERT INTO threads (thread_id, metadata, status, create_time, update_time)"
+            " VALUES ($1, '{}', 'idle', $2, $2)",
+            spec.thread_id,
+            now,
+        )
+        status = await lock_thread(conn, spec.thread_id)
+        assert status is not None
+    # Under the thread's lock: a request id admitted concurrently on this thread is seen now
+    # (on another thread, its insert below violates the unique key, and the retry sees it).
+    if spec.request_id:
+        existing = await one(conn, "r.request_id = $1", spec.request_id)
+        if existing is not None:
+            policy.same_request(spec, existing)
+            return Admission(run=existing, existing=True)
+        rolled_back = await conn.fetchrow(
+            "SELECT thread_id, run_id FROM rolled_back_requests WHERE request_id = $1",
+            spec.request_id,
+        )
+        if rolled_back is not None:
+            raise RequestIdRolledBack(spec.request_id, rolled_back[0], rolled_back[1])
+    # A thread is BUSY exactly while it has inflight runs: one that is not has none to read.
+    inflight = await _inflight_marks(conn, spec.thread_id) if status == "busy" else []
+    plan = policy.plan_admission(spec, run_id, inflight, max_queued=max_queued)
+    superseded = (
+        await _supersede(conn, spec.thread_id, plan.supersede, now) if plan.supersede else None
+    )
+    starting = start and plan.starts_now
+    run_input = None if spec.input is None else dumps(spec.input)
+    not_before = now + int(spec.after_seconds * 1_000_000)
+    seq = await conn.fetchval(
+        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
+        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
+        " not_before, request_id, timeout_seconds, durability, attempt, start_time)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        " RETURNING seq",
+        run_id,
+        spec.thread_id,
+        spec.assistant_id,
+        spec.graph_id,
+        "running" if starting else "pending",
+        spec.multitask_strategy,
+        run_input,
+        dumps(spec.config),
+        dumps(spec.metadata),
+        dumps(spec.stream_mode),
+        now,
+        not_before,
+        spec.request_id or None,
+        spec.timeout_seconds,
+        spec.durability,
+        1 if starting else 0,
+        now if starting else None,
+    )
+    await _set_thread_status(conn, spec.thread_id, "busy", now)
+    run = RunRecord(
+        run_id=run_id,
+        thread_id=spec.thread_id,
+        assistant_id=spec.assistant_id,
+        graph_id=spec.graph_id,
+        status="pending",
+        multitask_strategy=spec.multitask_strategy,
+        input=loads(run_input),
+        config=spec.config,
+        metadata=spec.metadata,
+        stream_mode=spec.stream_mode,
+        create_time=now,
+        start_time=None,
+        end_time=None,
+        not_before=not_before,
+        attempt=0,
+        error=None,
+        cancel_action=None,
+        cancel_reason="",
+        superseded_by="",
+        seq=seq,
+        queue_position=plan.ahead,
+        timeout_seconds=spec.timeout_seconds,
+        durability=spec.durability,
+    )
+    admission = superseded or Admission(run=run)
+    admission.run = run
+    if starting:  # inserted RUNNING above: its first attempt has begun
+        admission.start = await _begun(conn, run, now, written=0)
+    return admission
+
+
+async def recover(conn: Conn, max_attempts: int, now: int) -> Recovery:
+    """Settles the runs left RUNNING (see `Runs.recover`), locking their threads in order."""
+    recovery = Recovery()
+    threads = await conn.fetch(
+        "SELECT DISTINCT thread_id FROM runs WHERE status = 'running' ORDER BY thread_id"
+    )
+    for thread in threads:
+        await lock_thread(conn, thread[0])
+    rows = await conn.fetch(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
+    for run in [run_from_row(row) for row in rows]:
+        if run.cancel_action == "rollback":
+            await _delete_run(conn, run.run_id, now)
+            recovery.deleted.append(_ended(run, "interrupted", now, None))
+            outcome = "rollback"
+        elif run.cancel_action is not None:
+            await conn.execute(
+                "UPDATE runs SET status = 'interrupted', end_time = $1 WHERE run_id = $2",
+                now,
+                run.run_id,
+            )
+            recovery.ended.append(_ended(run, "interrupted", now, None))
+            outcome = "interrupted"
+        elif run.attempt >= max_attempts:
+            error = RunError(
+                "MaxAttemptsExceeded",
+                f"the run was cut off {run.attempt} times (the server stopped or"
+                f" crashed during it); giving up after {max_attempts} attempts",
+            )
+            await conn.execute(
+                "UPDATE runs SET status = 'error', end_time = $1, error_type = $2,"
+                " error_message = $3 WHERE run_id = $4",
+                now,
+                error.type,
+                error.message,
+                run.run_id,
+            )
+            recovery.ended.append(_ended(run, "error", now, error))
+            outcome = "error"
+        else:
+            await conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = $1", run.run_id)
+            recovery.requeued += 1
+            continue
+        await _settle_thread(conn, run.thread_id, outcome, now)
+    return recovery
+
+
+async def start_next(conn: Conn, thread_id: str, now: int, *, locked: bool = False) -> Start:
+    """Starts the thread's earliest pending run if it is due (see `Runs.start_next`)."""
+    if not locked and await lock_thread(conn, thread_id) is None:
+        return Start()
+    head = await one(
+        conn,
+        "r.thread_id = $1 AND r.status IN ('pending', 'running') ORDER BY r.seq LIMIT 1",
+        thread_id,
+    )
+    if head is None or head.status != "pending" or head.cancel_action is not None:
+        return Start()
+    if head.not_before > now:
+        return Start(delay=(head.not_before - now) / 1_000_000)
+    await conn.execute(
+        "UPDATE runs SET status = 'running', attempt = attempt + 1, start_time = $1"
+        " WHERE run_id = $2",
+        now,
+        head.run_id,
+    )
+    if head.attempt == 0:  # never started: a run writes checkpoints only while it runs
+        return await _begun(conn, head, now, written=0)
+    written = await conn.fetchval("SELECT COUNT(*) FROM checkpoints WHERE run_id = $1", head.run_id)
+    return await _begun(conn, head, now, written=int(written or 0))
+
+
+async def _begun(conn: Conn, run: RunRecord, now: int, written: int) -> Start:
+    """The start of `run`'s next attempt, just recorded RUNNING; on its first attempt its
+    input becomes the thread's next checkpoint (applied once however often it resumes)."""
+    started = replace(
+        run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
+    )
+    if written > 0:
+        return Start(run=started, checkpoints=written)
+    update = dict(run.input or {})
+    checkpoint = await insert_checkpoint(
+        conn, run.thread_id, run.run_id, 0, "input", update, now, locked=True
+    )
+    return Start(run=started, checkpoints=1, input=checkpoint)
+
+
+_END_RUN = (
+    "UPDATE runs SET"
+    " status = CASE WHEN cancel_action = 'interrupt' THEN 'interrupted' ELSE $1 END,"
+    " end_time = $2,"
+    " error_type = CASE WHEN cancel_action = 'interrupt' THEN NULL ELSE $3 END,"
+    " error_message = CASE WHEN cancel_action = 'interrupt' THEN NULL ELSE $4 END"
+    " WHERE run_id = $5 AND cancel_action IS DISTINCT FROM 'rollback'"
+    " RETURNING status, cancel_action, cancel_reason, superseded_by"
+)
+"""Ends a run not being rolled back: as it ended by itself, or INTERRUPTED if it was being
+interrupted; returns what of its row may have changed while it ran."""
+
+
+async def finish(
+    conn: Conn, run: RunRecord, status: str, error: RunError | None, now: int, then_start: bool
+) -> Ended | None:
+    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
+    if await lock_thread(conn, run.thread_id) is None:
+        return None  # gone with its thread
+    ended = await conn.fetchrow(
+        _END_RUN,
+        status,
+        now,
+        error.type if error else None,
+        error.message if error else None,
+        run.run_id,
+    )
+    if ended is not None:
+        outcome, action, reason, superseded_by = ended
+        status = outcome
+        if action == "interrupt":
+            error = None
+    else:  # being rolled back, or gone with its thread
+        marks = await conn.fetchrow(
+            "SELECT cancel_action, cancel_reason, superseded_by FROM runs WHERE run_id = $1",
+            run.run_id,
+        )
+        if marks is None:
+            return None
+        action, reason, superseded_by = marks
+        await _delete_run(conn, run.run_id, now)
+        outcome, status, error = "rollback", "interrupted", None
+    final = replace(
+        run,
+        status=status,
+        end_time=now,
+        error=error,
+        cancel_action=action,
+        cancel_reason=reason,
+        superseded_by=superseded_by,
+        queue_position=None,
+    )
+    busy = await _settle_thread(conn, run.thread_id, outcome, now)
+    result = Ended(final, outcome == "rollback")
+    if then_start and busy:
+        return replace(result, next=await start_next(conn, run.thread_id, now, locked=True))
+    return result
+
+
+async def cancel(
+    conn: Conn, thread_id: str, run_id: str, action: str, reason: str | None, now: int
+) -> tuple[RunRecord, bool]:
+    """Cancels a pending or running run (see `Runs.cancel`)."""
+    await lock_thread(conn, thread_id)
+    run = await one(conn, "r.run_id = $1 AND r.thread_id = $2", run_id, thread_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    plan = policy.plan_cancel(_marks(run), action, reason)
+    if not plan.ends_now:  # running: stopped by the scheduler, finished once it has unwound
+        if not plan.mark:
+            return run, True
+        await conn.execute(
+            "UPDATE runs SET cancel_action = $1, cancel_reason = $2 WHERE run_id = $3",
+            plan.action,
+            plan.reason,
+            run_id,
+        )
+        return replace(run, cancel_action=plan.action, cancel_reason=plan.reason), True
+    final = await _end_pending(conn, run, plan.action, plan.reason, "", now)
+    outcome = "rollback" if plan.action == "rollback" else "interrupted"
+    await _settle_thread(conn, thread_id, outcome, now)
+    return final, False
+
+
+async def _supersede(
+    conn: Conn, thread_id: str, steps: tuple[policy.Supersede, ...], now: int
+) -> Admission:
+    """Carries out what a plan does to the thread's inflight runs: an admission still
+    without its run (the first of them stands in)."""
+    runs = {run.run_id: run for run in await inflight_runs(conn, thread_id)}
+    admission = Admission(run=runs[steps[0].run_id])
+    for step in steps:
+        run = runs[step.run_id]
+        if step.ends_now:
+            final = await _end_pending(conn, run, step.action, step.reason, step.superseded_by, now)
+            (admission.deleted if step.action == "rollback" else admission.ended).append(final)
+            continue
+        # A running run stops at its next await; the scheduler finishes it once it has unwound.
+        await conn.execute(
+            "UPDATE runs SET cancel_action = $1, cancel_reason = $2, superseded_by = $3"
+            " WHERE run_id = $4",
+            step.action,
+            step.reason,
+            step.superseded_by,
+            run.run_id,
+        )
+        admission.cancelling.append(
+            replace(
+                run,
+                cancel_action=step.action,
+                cancel_reason=step.reason,
+                superseded_by=step.superseded_by,
+            )
+        )
+    return admission
+
+
+async def _inflight_marks(conn: Conn, thread_id: str) -> list[policy.InflightRun]:
+    """The thread's inflight runs as the policy sees them, in admission order (no JSON read)."""
+    rows = await conn.fetch(
+        "SELECT run_id, status, cancel_action FROM runs"
+        " WHERE thread_id = $1 AND status IN ('pending', 'running') ORDER BY seq",
+        thread_id,
+    )
+    return [policy.InflightRun(row[0], row[1], row[2]) for row in rows]
+
+
+def _marks(run: RunRecord) -> policy.InflightRun:
+    return policy.InflightRun(run.run_id, run.status, run.cancel_action)
+
+
+async def _end_pending(
+    conn: Conn, run: RunRecord, action: str, reason: str, by: str, now: int
+) -> RunRecord:
+    """Ends a pending run without starting it: INTERRUPTED, or deleted for a rollback."""
+    if action == "rollback":
+        await _delete_run(conn, run.run_id, now)
+    else:
+        await conn.execute(
+            "UPDATE runs SET status = 'interrupted', end_time = $1, cancel_reason = $2,"
+            " superseded_by = $3 WHERE run_id = $4",
+            now,
+            reason,
+            by,
+            run.run_id,
+        )
+    return replace(
+        run,
+        status="interrupted",
+        end_time=now,
+        cancel_reason=reason,
+        superseded_by=by,
+        cancel_action=action,
+        queue_position=None,
+    )
+
+
+async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
+    """Deletes a run with its checkpoints (it is being rolled back), remembering its request
+    id for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
+    await conn.execute(
+        "DELETE FROM rolled_back_requests WHERE rolled_back_time < $1",
+        now - ROLLED_BACK_REQUESTS_US,
+    )
+    await conn.execute(
+        "INSERT INTO rolled_back_requests"
+        " SELECT request_id, thread_id, run_id, $1 FROM runs"
+        " WHERE run_id = $2 AND request_id IS NOT NULL"
+        " ON CONFLICT (request_id) DO UPDATE SET thread_id = EXCLUDED.thread_id,"
+        " run_id = EXCLUDED.run_id, rolled_back_time = EXCLUDED.rolled_back_time",
+        now,
+        run_id,
+    )
+    await conn.execute("DELETE FROM checkpoints WHERE run_id = $1", run_id)
+    await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
+
+
+async def _settle_thread(conn: Conn, thread_id: str, outcome: str, now: int) -> bool:
+    """Sets the thread's status after a run ended: BUSY while others are inflight (then
+    returns True)."""
+    settled = await conn.fetchval(
+        "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = $1"
+        " AND status IN ('pending', 'running')) THEN 'busy' ELSE $2 END, update_time = $3"
+        " WHERE thread_id = $1 RETURNING status",
+        thread_id,
+        policy.THREAD_STATUS_AFTER[outcome],
+        now,
+    )
+    return bool(settled == "busy")
+
+
+async def _set_thread_status(conn: Conn, thread_id: str, status: str, now: int) -> None:
+    await conn.execute(
+        "UPDATE threads SET status = $1, update_time = $2 WHERE thread_id = $3",
+        status,
+        now,
+        thread_id,
+    )
+
+
+def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
+    return replace(run, status=status, end_time=now, error=error, queue_position=None)
