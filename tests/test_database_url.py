@@ -1,13 +1,17 @@
-"""`--database` picks the backend: sqlite:///path or a bare path, or postgresql://..."""
+"""`--database` picks the backend: sqlite:///path or a bare path, or postgresql://...;
+`turnstile migrate` applies a database's schema without serving."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests import postgres
 from turnstile_server.store import DatabaseUrlError, open_store, parse_database_url
+from turnstile_server.store.postgres.schema import MIGRATIONS
 
 
 @pytest.mark.parametrize(
@@ -91,3 +95,33 @@ def test_serve_says_which_postgresql_server_it_cannot_reach_without_the_password
     err = capsys.readouterr().err
     assert "cannot open the PostgreSQL database postgresql://someone:***@127.0.0.1:1/t" in err
     assert "s3cret" not in err and "Traceback" not in err
+
+
+async def test_migrate_applies_the_schema_without_serving_and_again_changes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from turnstile_server.cli import main
+
+    async with postgres.database() as url:
+        for _ in range(2):
+            code = await asyncio.to_thread(main, ["migrate", "--database", url])
+            assert code == 0
+            assert f"schema version {len(MIGRATIONS)}" in capsys.readouterr().out
+        connection = await asyncpg.connect(url)
+        try:
+            versions = await connection.fetch("SELECT version FROM schema_migrations")
+            tables = await connection.fetchval("SELECT to_regclass('runs')::text")
+        finally:
+            await connection.close()
+        assert [row[0] for row in versions] == list(range(1, len(MIGRATIONS) + 1))
+        assert tables == "runs"
+
+
+def test_migrate_takes_a_sqlite_database_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from turnstile_server.cli import main
+
+    assert main(["migrate", "--database", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
+    assert "schema version" in capsys.readouterr().out
+    assert (tmp_path / "m.db").exists()

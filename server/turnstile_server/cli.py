@@ -1,4 +1,5 @@
-"""`turnstile serve`: runs the server (`python -m turnstile_server.cli serve`).
+"""`turnstile serve`: runs the server (`python -m turnstile_server.cli serve`); `turnstile
+migrate` applies the database schema without serving.
 
 The `turnstile` console script (`turnstile_tools.cli`) adds this command beside its tools.
 Its flags are generated from the option declarations in `turnstile_server.config`.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 from typing import TypeAlias
 
@@ -24,6 +26,33 @@ def add_serve_command(commands: Subcommands) -> None:
     """Adds `serve` to a command's subcommands; its defaults come from the environment, so a
     malformed variable raises ValueError here."""
     add_arguments(commands.add_parser("serve", help="run the server"), ServerConfig.from_env())
+
+
+def add_migrate_command(commands: Subcommands) -> None:
+    """Adds `migrate` to a command's subcommands: `--database` as `serve` takes it."""
+    migrate_parser = commands.add_parser(
+        "migrate", help="apply the database schema's migrations without serving"
+    )
+    migrate_parser.add_argument(
+        "--database",
+        default=os.environ.get("TURNSTILE_DATABASE", ServerConfig().database),
+        help="the database, as `serve --database` takes it (env TURNSTILE_DATABASE)",
+    )
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Runs a parsed `migrate` command; returns the exit status."""
+    from turnstile_server.store.url import migrate_database, parse_database_url
+
+    try:
+        parse_database_url(args.database)
+        with logs_configured("info", "text"):
+            version = asyncio.run(migrate_database(args.database))
+    except (OSError, ValueError, RuntimeError, TurnstileError) as exc:
+        print(f"turnstile: {exc}", file=sys.stderr)
+        return 1
+    print(f"turnstile: the database is at schema version {version}")
+    return 0
 
 
 def _collect_less() -> None:
@@ -52,15 +81,18 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m turnstile_server.cli serve ...`, the server alone."""
+    """Entry point of `python -m turnstile_server.cli serve|migrate ...`, the server alone."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
     try:
-        add_serve_command(parser.add_subparsers(dest="command", required=True))
+        commands = parser.add_subparsers(dest="command", required=True)
+        add_serve_command(commands)
+        add_migrate_command(commands)
     except ValueError as exc:
         print(f"turnstile: {exc}", file=sys.stderr)
         return 1
-    return serve(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return migrate(args) if args.command == "migrate" else serve(args)
 
 
 if __name__ == "__main__":

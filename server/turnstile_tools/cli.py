@@ -1,4 +1,5 @@
-"""The `turnstile` command: `serve` runs the server, `demo` shows the four strategies.
+"""The `turnstile` command: `serve` runs the server, `migrate` applies the database schema,
+`demo` shows the four strategies.
 
 `bench` measures the server against a raw gRPC echo server (`turnstile_tools.bench`).
 `threads` and `runs` inspect a running server (`turnstile_tools.operator_cli`).
@@ -18,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     server_cli.add_serve_command(commands)
+    server_cli.add_migrate_command(commands)
     demo = commands.add_parser("demo", help="show the four multitask strategies")
     demo.add_argument("--step-seconds", type=float, default=0.8, help="simulated model latency")
     # Parsed by the bench itself (see `turnstile bench --help`); listed here for `--help`.
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return server_cli.serve(args)
+    if args.command == "migrate":
+        return server_cli.migrate(args)
     if args.command in ("threads", "runs"):
         return operator_cli.run(args)
     from turnstile_tools.demo import run_demo
