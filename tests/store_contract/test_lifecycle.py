@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from turnstile_server.errors import (
     ThreadNotFound,
 )
 from turnstile_server.store import Store
+from turnstile_server.store.langgraph_checkpoints import BlobRecord, CheckpointFrame, WriteRecord
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -116,3 +118,32 @@ async def test_deleting_a_thread_removes_its_runs_and_checkpoints_and_returns_it
 
 
 # Recovery at start.
+
+
+# LangGraph's rows go with their run.
+
+
+async def test_a_rolled_back_runs_langgraph_rows_go_with_it_and_its_late_writes_are_refused(
+    store: Store,
+) -> None:
+    await store.threads.create("t", {})
+    running = await started(store, "t")
+    frame = CheckpointFrame(
+        "t", "", "c1", None, running.run_id, "msgpack", b"f", {"ch": "1"}, {"step": 1}
+    )
+    blob = BlobRecord("ch", "1", "full", "msgpack", b"v")
+    write = WriteRecord("task", 0, "ch", "msgpack", b"w")
+    await store.langgraph.put(frame, [blob], require_run=True)
+    await store.langgraph.put_writes("t", "", "c1", running.run_id, [write], require_run=True)
+    stored = await store.langgraph.get("t", "", None, {})
+    assert stored is not None and stored.writes == [write] and stored.blobs == {"ch": [blob]}
+    await store.runs.cancel("t", running.run_id, "rollback")
+    ended = await store.runs.finish(running, "success")
+    assert ended is not None and ended.rolled_back
+    assert await store.langgraph.get("t", "", None, {}) is None, "deleted with the run"
+    late = replace(frame, checkpoint_id="c2")
+    with pytest.raises(ThreadNotFound):
+        await store.langgraph.put(late, [], require_run=True)
+    with pytest.raises(ThreadNotFound):
+        await store.langgraph.put_writes("t", "", "c2", running.run_id, [write], require_run=True)
+    assert await store.langgraph.get("t", "", None, {}) is None

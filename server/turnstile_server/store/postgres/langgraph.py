@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from turnstile_server.errors import ThreadNotFound
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
     Chain,
@@ -40,10 +41,13 @@ class PostgresLangGraphCheckpoints:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def put(self, frame: CheckpointFrame, blobs: Sequence[BlobRecord]) -> None:
-        """Stores a checkpoint and its new blobs in one transaction."""
+    async def put(
+        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+    ) -> None:
+        """Stores a checkpoint and its new blobs in one transaction (with `require_run`, only
+        while the run's row exists: see `_check_run`)."""
         blob_list = list(blobs)
-        await self._db.write(lambda conn: _put(conn, frame, blob_list))
+        await self._db.write(lambda conn: _put(conn, frame, blob_list, require_run))
 
     async def put_writes(
         self,
@@ -52,11 +56,14 @@ class PostgresLangGraphCheckpoints:
         checkpoint_id: str,
         run_id: str,
         writes: Sequence[WriteRecord],
+        *,
+        require_run: bool = False,
     ) -> None:
-        """Stores a task's writes against a checkpoint in one transaction."""
+        """Stores a task's writes against a checkpoint in one transaction (`require_run` as
+        for `put`)."""
         key = (thread_id, checkpoint_ns, checkpoint_id)
         write_list = list(writes)
-        await self._db.write(lambda conn: _put_writes(conn, key, run_id, write_list))
+        await self._db.write(lambda conn: _put_writes(conn, key, run_id, write_list, require_run))
 
     async def get(
         self,
@@ -155,8 +162,24 @@ class PostgresLangGraphCheckpoints:
 _ABSENT = object()
 
 
-async def _put(conn: Conn, frame: CheckpointFrame, blobs: list[BlobRecord]) -> None:
+async def _check_run(conn: Conn, thread_id: str, run_id: str) -> None:
+    """ThreadNotFound unless the run still exists; its row is then held (FOR SHARE) until the
+    write commits, so a rollback or a thread deletion, which delete the row, wait for the write
+    and then delete what it wrote: a run's writes never outlive it. (FOR SHARE, not the thread
+    lock: a superstep's tasks put their writes concurrently.)"""
+    found = await conn.fetchval(
+        "SELECT 1 FROM runs WHERE run_id = $1 AND thread_id = $2 FOR SHARE", run_id, thread_id
+    )
+    if found is None:
+        raise ThreadNotFound(thread_id)
+
+
+async def _put(
+    conn: Conn, frame: CheckpointFrame, blobs: list[BlobRecord], require_run: bool
+) -> None:
     thread, ns = frame.thread_id, frame.checkpoint_ns
+    if require_run:
+        await _check_run(conn, thread, frame.run_id)
     for blob in blobs:
         # Checked before anything is written: an append whose base never landed must not
         # leave a chain that cannot be folded.
@@ -209,7 +232,11 @@ async def _put(conn: Conn, frame: CheckpointFrame, blobs: list[BlobRecord]) -> N
         )
 
 
-async def _put_writes(conn: Conn, key: _Key, run_id: str, writes: list[WriteRecord]) -> None:
+async def _put_writes(
+    conn: Conn, key: _Key, run_id: str, writes: list[WriteRecord], require_run: bool
+) -> None:
+    if require_run:
+        await _check_run(conn, key[0], run_id)
     for write in writes:
         conflict = (
             "DO UPDATE SET run_id = EXCLUDED.run_id, channel = EXCLUDED.channel,"

@@ -15,6 +15,7 @@ from turnstile_server import policy
 from turnstile_server.errors import RequestIdRolledBack, RunNotFound, ThreadNotFound
 from turnstile_server.store.postgres.checkpoints import insert_checkpoint
 from turnstile_server.store.postgres.database import Conn
+from turnstile_server.store.postgres.langgraph import delete_langgraph_runs
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import SELECT_RUNS, dumps, loads, run_from_row
 from turnstile_server.store.records import (
@@ -388,8 +389,9 @@ async def _end_pending(
 
 
 async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
-    """Deletes a run with its checkpoints (it is being rolled back), remembering its request
-    id for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
+    """Deletes a run with its checkpoints, LangGraph's included (it is being rolled back), in
+    the same transaction, remembering its request id for `ROLLED_BACK_REQUESTS_US` (those
+    older are forgotten now)."""
     await conn.execute(
         "DELETE FROM rolled_back_requests WHERE rolled_back_time < $1",
         now - ROLLED_BACK_REQUESTS_US,
@@ -404,6 +406,7 @@ async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
         run_id,
     )
     await conn.execute("DELETE FROM checkpoints WHERE run_id = $1", run_id)
+    await delete_langgraph_runs(conn, [run_id])
     await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
 
 
