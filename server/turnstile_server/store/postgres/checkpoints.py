@@ -89,6 +89,24 @@ class Checkpoints:
         )
         return checkpoint_from_row(row) if row else None
 
+    async def find(self, thread_id: str, checkpoint_id: str) -> CheckpointRecord | None:
+        """Returns the thread's checkpoint with that id, or None."""
+        row = await self._db.fetchrow(
+            "SELECT * FROM checkpoints WHERE checkpoint_id = $1 AND thread_id = $2",
+            checkpoint_id,
+            thread_id,
+        )
+        return checkpoint_from_row(row) if row else None
+
+    async def parent(self, thread_id: str, seq: int) -> CheckpointRecord | None:
+        """Returns the thread's checkpoint just before the one numbered `seq`, or None."""
+        row = await self._db.fetchrow(
+            "SELECT * FROM checkpoints WHERE thread_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT 1",
+            thread_id,
+            seq,
+        )
+        return checkpoint_from_row(row) if row else None
+
     async def state(self, thread_id: str) -> tuple[ThreadState, CheckpointRecord | None]:
         """Returns a private copy of the thread's latest state and its checkpoint."""
         return await self._folded(thread_id)

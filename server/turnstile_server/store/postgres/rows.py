@@ -12,11 +12,13 @@ from turnstile_server.store.records import (
     RunRecord,
     ThreadRecord,
 )
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, RUN_OUTPUT_COLUMNS, option_fields
 
 Row = Any
 """An `asyncpg.Record`: columns by name."""
 
-RUN_COLUMNS = """
+RUN_COLUMNS = f"""
+    {", ".join(f"r.{c}" for c in (*RUN_OPTION_COLUMNS, *RUN_OUTPUT_COLUMNS))},
     r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,
     r.input, r.config, r.metadata, r.stream_mode, r.create_time, r.start_time, r.end_time,
     r.not_before, r.attempt, r.error_type, r.error_message, r.cancel_action, r.cancel_reason,
@@ -67,6 +69,7 @@ def run_from_row(row: Row) -> RunRecord:
         queue_position=None if position is None else int(position),
         timeout_seconds=row["timeout_seconds"],
         durability=row["durability"],
+        **option_fields(row),
     )
 
 
@@ -78,6 +81,7 @@ def thread_from_row(row: Row) -> ThreadRecord:
         status=row["status"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        interrupts=loads(row["interrupts"]),
     )
 
 

@@ -27,6 +27,7 @@ from turnstile_server.store.records import (
     RunSpec,
     Start,
 )
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
 
 ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
 """How long a rolled-back run's request id is remembered (a day, as on SQLite)."""
@@ -46,6 +47,17 @@ async def inflight_runs(conn: Conn, thread_id: str) -> list[RunRecord]:
         thread_id,
     )
     return [run_from_row(row) for row in rows]
+
+
+_INSERT_COLUMNS = (
+    "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
+    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
+    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}"
+)
+_INSERT_RUN = (
+    f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES"
+    f" ({', '.join(f'${n}' for n in range(1, 18 + len(RUN_OPTION_COLUMNS)))}) RETURNING seq"
+)
 
 
 async def admit(
@@ -89,11 +101,7 @@ async def admit(
     run_input = None if spec.input is None else dumps(spec.input)
     not_before = now + int(spec.after_seconds * 1_000_000)
     seq = await conn.fetchval(
-        "INSERT INTO runs (run_id, thread_id, assistant_id, graph_id, status,"
-        " multitask_strategy, input, config, metadata, stream_mode, create_time,"
-        " not_before, request_id, timeout_seconds, durability, attempt, start_time)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        " RETURNING seq",
+        _INSERT_RUN,
         run_id,
         spec.thread_id,
         spec.assistant_id,
@@ -111,6 +119,7 @@ async def admit(
         spec.durability,
         1 if starting else 0,
         now if starting else None,
+        *option_values(spec),
     )
     await _set_thread_status(conn, spec.thread_id, "busy", now)
     run = RunRecord(
@@ -137,6 +146,7 @@ async def admit(
         queue_position=plan.ahead,
         timeout_seconds=spec.timeout_seconds,
         durability=spec.durability,
+        **spec_fields(spec),
     )
     admission = superseded or Admission(run=run)
     admission.run = run

@@ -137,6 +137,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX lg_writes_by_run ON lg_writes (run_id);
     """,
+    # 2: the LangGraph and human-in-the-loop run options (store/run_columns.py names them for
+    # every backend, with SQLite's encodings: JSON as text, flags as integers), the interrupts
+    # a run's new input discarded, and a thread's pending interrupts while it waits for input
+    # (NULL when it does not). SQLite's migration 8.
+    """
+    ALTER TABLE runs ADD COLUMN context TEXT;
+    ALTER TABLE runs ADD COLUMN stream_subgraphs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN command TEXT;
+    ALTER TABLE runs ADD COLUMN interrupt_before TEXT;
+    ALTER TABLE runs ADD COLUMN interrupt_after TEXT;
+    ALTER TABLE runs ADD COLUMN checkpoint_id TEXT;
+    ALTER TABLE runs ADD COLUMN close_tool_calls INTEGER;
+    ALTER TABLE runs ADD COLUMN on_pending_interrupt TEXT NOT NULL DEFAULT 'discard'
+        CHECK (on_pending_interrupt IN ('discard', 'reject'));
+    ALTER TABLE runs ADD COLUMN discarded_interrupts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE threads ADD COLUMN interrupts TEXT;
+    """,
 ]
 
 

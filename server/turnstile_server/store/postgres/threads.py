@@ -14,7 +14,7 @@ from turnstile_server.store.postgres.rows import Params, dumps, metadata_filter,
 from turnstile_server.store.postgres.run_writes import inflight_runs
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 
-_THREAD_COLUMNS = "thread_id, metadata, status, create_time, update_time"
+_THREAD_COLUMNS = "thread_id, metadata, status, create_time, update_time, interrupts"
 
 
 class Threads:
@@ -93,12 +93,17 @@ class Threads:
         metadata: dict[str, Any],
         limit: int,
         before: int | None,
+        interruption: str | None = None,
     ) -> tuple[list[ThreadRecord], int | None]:
-        """Lists threads newest first; returns the page and the cursor of the next one."""
+        """Lists threads newest first; returns the page and the cursor of the next one
+        (`interruption`: only the interrupted threads waiting for input, or cancelled)."""
         params = Params()
         where = metadata_filter("metadata", metadata, params)
         if status:
             where += f" AND status = {params.add(status)}"
+        if interruption:
+            waits = "NOT NULL" if interruption == "awaiting_input" else "NULL"
+            where += f" AND status = 'interrupted' AND interrupts IS {waits}"
         if before is not None:
             where += f" AND seq < {params.add(before)}"
         rows = await self._db.fetch(
@@ -129,7 +134,7 @@ class Threads:
                 now,
                 thread_id,
             )
-            return ThreadRecord(thread_id, merged, thread.status, thread.create_time, now)
+            return replace(thread, metadata=merged, update_time=now)
 
         return await self._db.write(update)
 
