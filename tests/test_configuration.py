@@ -30,6 +30,7 @@ CHANGED: dict[str, str] = {
     "max_attempts": "9",
     "run_timeout_seconds": "12.5",
     "durability": "exit",
+    "on_pending_interrupt": "reject",
     "stream_retain_seconds": "30",
     "stream_max_events": "500",
     "stream_max_bytes": "4096",

@@ -24,6 +24,7 @@ from turnstile.v1 import (
     thread_service_pb2,
 )
 from turnstile_server.app import App
+from turnstile_server.config import ServerConfig
 
 GATE_TIMEOUT = 10.0
 # Enum numbers the contract does not define; proto3 enums are open, so they reach the server.
@@ -739,4 +740,99 @@ async def test_an_out_of_range_on_pending_interrupt_is_invalid_argument_invalid_
 
     assert_error(
         error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM", field="on_pending_interrupt"
+    )
+
+
+# Human in the loop: admission refuses what cannot be resumed (a LangGraph graph that asks).
+
+
+@pytest.fixture
+async def hitl_stubs(tmp_path: Any) -> AsyncIterator[Stubs]:
+    from tests.hitl_graphs import hitl_registry
+
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        database=str(tmp_path / "hitl.db"),
+        on_pending_interrupt="reject",  # the server-wide option
+    )
+    server = await App.start(config, hitl_registry())
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            yield Stubs(channel)
+    finally:
+        await server.stop(grace=0)
+
+
+async def waiting_thread(stubs: Stubs) -> tuple[str, str]:
+    """A thread whose `approval` run stopped at its question; it and the interrupt's id."""
+    thread_id = await new_thread(stubs)
+    done = await stubs.runs.WaitRun(
+        run_service_pb2.WaitRunRequest(
+            thread_id=thread_id, assistant_id="approval", input=struct({"request": "x"})
+        )
+    )
+    assert done.run.status == run_pb2.RUN_STATUS_SUCCESS
+    thread = await stubs.threads.GetThread(thread_service_pb2.GetThreadRequest(thread_id=thread_id))
+    assert thread.thread.interruption == thread_pb2.INTERRUPTION_AWAITING_INPUT
+    return thread_id, thread.thread.interrupts[0].id
+
+
+def resume(thread_id: str, command: run_pb2.Command, **fields: Any) -> Any:
+    return run_service_pb2.CreateRunRequest(
+        thread_id=thread_id, assistant_id="approval", command=command, **fields
+    )
+
+
+async def test_resuming_an_idle_thread_is_failed_precondition_nothing_to_resume(
+    hitl_stubs: Stubs,
+) -> None:
+    thread_id = await new_thread(hitl_stubs)
+    command = run_pb2.Command(resume=struct_pb2.Value(string_value="yes"))
+
+    error = await failure(lambda: hitl_stubs.runs.CreateRun(resume(thread_id, command)))
+
+    assert_error(
+        error, grpc.StatusCode.FAILED_PRECONDITION, "NOTHING_TO_RESUME", thread_id=thread_id
+    )
+
+
+async def test_resuming_an_interrupt_not_pending_is_failed_precondition_unknown_interrupt(
+    hitl_stubs: Stubs,
+) -> None:
+    thread_id, pending = await waiting_thread(hitl_stubs)
+    command = run_pb2.Command(resume_by_id={INTERRUPT_ID: struct_pb2.Value(bool_value=True)})
+
+    error = await failure(lambda: hitl_stubs.runs.CreateRun(resume(thread_id, command)))
+
+    assert_error(
+        error,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "UNKNOWN_INTERRUPT",
+        interrupt_ids=INTERRUPT_ID,
+        pending_interrupt_ids=pending,
+    )
+
+
+async def test_new_input_while_awaiting_input_is_failed_precondition_awaiting_input(
+    hitl_stubs: Stubs,
+) -> None:
+    thread_id, pending = await waiting_thread(hitl_stubs)
+    request = create_run(thread_id, assistant_id="approval", input=struct({"request": "y"}))
+    discard = create_run(
+        thread_id,
+        assistant_id="approval",
+        input=struct({"request": "z"}),
+        on_pending_interrupt=run_pb2.ON_PENDING_INTERRUPT_DISCARD,
+    )
+
+    error = await failure(lambda: hitl_stubs.runs.CreateRun(request))
+    admitted = await hitl_stubs.runs.CreateRun(discard)  # the run's own option wins
+
+    assert_error(
+        error, grpc.StatusCode.FAILED_PRECONDITION, "AWAITING_INPUT", pending_interrupt_ids=pending
+    )
+    assert list(admitted.run.discarded_interrupts) == [pending]
+    await hitl_stubs.runs.JoinRun(
+        run_service_pb2.JoinRunRequest(thread_id=thread_id, run_id=admitted.run.run_id)
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from turnstile_server import errors, policy
 from turnstile_server.errors import QueueFull, RequestIdReused, RunNotActive, ThreadBusy
 from turnstile_server.policy import (
     THREAD_STATUS_AFTER,
@@ -208,6 +209,7 @@ def test_cancelling_an_ended_run_is_refused(status: str) -> None:
 def test_thread_status_after_each_ending() -> None:
     assert THREAD_STATUS_AFTER == {
         "success": "idle",
+        "awaiting_input": "interrupted",
         "rollback": "idle",
         "interrupted": "interrupted",
         "error": "error",
@@ -253,3 +255,67 @@ def test_a_repeated_request_id_asking_for_something_else_is_refused(field: str, 
     asked = spec("enqueue", request_id="q")
     with pytest.raises(RequestIdReused):
         same_request(spec("enqueue", request_id="q", **{field: value}), record_for(asked))
+
+
+# A run's admission on an idle thread that waits for input (`plan_pending`), as a table:
+# (what the thread waits on, the run's fields) -> the discarded interrupt ids, or the refusal.
+
+A, B = "a" * 32, "b" * 32
+WAITS = {
+    "waits for nothing": None,
+    "stopped before a node": [],
+    "one interrupt": [{"id": A, "value": "ok?", "task_id": "t1"}],
+    "two interrupts": [
+        {"id": A, "value": 1, "task_id": "t1"},
+        {"id": B, "value": 2, "task_id": "t2"},
+    ],
+}
+NEW_INPUT: dict[str, Any] = {}
+RESUME: dict[str, Any] = {"input": None, "command": {"resume": "yes"}}
+RESUME_A: dict[str, Any] = {"input": None, "command": {"resume": {A: "yes"}}}
+RESUME_AB: dict[str, Any] = {"input": None, "command": {"resume": {A: 1, B: 2}}}
+UPDATE: dict[str, Any] = {"input": None, "command": {"update": {"x": 1}}}
+CONTINUE: dict[str, Any] = {"input": None}
+FORK: dict[str, Any] = {"checkpoint_id": "c1"}
+REJECTING: dict[str, Any] = {"on_pending_interrupt": "reject"}
+PENDING_CASES = [
+    ("waits for nothing", NEW_INPUT, ()),
+    ("waits for nothing", RESUME, errors.NothingToResume),
+    ("waits for nothing", RESUME_A, errors.NothingToResume),
+    ("waits for nothing", UPDATE, ()),
+    ("waits for nothing", REJECTING, ()),
+    ("stopped before a node", NEW_INPUT, ()),
+    ("stopped before a node", RESUME, ()),
+    ("stopped before a node", RESUME_A, errors.UnknownInterrupt),
+    ("stopped before a node", CONTINUE, ()),
+    ("stopped before a node", REJECTING, errors.AwaitingInput),
+    ("one interrupt", NEW_INPUT, (A,)),
+    ("one interrupt", RESUME, ()),
+    ("one interrupt", RESUME_A, ()),
+    ("one interrupt", RESUME_AB, errors.UnknownInterrupt),
+    ("one interrupt", UPDATE, ()),
+    ("one interrupt", CONTINUE, ()),
+    ("one interrupt", FORK, ()),
+    ("one interrupt", REJECTING, errors.AwaitingInput),
+    ("one interrupt", {**REJECTING, **RESUME}, ()),
+    ("two interrupts", NEW_INPUT, (A, B)),
+    ("two interrupts", RESUME_A, ()),
+    ("two interrupts", RESUME_AB, ()),
+]
+
+
+@pytest.mark.parametrize(("waits", "fields", "expected"), PENDING_CASES)
+def test_admission_on_a_thread_waiting_for_input(
+    waits: str, fields: dict[str, Any], expected: Any
+) -> None:
+    run = spec("enqueue", **fields)
+    if isinstance(expected, tuple):
+        assert policy.plan_pending(run, WAITS[waits]) == expected
+    else:
+        with pytest.raises(expected):
+            policy.plan_pending(run, WAITS[waits])
+
+
+def test_a_resume_dict_with_other_keys_is_a_value_not_a_map() -> None:
+    run = spec("enqueue", input=None, command={"resume": {"approved": True}})
+    assert policy.plan_pending(run, WAITS["one interrupt"]) == ()

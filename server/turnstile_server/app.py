@@ -146,6 +146,7 @@ class App:
                 hub,
                 registry,
                 durability=config.durability,
+                on_pending_interrupt=config.on_pending_interrupt,
                 page_bytes=config.max_page_bytes,
             ),
             server,

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from turnstile_server.event_log import StreamLimits
 from turnstile_server.langgraph_json import checked_path
-from turnstile_server.store.records import DURABILITIES
+from turnstile_server.store.records import DURABILITIES, ON_PENDING_INTERRUPT
 from turnstile_server.store.url import parse_database_url
 
 DEFAULT_HOST = "127.0.0.1"
@@ -141,6 +141,14 @@ class ServerConfig:
         " (exit)",
         choices=DURABILITIES,
     )
+    on_pending_interrupt: str = option(
+        "discard",
+        "what new input does on a thread waiting for a human's answer, for runs that do not set"
+        " `on_pending_interrupt`: start over from START recording the interrupt ids it"
+        " discards (discard, LangGraph's behaviour), or refuse the run with AWAITING_INPUT"
+        " (reject)",
+        choices=ON_PENDING_INTERRUPT,
+    )
     stream_retain_seconds: float = option(
         600.0, "keep a run's events this long after it ends", metavar="S"
     )
@@ -251,6 +259,10 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
         if self.durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
+        if self.on_pending_interrupt not in ON_PENDING_INTERRUPT:
+            raise ValueError(
+                f"on_pending_interrupt must be one of {', '.join(ON_PENDING_INTERRUPT)}"
+            )
         if not 0 <= self.run_timeout_seconds <= 366 * 24 * 3600:
             raise ValueError("run_timeout_seconds must be between 0 (no limit) and a year")
         if not 0 <= self.shutdown_grace_seconds <= 3600:

@@ -168,6 +168,49 @@ class UnsupportedByGraph(FailedPrecondition):
         )
 
 
+class NothingToResume(FailedPrecondition):
+    """A `command` resumes a thread that waits for no input."""
+
+    reason = "NOTHING_TO_RESUME"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id} waits for no input: there is no interrupt to resume",
+            metadata={"thread_id": thread_id},
+        )
+
+
+class UnknownInterrupt(FailedPrecondition):
+    """A `command` resumes interrupts by id, and the thread waits on none of some of them."""
+
+    reason = "UNKNOWN_INTERRUPT"
+
+    def __init__(self, thread_id: str, unknown: list[str], pending: list[str]) -> None:
+        super().__init__(
+            f"thread {thread_id} waits on no interrupt {', '.join(unknown)}; pending:"
+            f" {', '.join(pending) or 'none'}",
+            metadata={
+                "thread_id": thread_id,
+                "interrupt_ids": ",".join(unknown),
+                "pending_interrupt_ids": ",".join(pending),
+            },
+        )
+
+
+class AwaitingInput(FailedPrecondition):
+    """New input on a thread that waits for a human's answer, with `on_pending_interrupt`
+    `reject`: answer it with a `command` instead."""
+
+    reason = "AWAITING_INPUT"
+
+    def __init__(self, thread_id: str, pending: list[str]) -> None:
+        super().__init__(
+            f"thread {thread_id} waits for input (interrupts: {', '.join(pending) or 'none'});"
+            " resume it with a command, or send on_pending_interrupt DISCARD to start over",
+            metadata={"thread_id": thread_id, "pending_interrupt_ids": ",".join(pending)},
+        )
+
+
 class ThreadHasNoGraph(FailedPrecondition):
     """UpdateThreadState on a thread no run has executed a graph on: there are no reducers."""
 

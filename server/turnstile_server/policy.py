@@ -8,11 +8,19 @@ run it already got.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from turnstile_server.errors import QueueFull, RequestIdReused, RunNotActive, ThreadBusy
+from turnstile_server.errors import (
+    AwaitingInput,
+    NothingToResume,
+    QueueFull,
+    RequestIdReused,
+    RunNotActive,
+    ThreadBusy,
+    UnknownInterrupt,
+)
 
 if TYPE_CHECKING:  # the records only as types: the store's modules import this one
     from turnstile_server.store.records import RunRecord, RunSpec
@@ -123,12 +131,58 @@ def plan_cancel(run: InflightRun, action: str, reason: str | None) -> Cancel:
 
 THREAD_STATUS_AFTER = {
     "success": "idle",
+    "awaiting_input": "interrupted",  # a success that stopped at an interrupt
     "rollback": "idle",
     "interrupted": "interrupted",
     "error": "error",
     "timeout": "error",
 }
 """A thread's status once its last inflight run ended so (BUSY while others are inflight)."""
+
+
+def is_new_input(spec: RunSpec | RunRecord) -> bool:
+    """Whether a run starts its graph over with new input (not a command, not `input=None`
+    continuing the thread, not a fork from an earlier checkpoint)."""
+    return spec.input is not None and spec.command is None and spec.checkpoint_id is None
+
+
+def pending_ids(pending: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids of a thread's pending interrupts (`ThreadRecord.interrupts`), in order."""
+    return [str(interrupt.get("id", "")) for interrupt in pending if interrupt.get("id")]
+
+
+def plan_pending(spec: RunSpec, pending: Sequence[Mapping[str, Any]] | None) -> tuple[str, ...]:
+    """Decides a run's admission on an idle thread whose latest checkpoint waits for input
+    with `pending` interrupts (None: it waits for nothing); returns the interrupt ids its new
+    input discards (LangGraph starts over from START).
+
+    Raises NothingToResume (a resume on a thread that waits for nothing), UnknownInterrupt
+    (a resume by id naming an interrupt not pending) or AwaitingInput (new input with
+    `on_pending_interrupt` "reject").
+    """
+    command = spec.command or {}
+    if "resume" in command:
+        if pending is None:
+            raise NothingToResume(spec.thread_id)
+        resume = command["resume"]
+        if isinstance(resume, dict) and resume and all(map(is_interrupt_id, resume)):
+            known = pending_ids(pending)
+            unknown = [key for key in resume if key not in known]
+            if unknown:
+                raise UnknownInterrupt(spec.thread_id, unknown, known)
+        return ()
+    if pending is None or not is_new_input(spec):
+        return ()
+    ids = pending_ids(pending)
+    if spec.on_pending_interrupt == "reject":
+        raise AwaitingInput(spec.thread_id, ids)
+    return tuple(ids)
+
+
+def is_interrupt_id(key: object) -> bool:
+    """Whether a resume map's key is shaped like LangGraph's interrupt ids (32 lower-case hex
+    digits): LangGraph reads a resume dict with only such keys as values by interrupt id."""
+    return isinstance(key, str) and len(key) == 32 and all(c in "0123456789abcdef" for c in key)
 
 
 def same_request(spec: RunSpec, run: RunRecord) -> None:

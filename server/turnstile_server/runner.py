@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """What a run that stopped waiting for input waits on: the pending interrupts
+    (`{id, value, task_id}`; none for a stop before or after a node) and the next nodes."""
+
+    interrupts: list[dict[str, Any]]
+    next: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a run ended by itself (cancellation is not an outcome: it propagates)."""
+    """How a run ended by itself (cancellation is not an outcome: it propagates); `waiting`
+    when it succeeded by stopping for a human's input."""
 
     status: str
     error: RunError | None = None
+    waiting: Waiting | None = None
 
 
 class Runner:
@@ -52,12 +63,14 @@ class Runner:
     async def execute(self, run: RunRecord, start: Start) -> Outcome:
         """Executes `run`, just started as `start` says, until its graph ends, fails, times out
         or is cancelled; the time limit is the run's own, else the server's, per attempt."""
-        self._hub.emit(
-            run,
-            "metadata",
-            {"run_id": run.run_id, "thread_id": run.thread_id, "attempt": run.attempt},
-            checked=True,
-        )
+        metadata: dict[str, Any] = {
+            "run_id": run.run_id,
+            "thread_id": run.thread_id,
+            "attempt": run.attempt,
+        }
+        if run.discarded_interrupts:  # the thread waited for input; this run's input starts over
+            metadata["discarded_interrupts"] = list(run.discarded_interrupts)
+        self._hub.emit(run, "metadata", metadata, checked=True)
         limit = run.timeout_seconds or self._timeout_seconds
         deadline = asyncio.timeout(limit or None)
         try:
@@ -70,7 +83,7 @@ class Runner:
                     # Nothing of the run is written once it has unwound (the store finishes it
                     # next, a rollback deletes its rows): its last LangGraph writes land first.
                     await host.langgraph.settle()
-                return Outcome("success")
+                return Outcome("success", waiting=host.waiting)
         except asyncio.CancelledError:
             raise
         except TimeoutError as exc:
@@ -87,7 +100,7 @@ class Runner:
 class _Host:
     """The `RunHost` of one run: its events go to the hub, its checkpoints to the store."""
 
-    __slots__ = ("_hub", "_modes", "_store", "context", "langgraph", "run", "start")
+    __slots__ = ("_hub", "_modes", "_store", "context", "langgraph", "run", "start", "waiting")
 
     def __init__(self, store: Store, hub: EventHub, run: RunRecord, start: Start) -> None:
         self._store = store
@@ -104,6 +117,10 @@ class _Host:
             config=run.config,
         )
         self.langgraph = RunCheckpoints(store.langgraph, run)
+        self.waiting: Waiting | None = None
+
+    def awaiting_input(self, interrupts: Sequence[Mapping[str, Any]], next: Sequence[str]) -> None:
+        self.waiting = Waiting([dict(i) for i in interrupts], list(next))
 
     def wants(self, event: str) -> bool:
         return event in self._modes

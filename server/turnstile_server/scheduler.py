@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from turnstile_server.endings import Endings
 from turnstile_server.errors import (
@@ -25,7 +26,7 @@ from turnstile_server.errors import (
 )
 from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
-from turnstile_server.runner import Outcome, Runner
+from turnstile_server.runner import Outcome, Runner, Waiting
 from turnstile_server.store import Admission, Ended, RunError, RunRecord, RunSpec, Start, Store
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,8 @@ class Scheduler:
         if ended is None:
             self._endings.gone(run.run_id)
             return
-        self._settle(ended.run, rolled_back=ended.rolled_back)
+        waiting = outcome.waiting if ended.run.status == "success" else None
+        self._settle(ended.run, rolled_back=ended.rolled_back, waiting=waiting)
         # (When the server is stopping, a run started so stays RUNNING in the store, like the
         # other runs it stops, and resumes at the next start.)
         if following.run is not None and not self._stopping:
@@ -429,6 +431,7 @@ class Scheduler:
                     outcome.status,
                     error=outcome.error,
                     then_start=active.handing_over,
+                    interrupts=outcome.waiting.interrupts if outcome.waiting else None,
                 )
             except Unavailable as exc:
                 if self._stopping:
@@ -461,18 +464,23 @@ class Scheduler:
         if active.executing and active.task is not None:
             active.task.cancel(f"cancelled: {run.cancel_reason}")
 
-    def _settle(self, run: RunRecord, *, rolled_back: bool) -> None:
-        """Announces a run's end: its stream's `end` event and its waiters."""
+    def _settle(self, run: RunRecord, *, rolled_back: bool, waiting: Waiting | None = None) -> None:
+        """Announces a run's end: its stream's `end` event and its waiters; the end of a run
+        that stopped for a human's input says so, with what it waits on."""
         error = run.error
+        end: dict[str, Any] = {
+            "status": run.status,
+            "reason": run.cancel_reason or (run.error.message if run.error else ""),
+            "action": "rollback" if rolled_back else (run.cancel_action or ""),
+            "superseded_by": run.superseded_by,
+        }
+        if waiting is not None:
+            end["reason"] = "awaiting input"
+            end["awaiting_input"] = True
+            end["interrupts"] = waiting.interrupts
+            end["next"] = waiting.next
         self._hub.run_ended(
-            run,
-            {
-                "status": run.status,
-                "reason": run.cancel_reason or (run.error.message if run.error else ""),
-                "action": "rollback" if rolled_back else (run.cancel_action or ""),
-                "superseded_by": run.superseded_by,
-            },
-            error={"type": error.type, "message": error.message} if error else None,
+            run, end, error={"type": error.type, "message": error.message} if error else None
         )
         self._endings.ended(run, rolled_back=rolled_back)
         self._metrics.run_finished(run, "rolled_back" if rolled_back else run.status)

@@ -12,8 +12,9 @@ from typing import Any
 
 from turnstile.v1 import run_pb2, run_service_pb2
 from turnstile_server.api import wire
-from turnstile_server.api.wire import ON_PENDING_INTERRUPT, from_value, is_interrupt_id
+from turnstile_server.api.wire import ON_PENDING_INTERRUPT, from_value
 from turnstile_server.errors import InvalidArgument, UnsupportedByGraph
+from turnstile_server.policy import is_interrupt_id
 
 CreateLike = (
     run_service_pb2.CreateRunRequest

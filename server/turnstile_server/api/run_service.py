@@ -34,6 +34,7 @@ class RunService(pb_grpc.RunServiceServicer):
         graphs: GraphRegistry,
         *,
         durability: str = "sync",
+        on_pending_interrupt: str = "discard",
         page_bytes: int = wire.MAX_PAGE_BYTES,
     ) -> None:
         self._store = store
@@ -41,6 +42,7 @@ class RunService(pb_grpc.RunServiceServicer):
         self._hub = hub
         self._graphs = graphs
         self._durability = durability  # for runs that do not say
+        self._on_pending_interrupt = on_pending_interrupt
         self._page_bytes = page_bytes
 
     async def _spec(self, request: CreateLike) -> RunSpec:
@@ -49,7 +51,7 @@ class RunService(pb_grpc.RunServiceServicer):
         assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
         prepared = self._graphs.prepared(assistant.graph_id)
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
-        options = run_options.read(request, default_on_pending_interrupt="discard")
+        options = run_options.read(request, default_on_pending_interrupt=self._on_pending_interrupt)
         run_options.check_runtime(options, assistant.graph_id, prepared.runtime)
         config = _merge_config(assistant.config, wire.to_dict(request.config, "config"))
         return RunSpec(

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument
+from turnstile_server.policy import is_interrupt_id
 from turnstile_server.state import MAX_JSON_DEPTH
 from turnstile_server.store import AssistantRecord, RunRecord, ThreadRecord
 
@@ -330,11 +331,6 @@ def command_message(command: dict[str, Any]) -> run_pb2.Command:
     return message
 
 
-def is_interrupt_id(key: str) -> bool:
-    """Whether a string is shaped like LangGraph's interrupt ids (32 lower-case hex digits)."""
-    return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
-
-
 def to_value(data: Any) -> struct_pb2.Value:
     """JSON data as a `Value`."""
     return struct_pb2.Value.FromString(codec.value(data))
@@ -356,7 +352,9 @@ def thread_message(thread: ThreadRecord, values: dict[str, Any]) -> thread_pb2.T
         values=to_struct(values, state=True),
         create_time=timestamp(thread.create_time),
         update_time=timestamp(thread.update_time),
-        interrupts=[interrupt_message(i) for i in thread.interrupts or ()],
+        interrupts=[interrupt_message(i) for i in thread.interrupts or ()]
+        if thread.interruption == "awaiting_input"
+        else [],
         interruption=INTERRUPTION_ENUM.get(
             thread.interruption, thread_pb2.INTERRUPTION_UNSPECIFIED
         ),

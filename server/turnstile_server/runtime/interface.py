@@ -50,7 +50,7 @@ Cancellation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from turnstile_server.runtime.context import RunContext
@@ -108,6 +108,13 @@ class RunHost(Protocol):
 
         Raises ThreadNotFound if the thread was deleted.
         """
+        ...
+
+    def awaiting_input(self, interrupts: Sequence[Mapping[str, Any]], next: Sequence[str]) -> None:
+        """Say, before returning, that the run stopped to wait for a human's input: at an
+        `interrupt()` (`interrupts`: `{id, value, task_id}` each) or before or after a node
+        (none); `next` are the nodes that run on resume. The run still ends SUCCESS; its
+        thread is then INTERRUPTED awaiting input, and its `end` event says so."""
         ...
 
     @property

@@ -128,11 +128,17 @@ class RunStore(Protocol):
         *,
         error: RunError | None = None,
         then_start: bool = False,
+        interrupts: builtins.list[dict[str, Any]] | None = None,
     ) -> Ended | None:
         """Ends a running run as it ended by itself (a cancellation recorded on it overrides
         that), or deletes it with its checkpoints if it is being rolled back; with
         `then_start`, starts the thread's next run in the same transaction. None if the run
-        is gone with its thread."""
+        is gone with its thread.
+
+        `interrupts` (`{id, value, task_id}` each, possibly none) says the run stopped waiting
+        for input: a success then leaves the thread INTERRUPTED awaiting input with them
+        (`ThreadRecord.interrupts`), until a started run's end says otherwise; a rollback
+        leaves what the thread waited for before (see `policy.plan_pending` for admission)."""
         ...
 
     async def cancel(

@@ -16,6 +16,7 @@ from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
 
 from turnstile_server.runtime.interface import RunHost
+from turnstile_server.runtime.langgraph.commands import report_waiting
 from turnstile_server.runtime.langgraph.streams import Streamer, langgraph_modes
 from turnstile_server.runtime.langgraph.writes import HeldWrites
 from turnstile_server.store import RunRecord
@@ -36,6 +37,8 @@ def run_config(run: RunRecord) -> dict[str, Any]:
         "graph_id": run.graph_id,
     }
     config["configurable"] = {**(config.get("configurable") or {}), **ids}
+    if run.checkpoint_id and run.attempt == 1:  # time travel: continue (fork) from there
+        config["configurable"]["checkpoint_id"] = run.checkpoint_id
     config["metadata"] = {**(config.get("metadata") or {}), **ids, "run_attempt": run.attempt}
     if run.attempt == 1:  # LangChain's callbacks name the run by its id (first attempt only)
         with suppress(ValueError):
@@ -77,6 +80,7 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
                 raise
             raise mapped from None
         await held.flush()
+        await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
 
 
 def _stream_options(compiled: Pregel[Any], run: RunRecord) -> dict[str, Any]:

@@ -48,11 +48,11 @@ def inflight_runs(conn: Session, thread_id: str) -> list[RunRecord]:
 _INSERT_COLUMNS = (
     "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
     " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}"
+    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({_INSERT_COLUMNS})"
-    f" VALUES ({', '.join('?' * (17 + len(RUN_OPTION_COLUMNS)))})"
+    f" VALUES ({', '.join('?' * (18 + len(RUN_OPTION_COLUMNS)))})"
 )
 
 
@@ -76,9 +76,12 @@ def admit(
     # it is claimed BUSY for this run at once, and the run goes in with nothing to decide.
     claimed = conn.one(
         "UPDATE threads SET status = 'busy', update_time = ?"
-        " WHERE thread_id = ? AND status != 'busy' RETURNING 1",
+        " WHERE thread_id = ? AND status != 'busy' RETURNING interrupts",
         (now, spec.thread_id),
     )
+    # On a thread that was idle, what the run does to the interrupts its checkpoint waits on
+    # (a busy thread's are decided when the run starts, by then the last run's end).
+    discarded = policy.plan_pending(spec, loads(claimed[0])) if claimed is not None else ()
     busy = False
     if claimed is None:  # BUSY, or no such thread
         thread = conn.one("SELECT status FROM threads WHERE thread_id = ?", (spec.thread_id,))
@@ -120,6 +123,7 @@ def admit(
             1 if starting else 0,
             now if starting else None,
             *option_values(spec),
+            dumps(list(discarded)),
         ),
     )
     if busy:  # it stays BUSY: only its update time moves
@@ -151,6 +155,7 @@ def admit(
         timeout_seconds=spec.timeout_seconds,
         durability=spec.durability,
         **spec_fields(spec),
+        discarded_interrupts=discarded,
     )
     admission = superseded or Admission(run=run)
     admission.run = run
@@ -192,7 +197,7 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
             conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
             recovery.requeued += 1
             continue
-        _settle_thread(conn, run.thread_id, outcome, now)
+        _settle_thread(conn, run.thread_id, outcome, now, interrupts=None)
     return recovery
 
 
@@ -225,11 +230,28 @@ def _begun(conn: Session, run: RunRecord, now: int, written: int) -> Start:
     started = replace(
         run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
     )
+    if run.attempt == 0 and not run.discarded_interrupts and policy.is_new_input(run):
+        started = _discarding(conn, started)
     if written > 0:
         return Start(run=started, checkpoints=written)
     update = dict(run.input or {})
     checkpoint = insert_checkpoint(conn, run.thread_id, run.run_id, 0, "input", update, now)
     return Start(run=started, checkpoints=1, input=checkpoint)
+
+
+def _discarding(conn: Session, run: RunRecord) -> RunRecord:
+    """`run`, starting over with new input, with the interrupts its thread's latest checkpoint
+    waited on (left by the run before it) recorded as discarded."""
+    row = conn.one("SELECT interrupts FROM threads WHERE thread_id = ?", (run.thread_id,))
+    pending = loads(row[0]) if row is not None else None
+    if not pending:
+        return run
+    discarded = tuple(policy.pending_ids(pending))
+    conn.execute(
+        "UPDATE runs SET discarded_interrupts = ? WHERE run_id = ?",
+        (dumps(list(discarded)), run.run_id),
+    )
+    return replace(run, discarded_interrupts=discarded)
 
 
 _END_RUN = (
@@ -246,7 +268,13 @@ interrupted; returns what of its row may have changed while it ran."""
 
 
 def finish(
-    conn: Session, run: RunRecord, status: str, error: RunError | None, now: int, then_start: bool
+    conn: Session,
+    run: RunRecord,
+    status: str,
+    error: RunError | None,
+    now: int,
+    then_start: bool,
+    interrupts: list[dict[str, Any]] | None = None,
 ) -> Ended | None:
     """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`).
 
@@ -288,7 +316,9 @@ def finish(
         superseded_by=superseded_by,
         queue_position=None,
     )
-    busy = _settle_thread(conn, run.thread_id, outcome, now)
+    if outcome == "success" and interrupts is not None:
+        outcome = "awaiting_input"
+    busy = _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
         return replace(result, next=start_next(conn, run.thread_id, now))
@@ -411,14 +441,36 @@ ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
 for seconds (five attempts, pauses of at most 2 s)."""
 
 
-def _settle_thread(conn: Session, thread_id: str, outcome: str, now: int) -> bool:
+_KEEP: Any = object()
+"""`_settle_thread`'s `interrupts` when the run never changed the thread's state."""
+
+
+def _settle_thread(
+    conn: Session, thread_id: str, outcome: str, now: int, *, interrupts: Any = _KEEP
+) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
-    returns True)."""
+    returns True).
+
+    A started run's end also records what the thread's latest checkpoint waits for:
+    `interrupts` when it stopped waiting for input (`awaiting_input`), nothing otherwise. A
+    rollback, and a run that never started, leave it (the thread's state is what it was), so
+    a rolled-back thread that waited for input waits again.
+    """
+    keep = interrupts is _KEEP or outcome == "rollback"
     settled = conn.one(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?1"
-        " AND status IN ('pending', 'running')) THEN 'busy' ELSE ?2 END, update_time = ?3"
+        " AND status IN ('pending', 'running')) THEN 'busy'"
+        " WHEN ?4 AND ?2 = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
+        " ELSE ?2 END,"
+        " interrupts = CASE WHEN ?4 THEN interrupts ELSE ?5 END, update_time = ?3"
         " WHERE thread_id = ?1 RETURNING status",
-        (thread_id, policy.THREAD_STATUS_AFTER[outcome], now),
+        (
+            thread_id,
+            policy.THREAD_STATUS_AFTER[outcome],
+            now,
+            keep,
+            None if keep or interrupts is None else dumps(interrupts),
+        ),
     )
     return settled is not None and settled[0] == "busy"
 

@@ -134,6 +134,7 @@ class Runs:
         *,
         error: RunError | None = None,
         then_start: bool = False,
+        interrupts: builtins.list[dict[str, Any]] | None = None,
     ) -> Ended | None:
         """Ends a running run, or deletes it with its checkpoints if it is being rolled back.
 
@@ -145,7 +146,7 @@ class Runs:
         """
         now = now_us()
         ended = await self._db.write(
-            lambda conn: run_writes.finish(conn, run, status, error, now, then_start)
+            lambda conn: run_writes.finish(conn, run, status, error, now, then_start, interrupts)
         )
         if ended is not None:
             if ended.rolled_back:

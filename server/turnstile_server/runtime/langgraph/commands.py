@@ -1,0 +1,41 @@
+"""Human in the loop for LangGraph runs: what a run that stopped waits for.
+
+A LangGraph run stops for a human at a node's `interrupt()` or at `interrupt_before` /
+`interrupt_after`; `astream` then simply ends. The run ends SUCCESS, as on LangGraph Platform,
+and tells its host what its thread now waits for (`RunHost.awaiting_input`): the pending
+interrupts of the graph's state, subgraphs' included, and the nodes that run on resume. The
+store keeps them on the thread, which is INTERRUPTED awaiting input until a run answers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from turnstile_server.runtime.interface import RunHost
+from turnstile_server.runtime.langgraph.messages import to_json
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.pregel import Pregel
+
+
+async def report_waiting(bound: Pregel[Any], config: dict[str, Any], host: RunHost) -> None:
+    """Tells the host, after a run ended by itself, whether the thread's latest checkpoint
+    waits for input (its `next` is not empty), and on what."""
+    snapshot = await bound.aget_state(cast("RunnableConfig", _thread_config(config)))
+    if not snapshot.next:
+        return
+    interrupts = [
+        {"id": interrupt.id, "value": to_json(interrupt.value), "task_id": task.id}
+        for task in snapshot.tasks
+        for interrupt in task.interrupts
+    ]
+    host.awaiting_input(interrupts, list(snapshot.next))
+
+
+def _thread_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config that reads the thread's latest checkpoint (not a fork's starting one)."""
+    configurable = {
+        key: value for key, value in config["configurable"].items() if key != "checkpoint_id"
+    }
+    return {**config, "configurable": configurable}

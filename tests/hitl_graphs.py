@@ -1,0 +1,116 @@
+"""LangGraph graphs that stop for a human: an approval, two parallel questions, a plain chain
+(for `interrupt_before`/`interrupt_after`) and a subgraph that asks."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from tests.support import GATES
+from turnstile_server.graph import GraphRegistry
+
+FINAL: list[dict[str, Any]] = []
+"""The state each graph's last node saw plus what it wrote, in order: what the runs did,
+read without the thread-state API."""
+
+
+class Approval(TypedDict, total=False):
+    request: str
+    steps: Annotated[list[str], operator.add]
+    decision: Any
+
+
+def _draft(state: Approval) -> dict[str, Any]:
+    return {"steps": ["draft"]}
+
+
+def _ask(state: Approval) -> dict[str, Any]:
+    decision = interrupt({"question": f"approve {state.get('request', '')}?"})
+    return {"steps": ["ask"], "decision": decision}
+
+
+async def _act(state: Approval) -> dict[str, Any]:
+    gate = state.get("request", "")
+    if gate.startswith("gate:"):  # held, for the tests that race a run
+        GATES.arrived(gate).set()
+        await GATES.event(gate).wait()
+    FINAL.append({**state, "steps": [*state.get("steps", []), "act"]})
+    return {"steps": ["act"]}
+
+
+def approval() -> Any:
+    """draft -> ask (interrupt) -> act."""
+    builder = StateGraph(Approval)
+    builder.add_node("draft", _draft)
+    builder.add_node("ask", _ask)
+    builder.add_node("act", _act)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "ask")
+    builder.add_edge("ask", "act")
+    builder.add_edge("act", END)
+    return builder.compile()
+
+
+class Pair(TypedDict, total=False):
+    answers: Annotated[list[str], operator.add]
+
+
+def _left(state: Pair) -> dict[str, Any]:
+    answer = f"left={interrupt('left?')}"
+    FINAL.append({"answers": [answer]})
+    return {"answers": [answer]}
+
+
+def _right(state: Pair) -> dict[str, Any]:
+    answer = f"right={interrupt('right?')}"
+    FINAL.append({"answers": [answer]})
+    return {"answers": [answer]}
+
+
+def parallel() -> Any:
+    """Two nodes in one superstep, each asking its own question."""
+    builder = StateGraph(Pair)
+    builder.add_node("left", _left)
+    builder.add_node("right", _right)
+    builder.add_edge(START, "left")
+    builder.add_edge(START, "right")
+    builder.add_edge("left", END)
+    builder.add_edge("right", END)
+    return builder.compile()
+
+
+def chain() -> Any:
+    """draft -> act, no interrupt of its own."""
+    builder = StateGraph(Approval)
+    builder.add_node("draft", _draft)
+    builder.add_node("act", _act)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "act")
+    builder.add_edge("act", END)
+    return builder.compile()
+
+
+def nested() -> Any:
+    """draft -> inner (the approval graph as a subgraph node)."""
+    builder = StateGraph(Approval)
+    builder.add_node("draft", _draft)
+    builder.add_node("inner", approval())
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "inner")
+    builder.add_edge("inner", END)
+    return builder.compile()
+
+
+def hitl_registry() -> GraphRegistry:
+    """The built-in and test graphs plus these."""
+    from tests.support import registry
+
+    graphs = registry()
+    graphs.register("approval", approval())
+    graphs.register("parallel", parallel())
+    graphs.register("chain", chain())
+    graphs.register("nested", nested())
+    return graphs

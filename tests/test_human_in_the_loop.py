@@ -1,0 +1,333 @@
+"""Human in the loop (SPEC §11, issue 21), end to end through the SDK: a LangGraph run that
+stops at `interrupt()` or `interrupt_before`/`after` ends SUCCESS waiting for input, its thread
+says so, a `command` resumes it, and admission refuses what cannot be resumed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.hitl_graphs import FINAL, hitl_registry
+from tests.support import GATES, client_of
+from turnstile import ConflictError, FailedPreconditionError, TurnstileClient
+
+pytestmark = pytest.mark.timeout(60)
+
+GATE_TIMEOUT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> None:
+    FINAL.clear()
+
+
+def answers() -> list[str]:
+    """Every answer the parallel graph's nodes gave, sorted."""
+    return sorted(a for state in FINAL for a in state.get("answers", []))
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TurnstileClient]:
+    async with client_of(str(tmp_path / "hitl.db"), hitl_registry()) as (_, sdk):
+        yield sdk
+
+
+async def ends(client: TurnstileClient, thread_id: str, graph: str, **options: Any) -> Any:
+    """Streams a run to its end; returns its parts by event name (lists) and the run."""
+    parts: dict[str, list[Any]] = {}
+    stream = client.runs.stream(thread_id, graph, stream_mode=["updates"], **options)
+    async for part in stream:
+        parts.setdefault(part.event, []).append(part.data)
+    assert stream.run is not None
+    return parts, await client.runs.get(thread_id, stream.run["run_id"])
+
+
+async def waiting_approval(client: TurnstileClient, request: str = "payment") -> tuple[str, str]:
+    """A thread whose approval run stopped at its question; returns it and the interrupt id."""
+    thread = await client.threads.create()
+    result = await client.runs.wait_run(thread["thread_id"], "approval", input={"request": request})
+    assert result.run["status"] == "success"
+    got = await client.threads.get(thread["thread_id"])
+    [interrupts] = got["interrupts"].values()
+    return thread["thread_id"], interrupts[0]["id"]
+
+
+async def test_an_interrupt_ends_the_run_success_and_its_end_says_it_waits_for_input(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+
+    parts, run = await ends(client, thread["thread_id"], "approval", input={"request": "pay"})
+
+    assert run["status"] == "success"
+    [end] = parts["end"]
+    assert end["status"] == "success" and end["awaiting_input"] is True
+    assert end["reason"] == "awaiting input" and end["next"] == ["ask"]
+    [pending] = end["interrupts"]
+    assert pending["value"] == {"question": "approve pay?"}
+    assert len(pending["id"]) == 32 and pending["task_id"]
+    got = await client.threads.get(thread["thread_id"])
+    assert (got["status"], got["interruption"]) == ("interrupted", "awaiting_input")
+    assert got["interrupts"] == {
+        pending["task_id"]: [{"id": pending["id"], "value": {"question": "approve pay?"}}]
+    }
+    waiting = await client.threads.search(interruption="awaiting_input")
+    cancelled = await client.threads.search(interruption="cancelled")
+    assert thread["thread_id"] in {t["thread_id"] for t in waiting}
+    assert thread["thread_id"] not in {t["thread_id"] for t in cancelled}
+
+
+async def test_a_resume_continues_the_graph_with_the_value_and_the_thread_is_idle_after(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+
+    result = await client.runs.wait_run(thread_id, "approval", command={"resume": "yes"})
+
+    assert result.run["status"] == "success"
+    assert FINAL[-1]["decision"] == "yes"
+    assert FINAL[-1]["steps"] == ["draft", "ask", "act"]
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == ("idle", None, {})
+
+
+async def test_resuming_a_thread_that_waits_for_nothing_is_nothing_to_resume(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "chain", input={"request": "x"})
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        await client.runs.create(thread["thread_id"], "approval", command={"resume": "yes"})
+
+    assert caught.value.reason == "NOTHING_TO_RESUME"
+    assert await client.runs.list(thread["thread_id"]) != []  # only the first run
+    assert len(await client.runs.list(thread["thread_id"])) == 1
+
+
+async def test_resuming_an_unknown_interrupt_id_is_unknown_interrupt(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+    unknown = "f" * 32
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        await client.runs.create(thread_id, "approval", command={"resume": {unknown: "yes"}})
+
+    assert caught.value.reason == "UNKNOWN_INTERRUPT"
+    assert caught.value.metadata["interrupt_ids"] == unknown
+    assert caught.value.metadata["pending_interrupt_ids"] == interrupt_id
+    got = await client.threads.get(thread_id)
+    assert got["interruption"] == "awaiting_input"  # refused: nothing changed
+
+
+async def test_two_parallel_interrupts_are_resumed_each_by_its_id(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    first = await client.runs.wait_run(thread["thread_id"], "parallel", input={})
+    assert first.run["status"] == "success"
+    got = await client.threads.get(thread["thread_id"])
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+    assert set(by_value) == {"left?", "right?"}
+
+    result = await client.runs.wait_run(
+        thread["thread_id"],
+        "parallel",
+        command={"resume": {by_value["left?"]: "L", by_value["right?"]: "R"}},
+    )
+
+    assert result.run["status"] == "success"
+    assert answers() == ["left=L", "right=R"]
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
+async def test_one_of_two_parallel_interrupts_resumed_leaves_the_other_pending(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "parallel", input={})
+    got = await client.threads.get(thread["thread_id"])
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+
+    await client.runs.wait(
+        thread["thread_id"], "parallel", command={"resume": {by_value["left?"]: "L"}}
+    )
+
+    again = await client.threads.get(thread["thread_id"])
+    assert again["interruption"] == "awaiting_input"
+    still = [i for group in again["interrupts"].values() for i in group]
+    assert [(i["id"], i["value"]) for i in still] == [(by_value["right?"], "right?")]
+    await client.runs.wait_run(
+        thread["thread_id"], "parallel", command={"resume": {by_value["right?"]: "R"}}
+    )
+    assert answers() == ["left=L", "right=R"]
+
+
+async def test_interrupt_before_stops_before_the_node_and_input_none_continues(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+
+    parts, run = await ends(
+        client, thread["thread_id"], "chain", input={"request": "x"}, interrupt_before=["act"]
+    )
+
+    [end] = parts["end"]
+    assert run["status"] == "success"
+    assert (end["awaiting_input"], end["interrupts"], end["next"]) == (True, [], ["act"])
+    got = await client.threads.get(thread["thread_id"])
+    assert (got["status"], got["interruption"], got["interrupts"]) == (
+        "interrupted",
+        "awaiting_input",
+        {},
+    )
+    await client.runs.wait_run(thread["thread_id"], "chain")
+    assert FINAL[-1]["steps"] == ["draft", "act"]
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
+async def test_interrupt_after_stops_after_the_node(client: TurnstileClient) -> None:
+    thread = await client.threads.create()
+
+    parts, _ = await ends(
+        client, thread["thread_id"], "chain", input={"request": "x"}, interrupt_after=["draft"]
+    )
+
+    assert parts["end"][0]["next"] == ["act"]
+    assert (await client.threads.get(thread["thread_id"]))["interruption"] == "awaiting_input"
+
+
+async def test_an_interrupt_inside_a_subgraph_waits_and_resumes(client: TurnstileClient) -> None:
+    thread = await client.threads.create()
+
+    parts, _ = await ends(client, thread["thread_id"], "nested", input={"request": "deep"})
+
+    [end] = parts["end"]
+    assert end["awaiting_input"] and end["next"] == ["inner"]
+    [pending] = end["interrupts"]
+    assert pending["value"] == {"question": "approve deep?"}
+    await client.runs.wait_run(
+        thread["thread_id"], "nested", command={"resume": {pending["id"]: "ok"}}
+    )
+    assert FINAL[-1]["decision"] == "ok"
+    assert FINAL[-1]["steps"] == ["draft", "draft", "ask", "act"]
+
+
+async def test_new_input_on_a_waiting_thread_starts_over_and_records_what_it_discarded(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client, "first")
+
+    parts, run = await ends(client, thread_id, "approval", input={"request": "second"})
+
+    assert run["discarded_interrupts"] == [interrupt_id]
+    assert parts["metadata"][0]["discarded_interrupts"] == [interrupt_id]
+    [end] = parts["end"]
+    assert end["interrupts"][0]["value"] == {"question": "approve second?"}
+
+
+async def test_new_input_on_a_waiting_thread_with_reject_is_awaiting_input(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        await client.runs.create(
+            thread_id, "approval", input={"request": "again"}, on_pending_interrupt="reject"
+        )
+    resumed = await client.runs.wait_run(
+        thread_id, "approval", command={"resume": "yes"}, on_pending_interrupt="reject"
+    )
+
+    assert caught.value.reason == "AWAITING_INPUT"
+    assert caught.value.metadata["pending_interrupt_ids"] == interrupt_id
+    assert resumed.run["status"] == "success"  # a command is still admitted
+    assert FINAL[-1]["decision"] == "yes"
+
+
+@pytest.mark.parametrize("strategy", ["reject", "interrupt", "rollback", "enqueue"])
+async def test_every_strategy_admits_a_resume_on_a_waiting_thread(
+    client: TurnstileClient, strategy: Any
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+
+    result = await client.runs.wait_run(
+        thread_id, "approval", command={"resume": "yes"}, multitask_strategy=strategy
+    )
+
+    assert result.run["status"] == "success" and FINAL[-1]["decision"] == "yes"
+
+
+async def test_concurrent_resumes_with_reject_exactly_one_wins(client: TurnstileClient) -> None:
+    thread_id, _ = await waiting_approval(client, "gate:race")
+
+    async def resume(answer: str) -> str:
+        try:
+            run = await client.runs.create(
+                thread_id, "approval", command={"resume": answer}, multitask_strategy="reject"
+            )
+        except ConflictError:
+            return "refused"
+        return run["run_id"]
+
+    outcomes = await asyncio.gather(*(resume(f"answer-{n}") for n in range(8)))
+    await asyncio.wait_for(GATES.arrived("gate:race").wait(), GATE_TIMEOUT)
+    GATES.open("gate:race")
+
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1, outcomes
+    await client.runs.join(thread_id, winners[0])
+    assert [state["decision"] for state in FINAL] == [f"answer-{outcomes.index(winners[0])}"]
+    assert len(await client.runs.list(thread_id)) == 2
+
+
+async def test_a_rolled_back_resume_leaves_the_thread_waiting_again(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client, "gate:rb")
+    run = await client.runs.create(thread_id, "approval", command={"resume": "yes"})
+    await asyncio.wait_for(GATES.arrived("gate:rb").wait(), GATE_TIMEOUT)
+
+    await client.runs.cancel(thread_id, run["run_id"], wait=True, action="rollback")
+
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"]) == ("interrupted", "awaiting_input")
+    assert [i["id"] for group in got["interrupts"].values() for i in group] == [interrupt_id]
+
+
+async def test_an_interrupted_resume_leaves_a_cancelled_thread(client: TurnstileClient) -> None:
+    thread_id, _ = await waiting_approval(client, "gate:int")
+    run = await client.runs.create(thread_id, "approval", command={"resume": "yes"})
+    await asyncio.wait_for(GATES.arrived("gate:int").wait(), GATE_TIMEOUT)
+
+    await client.runs.cancel(thread_id, run["run_id"], wait=True)
+
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == (
+        "interrupted",
+        "cancelled",
+        {},
+    )
+
+
+async def test_the_interrupt_is_still_pending_after_a_restart_and_the_resume_works(
+    tmp_path: Path,
+) -> None:
+    database = str(tmp_path / "restart.db")
+    async with client_of(database, hitl_registry()) as (_, first):
+        thread = await first.threads.create()
+        await first.runs.wait(thread["thread_id"], "approval", input={"request": "later"})
+
+    async with client_of(database, hitl_registry()) as (_, second):
+        got = await second.threads.get(thread["thread_id"])
+        result = await second.runs.wait_run(
+            thread["thread_id"], "approval", command={"resume": "approved"}
+        )
+
+    assert got["interruption"] == "awaiting_input"
+    assert result.run["status"] == "success" and FINAL[-1]["decision"] == "approved"
