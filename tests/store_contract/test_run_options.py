@@ -3,6 +3,7 @@ checkpoint lookups the thread state needs (`find`, `parent`) and the interruptio
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,14 +25,24 @@ OPTIONS: dict[str, Any] = {
 }
 
 
+PENDING = [{"id": "0123456789abcdef0123456789abcdef", "value": {"q": "ok?"}, "task_id": "k"}]
+
+
+async def waiting(store: Store, thread_id: str) -> None:
+    """Makes the thread's run stop waiting for input on `PENDING`."""
+    await store.threads.create(thread_id, {})
+    run = await started(store, thread_id)
+    await store.runs.finish(run, "success", interrupts=PENDING)
+
+
 async def test_run_options_are_stored_and_read_back_as_given(store: Store) -> None:
-    await store.threads.create("t", {})
+    await waiting(store, "t")
 
     admitted = (await store.runs.admit(spec("t", **OPTIONS), max_queued=MAX_QUEUED)).run
     read = await store.runs.get("t", admitted.run_id)
     listed, _ = await store.runs.list("t", status=None, limit=10, before=None)
 
-    for run in (admitted, read, listed[0]):
+    for run in (admitted, read, listed[0]):  # newest first
         assert {name: getattr(run, name) for name in OPTIONS} == OPTIONS
         assert run.discarded_interrupts == ()
 
@@ -85,3 +96,64 @@ async def test_the_interruption_filter_tells_a_cancelled_thread_from_one_waiting
     assert (stopped.status, stopped.interruption) == ("interrupted", "cancelled")
     assert waiting == []
     assert [t.thread_id for t in cancelled] == ["c"]
+
+
+async def test_a_run_that_stops_for_input_leaves_its_thread_waiting_on_its_interrupts(
+    store: Store,
+) -> None:
+    await waiting(store, "t")
+
+    thread = await store.threads.get("t")
+    listed, _ = await store.threads.list(
+        status=None, metadata={}, limit=10, before=None, interruption="awaiting_input"
+    )
+
+    assert (thread.status, thread.interruption, thread.interrupts) == (
+        "interrupted",
+        "awaiting_input",
+        PENDING,
+    )
+    assert [t.thread_id for t in listed] == ["t"]
+
+
+async def test_new_input_on_a_waiting_thread_records_the_interrupts_it_discards(
+    store: Store,
+) -> None:
+    await waiting(store, "t")
+
+    admitted = (await store.runs.admit(spec("t"), max_queued=MAX_QUEUED)).run
+
+    assert admitted.discarded_interrupts == (PENDING[0]["id"],)
+    assert (await store.runs.get("t", admitted.run_id)).discarded_interrupts == (PENDING[0]["id"],)
+
+
+async def test_a_queued_run_records_the_interrupts_it_discards_when_it_starts(
+    store: Store,
+) -> None:
+    await store.threads.create("t", {})
+    first = await started(store, "t")
+    queued = (await store.runs.admit(spec("t"), max_queued=MAX_QUEUED)).run
+    assert queued.discarded_interrupts == ()
+
+    ended = await store.runs.finish(first, "success", interrupts=PENDING, then_start=True)
+
+    assert ended is not None and ended.next.run is not None
+    assert ended.next.run.discarded_interrupts == (PENDING[0]["id"],)
+
+
+async def test_the_end_of_a_started_run_ends_the_wait_and_a_rollback_keeps_it(
+    store: Store,
+) -> None:
+    await waiting(store, "t")
+    resume = spec("t", input=None, command={"resume": "yes"})
+    rolled = (await store.runs.admit(resume, max_queued=MAX_QUEUED, start=True)).run
+    await store.runs.cancel("t", rolled.run_id, "rollback")
+    await store.runs.finish(replace(rolled, status="running", attempt=1), "success")
+    after_rollback = await store.threads.get("t")
+
+    answered = (await store.runs.admit(resume, max_queued=MAX_QUEUED, start=True)).run
+    await store.runs.finish(replace(answered, status="running", attempt=1), "success")
+    after_answer = await store.threads.get("t")
+
+    assert (after_rollback.status, after_rollback.interrupts) == ("interrupted", PENDING)
+    assert (after_answer.status, after_answer.interrupts) == ("idle", None)
