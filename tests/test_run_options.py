@@ -53,6 +53,11 @@ class StandInGraph:
 
     async def execute(self, host: RunHost) -> None:
         self.graph.runs.append(host.run)
+        if (host.run.input or {}).get("wait"):  # stops as a LangGraph run at two interrupts
+            interrupts = [
+                {"id": i, "value": "?", "task_id": "k"} for i in (INTERRUPT_A, INTERRUPT_B)
+            ]
+            host.awaiting_input(interrupts, ["tools"])
 
 
 @pytest.fixture
@@ -79,7 +84,7 @@ async def test_every_option_reaches_the_runtime_and_is_shown_and_stored(
 ) -> None:
     client, recorded = lg
     thread = await client.threads.create()
-    first = await client.runs.wait_run(thread["thread_id"], "lg", input={"x": 1})
+    first = await client.runs.wait_run(thread["thread_id"], "lg", input={"wait": True})
     checkpoint_id = (await client.threads.get_state(thread["thread_id"]))["checkpoint_id"]
     assert checkpoint_id and first.run["status"] == "success"
 
@@ -123,6 +128,7 @@ async def test_a_plain_resume_a_goto_and_the_defaults_round_trip(
 ) -> None:
     client, _ = lg
     thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "lg", input={"wait": True})
 
     plain = await client.runs.wait_run(
         thread["thread_id"], "lg", command={"resume": {"approved": True}, "goto": "tools"}
