@@ -52,11 +52,11 @@ async def inflight_runs(conn: Conn, thread_id: str) -> list[RunRecord]:
 _INSERT_COLUMNS = (
     "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
     " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}"
+    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES"
-    f" ({', '.join(f'${n}' for n in range(1, 18 + len(RUN_OPTION_COLUMNS)))}) RETURNING seq"
+    f" ({', '.join(f'${n}' for n in range(1, 19 + len(RUN_OPTION_COLUMNS)))}) RETURNING seq"
 )
 
 
@@ -91,6 +91,14 @@ async def admit(
         )
         if rolled_back is not None:
             raise RequestIdRolledBack(spec.request_id, rolled_back[0], rolled_back[1])
+    # On a thread that is not busy, what the run does to the interrupts its checkpoint waits
+    # on (a busy thread's are decided when the run starts: see `_discarding`).
+    discarded: tuple[str, ...] = ()
+    if status != "busy":
+        pending = await conn.fetchval(
+            "SELECT interrupts FROM threads WHERE thread_id = $1", spec.thread_id
+        )
+        discarded = policy.plan_pending(spec, loads(pending))
     # A thread is BUSY exactly while it has inflight runs: one that is not has none to read.
     inflight = await _inflight_marks(conn, spec.thread_id) if status == "busy" else []
     plan = policy.plan_admission(spec, run_id, inflight, max_queued=max_queued)
@@ -120,6 +128,7 @@ async def admit(
         1 if starting else 0,
         now if starting else None,
         *option_values(spec),
+        dumps(list(discarded)),
     )
     await _set_thread_status(conn, spec.thread_id, "busy", now)
     run = RunRecord(
@@ -147,6 +156,7 @@ async def admit(
         timeout_seconds=spec.timeout_seconds,
         durability=spec.durability,
         **spec_fields(spec),
+        discarded_interrupts=discarded,
     )
     admission = superseded or Admission(run=run)
     admission.run = run
@@ -197,7 +207,7 @@ async def recover(conn: Conn, max_attempts: int, now: int) -> Recovery:
             await conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = $1", run.run_id)
             recovery.requeued += 1
             continue
-        await _settle_thread(conn, run.thread_id, outcome, now)
+        await _settle_thread(conn, run.thread_id, outcome, now, interrupts=None)
     return recovery
 
 
@@ -232,6 +242,8 @@ async def _begun(conn: Conn, run: RunRecord, now: int, written: int) -> Start:
     started = replace(
         run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
     )
+    if run.attempt == 0 and not run.discarded_interrupts and policy.is_new_input(run):
+        started = await _discarding(conn, started)
     if written > 0:
         return Start(run=started, checkpoints=written)
     update = dict(run.input or {})
@@ -239,6 +251,23 @@ async def _begun(conn: Conn, run: RunRecord, now: int, written: int) -> Start:
         conn, run.thread_id, run.run_id, 0, "input", update, now, locked=True
     )
     return Start(run=started, checkpoints=1, input=checkpoint)
+
+
+async def _discarding(conn: Conn, run: RunRecord) -> RunRecord:
+    """`run`, starting over with new input, with the interrupts its thread's latest checkpoint
+    waited on (left by the run before it) recorded as discarded."""
+    pending = loads(
+        await conn.fetchval("SELECT interrupts FROM threads WHERE thread_id = $1", run.thread_id)
+    )
+    if not pending:
+        return run
+    discarded = tuple(policy.pending_ids(pending))
+    await conn.execute(
+        "UPDATE runs SET discarded_interrupts = $1 WHERE run_id = $2",
+        dumps(list(discarded)),
+        run.run_id,
+    )
+    return replace(run, discarded_interrupts=discarded)
 
 
 _END_RUN = (
@@ -255,7 +284,13 @@ interrupted; returns what of its row may have changed while it ran."""
 
 
 async def finish(
-    conn: Conn, run: RunRecord, status: str, error: RunError | None, now: int, then_start: bool
+    conn: Conn,
+    run: RunRecord,
+    status: str,
+    error: RunError | None,
+    now: int,
+    then_start: bool,
+    interrupts: list[dict[str, Any]] | None = None,
 ) -> Ended | None:
     """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
     if await lock_thread(conn, run.thread_id) is None:
@@ -293,7 +328,9 @@ async def finish(
         superseded_by=superseded_by,
         queue_position=None,
     )
-    busy = await _settle_thread(conn, run.thread_id, outcome, now)
+    if outcome == "success" and interrupts is not None:
+        outcome = "awaiting_input"
+    busy = await _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
         return replace(result, next=await start_next(conn, run.thread_id, now, locked=True))
@@ -420,16 +457,30 @@ async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
     await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
 
 
-async def _settle_thread(conn: Conn, thread_id: str, outcome: str, now: int) -> bool:
+_KEEP: Any = object()
+"""`_settle_thread`'s `interrupts` when the run never changed the thread's state."""
+
+
+async def _settle_thread(
+    conn: Conn, thread_id: str, outcome: str, now: int, *, interrupts: Any = _KEEP
+) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
-    returns True)."""
+    returns True). A started run's end also records what the thread's latest checkpoint
+    waits for (see the SQLite backend's `_settle_thread`); a rollback, and a run that never
+    started, leave it."""
+    keep = interrupts is _KEEP or outcome == "rollback"
     settled = await conn.fetchval(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = $1"
-        " AND status IN ('pending', 'running')) THEN 'busy' ELSE $2 END, update_time = $3"
+        " AND status IN ('pending', 'running')) THEN 'busy'"
+        " WHEN $4 AND $2 = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
+        " ELSE $2 END,"
+        " interrupts = CASE WHEN $4 THEN interrupts ELSE $5 END, update_time = $3"
         " WHERE thread_id = $1 RETURNING status",
         thread_id,
         policy.THREAD_STATUS_AFTER[outcome],
         now,
+        keep,
+        None if keep or interrupts is None else dumps(interrupts),
     )
     return bool(settled == "busy")
 

@@ -6,6 +6,7 @@ Each change is one transaction of `run_writes.py`, which begins by locking the t
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 from turnstile_server.errors import RunActive, RunNotFound
 from turnstile_server.ids import new_id
@@ -100,12 +101,13 @@ class Runs:
         *,
         error: RunError | None = None,
         then_start: bool = False,
+        interrupts: builtins.list[dict[str, Any]] | None = None,
     ) -> Ended | None:
         """Ends a running run, or deletes it with its checkpoints if it is being rolled back
         (see `RunStore.finish`). None if the run is gone with its thread."""
         now = now_us()
         return await self._db.write(
-            lambda conn: run_writes.finish(conn, run, status, error, now, then_start)
+            lambda conn: run_writes.finish(conn, run, status, error, now, then_start, interrupts)
         )
 
     async def cancel(
