@@ -5,6 +5,7 @@ says so, a `command` resumes it, and admission refuses what cannot be resumed.""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import pytest
 
 from tests.hitl_graphs import FINAL, hitl_registry
 from tests.support import GATES, client_of
-from turnstile import ConflictError, FailedPreconditionError, TurnstileClient
+from turnstile import (
+    ConflictError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    TurnstileClient,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -331,3 +338,62 @@ async def test_the_interrupt_is_still_pending_after_a_restart_and_the_resume_wor
 
     assert got["interruption"] == "awaiting_input"
     assert result.run["status"] == "success" and FINAL[-1]["decision"] == "approved"
+
+
+# UpdateThreadState: a checkpoint written through the graph's reducers as if a node returned it.
+
+
+async def test_update_state_as_the_asking_node_answers_it_and_next_moves_on(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+
+    written = await client.threads.update_state(
+        thread_id, {"decision": "by hand", "steps": ["manual"]}, as_node="ask"
+    )
+
+    assert written["checkpoint"]["thread_id"] == thread_id
+    assert written["checkpoint"]["checkpoint_id"]
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == (
+        "interrupted",
+        "awaiting_input",
+        {},
+    )  # stopped before `act` now, as after interrupt_before
+    await client.runs.wait(thread_id, "approval")
+    assert FINAL[-1]["decision"] == "by hand"
+    assert FINAL[-1]["steps"] == ["draft", "manual", "act"]  # through the reducer: appended
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_update_state_while_a_run_is_inflight_is_refused_thread_busy(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client, "gate:busy")
+    run = await client.runs.create(thread_id, "approval", command={"resume": "yes"})
+    await asyncio.wait_for(GATES.arrived("gate:busy").wait(), GATE_TIMEOUT)
+
+    with pytest.raises(ConflictError) as caught:
+        await client.threads.update_state(thread_id, {"decision": "no"}, as_node="ask")
+
+    GATES.open("gate:busy")
+    await client.runs.join(thread_id, run["run_id"])
+    assert caught.value.reason == "THREAD_BUSY"
+    assert FINAL[-1]["decision"] == "yes"
+
+
+async def test_update_state_as_an_unknown_node_or_at_an_unknown_checkpoint_is_refused(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+
+    with pytest.raises(InvalidArgumentError) as bad_node:
+        await client.threads.update_state(thread_id, {"decision": "x"}, as_node="nosuch")
+    with pytest.raises(NotFoundError) as bad_checkpoint:
+        await client.threads.update_state(
+            thread_id, {"decision": "x"}, as_node="ask", checkpoint_id=str(uuid.uuid4())
+        )
+
+    assert bad_node.value.reason == "INVALID_NODE_NAMES"
+    assert bad_checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
+    assert (await client.threads.get(thread_id))["interruption"] == "awaiting_input"

@@ -157,3 +157,26 @@ async def test_the_end_of_a_started_run_ends_the_wait_and_a_rollback_keeps_it(
 
     assert (after_rollback.status, after_rollback.interrupts) == ("interrupted", PENDING)
     assert (after_answer.status, after_answer.interrupts) == ("idle", None)
+
+
+async def test_after_an_update_the_thread_says_what_it_waits_for_unless_a_run_is_inflight(
+    store: Store,
+) -> None:
+    await waiting(store, "t")
+
+    answered = await store.threads.after_update("t", None)
+    idle = await store.threads.get("t")
+    waits = await store.threads.after_update("t", [])
+    stopped = await store.threads.get("t")
+    running = await started(store, "t")
+    refused = await store.threads.after_update("t", None)
+    busy = await store.threads.get("t")
+    await store.runs.finish(running, "success")
+
+    assert answered and (idle.status, idle.interrupts) == ("idle", None)
+    assert waits and (stopped.status, stopped.interruption, stopped.interrupts) == (
+        "interrupted",
+        "awaiting_input",
+        [],
+    )
+    assert not refused and busy.status == "busy"

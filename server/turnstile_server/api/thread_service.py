@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from turnstile.v1 import thread_pb2
 from turnstile.v1 import thread_service_pb2 as pb
 from turnstile.v1 import thread_service_pb2_grpc as pb_grpc
 from turnstile_server.api import json_values, wire
@@ -14,6 +15,7 @@ from turnstile_server.errors import (
     CheckpointNotFound,
     InvalidArgument,
     RequestIdReused,
+    ThreadBusy,
     ThreadHasNoGraph,
     UnsupportedByGraph,
 )
@@ -21,6 +23,8 @@ from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
+from turnstile_server.runtime.langgraph import updates
+from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 
@@ -153,20 +157,44 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self, request: pb.UpdateThreadStateRequest, context: Any
     ) -> pb.UpdateThreadStateResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
-        wire.uuid_id(request.checkpoint_id, "checkpoint_id", required=False)
-        wire.to_dict(request.values, "values")
-        await self._store.threads.get(thread_id)
+        checkpoint_id = wire.uuid_id(request.checkpoint_id, "checkpoint_id", required=False)
+        values = wire.to_dict(request.values, "values") if request.HasField("values") else None
+        thread = await self._store.threads.get(thread_id)
         runs, _ = await self._store.runs.list(thread_id, status=None, limit=1, before=None)
         if not runs:
             raise ThreadHasNoGraph(thread_id)
         graph_id = runs[0].graph_id
-        runtime = self._graphs.prepared(graph_id).runtime if graph_id in self._graphs else "unknown"
-        raise UnsupportedByGraph(
-            f"UpdateThreadState writes through a LangGraph graph's reducers; thread {thread_id}"
-            f" last ran graph '{graph_id}', a {runtime} graph",
-            graph_id=graph_id,
-            runtime=runtime,
-            field="thread_id",
+        prepared = self._graphs.prepared(graph_id) if graph_id in self._graphs else None
+        if not isinstance(prepared, LangGraphGraph):
+            runtime = prepared.runtime if prepared is not None else "unregistered"
+            raise UnsupportedByGraph(
+                f"UpdateThreadState writes through a LangGraph graph's reducers; thread"
+                f" {thread_id} last ran graph '{graph_id}', a {runtime} graph",
+                graph_id=graph_id,
+                runtime=runtime,
+                field="thread_id",
+            )
+        if thread.status == "busy":  # a run's writes and this one's would fork the history
+            inflight = [run.run_id for run in runs if run.inflight]
+            raise ThreadBusy(thread_id, inflight)
+        if checkpoint_id and not await self._store.langgraph.get(thread_id, "", checkpoint_id, {}):
+            raise CheckpointNotFound(thread_id, checkpoint_id)
+        updated = await updates.update_state(
+            prepared,
+            self._store.langgraph,
+            thread_id,
+            values,
+            as_node=request.as_node or None,
+            checkpoint_id=checkpoint_id or None,
+        )
+        await self._store.threads.after_update(thread_id, updated.interrupts)
+        ref = updated.checkpoint
+        return pb.UpdateThreadStateResponse(
+            checkpoint=thread_pb2.CheckpointRef(
+                thread_id=ref.thread_id,
+                checkpoint_ns=ref.checkpoint_ns,
+                checkpoint_id=ref.checkpoint_id,
+            )
         )
 
     async def GetThreadHistory(

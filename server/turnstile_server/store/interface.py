@@ -78,6 +78,14 @@ class ThreadStore(Protocol):
         """Merges `metadata` into the thread's metadata."""
         ...
 
+    async def after_update(
+        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
+    ) -> bool:
+        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
+        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
+        a run is inflight (then False, nothing changes: that run's end will say)."""
+        ...
+
     async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
         """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
         ...

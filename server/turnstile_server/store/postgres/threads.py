@@ -115,6 +115,25 @@ class Threads:
         cursor = page[-1]["seq"] if len(rows) > limit else None
         return [thread_from_row(r) for r in page], cursor
 
+    async def after_update(
+        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
+    ) -> bool:
+        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
+        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
+        a run is inflight (then False, nothing changes: that run's end will say)."""
+        now = now_us()
+        updated = await self._db.write(
+            lambda conn: conn.fetchval(
+                "UPDATE threads SET status = $1, interrupts = $2, update_time = $3"
+                " WHERE thread_id = $4 AND status != 'busy' RETURNING 1",
+                "idle" if interrupts is None else "interrupted",
+                None if interrupts is None else dumps(interrupts),
+                now,
+                thread_id,
+            )
+        )
+        return updated is not None
+
     async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
         """Merges `metadata` into the thread's metadata."""
         now = now_us()

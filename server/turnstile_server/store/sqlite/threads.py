@@ -124,6 +124,27 @@ class Threads:
 
         return await self._db.write(update)
 
+    async def after_update(
+        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
+    ) -> bool:
+        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
+        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
+        a run is inflight (then False, nothing changes: that run's end will say)."""
+        now = now_us()
+        row = await self._db.write(
+            lambda conn: conn.one(
+                "UPDATE threads SET status = ?, interrupts = ?, update_time = ?"
+                " WHERE thread_id = ? AND status != 'busy' RETURNING 1",
+                (
+                    "idle" if interrupts is None else "interrupted",
+                    None if interrupts is None else dumps(interrupts),
+                    now,
+                    thread_id,
+                ),
+            )
+        )
+        return row is not None
+
     async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
         """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
         now = now_us()

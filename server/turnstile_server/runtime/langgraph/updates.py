@@ -1,0 +1,84 @@
+"""`UpdateThreadState` for LangGraph threads: `graph.aupdate_state` on Turnstile's saver.
+
+The update is written as if `as_node` had returned `values`, through the graph's reducers, as
+a new checkpoint after the thread's latest (or after `checkpoint_id`, forking the history),
+with LangGraph's metadata `source: update`. It belongs to no run (a later rollback leaves it).
+It goes through the store's LangGraph checkpoints with a channel cache of its own, apart from
+the runs' savers. Afterwards the thread's state says what it now waits for, as after a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from turnstile_server.errors import InvalidArgument
+from turnstile_server.runtime.langgraph.messages import to_json
+from turnstile_server.runtime.snapshot import CheckpointRef
+from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+    from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+
+
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """What an update wrote, and what the thread's latest checkpoint waits for after it
+    (`interrupts` None: nothing; a list, possibly empty: the nodes in `next` wait)."""
+
+    checkpoint: CheckpointRef
+    next: list[str]
+    interrupts: list[dict[str, Any]] | None
+
+
+async def update_state(
+    graph: LangGraphGraph,
+    checkpoints: LangGraphCheckpoints,
+    thread_id: str,
+    values: dict[str, Any] | None,
+    *,
+    as_node: str | None,
+    checkpoint_id: str | None,
+) -> Updated:
+    """Writes the update; InvalidArgument when LangGraph refuses it (an unknown node, an
+    ambiguous writer, values the state does not take)."""
+    from langgraph.errors import InvalidUpdateError
+
+    from turnstile_server.runtime.langgraph.blobs import ChannelCache
+    from turnstile_server.runtime.langgraph.saver import TurnstileSaver
+
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    config = cast("RunnableConfig", {"configurable": configurable})
+    saver = TurnstileSaver(checkpoints, serde=graph.shared.serde, cache=ChannelCache())
+    async with graph.resolved(dict(config), "threads.update") as compiled:
+        if as_node and as_node not in compiled.nodes:
+            raise InvalidArgument(
+                f"as_node: the graph has no node {as_node!r}; its nodes:"
+                f" {', '.join(sorted(n for n in compiled.nodes if not n.startswith('__')))}",
+                reason="INVALID_NODE_NAMES",
+                field="as_node",
+            )
+        bound = compiled.copy(update={"checkpointer": saver})
+        try:
+            written = await bound.aupdate_state(config, values, as_node=as_node or None)
+        except (InvalidUpdateError, ValueError, TypeError) as exc:
+            raise InvalidArgument(
+                f"the graph refused the update: {exc}", reason="INVALID_INPUT", field="values"
+            ) from None
+        latest = cast("RunnableConfig", {"configurable": {"thread_id": thread_id}})
+        state = await bound.aget_state(latest)
+    ref = written["configurable"]
+    interrupts = [
+        {"id": interrupt.id, "value": to_json(interrupt.value), "task_id": task.id}
+        for task in state.tasks
+        for interrupt in task.interrupts
+    ]
+    return Updated(
+        CheckpointRef(thread_id, str(ref["checkpoint_id"]), str(ref.get("checkpoint_ns", ""))),
+        list(state.next),
+        interrupts if state.next else None,
+    )
