@@ -366,3 +366,85 @@ async def test_a_json_command_parses_and_a_native_graph_refuses_it(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "LangGraph" in (caught.value.details() or "")
     assert updating.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.fixture
+async def hitl_client(tmp_path: Any) -> AsyncIterator[JsonClient]:
+    from tests.hitl_graphs import hitl_registry
+    from turnstile_server.config import ServerConfig
+
+    server = await App.start(
+        ServerConfig(host="127.0.0.1", port=0, database=str(tmp_path / "hitl.db")),
+        hitl_registry(),
+    )
+    try:
+        async with grpc.aio.insecure_channel(server.address) as open_channel:
+            json_client = JsonClient(open_channel)
+            for service in sorted(TURNSTILE_SERVICES):
+                await json_client.load(service)
+            yield json_client
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_human_in_the_loop_with_plain_json(hitl_client: JsonClient) -> None:
+    client = hitl_client
+    created = await client.call("turnstile.v1.ThreadService.CreateThread", {})
+    thread_id = created["thread"]["threadId"]
+
+    first = [
+        event
+        async for response in client.stream(
+            "turnstile.v1.RunService.StreamRun",
+            {"threadId": thread_id, "assistantId": "parallel", "input": {}},
+        )
+        for event in response.get("events", [])
+    ]
+    waiting = await client.call("turnstile.v1.ThreadService.GetThread", {"threadId": thread_id})
+    listed = await client.call(
+        "turnstile.v1.ThreadService.ListThreads", {"interruption": "INTERRUPTION_AWAITING_INPUT"}
+    )
+    by_value = {i["value"]: i["id"] for i in waiting["thread"]["interrupts"]}
+    refused = None
+    try:
+        await client.call(
+            "turnstile.v1.RunService.CreateRun",
+            {
+                "threadId": thread_id,
+                "assistantId": "parallel",
+                "command": {"resumeById": {"f" * 32: "?"}},
+            },
+        )
+    except grpc.aio.AioRpcError as error:
+        refused = error.code()
+    events = [
+        event
+        async for response in client.stream(
+            "turnstile.v1.RunService.StreamRun",
+            {
+                "threadId": thread_id,
+                "assistantId": "parallel",
+                "command": {"resumeById": {by_value["left?"]: "L", by_value["right?"]: "R"}},
+                "streamMode": ["STREAM_MODE_UPDATES"],
+            },
+        )
+        for event in response.get("events", [])
+    ]
+    done = await client.call("turnstile.v1.ThreadService.GetThread", {"threadId": thread_id})
+
+    end = first[-1]["data"]
+    assert (first[-1]["event"], end["status"], end["awaiting_input"]) == ("end", "success", True)
+    assert sorted(i["value"] for i in end["interrupts"]) == ["left?", "right?"]
+    thread = waiting["thread"]
+    assert (thread["status"], thread["interruption"]) == (
+        "THREAD_STATUS_INTERRUPTED",
+        "INTERRUPTION_AWAITING_INPUT",
+    )
+    assert set(by_value) == {"left?", "right?"}
+    assert all(i["taskId"] for i in thread["interrupts"])
+    assert thread_id in {t["threadId"] for t in listed["threads"]}
+    assert refused == grpc.StatusCode.FAILED_PRECONDITION
+    assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "success"
+    assert "awaiting_input" not in events[-1]["data"]
+    assert done["thread"]["status"] == "THREAD_STATUS_IDLE"
+    assert "interrupts" not in done["thread"] and "interruption" not in done["thread"]
