@@ -397,3 +397,43 @@ async def test_update_state_as_an_unknown_node_or_at_an_unknown_checkpoint_is_re
     assert bad_node.value.reason == "INVALID_NODE_NAMES"
     assert bad_checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
     assert (await client.threads.get(thread_id))["interruption"] == "awaiting_input"
+
+
+# The strategy x situation matrix's row "thread waiting for input", in both modes.
+
+
+@pytest.mark.parametrize("mode", ["discard", "reject"])
+@pytest.mark.parametrize("strategy", ["reject", "enqueue", "interrupt", "rollback"])
+async def test_new_input_on_a_thread_waiting_for_input(
+    client: TurnstileClient, strategy: Any, mode: Any
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client, "first")
+    [before] = await client.runs.list(thread_id)
+
+    if mode == "reject":
+        with pytest.raises(FailedPreconditionError) as caught:
+            await client.runs.create(
+                thread_id,
+                "approval",
+                input={"request": "second"},
+                multitask_strategy=strategy,
+                on_pending_interrupt=mode,
+            )
+        assert caught.value.reason == "AWAITING_INPUT"
+        assert await client.runs.list(thread_id) == [before]  # nothing written
+        got = await client.threads.get(thread_id)
+        assert [i["id"] for group in got["interrupts"].values() for i in group] == [interrupt_id]
+        return
+    result = await client.runs.wait_run(
+        thread_id,
+        "approval",
+        input={"request": "second"},
+        multitask_strategy=strategy,
+        on_pending_interrupt=mode,
+    )
+    assert result.run["status"] == "success"
+    assert result.run["discarded_interrupts"] == [interrupt_id]
+    assert await client.runs.get(thread_id, before["run_id"]) == before  # never touched
+    got = await client.threads.get(thread_id)
+    [pending] = [i for group in got["interrupts"].values() for i in group]
+    assert pending["value"] == {"question": "approve second?"}  # it started over and asks again
