@@ -145,3 +145,43 @@ async def test_a_run_with_durability_exit_killed_mid_run_resumes_from_its_input(
         ("step", 1),
         ("step", 2),
     ]
+
+
+async def test_sigkill_while_a_thread_waits_for_input_then_restart_and_resume(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "waiting.db"
+    approval = "approval=turnstile_tools.approval:graph"
+    async with serving(database, approval) as (process, address):
+        client = get_client(url=address)
+        thread = await client.threads.create()
+        thread_id = thread["thread_id"]
+        stopped = await client.runs.wait_run(
+            thread_id, "approval", input={"messages": [{"role": "user", "content": "pay bob 100"}]}
+        )
+        before = await client.threads.get(thread_id)
+        await client.close()
+        os.kill(process.pid, signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+
+    async with serving(database, approval) as (_, address):
+        client = get_client(url=address)
+        after = await client.threads.get(thread_id)
+        parts = [
+            part
+            async for part in client.runs.stream(
+                thread_id, "approval", command={"resume": "yes"}, stream_mode="updates"
+            )
+        ]
+        done = await client.threads.get(thread_id)
+        await client.close()
+
+    assert stopped.run["status"] == "success"
+    assert (after["status"], after["interruption"]) == ("interrupted", "awaiting_input")
+    assert after["interrupts"] == before["interrupts"] != {}
+    updates = [part.data for part in parts if part.event == "updates"]
+    assert any("Done: sent $100 to bob." in str(update.get("execute", {})) for update in updates), (
+        updates
+    )
+    assert parts[-1].event == "end" and "awaiting_input" not in parts[-1].data
+    assert done["status"] == "idle"
