@@ -54,9 +54,9 @@ def _gated() -> Any:
 
 
 async def _answer(state: Chat) -> dict[str, Any]:
-    """Answers the last message with its content, as `echo` does."""
-    last = state["messages"][-1] if state.get("messages") else None
-    return {"messages": [AIMessage(f"echo: {last.content if last else ''}")]}
+    """Answers with the last human message's content, as `echo` does."""
+    humans = [m for m in state.get("messages") or [] if m.type == "human"]
+    return {"messages": [AIMessage(humans[-1].content if humans else "")]}
 
 
 def _echo() -> Any:

@@ -5,17 +5,28 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.lg_graphs import lg_registry
 from tests.streams import STEP_TIMEOUT, arrived, create_run, join_run, new_thread, serving
-from tests.support import GATES, STEPS
+from tests.support import GATES, STEPS, client_of, registry
 from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 from turnstile.v1 import run_pb2, run_service_pb2
 from turnstile_server.errors import RunNotFound
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["native", "langgraph"])
+async def either(request: pytest.FixtureRequest, database: str) -> AsyncIterator[TurnstileClient]:
+    """A client of a server whose `gated`, `recording` and `echo` graphs are native, or are
+    LangGraph graphs (`tests/lg_graphs.py`, whose nodes record entry and exit in the step log)."""
+    graphs = registry() if request.param == "native" else lg_registry()
+    async with client_of(database, graphs) as (_, sdk):
+        yield sdk
 
 
 async def test_concurrent_reject_creates_on_an_idle_thread_admit_exactly_one(
@@ -45,8 +56,9 @@ async def test_concurrent_reject_creates_on_an_idle_thread_admit_exactly_one(
 
 
 async def test_bursts_of_interrupt_and_rollback_never_overlap_two_runs_of_a_thread(
-    client: TurnstileClient,
+    either: TurnstileClient,
 ) -> None:
+    client = either
     rng = random.Random(7)
     threads = [(await client.threads.create())["thread_id"] for _ in range(8)]
 
@@ -82,8 +94,9 @@ async def test_bursts_of_interrupt_and_rollback_never_overlap_two_runs_of_a_thre
 
 
 async def test_rollback_restores_the_values_exactly_and_keeps_no_checkpoint_of_the_run(
-    client: TurnstileClient,
+    either: TurnstileClient,
 ) -> None:
+    client = either
     tid = (await client.threads.create())["thread_id"]
     for word in ("one", "two"):
         await client.runs.wait(tid, "echo", input={"messages": [{"role": "user", "content": word}]})

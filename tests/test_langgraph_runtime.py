@@ -104,6 +104,7 @@ def test_what_no_runtime_runs_names_both() -> None:
 
 
 async def test_each_kind_of_factory_is_called_per_run_with_the_run_config(tmp_path: Path) -> None:
+    """(Reads call a factory too, with `threads.read` and no run: only the runs' calls count.)"""
     calls: list[tuple[str, Any]] = []
 
     def zero() -> Any:
@@ -111,7 +112,8 @@ async def test_each_kind_of_factory_is_called_per_run_with_the_run_config(tmp_pa
         return _builder()
 
     def one(config: RunnableConfig) -> Any:
-        calls.append(("one", config["configurable"]["run_id"]))
+        if run_id := config["configurable"].get("run_id"):
+            calls.append(("one", run_id))
         return _builder().compile()
 
     async def two(config: RunnableConfig, runtime: Any) -> Any:
@@ -131,17 +133,19 @@ async def test_each_kind_of_factory_is_called_per_run_with_the_run_config(tmp_pa
         thread = await client.threads.create()
         run_ids = []
         for name in ("zero", "one", "two", "managed", "one"):
+            calls.append(("run", name))
             result = await client.runs.wait_run(thread["thread_id"], name, input=HI)
             assert result.run["status"] == "success", result.run
+            assert result.values["messages"][-1]["content"] == "seen"
             run_ids.append(result.run["run_id"])
-    assert calls == [
-        ("zero", None),
-        ("one", run_ids[1]),
-        ("two", "threads.create_run"),
-        ("managed", "enter"),
-        ("managed", "exit"),
-        ("one", run_ids[4]),
-    ]
+    runs = [i for i, call in enumerate(calls) if call[0] == "run"]
+    per_run = [calls[i + 1 : j] for i, j in zip(runs, [*runs[1:], len(calls)], strict=True)]
+    assert per_run[0][0] == ("zero", None)
+    assert per_run[1] == [("one", run_ids[1])]
+    assert per_run[2][0] == ("two", "threads.create_run")
+    assert ("two", "threads.read") in per_run[2], "the run's values are read through it"
+    assert per_run[3][:2] == [("managed", "enter"), ("managed", "exit")]
+    assert per_run[4] == [("one", run_ids[4])]
 
 
 # Execution
@@ -219,9 +223,9 @@ async def test_values_and_updates_stream_as_langgraph_platform_names_them(tmp_pa
     assert [p.seq for p in parts] == [1, 2, 3, 4, 5]
     assert parts[1].data["messages"][0]["type"] == "human"
     answer = parts[2].data["answer"]["messages"][0]
-    assert answer["type"] == "ai" and answer["content"] == "echo: hi"
+    assert answer["type"] == "ai" and answer["content"] == "hi"
     kept = parts[3].data["messages"][1]
-    assert kept["id"] and {**kept, "id": None} == answer, "add_messages gave it an id"
+    assert kept["id"] and {**kept, "id": None} == {**answer, "id": None}
     assert parts[4].data["status"] == "success"
 
 
@@ -383,3 +387,63 @@ async def test_a_runs_writes_are_refused_once_it_is_gone_or_settled(tmp_path: Pa
             await checkpoints.put(frame, [])
     finally:
         await store.close()
+
+
+class Unwinding(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def _quick(state: Unwinding, config: RunnableConfig) -> dict[str, Any]:
+    return {"messages": [AIMessage("quick")]}
+
+
+async def _stuck(state: Unwinding, config: RunnableConfig) -> dict[str, Any]:
+    from tests.support import STEPS
+
+    configurable = config["configurable"]
+    STEPS.enter(configurable["thread_id"], configurable["run_id"])
+    try:
+        GATES.arrived("stuck").set()
+        await GATES.event("never").wait()
+    except asyncio.CancelledError:
+        GATES.arrived("unwinding").set()
+        await GATES.event("unwound").wait()  # a second cancellation must not cut this short
+        raise
+    finally:
+        STEPS.exit(configurable["thread_id"], configurable["run_id"])
+    return {}
+
+
+def _unwinding() -> Any:
+    builder = StateGraph(Unwinding)
+    builder.add_node("quick", _quick)
+    builder.add_node("stuck", _stuck)
+    builder.add_edge(START, "quick")
+    builder.add_edge(START, "stuck")
+    return builder.compile()
+
+
+async def test_a_run_cancelled_twice_ends_only_once_its_nodes_have_unwound(tmp_path: Path) -> None:
+    """LangGraph, cancelled a second time while it awaits its cancelled tasks, stops waiting
+    for them: the run must not end (and its successor start) before its node has unwound."""
+    from tests.support import STEPS
+
+    graphs = GraphRegistry()
+    graphs.register("unwinding", _unwinding())
+    graphs.register("echo", lg_registry().get("echo"))
+    async with serving(str(tmp_path / "t.db"), graphs) as client:
+        tid = (await client.threads.create())["thread_id"]
+        first = await client.runs.create(tid, "unwinding", input=HI)
+        await asyncio.wait_for(GATES.arrived("stuck").wait(), 10)
+        second = await client.runs.create(tid, "echo", input=HI, multitask_strategy="interrupt")
+        await asyncio.wait_for(GATES.arrived("unwinding").wait(), 10)
+        third = await client.runs.create(tid, "echo", input=HI, multitask_strategy="rollback")
+        # Cancelled twice by now; a third time, which finds it still running (unwinding).
+        await client.runs.cancel(tid, first["run_id"], action="rollback")
+        assert (await client.runs.get(tid, first["run_id"]))["status"] == "running"
+        assert (await client.runs.get(tid, third["run_id"]))["status"] == "pending"
+        GATES.open("unwound")
+        result = await client.runs.join_run(tid, third["run_id"])
+        assert result.run["status"] == "success"
+    assert STEPS.overlaps == []
+    assert second["run_id"] != third["run_id"]

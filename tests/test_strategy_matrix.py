@@ -1,13 +1,17 @@
-"""Every multitask strategy against every situation a thread can be in (SPEC §3)."""
+"""Every multitask strategy against every situation a thread can be in (SPEC §3), on both
+runtimes: the graphs `gated`, `echo` and `failing` are native, or LangGraph stand-ins
+(`tests/lg_graphs.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.support import GATES, eventually
+from tests.lg_graphs import lg_registry
+from tests.support import GATES, client_of, eventually, registry
 from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 
 STRATEGIES: list[MultitaskStrategy] = ["reject", "enqueue", "interrupt", "rollback"]
@@ -20,6 +24,13 @@ SITUATIONS = [
     "after_error",
     "after_interrupted",
 ]
+
+
+@pytest.fixture(params=["native", "langgraph"])
+async def client(request: pytest.FixtureRequest, database: str) -> AsyncIterator[TurnstileClient]:
+    graphs = registry() if request.param == "native" else lg_registry()
+    async with client_of(database, graphs) as (_, sdk):
+        yield sdk
 
 
 @dataclass

@@ -18,6 +18,7 @@ from turnstile_server.graph import GraphRegistry
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
+from turnstile_server.thread_states import ThreadStates
 
 CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
 StreamResponse = TypeVar("StreamResponse", pb.StreamRunResponse, pb.JoinRunStreamResponse)
@@ -37,6 +38,7 @@ class RunService(pb_grpc.RunServiceServicer):
         on_pending_interrupt: str = "discard",
         page_bytes: int = wire.MAX_PAGE_BYTES,
     ) -> None:
+        self._states = ThreadStates(store, graphs)
         self._store = store
         self._scheduler = scheduler
         self._hub = hub
@@ -82,6 +84,13 @@ class RunService(pb_grpc.RunServiceServicer):
         """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run
         (field 1) and the values at its own last checkpoint (field 2, or 3 as JSON text),
         joined once."""
+        values = await self._states.run_values(run)
+        if values is not None:  # a LangGraph run: the values at its own last checkpoint
+            head = codec.field(0x0A, wire.run_message(run).SerializeToString())
+            if json_values.wants_json(context):
+                return head + codec.field(0x1A, json_values.values_json(values))
+            body = codec.struct_body(values, "values")
+            return head + codec.field(0x12, body) if body else head
         if json_values.wants_json(context):
             head = codec.field(0x0A, wire.run_message(run).SerializeToString())
             latest = self._store.checkpoints.latest_live(run.thread_id)

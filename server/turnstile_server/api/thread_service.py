@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,8 +27,10 @@ from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
 from turnstile_server.runtime.langgraph import updates
 from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+from turnstile_server.runtime.snapshot import GraphSnapshot
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
+from turnstile_server.thread_states import ThreadStates
 
 
 class ThreadService(pb_grpc.ThreadServiceServicer):
@@ -46,8 +50,16 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self._hub = hub
         self._graphs = graphs or GraphRegistry()
         self._page_bytes = page_bytes
+        self._states = ThreadStates(store, self._graphs)
 
     async def _message(self, thread: ThreadRecord, context: Any) -> Any:
+        if await self._states.langgraph_of(thread.thread_id) is not None:
+            snapshot = await self._states.latest(thread.thread_id)
+            if json_values.wants_json(context):
+                message = wire.thread_message(thread, {})
+                message.values_json = json_values.values_json(snapshot.values)
+                return message
+            return wire.thread_message(thread, snapshot.values)
         state, _ = await self._store.checkpoints.state(thread.thread_id)
         if json_values.wants_json(context):
             message = wire.thread_message(thread, {})
@@ -128,6 +140,13 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
         checkpoint_id = wire.uuid_id(request.checkpoint_id, "checkpoint_id", required=False)
         await self._store.threads.get(thread_id)
+        if await self._states.langgraph_of(thread_id) is not None:
+            snapshot = await self._states.latest(thread_id, checkpoint_id or None)
+            if checkpoint_id and snapshot.checkpoint is None:
+                raise CheckpointNotFound(thread_id, checkpoint_id)
+            return pb.GetThreadStateResponse(
+                checkpoint=_langgraph_message(snapshot, thread_id, json_values.wants_json(context))
+            )
         checkpoints = self._store.checkpoints
         if checkpoint_id:
             record = await checkpoints.find(thread_id, checkpoint_id)
@@ -201,8 +220,11 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self, request: pb.GetThreadHistoryRequest, context: Any
     ) -> pb.GetThreadHistoryResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
-        limit, cursor = wire.page(request.page_size, request.page_token, default=10)
         await self._store.threads.get(thread_id)
+        graph = await self._states.langgraph_of(thread_id)
+        if graph is not None:
+            return await self._langgraph_history(request, context, graph, thread_id)
+        limit, cursor = wire.page(request.page_size, request.page_token, default=10)
         # One more than the page: the last entry's parent (history folds every row anyway).
         history, next_cursor = await self._store.checkpoints.history(
             thread_id, limit=limit + 1, before=cursor
@@ -226,6 +248,33 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             checkpoints=messages, next_page_token=wire.next_token(next_cursor)
         )
 
+    async def _langgraph_history(
+        self,
+        request: pb.GetThreadHistoryRequest,
+        context: Any,
+        graph: LangGraphGraph,
+        thread_id: str,
+    ) -> pb.GetThreadHistoryResponse:
+        """A LangGraph thread's history page (`ThreadStates.langgraph_history`), capped in
+        bytes like the native one; its page token names the checkpoint it goes on before."""
+        limit, before = _langgraph_page(request.page_size, request.page_token)
+        history, next_before = await self._states.langgraph_history(
+            graph, thread_id, limit=limit, before=before
+        )
+        json = json_values.wants_json(context)
+        page = wire.PageBytes(self._page_bytes)
+        messages = []
+        for index, snapshot in enumerate(history):
+            message = _langgraph_message(snapshot, thread_id, json)
+            if not page.take(message):
+                previous = history[index - 1].checkpoint
+                next_before = previous.checkpoint_id if previous else None
+                break
+            messages.append(message)
+        return pb.GetThreadHistoryResponse(
+            checkpoints=messages, next_page_token=_langgraph_token(next_before)
+        )
+
     async def WatchThread(
         self, request: pb.WatchThreadRequest, context: Any
     ) -> AsyncIterator[pb.WatchThreadResponse]:
@@ -247,3 +296,37 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
                 budget=self._hub.send_budget,
             ):
                 yield encoded(pb.WatchThreadResponse, b"".join(batch))
+
+
+def _langgraph_message(snapshot: GraphSnapshot, thread_id: str, json: bool) -> Any:
+    """A LangGraph state on the wire (its values are plain JSON already, not a `ThreadState`)."""
+    message = checkpoint_message(snapshot, thread_id, values=False)
+    if json:
+        message.values_json = json_values.values_json(snapshot.values)
+    else:
+        message.values.CopyFrom(wire.to_struct(snapshot.values))
+    return message
+
+
+def _langgraph_page(page_size: int, page_token: str) -> tuple[int, str | None]:
+    """The limit and the checkpoint id a LangGraph history page goes on before (its tokens
+    name a LangGraph checkpoint id, where a native history's name a sequence number)."""
+    limit, _ = wire.page(page_size, "", default=10)
+    if not page_token:
+        return limit, None
+    try:
+        text = base64.urlsafe_b64decode(page_token.encode()).decode()
+        prefix, checkpoint_id = text.split(":", 1)
+        if prefix != "g1" or not checkpoint_id:
+            raise ValueError(prefix)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page_token is not a token this server issued",
+            reason="INVALID_PAGE_TOKEN",
+            field="page_token",
+        ) from None
+    return limit, checkpoint_id
+
+
+def _langgraph_token(before: str | None) -> str:
+    return "" if before is None else base64.urlsafe_b64encode(f"g1:{before}".encode()).decode()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from turnstile_server.runtime.interface import RunHost
 from turnstile_server.runtime.langgraph.commands import report_waiting
+from turnstile_server.runtime.langgraph.messages import to_json
 from turnstile_server.runtime.langgraph.streams import Streamer, langgraph_modes
 from turnstile_server.runtime.langgraph.writes import HeldWrites
 from turnstile_server.store import RunRecord
@@ -47,7 +48,32 @@ def run_config(run: RunRecord) -> dict[str, Any]:
 
 
 async def execute(graph: LangGraphGraph, host: RunHost) -> None:
-    """Drives one attempt of the host's run through the graph's `astream`."""
+    """Drives one attempt of the host's run through the graph's `astream`.
+
+    LangGraph runs a superstep's tasks in tasks of its own and, cancelled, cancels and awaits
+    them; but cancelled again while it awaits them, it gives up waiting and lets them run on
+    (`AsyncPregelLoop.__aexit__`). A run cancelled twice (an interrupt, then a rollback) would
+    then end while its node still unwinds, and the next run could start beside it. So LangGraph
+    runs in a task of its own, cancelled once however often the run is, and `execute` returns
+    only once it has unwound whole.
+    """
+    driving = asyncio.ensure_future(_drive(graph, host))
+    try:
+        await asyncio.shield(driving)
+    except asyncio.CancelledError:
+        if not driving.done():
+            driving.cancel()
+        while not driving.done():
+            try:
+                await asyncio.wait([driving])
+            except asyncio.CancelledError:
+                continue  # already cancelled once: it is unwinding
+        if not driving.cancelled():
+            driving.exception()  # retrieved: the run ends cancelled whatever it raised
+        raise
+
+
+async def _drive(graph: LangGraphGraph, host: RunHost) -> None:
     from turnstile_server.runtime.langgraph.saver import TurnstileSaver
 
     run = host.run
@@ -55,17 +81,21 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
     shared = graph.shared
     saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache)
     config = run_config(run)
-    streamer = Streamer(host, subgraphs=bool(getattr(run, "stream_subgraphs", False)))
+    subgraphs = run.stream_subgraphs
+    streamer = Streamer(host, subgraphs=subgraphs)
     async with graph.resolved(config, "threads.create_run") as compiled:
         bound = compiled.copy(update={"checkpointer": saver})
         payload = await _input(run, saver)
         kwargs = _stream_options(compiled, run)
         try:
-            stream_of: Any = bound.astream  # its options are a dict, built per run
-            chunks = stream_of(payload, config, subgraphs=True, **kwargs)
-            async with aclosing(chunks) as stream:
-                async for namespace, mode, data in stream:
-                    streamer.chunk(namespace, mode, data)
+            if "events" in run.stream_mode:
+                await _stream_events(bound, payload, config, kwargs, streamer, host)
+            else:
+                stream_of: Any = bound.astream  # its options are a dict, built per run
+                chunks = stream_of(payload, config, subgraphs=subgraphs, **kwargs)
+                async with aclosing(chunks) as stream:
+                    async for chunk in stream:
+                        streamer.chunk(*_parts(chunk, subgraphs))
         except asyncio.CancelledError:
             # The superstep in flight is discarded: its finished tasks' writes never land,
             # and what the cache remembers of the thread may be a version the run's last put
@@ -83,16 +113,49 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
         await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
 
 
+def _parts(chunk: Any, subgraphs: bool) -> tuple[tuple[str, ...], str, Any]:
+    """(namespace, mode, data) of an `astream` chunk (a list of modes: `(mode, data)`, with
+    subgraphs `(namespace, mode, data)`)."""
+    if subgraphs:
+        namespace, mode, data = chunk
+        return tuple(namespace), mode, data
+    mode, data = chunk
+    return (), mode, data
+
+
+async def _stream_events(
+    bound: Any,
+    payload: Any,
+    config: dict[str, Any],
+    kwargs: dict[str, Any],
+    streamer: Streamer,
+    host: RunHost,
+) -> None:
+    """`astream_events` v2, as LangGraph Platform runs the `events` mode: the root run's
+    `on_chain_stream` events carry the other modes' chunks, every other event is an `events`
+    event (those tagged `langsmith:hidden` are left out)."""
+    root = str(config.setdefault("run_id", uuid.uuid4()))
+    events = bound.astream_events(payload, config, version="v2", subgraphs=True, **kwargs)
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if "langsmith:hidden" in (event.get("tags") or ()):
+                continue
+            if event["event"] == "on_chain_stream" and str(event.get("run_id")) == root:
+                streamer.chunk(*_parts(event["data"]["chunk"], True))
+            elif host.wants("events"):
+                host.emit("events", to_json(event), mode="events")
+
+
 def _stream_options(compiled: Pregel[Any], run: RunRecord) -> dict[str, Any]:
     options: dict[str, Any] = {
         "stream_mode": langgraph_modes(run.stream_mode),
         "durability": run.durability,
     }
     for name in ("interrupt_before", "interrupt_after"):
-        nodes = getattr(run, name, None)
+        nodes: tuple[str, ...] | None = getattr(run, name)
         if nodes:
             options[name] = "*" if tuple(nodes) == ("*",) else list(nodes)
-    context = getattr(run, "context", None)
+    context = run.context
     if context:
         options["context"] = filtered_context(compiled, context)
     return options
@@ -118,7 +181,7 @@ async def _input(run: RunRecord, saver: Any) -> Any:
         config = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
         async for _ in saver.alist(config, filter={"run_id": run.run_id}, limit=1):
             return None
-    command = getattr(run, "command", None)
+    command = run.command
     if command:
         return _command(command)
     return run.input

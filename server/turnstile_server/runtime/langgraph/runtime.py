@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from langgraph.pregel import Pregel
 
     from turnstile_server.runtime.langgraph.blobs import ChannelCache
-    from turnstile_server.store import RunRecord
+    from turnstile_server.store import LangGraphCheckpoints, RunRecord
 
 _KINDS = ("Pregel", "StateGraph")
 
@@ -138,6 +138,7 @@ class _Shared:
 
     _serde: Any = None
     _cache: ChannelCache | None = None
+    _read_cache: ChannelCache | None = None
 
     @property
     def serde(self) -> Any:
@@ -154,6 +155,15 @@ class _Shared:
 
             self._cache = ChannelCache()
         return self._cache
+
+    def reader(self, checkpoints: LangGraphCheckpoints) -> Any:
+        """A saver for state reads (the API's), with a channel cache apart from the runs'."""
+        from turnstile_server.runtime.langgraph.blobs import ChannelCache
+        from turnstile_server.runtime.langgraph.saver import TurnstileSaver
+
+        if self._read_cache is None:
+            self._read_cache = ChannelCache()
+        return TurnstileSaver(checkpoints, serde=self.serde, cache=self._read_cache)
 
 
 @dataclass(frozen=True, slots=True)

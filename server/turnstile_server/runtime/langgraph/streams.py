@@ -45,12 +45,26 @@ class Streamer:
         host = self._host
         if mode != "messages":
             if host.wants(mode):
-                host.emit(mode + suffix, to_json(data), mode=mode)
+                host.emit(mode + suffix, to_json(self._named(mode, data)), mode=mode)
             return
         if host.wants("messages"):
             host.emit("messages" + suffix, to_json(list(data)), mode="messages")
         if host.wants("messages-partial"):
             self._accumulate(suffix, data)
+
+    def _named(self, mode: str, data: Any) -> Any:
+        """A checkpoint's metadata names its run and attempt, as the stored one does (LangGraph
+        streams its own metadata, without what the saver adds)."""
+        if mode == "checkpoints" and isinstance(data, dict):
+            return self._with_run(data)
+        if mode == "debug" and isinstance(data, dict) and data.get("type") == "checkpoint":
+            return {**data, "payload": self._with_run(data.get("payload") or {})}
+        return data
+
+    def _with_run(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        run = self._host.run
+        metadata = {"run_id": run.run_id, "run_attempt": run.attempt}
+        return {**checkpoint, "metadata": {**metadata, **(checkpoint.get("metadata") or {})}}
 
     def _accumulate(self, suffix: str, data: Any) -> None:
         from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
