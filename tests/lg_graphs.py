@@ -4,6 +4,7 @@ and failures, as compiled `StateGraph`s run by the LangGraph runtime."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
@@ -136,3 +137,35 @@ def lg_registry() -> GraphRegistry:
         mixed.register(f"native_{graph_id}", native.get(f"native_{graph_id}"))
     mixed.register("agent", graphs.get("agent"))
     return mixed
+
+
+class FileGatedInput(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    gates: list[str]
+
+
+class FileGated(Chat, total=False):
+    gates: list[str]
+
+
+async def _file_gate(state: FileGated, config: RunnableConfig) -> dict[str, Any]:
+    """Like `_gate`, but a gate is a file `<configurable.gate_dir>/<name>` (across processes)."""
+    gates = list(state.get("gates") or [])
+    name = gates.pop(0)
+    gate_dir = Path(str(config["configurable"].get("gate_dir", ".")))
+    (gate_dir / f"{name}.arrived").touch()
+    while not (gate_dir / name).exists():  # noqa: ASYNC110 - a file, across processes
+        await asyncio.sleep(0.02)
+    return {"messages": [AIMessage(f"passed {name}")], "gates": gates}
+
+
+def _file_gated() -> Any:
+    builder = StateGraph(FileGated, input_schema=FileGatedInput, output_schema=Chat)
+    builder.add_node("gate", _file_gate)
+    builder.add_conditional_edges(START, _more_gates, ["gate", END])
+    builder.add_conditional_edges("gate", _more_gates, ["gate", END])
+    return builder.compile()
+
+
+FILE_GATED = _file_gated()
+"""For a server in another process: `--graph file_gated=tests.lg_graphs:FILE_GATED`."""

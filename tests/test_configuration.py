@@ -31,6 +31,7 @@ CHANGED: dict[str, str] = {
     "run_timeout_seconds": "12.5",
     "durability": "exit",
     "on_pending_interrupt": "reject",
+    "close_tool_calls": "off",
     "stream_retain_seconds": "30",
     "stream_max_events": "500",
     "stream_max_bytes": "4096",

@@ -6,6 +6,8 @@ import asyncio
 import base64
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import support
+from tests.lg_graphs import lg_registry
 from tests.rpc import DOMAIN, ErrorDetails, Stubs, error_info, human_input, random_id, struct
 from turnstile.v1 import (
     assistant_pb2,
@@ -220,6 +223,46 @@ async def test_bad_input_shape_is_invalid_argument_invalid_input(
         lambda: stubs.runs.CreateRun(create_run(thread_id, input=struct(run_input)))
     )
 
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+
+
+@asynccontextmanager
+async def langgraph_stubs(tmp_path: Path) -> AsyncIterator[Stubs]:
+    """Stubs of a server whose test graphs are LangGraph graphs (`tests/lg_graphs.py`)."""
+    async with (
+        support.client_of(str(tmp_path / "lg.db"), lg_registry()) as (app, _),
+        grpc.aio.insecure_channel(app.address) as channel,
+    ):
+        yield Stubs(channel)
+
+
+@pytest.mark.parametrize(
+    ("config", "run_input"),
+    [
+        pytest.param({"recursion_limit": 0}, None, id="recursion-limit-below-1"),
+        pytest.param({"tags": "one"}, None, id="tags-not-a-list"),
+        pytest.param({"configurable": {"a": 1}}, {"a": 1}, id="configurable-beside-context"),
+    ],
+)
+async def test_a_config_langgraph_refuses_is_invalid_argument_invalid_config(
+    tmp_path: Path, config: dict[str, Any], run_input: dict[str, Any] | None
+) -> None:
+    async with langgraph_stubs(tmp_path) as lg_stubs:
+        thread_id = await new_thread(lg_stubs)
+        request = create_run(thread_id, config=struct(config), input=human_input("hi"))
+        if run_input is not None:
+            request.context.CopyFrom(struct(run_input))
+        error = await failure(lambda: lg_stubs.runs.CreateRun(request))
+    assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CONFIG")
+
+
+async def test_input_a_langgraph_graphs_schema_refuses_is_invalid_argument_invalid_input(
+    tmp_path: Path,
+) -> None:
+    async with langgraph_stubs(tmp_path) as lg_stubs:
+        thread_id = await new_thread(lg_stubs)
+        request = create_run(thread_id, assistant_id="gated", input=struct({"gates": 3}))
+        error = await failure(lambda: lg_stubs.runs.CreateRun(request))
     assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
 
 

@@ -111,7 +111,13 @@ class App:
             EventFrames(), config.stream_limits(), thread_epoch=store.threads.next_watch_epoch
         )
         opened.callback(hub.close)
-        runner = Runner(store, registry, hub, timeout_seconds=config.run_timeout_seconds or None)
+        runner = Runner(
+            store,
+            registry,
+            hub,
+            timeout_seconds=config.run_timeout_seconds or None,
+            close_tool_calls=config.close_tool_calls == "on",
+        )
         scheduler = Scheduler(
             store,
             runner,

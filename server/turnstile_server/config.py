@@ -149,6 +149,13 @@ class ServerConfig:
         " (reject)",
         choices=ON_PENDING_INTERRUPT,
     )
+    close_tool_calls: str = option(
+        "on",
+        "when a run is interrupted, close each AI tool call it left without a result with a tool"
+        " message saying it was cancelled, in the run's last checkpoint (on), or leave them"
+        " (off); for runs that do not set `close_tool_calls` (LangGraph graphs)",
+        choices=("on", "off"),
+    )
     stream_retain_seconds: float = option(
         600.0, "keep a run's events this long after it ends", metavar="S"
     )
@@ -259,6 +266,8 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
         if self.durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
+        if self.close_tool_calls not in ("on", "off"):
+            raise ValueError("close_tool_calls must be on or off")
         if self.on_pending_interrupt not in ON_PENDING_INTERRUPT:
             raise ValueError(
                 f"on_pending_interrupt must be one of {', '.join(ON_PENDING_INTERRUPT)}"

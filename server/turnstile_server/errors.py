@@ -54,6 +54,13 @@ class RecursionLimit(GraphFault):
     reason = "RECURSION_LIMIT"
 
 
+class InvalidConfig(InvalidArgument):
+    """A run's config has what LangGraph refuses (a `recursion_limit` below 1, `tags` that are
+    no list of strings, `configurable` beside a `context`, ...)."""
+
+    reason = "INVALID_CONFIG"
+
+
 class NotFound(TurnstileError):
     """A resource does not exist."""
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from turnstile_server.errors import GraphFault, InvalidInput
+from turnstile_server.errors import GraphFault, InvalidInput, RunNotFound
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.run_checkpoints import RunCheckpoints
@@ -54,11 +54,13 @@ class Runner:
         hub: EventHub,
         *,
         timeout_seconds: float | None = None,
+        close_tool_calls: bool = True,
     ) -> None:
         self._store = store
         self._graphs = graphs
         self._hub = hub
         self._timeout_seconds = timeout_seconds
+        self._close_tool_calls = close_tool_calls
 
     async def execute(self, run: RunRecord, start: Start) -> Outcome:
         """Executes `run`, just started as `start` says, until its graph ends, fails, times out
@@ -76,6 +78,8 @@ class Runner:
         try:
             async with deadline:
                 graph = self._graphs.prepared(run.graph_id)
+                if run.close_tool_calls is None:  # the run does not say: the server's default
+                    run = replace(run, close_tool_calls=self._close_tool_calls)
                 host = _Host(self._store, self._hub, run, start)
                 try:
                     await graph.execute(host)
@@ -144,6 +148,13 @@ class _Host:
 
     async def landed(self, write: Write) -> list[CheckpointRecord]:
         return await self._store.checkpoints.landed(write, self.run.thread_id)
+
+    async def cancelled_for(self) -> str | None:
+        try:
+            current = await self._store.runs.get(self.run.thread_id, self.run.run_id)
+        except RunNotFound:  # its thread was deleted
+            return None
+        return current.cancel_action
 
 
 def _failed(run: RunRecord, exc: Exception) -> Outcome:

@@ -15,6 +15,7 @@ from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
@@ -55,8 +56,9 @@ class RunService(pb_grpc.RunServiceServicer):
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
         options = run_options.read(request, default_on_pending_interrupt=self._on_pending_interrupt)
         run_options.check_runtime(options, assistant.graph_id, prepared.runtime)
-        config = _merge_config(assistant.config, wire.to_dict(request.config, "config"))
-        return RunSpec(
+        own_config = wire.to_dict(request.config, "config")
+        config = _merge_config(assistant.config, own_config)
+        spec = RunSpec(
             thread_id=thread_id,
             assistant_id=assistant.assistant_id,
             graph_id=assistant.graph_id,
@@ -79,6 +81,9 @@ class RunService(pb_grpc.RunServiceServicer):
             or self._durability,
             **options.spec_fields(),
         )
+        if isinstance(prepared, LangGraphGraph):  # what LangGraph would refuse, refused now
+            prepared.check_run(spec.input, own_config, spec.context)
+        return spec
 
     async def _ended(self, run: RunRecord, context: Any) -> bytes:
         """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run

@@ -117,6 +117,12 @@ class RunHost(Protocol):
         thread is then INTERRUPTED awaiting input, and its `end` event says so."""
         ...
 
+    async def cancelled_for(self) -> str | None:
+        """Once the run's task is cancelled: what for, as the store has it (`interrupt`,
+        `rollback`), or None when no one cancelled the run itself (a shutdown, the time limit,
+        its thread deleted). `host.run.close_tool_calls` is resolved (never None)."""
+        ...
+
     @property
     def langgraph(self) -> LangGraphCheckpoints:
         """The store's LangGraph checkpoints, for this run's saver only: each write is refused

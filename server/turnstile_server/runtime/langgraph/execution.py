@@ -11,6 +11,7 @@ applied once; when the run had committed no checkpoint yet, its input is applied
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from turnstile_server.runtime.langgraph.messages import to_json
 from turnstile_server.runtime.langgraph.streams import Streamer, langgraph_modes
 from turnstile_server.runtime.langgraph.writes import HeldWrites
 from turnstile_server.store import RunRecord
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from langgraph.pregel import Pregel
@@ -102,6 +105,8 @@ async def _drive(graph: LangGraphGraph, host: RunHost) -> None:
             # never committed (or that a rollback deletes next).
             held.discard()
             shared.cache.forget({run.thread_id})
+            if run.close_tool_calls and await host.cancelled_for() == "interrupt":
+                await _close_tool_calls(bound, config, held)
             raise
         except BaseException as exc:
             await held.flush()  # the state shows the task's error
@@ -111,6 +116,21 @@ async def _drive(graph: LangGraphGraph, host: RunHost) -> None:
             raise mapped from None
         await held.flush()
         await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
+
+
+async def _close_tool_calls(bound: Any, config: dict[str, Any], held: HeldWrites) -> None:
+    """Closes the interrupted run's dangling tool calls in a checkpoint of its own (see
+    `repair`); a failure is logged, never raised over the cancellation."""
+    from turnstile_server.runtime.langgraph.repair import close_dangling
+
+    try:
+        closed = await close_dangling(bound, config)
+        await held.flush()
+    except Exception as exc:
+        log.warning("run %s: dangling tool calls left open: %r", config["metadata"]["run_id"], exc)
+        return
+    if closed:
+        log.info("run %s: closed %d dangling tool calls", config["metadata"]["run_id"], closed)
 
 
 def _parts(chunk: Any, subgraphs: bool) -> tuple[tuple[str, ...], str, Any]:

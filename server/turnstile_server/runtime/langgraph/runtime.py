@@ -212,6 +212,21 @@ class LangGraphGraph:
 
         await execute(self, host)
 
+    def check_run(
+        self,
+        run_input: dict[str, Any] | None,
+        config: dict[str, Any],
+        context: dict[str, Any] | None,
+    ) -> None:
+        """At admission: InvalidConfig or InvalidInput for what LangGraph would refuse (the
+        input is checked against a compiled graph's input schema; a factory's graph is known
+        only per run). See `admission`."""
+        from turnstile_server.runtime.langgraph.admission import check_config, check_input
+
+        check_config(config, context)
+        if self.compiled is not None:
+            check_input(self.compiled, run_input)
+
     def run_config(self, run: RunRecord) -> dict[str, Any]:
         """The run's config for LangGraph (see `execution.run_config`)."""
         from turnstile_server.runtime.langgraph.execution import run_config
