@@ -6,7 +6,13 @@ from typing import Any
 
 from turnstile_server.errors import AlreadyExists, AssistantNotFound
 from turnstile_server.store.postgres.database import Conn, Database
-from turnstile_server.store.postgres.rows import Params, assistant_from_row, dumps, metadata_filter
+from turnstile_server.store.postgres.rows import (
+    Params,
+    assistant_from_row,
+    dumps,
+    filterable,
+    metadata_filter,
+)
 from turnstile_server.store.records import AssistantRecord
 
 _COLUMNS = "assistant_id, graph_id, name, config, metadata, create_time, update_time"
@@ -38,7 +44,7 @@ class Assistants:
                 record.graph_id,
                 record.name,
                 dumps(record.config),
-                dumps(record.metadata),
+                filterable(record.metadata),
                 record.create_time,
                 record.update_time,
             )

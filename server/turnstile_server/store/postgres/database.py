@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from turnstile_server.errors import StoreUnavailable
+from turnstile_server.errors import InvalidArgument, StoreUnavailable
 from turnstile_server.store.postgres.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.QueryCanceledError,
     asyncpg.exceptions.AdminShutdownError,
+)
+
+
+_UNSTORABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
 )
 
 
@@ -169,11 +175,19 @@ class Database:
 
 @contextmanager
 def _unavailable() -> Iterator[None]:
-    """Turns a failed connection or a statement past its deadline into StoreUnavailable."""
+    """Turns a failed connection or a statement past its deadline into StoreUnavailable, and
+    text PostgreSQL cannot hold into InvalidArgument."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"the database failed: {type(exc).__name__}: {exc}") from exc
+    except _UNSTORABLE as exc:
+        # A string with NUL (an id, a request id, a name): PostgreSQL's text cannot hold it,
+        # and no JSON value with \u0000 can be compared as jsonb (JSON kept as text is fine).
+        raise InvalidArgument(
+            "a text field contains the NUL character, which PostgreSQL cannot store",
+            reason="INVALID_TEXT",
+        ) from exc
 
 
 async def landed(future: asyncio.Future[T]) -> T:

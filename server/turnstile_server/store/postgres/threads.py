@@ -10,7 +10,13 @@ from turnstile_server.errors import AlreadyExists, ThreadNotFound
 from turnstile_server.store.postgres.database import Conn, Database
 from turnstile_server.store.postgres.langgraph import delete_langgraph_thread
 from turnstile_server.store.postgres.locks import lock_thread
-from turnstile_server.store.postgres.rows import Params, dumps, metadata_filter, thread_from_row
+from turnstile_server.store.postgres.rows import (
+    Params,
+    dumps,
+    filterable,
+    metadata_filter,
+    thread_from_row,
+)
 from turnstile_server.store.postgres.run_writes import inflight_runs
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 
@@ -56,7 +62,7 @@ class Threads:
                 "INSERT INTO threads (thread_id, metadata, status, create_time, update_time,"
                 " request_id) VALUES ($1, $2, 'idle', $3, $3, $4)",
                 thread_id,
-                dumps(metadata),
+                filterable(metadata),
                 now,
                 request_id or None,
             )
@@ -149,7 +155,7 @@ class Threads:
             merged = {**thread.metadata, **metadata}
             await conn.execute(
                 "UPDATE threads SET metadata = $1, update_time = $2 WHERE thread_id = $3",
-                dumps(merged),
+                filterable(merged),
                 now,
                 thread_id,
             )
