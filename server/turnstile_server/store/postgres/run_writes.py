@@ -64,7 +64,10 @@ async def admit(
     conn: Conn, spec: RunSpec, run_id: str, now: int, max_queued: int, start: bool
 ) -> Admission:
     """Admits a run with its strategy: lock the thread, check, insert, supersede."""
-    status = await lock_thread(conn, spec.thread_id)
+    thread = await conn.fetchrow(
+        "SELECT status, interrupts FROM threads WHERE thread_id = $1 FOR UPDATE", spec.thread_id
+    )
+    status = None if thread is None else thread["status"]
     if status is None:
         if not spec.create_thread:
             raise ThreadNotFound(spec.thread_id)
@@ -91,14 +94,11 @@ async def admit(
         )
         if rolled_back is not None:
             raise RequestIdRolledBack(spec.request_id, rolled_back[0], rolled_back[1])
-    # On a thread that is not busy, what the run does to the interrupts its checkpoint waits
-    # on (a busy thread's are decided when the run starts: see `_discarding`).
+    # On a thread that was idle, what the run does to the interrupts its checkpoint waits on
+    # (a busy thread's are decided when the run starts, by then the last run's end).
     discarded: tuple[str, ...] = ()
-    if status != "busy":
-        pending = await conn.fetchval(
-            "SELECT interrupts FROM threads WHERE thread_id = $1", spec.thread_id
-        )
-        discarded = policy.plan_pending(spec, loads(pending))
+    if thread is not None and status != "busy":
+        discarded = policy.plan_pending(spec, loads(thread["interrupts"]))
     # A thread is BUSY exactly while it has inflight runs: one that is not has none to read.
     inflight = await _inflight_marks(conn, spec.thread_id) if status == "busy" else []
     plan = policy.plan_admission(spec, run_id, inflight, max_queued=max_queued)
@@ -256,9 +256,8 @@ async def _begun(conn: Conn, run: RunRecord, now: int, written: int) -> Start:
 async def _discarding(conn: Conn, run: RunRecord) -> RunRecord:
     """`run`, starting over with new input, with the interrupts its thread's latest checkpoint
     waited on (left by the run before it) recorded as discarded."""
-    pending = loads(
-        await conn.fetchval("SELECT interrupts FROM threads WHERE thread_id = $1", run.thread_id)
-    )
+    text = await conn.fetchval("SELECT interrupts FROM threads WHERE thread_id = $1", run.thread_id)
+    pending = loads(text)
     if not pending:
         return run
     discarded = tuple(policy.pending_ids(pending))
@@ -465,17 +464,21 @@ async def _settle_thread(
     conn: Conn, thread_id: str, outcome: str, now: int, *, interrupts: Any = _KEEP
 ) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
-    returns True). A started run's end also records what the thread's latest checkpoint
-    waits for (see the SQLite backend's `_settle_thread`); a rollback, and a run that never
-    started, leave it."""
+    returns True).
+
+    A started run's end also records what the thread's latest checkpoint waits for:
+    `interrupts` when it stopped waiting for input (`awaiting_input`), nothing otherwise. A
+    rollback, and a run that never started, leave it (the thread's state is what it was), so
+    a rolled-back thread that waited for input waits again (as on SQLite).
+    """
     keep = interrupts is _KEEP or outcome == "rollback"
     settled = await conn.fetchval(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = $1"
         " AND status IN ('pending', 'running')) THEN 'busy'"
-        " WHEN $4 AND $2 = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
-        " ELSE $2 END,"
-        " interrupts = CASE WHEN $4 THEN interrupts ELSE $5 END, update_time = $3"
-        " WHERE thread_id = $1 RETURNING status",
+        " WHEN $4::boolean AND $2::text = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
+        " ELSE $2::text END,"
+        " interrupts = CASE WHEN $4::boolean THEN interrupts ELSE $5::text END,"
+        " update_time = $3 WHERE thread_id = $1 RETURNING status",
         thread_id,
         policy.THREAD_STATUS_AFTER[outcome],
         now,

@@ -104,7 +104,8 @@ class Runs:
         interrupts: builtins.list[dict[str, Any]] | None = None,
     ) -> Ended | None:
         """Ends a running run, or deletes it with its checkpoints if it is being rolled back
-        (see `RunStore.finish`). None if the run is gone with its thread."""
+        (see `RunStore.finish`: `interrupts` says it stopped waiting for input). None if the
+        run is gone with its thread."""
         now = now_us()
         return await self._db.write(
             lambda conn: run_writes.finish(conn, run, status, error, now, then_start, interrupts)
