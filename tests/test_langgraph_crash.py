@@ -79,3 +79,48 @@ async def test_sigkill_mid_langgraph_run_resumes_from_its_last_checkpoint_input_
     assert [c["run_id"] for c in inputs] == [queued["run_id"], cut["run_id"]], "one input each"
     attempts = {c["metadata"]["run_attempt"] for c in history if c["run_id"] == cut["run_id"]}
     assert attempts == {1, 2}, "the resumed attempt's checkpoints say so"
+
+
+async def test_an_exit_durability_langgraph_run_killed_mid_run_resumes_from_its_input_once(
+    tmp_path: Path,
+) -> None:
+    """`exit` commits nothing before the run ends: the resumed attempt applies the input then,
+    and only then (LangGraph had stored no checkpoint of the run)."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    (gates / "a").touch()
+    config = {"configurable": {"gate_dir": str(gates)}}
+    database = tmp_path / "crash.db"
+
+    async with serving(database, GRAPH) as (process, address):
+        client = get_client(url=address)
+        thread_id = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread_id,
+            "file_gated",
+            input={"messages": [{"role": "user", "content": "one"}], "gates": ["a", "b"]},
+            config=config,
+            durability="exit",
+        )
+
+        async def in_step_two() -> None:
+            assert (gates / "b.arrived").exists()
+
+        await eventually(in_step_two, within=STARTUP)
+        await client.close()
+        os.kill(process.pid, signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+
+    (gates / "a.arrived").unlink()
+    (gates / "b").touch()
+    async with serving(database, GRAPH) as (_, address):
+        client = get_client(url=address)
+        try:
+            result = await client.runs.join_run(thread_id, run["run_id"])
+            state = await client.threads.get_state(thread_id)
+        finally:
+            await client.close()
+
+    assert result.run["status"] == "success" and result.run["attempt"] == 2
+    assert (gates / "a.arrived").exists(), "nothing was committed: gate a ran again"
+    assert texts(state) == [("human", "one"), ("ai", "passed a"), ("ai", "passed b")]
