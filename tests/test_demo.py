@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from turnstile_tools.demo import banner, run_demo
+from turnstile_tools.demo import pretty, run_demo
 
 
-def test_banner_matches_langchain_pretty_print() -> None:
-    assert banner("Human Message") == "=" * 32 + " Human Message " + "=" * 33
-    assert len(banner("Ai Message")) == 80
+def test_messages_print_as_the_seed_notebooks_print_them() -> None:
+    call = {"name": "tavily_search_results_json", "args": {"query": "weather in sf"}, "id": "c1"}
+    ai = {"type": "ai", "content": "", "id": "m2", "tool_calls": [{**call, "type": "tool_call"}]}
+    tool = {"type": "tool", "content": "[]", "name": call["name"], "tool_call_id": "c1"}
+    assert pretty({"type": "human", "content": "hi", "id": "m1"}) == (
+        "=" * 32 + " Human Message " + "=" * 33 + "\n\nhi"
+    )
+    assert pretty(ai).splitlines() == [
+        "=" * 34 + " Ai Message " + "=" * 34,
+        "Tool Calls:",
+        "  tavily_search_results_json (c1)",
+        " Call ID: c1",
+        "  Args:",
+        "    query: weather in sf",
+    ]
+    assert pretty(tool).splitlines()[1:] == ["Name: tavily_search_results_json", "", "[]"]
 
 
 async def test_demo_prints_the_four_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

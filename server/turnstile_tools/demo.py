@@ -8,35 +8,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import convert_to_messages
+
 from turnstile import ConflictError, NotFoundError, TurnstileClient, get_client
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
 
-WIDTH = 80
-TITLES = {"human": "Human Message", "ai": "Ai Message", "tool": "Tool Message"}
-
-
-def banner(title: str) -> str:
-    """Returns a title centred in a line of `=`, as langchain's `pretty_print` draws it."""
-    padded = f" {title} "
-    side = (WIDTH - len(padded)) // 2
-    return "=" * side + padded + "=" * (side + len(padded) % 2)
-
 
 def pretty(message: dict[str, Any]) -> str:
-    """Formats one message the way the seed notebooks print it."""
-    lines = [banner(TITLES.get(message.get("type", ""), "Message")), ""]
-    if message.get("type") == "tool":
-        lines += [f"Name: {message.get('name', '')}", ""]
-    if message.get("content"):
-        lines.append(str(message["content"]))
-    calls = message.get("tool_calls") or []
-    if calls:
-        lines.append("Tool Calls:")
-        for call in calls:
-            lines += [f"  {call['name']} ({call['id']})", f" Call ID: {call['id']}", "  Args:"]
-            lines += [f"    {key}: {value}" for key, value in call.get("args", {}).items()]
-    return "\n".join(lines)
+    """Formats one message as the seed notebooks print it: LangChain's `pretty_print` of the
+    message the dict is (the seeds' `convert_to_messages(...)`, then `m.pretty_print()`)."""
+    [converted] = convert_to_messages([message])
+    return converted.pretty_repr()
 
 
 async def show_state(client: TurnstileClient, thread_id: str) -> None:
