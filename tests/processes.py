@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTUP = 30.0
 
 
-async def serve(database: Path, graph: str, *options: str) -> asyncio.subprocess.Process:
-    """Starts `turnstile serve` on a free port with one `--graph` and `options`, stderr piped."""
+async def serve(database: Path, graph: str | None, *options: str) -> asyncio.subprocess.Process:
+    """Starts `turnstile serve` on a free port with one `--graph` (if any) and `options`,
+    stderr piped."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -26,8 +27,7 @@ async def serve(database: Path, graph: str, *options: str) -> asyncio.subprocess
         "0",
         "--database",
         str(database),
-        "--graph",
-        graph,
+        *(["--graph", graph] if graph else []),
         *options,
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
@@ -36,11 +36,11 @@ async def serve(database: Path, graph: str, *options: str) -> asyncio.subprocess
 
 @asynccontextmanager
 async def serving(
-    database: Path, graph: str
+    database: Path, graph: str | None, *options: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """A `serve` process and the address it logs once serving; killed after the block unless
     it has exited."""
-    process = await serve(database, graph)
+    process = await serve(database, graph, *options)
     try:
         assert process.stderr is not None
         address = ""

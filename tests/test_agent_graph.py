@@ -19,8 +19,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from turnstile_server.errors import InvalidInput
+from turnstile_server.graphs.agent import build
 from turnstile_server.graphs.weather import TOOL_NAME, search_results, tavily_search_results_json
-from turnstile_server.graphs.weather_agent import build
 from turnstile_server.graphs.weather_model import NOTHING_TO_ANSWER, WeatherChatModel
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
@@ -140,7 +140,7 @@ async def test_the_search_tool_is_a_langchain_tool_with_a_canned_result() -> Non
     schema = convert_to_openai_tool(tavily_search_results_json)["function"]["parameters"]
     assert set(schema["properties"]) == {"query"}, "its pace is injected, not asked of the model"
     found = await tavily_search_results_json.ainvoke(
-        {"query": "weather in sf"}, {"configurable": {"step_seconds": 0}}
+        {"query": "weather in sf", "state": {}}, {"configurable": {"step_seconds": 0}}
     )
     assert found == search_results("weather in sf")
 
@@ -166,9 +166,30 @@ def recorded_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 async def test_agent_waits_the_input_sleep_before_every_step_until_it_answers(
     graph: Graph, recorded_sleeps: list[float]
 ) -> None:
-    result = await graph.ainvoke(human("weather in sf?", sleep=5), config(step_seconds=None))
+    await graph.ainvoke(human("weather in sf?", sleep=5), config(step_seconds=None))
     assert recorded_sleeps == [5.0, 5.0, 5.0], "model, tool, then the answer"
-    assert result["sleep"] is None, "the next run goes at its own pace"
+    recorded_sleeps.clear()
+    await graph.ainvoke(human("weather in nyc?"), config(step_seconds=None))
+    assert recorded_sleeps[:2] == [0.8, 0.8], "the next question goes at its own pace"
+
+
+async def test_an_interrupted_run_s_sleep_does_not_pace_the_next_question(
+    graph: Graph, recorded_sleeps: list[float]
+) -> None:
+    await graph.ainvoke(human("weather in sf?", sleep=5), config(), interrupt_before=["agent"])
+    assert (await graph.aget_state(config())).next == ("agent",), "cut before its first step"
+    recorded_sleeps.clear()
+    await graph.ainvoke(human("weather in nyc?"), config(step_seconds=0.1))
+    assert 5.0 not in recorded_sleeps and recorded_sleeps[:2] == [0.1, 0.1]
+
+
+async def test_a_resumed_question_keeps_the_pace_its_input_asked_for(
+    graph: Graph, recorded_sleeps: list[float]
+) -> None:
+    await graph.ainvoke(human("weather in sf?", sleep=5), config(), interrupt_after=["agent"])
+    recorded_sleeps.clear()
+    await graph.ainvoke(None, config())
+    assert recorded_sleeps == [5.0, 5.0], "the tool, then the answer"
 
 
 async def test_agent_spreads_the_step_latency_over_the_answer_tokens(

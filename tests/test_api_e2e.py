@@ -110,8 +110,16 @@ async def test_stream_yields_metadata_first_token_chunks_and_end_last(
     assert parts[0].event == "metadata" and parts[-1].event == "end"
     assert parts[-1].data["status"] == "success"
     final = [p for p in parts if p.event == "values"][-1].data["messages"][-1]
-    chunks = "".join(p.data["content"] for p in parts if p.event == "messages")
-    assert chunks == final["content"] and final["type"] == "ai"
+    # The agent is a LangGraph graph: each `messages` event is `[chunk, metadata]`
+    # (LangGraph Platform's messages-tuple), the tool's result among them.
+    answer = [
+        chunk
+        for chunk, metadata in (p.data for p in parts if p.event == "messages")
+        if chunk["id"] == final["id"]
+    ]
+    assert len(answer) > 1, "the answer comes token by token"
+    assert "".join(chunk["content"] for chunk in answer) == final["content"]
+    assert final["type"] == "ai"
 
 
 async def test_failed_run_reports_its_error_and_the_thread_accepts_new_runs(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.processes import ROOT, serving
 from turnstile import get_client
 from turnstile_server.app import App
 from turnstile_server.cli import main
@@ -278,3 +279,25 @@ def test_serve_refuses_a_project_whose_graph_does_not_import_with_one_line(
     err = capsys.readouterr().err
     assert "graph 'g' (./g.py:graph): cannot import it: No module named 'no_such_module_xyz'" in err
     assert "Traceback" not in err
+
+
+async def test_the_example_project_serves_with_one_command_and_answers_through_its_tool(
+    tmp_path: Path,
+) -> None:
+    example = ROOT / "examples" / "langgraph" / "langgraph.json"
+    async with serving(tmp_path / "example.db", None, "--config", str(example)) as (_, address):
+        client = get_client(url=address)
+        try:
+            thread = await client.threads.create()
+            question = {"messages": [{"role": "user", "content": "what is 7 / 2?"}]}
+            result = await client.runs.wait_run(thread["thread_id"], "calculator", input=question)
+            state = await client.threads.get_state(thread["thread_id"])
+        finally:
+            await client.close()
+    assert result.run["status"] == "success"
+    messages = state["values"]["messages"]
+    assert [m["type"] for m in messages] == ["human", "ai", "tool", "ai"]
+    assert messages[1]["tool_calls"][0]["name"] == "divide"
+    assert messages[2]["content"] == "3.5"
+    assert messages[-1]["content"] == "The answer is 3.5."
+    assert result.values["messages"][-1]["content"] == "The answer is 3.5."

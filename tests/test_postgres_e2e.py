@@ -54,7 +54,10 @@ async def lg(
 ) -> AsyncIterator[tuple[TurnstileClient, test_run_options.Recorded]]:
     """The run-options tests' server with their stand-in LangGraph runtime, on PostgreSQL."""
     recorded = test_run_options.Recorded()
-    graphs = GraphRegistry.with_builtins([NativeRuntime(), test_run_options.StandInRuntime()])
+    # The built-in agent is a LangGraph graph, which the stand-in runtime does not run.
+    graphs = GraphRegistry.with_builtins(
+        [NativeRuntime(), test_run_options.StandInRuntime()], omit=("agent",)
+    )
     graphs.register("lg", recorded)
     async with client_of(database, graphs) as (_, client):
         yield client, recorded

@@ -63,7 +63,8 @@ class StandInGraph:
 @pytest.fixture
 async def lg(tmp_path: Path) -> AsyncIterator[tuple[TurnstileClient, Recorded]]:
     recorded = Recorded()
-    graphs = GraphRegistry.with_builtins([NativeRuntime(), StandInRuntime()])
+    # The built-in agent is a LangGraph graph, which the stand-in runtime does not run.
+    graphs = GraphRegistry.with_builtins([NativeRuntime(), StandInRuntime()], omit=("agent",))
     graphs.register("lg", recorded)
     async with client_of(str(tmp_path / "options.db"), graphs) as (_, client):
         yield client, recorded

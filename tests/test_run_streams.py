@@ -46,10 +46,13 @@ async def test_agent_stream_in_every_mode_is_metadata_then_steps_then_end_number
     assert events[0][2] == {"run_id": run.run_id, "thread_id": thread_id, "attempt": 1.0}
     kinds = {event for _, event, _ in events}
     assert kinds == {"metadata", "values", "updates", "messages", "end"}
-    tokens = "".join(data["content"] for _, event, data in events if event == "messages")
     final = events[-2]
     assert final[1] == "values"
-    assert final[2]["messages"][-1]["content"] == tokens, "the chunks make up the answer"
+    answer = final[2]["messages"][-1]
+    # LangGraph's messages-tuple: `[chunk, metadata]`, the tool's result among them.
+    chunks = [data[0] for _, event, data in events if event == "messages"]
+    tokens = "".join(chunk["content"] for chunk in chunks if chunk["id"] == answer["id"])
+    assert answer["content"] == tokens, "the chunks make up the answer"
     assert events[-1][2] == {"status": "success", "reason": "", "action": "", "superseded_by": ""}
 
 

@@ -12,7 +12,6 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from turnstile_server.errors import InvalidArgument, UnknownGraph
-from turnstile_server.graphs.agent import agent
 from turnstile_server.graphs.echo import echo
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import GraphRuntime, PreparedGraph
@@ -33,6 +32,15 @@ __all__ = [
 GRAPH_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 _SPEC_FORM = "name=package.module:attribute"
+
+
+def agent() -> object:
+    """The built-in `agent` (`graphs/agent.py`), registered as a LangGraph graph factory so
+    that a server loads LangGraph (about a second and 50 MB) only once a run or a state read
+    needs it; every call returns the same compiled graph."""
+    from turnstile_server.graphs.agent import graph
+
+    return graph
 
 
 def default_runtimes() -> tuple[GraphRuntime, ...]:

@@ -1,153 +1,72 @@
-"""The `agent` graph: an offline stand-in for the seeds' weather agent.
+"""The `agent` graph: the seeds' weather agent as a LangGraph graph, offline.
 
-It decides each step from the last message alone, so a run resumed on a partial state (an
+A model node and a `ToolNode`, routed by `tools_condition`, as LangGraph's ReAct agent is
+built: a question gets a call of the fake `tavily_search_results_json` tool, its result an
+answer streamed token by token. The model (`weather_model.WeatherChatModel`) is
+deterministic and decides from the last message alone, so a run resumed on a partial state (an
 interrupted run's checkpoints plus a new input) carries on where the conversation stopped.
+
+Each step takes `config["configurable"]["step_seconds"]` (default 0.8), spread over the
+answer's tokens. An input `sleep` makes every step of its question wait that long first: it is
+an `EphemeralValue` (only the run's first step sees it, so it never outlives its run, even an
+interrupted one), which the first step keeps as `pace` for its question's later steps.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
-import re
-import uuid
-import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Annotated, Any, NotRequired, TypedDict
 
-from turnstile_server.errors import InvalidInput
-from turnstile_server.state import new_message_id
+from langchain_core.messages import AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.channels import EphemeralValue
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
 
-if TYPE_CHECKING:
-    from turnstile_server.runtime.context import RunContext
+from turnstile_server.graphs.weather import (
+    Pace,
+    input_pace,
+    paced,
+    step_delay,
+    tavily_search_results_json,
+)
+from turnstile_server.graphs.weather_model import WeatherChatModel
 
-TOOL_NAME = "tavily_search_results_json"
-DEFAULT_STEP_SECONDS = 0.8
-
-_PLACE = re.compile(r"\bin\s+(.+?)[\s?.!]*$", re.IGNORECASE | re.DOTALL)
-_QUERY_PREFIX = "weather in "
-_TOKEN = re.compile(r"\s*\S+\s*")
-_CONDITIONS = ("sunny", "partly cloudy", "overcast", "foggy", "drizzly", "clear and breezy")
+TOOLS = [tavily_search_results_json]
 
 
-async def agent(state: Mapping[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
-    """Answer the last human message: tool call, tool result, then a streamed answer."""
-    sleep = _seconds(ctx.input.get("sleep"), "input.sleep")
-    step = _seconds(ctx.configurable("step_seconds"), "config.configurable.step_seconds")
-    delay = sleep if sleep is not None else (step if step is not None else DEFAULT_STEP_SECONDS)
+class AgentState(TypedDict):
+    """The thread's state: its messages, and the pace an input asked for."""
 
-    messages = state.get("messages") or []
-    last: Mapping[str, Any] | None = messages[-1] if messages else None
-    while last is not None:
-        kind = last.get("type")
-        if kind == "human":
-            await asyncio.sleep(delay)
-            call = _tool_call_message(_text(last.get("content")))
-            yield {"messages": [call]}
-            last = call
-        elif kind == "ai" and last.get("tool_calls"):
-            await asyncio.sleep(delay)
-            results = [_tool_result_message(call) for call in last["tool_calls"]]
-            yield {"messages": results}
-            last = results[-1]
-        elif kind == "tool":
-            answer = _answer(_text(last.get("content")))
-            # With an explicit `sleep` the step waits first, as in the seeds; otherwise the
-            # model's latency is spread over the tokens, as a streaming model would be.
-            tokens = _TOKEN.findall(answer) or [answer]
-            per_token = 0.0 if sleep is not None else delay / len(tokens)
-            if sleep is not None:
-                await asyncio.sleep(sleep)
-            message_id = new_message_id()
-            for token in tokens:
-                await asyncio.sleep(per_token)
-                ctx.emit_message_chunk({"id": message_id, "type": "ai", "content": token})
-            final = {"type": "ai", "content": answer, "id": message_id}
-            yield {"messages": [final]}
-            last = final
-        else:
-            return
+    messages: Annotated[list[AnyMessage], add_messages]
+    sleep: NotRequired[Annotated[float | None, EphemeralValue]]
+    pace: NotRequired[Pace | None]
 
 
-def _seconds(value: Any, path: str) -> float | None:
-    """Validate an optional delay in seconds."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidInput(f"{path}: must be a non-negative number of seconds, got {value!r}")
-    return float(value)
+_model = WeatherChatModel().bind_tools(TOOLS)
 
 
-def _text(content: Any) -> str:
-    """Return the text of a message's content (a string or a list of content blocks)."""
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    if isinstance(content, Sequence):  # a list, or the read-only view of one a graph reads
-        for block in content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
-                parts.append(block["text"])
-    return " ".join(parts)
+async def call_model(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Ask the model about the conversation, at its question's pace."""
+    fresh = input_pace(state)
+    latency, wait_first = step_delay(paced(state), config)
+    reply = await _model.ainvoke(state["messages"], config, latency=latency, wait_first=wait_first)
+    update: dict[str, Any] = {"messages": [reply]}
+    if fresh is not None:
+        update["pace"] = fresh
+    return update
 
 
-def _place(text: str) -> str:
-    """Return the place a weather question asks about, e.g. 'sf' for "weather in sf?"."""
-    match = _PLACE.search(text.strip())
-    place = match.group(1).strip() if match else text.strip()
-    return place or "your area"
+def build() -> StateGraph[AgentState]:
+    """The agent's graph, uncompiled."""
+    builder = StateGraph(AgentState)
+    builder.add_node("agent", call_model)
+    builder.add_node("tools", ToolNode(TOOLS))
+    builder.add_edge(START, "agent")
+    builder.add_conditional_edges("agent", tools_condition)
+    builder.add_edge("tools", "agent")
+    return builder
 
 
-def _tool_call_message(question: str) -> dict[str, Any]:
-    """Return the AI message calling the search tool for the question's place."""
-    call = {
-        "name": TOOL_NAME,
-        "args": {"query": f"{_QUERY_PREFIX}{_place(question)}"},
-        "id": f"call_{uuid.uuid4().hex}",
-        "type": "tool_call",
-    }
-    return {"type": "ai", "content": "", "id": new_message_id(), "tool_calls": [call]}
-
-
-def _tool_result_message(call: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the tool message answering one tool call with a fake search result."""
-    args = call.get("args")
-    query = args.get("query") if isinstance(args, Mapping) else None
-    query = query if isinstance(query, str) and query else _QUERY_PREFIX + "your area"
-    place = query[len(_QUERY_PREFIX) :] if query.startswith(_QUERY_PREFIX) else query
-    # A stable pseudo-forecast per place, so transcripts are reproducible.
-    seed = zlib.crc32(place.lower().encode())
-    celsius = 8 + seed % 22
-    condition = _CONDITIONS[seed % len(_CONDITIONS)]
-    result = {
-        "url": f"https://weather.example.com/search?q={quote(place)}",
-        "content": (
-            f"Current weather in {place}: {condition}, {celsius}°C "
-            f"({round(celsius * 9 / 5 + 32)}°F), wind {3 + seed % 15} km/h."
-        ),
-    }
-    return {
-        "type": "tool",
-        "name": str(call.get("name") or TOOL_NAME),
-        "tool_call_id": str(call.get("id") or ""),
-        "content": json.dumps([result], ensure_ascii=False),
-        "id": new_message_id(),
-    }
-
-
-def _answer(tool_output: str) -> str:
-    """Return the final answer summarising a tool result."""
-    try:
-        results = json.loads(tool_output)
-        finding = results[0]["content"]
-    except (ValueError, LookupError, TypeError):
-        finding = tool_output
-    finding = str(finding).strip() or "nothing useful"
-    return f"According to the search results: {finding} Let me know if you need anything else."
+graph: CompiledStateGraph[AgentState, None, AgentState, AgentState] = build().compile(name="agent")

@@ -11,8 +11,8 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypedDict
 from urllib.parse import quote
 
 from langchain_core.runnables import RunnableConfig
@@ -64,13 +64,50 @@ def answer(tool_output: str) -> str:
     return f"According to the search results: {finding} Let me know if you need anything else."
 
 
-def step_delay(sleep: Any, config: RunnableConfig | None) -> tuple[float, bool]:
-    """How long a step takes, and whether it was asked for explicitly (the input's `sleep`,
+class Pace(TypedDict):
+    """An input's `sleep`, kept for the later steps of the question it came with."""
+
+    seconds: float
+    question: str | None
+    """The id of the human message it paces: a new question goes at its own pace."""
+
+
+def question(messages: Sequence[Any]) -> str | None:
+    """The id of the last human message (a LangChain message or its dict)."""
+    for message in reversed(messages):
+        kind = message.get("type") if isinstance(message, Mapping) else message.type
+        if kind == "human":
+            found = message.get("id") if isinstance(message, Mapping) else message.id
+            return str(found) if found is not None else None
+    return None
+
+
+def input_pace(state: Mapping[str, Any]) -> Pace | None:
+    """The pace the run's own input asks for (`sleep`, seen only by the run's first step);
+    InvalidInput for a bad number."""
+    seconds = _seconds(state.get("sleep"), "input.sleep")
+    if seconds is None:
+        return None
+    return Pace(seconds=seconds, question=question(state.get("messages") or ()))
+
+
+def paced(state: Mapping[str, Any]) -> float | None:
+    """The `sleep` every step of this state's question waits: its input's, if it had one."""
+    fresh = input_pace(state)
+    if fresh is not None:
+        return fresh["seconds"]
+    kept = state.get("pace")
+    if isinstance(kept, Mapping) and kept.get("question") == question(state.get("messages") or ()):
+        return float(kept["seconds"])
+    return None
+
+
+def step_delay(sleep: float | None, config: RunnableConfig | None) -> tuple[float, bool]:
+    """How long a step takes, and whether it was asked for explicitly (an input's `sleep`,
     which a step waits before it starts) rather than the pace (`step_seconds`, default 0.8,
     which the model spreads over the tokens it streams). InvalidInput for a bad number."""
-    explicit = _seconds(sleep, "input.sleep")
-    if explicit is not None:
-        return explicit, True
+    if sleep is not None:
+        return sleep, True
     configurable = (config or {}).get("configurable")
     step = configurable.get("step_seconds") if isinstance(configurable, Mapping) else None
     seconds = _seconds(step, "config.configurable.step_seconds")
@@ -79,13 +116,11 @@ def step_delay(sleep: Any, config: RunnableConfig | None) -> tuple[float, bool]:
 
 @tool(TOOL_NAME)
 async def tavily_search_results_json(
-    query: str,
-    config: RunnableConfig,
-    sleep: Annotated[float | None, InjectedState("sleep")] = None,
+    query: str, config: RunnableConfig, state: Annotated[dict[str, Any], InjectedState]
 ) -> list[dict[str, str]]:
     """A search engine optimized for comprehensive, accurate, and trusted results. Useful for
     when you need to answer questions about current events. Input should be a search query."""
-    seconds, _ = step_delay(sleep, config)
+    seconds, _ = step_delay(paced(state), config)
     await asyncio.sleep(seconds)
     return search_results(query)
 
