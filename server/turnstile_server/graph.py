@@ -34,15 +34,6 @@ GRAPH_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _SPEC_FORM = "name=package.module:attribute"
 
 
-def agent() -> object:
-    """The built-in `agent` (`graphs/agent.py`), registered as a LangGraph graph factory so
-    that a server loads LangGraph (about a second and 50 MB) only once a run or a state read
-    needs it; every call returns the same compiled graph."""
-    from turnstile_server.graphs.agent import graph
-
-    return graph
-
-
 def default_runtimes() -> tuple[GraphRuntime, ...]:
     """Return the runtimes a registry asks by default, in the order it asks them."""
     return (NativeRuntime(), LangGraphRuntime())
@@ -63,9 +54,14 @@ class GraphRegistry:
     ) -> GraphRegistry:
         """Return a registry holding the built-in `agent` and `echo` graphs, but those in omit."""
         registry = cls(runtimes)
-        for graph_id, graph in (("agent", agent), ("echo", echo)):
-            if graph_id not in omit:
-                registry.register(graph_id, graph)
+        if "agent" not in omit:
+            # Imported here, when a server is built, not by the first run: importing LangGraph
+            # takes about a second, which inside a run would stall the server's event loop.
+            from turnstile_server.graphs.agent import graph as agent
+
+            registry.register("agent", agent)
+        if "echo" not in omit:
+            registry.register("echo", echo)
         return registry
 
     def register(self, graph_id: str, graph: object) -> None:
