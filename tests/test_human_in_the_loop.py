@@ -437,3 +437,31 @@ async def test_new_input_on_a_thread_waiting_for_input(
     got = await client.threads.get(thread_id)
     [pending] = [i for group in got["interrupts"].values() for i in group]
     assert pending["value"] == {"question": "approve second?"}  # it started over and asks again
+
+
+# Time travel: a run with checkpoint_id continues from that earlier checkpoint, forking.
+
+
+async def checkpoints_of(client: TurnstileClient, thread_id: str, **options: Any) -> list[Any]:
+    """A chain run's `checkpoints` events, streamed to its end."""
+    stream = client.runs.stream(thread_id, "chain", stream_mode="checkpoints", **options)
+    return [part.data async for part in stream if part.event == "checkpoints"]
+
+
+async def test_a_run_from_an_earlier_checkpoint_forks_the_history_there(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    original = await checkpoints_of(client, thread["thread_id"], input={"request": "x"})
+    [before_act] = [c for c in original if c["next"] == ["act"]]
+    fork_point = before_act["config"]["configurable"]["checkpoint_id"]
+
+    forked = await checkpoints_of(client, thread["thread_id"], checkpoint_id=fork_point)
+
+    assert FINAL[-1]["steps"] == ["draft", "act"]  # act ran again on the state at the fork
+    assert len(FINAL) == 2
+    first, last = forked[0], forked[-1]
+    assert first["parent_config"]["configurable"]["checkpoint_id"] == fork_point
+    assert last["next"] == [] and last["values"]["steps"] == ["draft", "act"]
+    ids = {c["config"]["configurable"]["checkpoint_id"] for c in original}
+    assert not ids & {c["config"]["configurable"]["checkpoint_id"] for c in forked}  # a branch
