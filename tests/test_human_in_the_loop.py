@@ -465,3 +465,24 @@ async def test_a_run_from_an_earlier_checkpoint_forks_the_history_there(
     assert last["next"] == [] and last["values"]["steps"] == ["draft", "act"]
     ids = {c["config"]["configurable"]["checkpoint_id"] for c in original}
     assert not ids & {c["config"]["configurable"]["checkpoint_id"] for c in forked}  # a branch
+
+
+async def test_unknown_nodes_and_an_unknown_checkpoint_are_refused_at_admission(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+
+    with pytest.raises(InvalidArgumentError) as before:
+        await client.runs.create(thread["thread_id"], "chain", interrupt_before=["nosuch"])
+    with pytest.raises(InvalidArgumentError) as goto:
+        await client.runs.create(thread["thread_id"], "chain", command={"goto": "nosuch"})
+    with pytest.raises(NotFoundError) as checkpoint:
+        await client.runs.create(thread["thread_id"], "chain", checkpoint_id=str(uuid.uuid4()))
+
+    assert (before.value.reason, before.value.metadata["field"]) == (
+        "INVALID_NODE_NAMES",
+        "interrupt_before",
+    )
+    assert goto.value.metadata["field"] == "command.goto"
+    assert checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
+    assert await client.runs.list(thread["thread_id"]) == []

@@ -13,8 +13,10 @@ from typing import Any
 from turnstile.v1 import run_pb2, run_service_pb2
 from turnstile_server.api import wire
 from turnstile_server.api.wire import ON_PENDING_INTERRUPT, from_value
-from turnstile_server.errors import InvalidArgument, UnsupportedByGraph
+from turnstile_server.errors import CheckpointNotFound, InvalidArgument, UnsupportedByGraph
 from turnstile_server.policy import is_interrupt_id
+from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints
 
 CreateLike = (
     run_service_pb2.CreateRunRequest
@@ -152,3 +154,33 @@ def _nodes(names: Any, field: str, *, star: bool = True) -> tuple[str, ...] | No
 
 def _bad_nodes(field: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {why}", reason="INVALID_NODE_NAMES", field=field)
+
+
+async def check_langgraph(
+    options: RunOptions, graph: object, checkpoints: LangGraphCheckpoints, thread_id: str
+) -> None:
+    """Refuses what a LangGraph graph cannot do: nodes it does not have (for a compiled graph;
+    a factory's graph is known only per run) and a checkpoint the thread does not have."""
+    if not isinstance(graph, LangGraphGraph):
+        return
+    compiled = graph.compiled
+    if compiled is not None:
+        nodes = {name for name in compiled.nodes if not name.startswith("__")}
+        asked = {
+            "interrupt_before": options.interrupt_before or (),
+            "interrupt_after": options.interrupt_after or (),
+            "command.goto": (options.command or {}).get("goto") or (),
+        }
+        for field, names in asked.items():
+            unknown = [name for name in names if name != ALL_NODES and name not in nodes]
+            if unknown:
+                raise InvalidArgument(
+                    f"{field}: the graph has no node {unknown[0]!r}; its nodes:"
+                    f" {', '.join(sorted(nodes))}",
+                    reason="INVALID_NODE_NAMES",
+                    field=field,
+                )
+    if options.checkpoint_id and not await checkpoints.get(
+        thread_id, "", options.checkpoint_id, {}
+    ):
+        raise CheckpointNotFound(thread_id, options.checkpoint_id)

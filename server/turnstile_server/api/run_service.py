@@ -56,6 +56,7 @@ class RunService(pb_grpc.RunServiceServicer):
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
         options = run_options.read(request, default_on_pending_interrupt=self._on_pending_interrupt)
         run_options.check_runtime(options, assistant.graph_id, prepared.runtime)
+        await run_options.check_langgraph(options, prepared, self._store.langgraph, thread_id)
         own_config = wire.to_dict(request.config, "config")
         config = _merge_config(assistant.config, own_config)
         spec = RunSpec(
