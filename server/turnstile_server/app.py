@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
 from turnstile_server.langgraph_json import load_project, read_project
 from turnstile_server.metrics import Metrics
+from turnstile_server.replica import ReplicaLease
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, open_store
@@ -68,6 +71,7 @@ class App:
         self.health = health_servicer
         self.port = port
         self.metrics = metrics
+        self.lease: ReplicaLease | None = None
 
     @property
     def address(self) -> str:
@@ -167,8 +171,11 @@ class App:
             metrics_port = metrics.serve(config.host, config.metrics_port)
             opened.push_async_callback(metrics.close)
             log.info("metrics on %s:%d", config.host, metrics_port)
+        lease = await _join(config, store, scheduler, opened)
         opened.push_async_callback(scheduler.stop)  # it may have started runs before failing
         await scheduler.start()
+        if lease is not None:
+            await lease.start()
         opened.push_async_callback(server.stop, None)
         await server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -181,7 +188,9 @@ class App:
             "mutual TLS" if config.tls_client_ca else "TLS" if credentials else "plaintext",
             "API keys required" if keys else "no API keys",
         )
-        return cls(config, store, hub, scheduler, server, health_servicer, port, metrics)
+        app = cls(config, store, hub, scheduler, server, health_servicer, port, metrics)
+        app.lease = lease
+        return app
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops gracefully: health NOT_SERVING and new runs refused UNAVAILABLE; running runs
@@ -191,11 +200,33 @@ class App:
         await self.health.enter_graceful_shutdown()
         await self.scheduler.drain(grace)
         await self.scheduler.stop()
+        if self.lease is not None:  # the runs it stopped are taken over at once
+            await self.lease.close()
         await self.server.stop(min(grace, 1.0))
         self.hub.close()
         await self.store.close()
         await self.metrics.close()
         log.info("turnstile stopped")
+
+
+async def _join(
+    config: ServerConfig, store: Store, scheduler: Scheduler, opened: contextlib.AsyncExitStack
+) -> ReplicaLease | None:
+    """On a database replicas share, this replica's lease, joined before any run starts."""
+    replicas = store.replicas
+    if replicas is None:
+        return None
+    name = config.replica_name or f"{socket.gethostname()}:{os.getpid()}"
+    lease = ReplicaLease(
+        replicas,
+        scheduler,
+        name=name,
+        ttl=config.lease_ttl_seconds,
+        beat=config.lease_beat_seconds,
+    )
+    await lease.join()
+    opened.push_async_callback(lease.close)
+    return lease
 
 
 def _project_graphs(config: ServerConfig) -> list[tuple[str, Any]]:

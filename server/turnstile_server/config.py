@@ -177,6 +177,25 @@ class ServerConfig:
     max_page_bytes: int = option(
         4 << 20, "bytes a list answer may carry; a page stops before the entry past it", flag=None
     )
+    replica_name: str = option(
+        "",
+        "PostgreSQL: this replica's name in the log, the metrics and the `replicas` table"
+        " (default HOST:PID)",
+        metavar="NAME",
+    )
+    lease_ttl_seconds: float = option(
+        10.0,
+        "PostgreSQL: how long a replica's lease lasts on the database's clock. A replica that"
+        " cannot renew it in time stops its runs; other replicas resume them once it expired"
+        " (so a replica cut off delays its runs, and their successors, by up to this long)",
+        metavar="S",
+    )
+    lease_beat_seconds: float = option(
+        2.0,
+        "PostgreSQL: how often a replica renews its lease, learns of cancellations it missed,"
+        " sweeps expired leases and polls for runs to claim; at most a third of the lease",
+        metavar="S",
+    )
     shutdown_grace_seconds: float = option(
         10.0,
         "on SIGTERM/SIGINT, how long running runs may go on before they are stopped",
@@ -274,6 +293,10 @@ class ServerConfig:
             )
         if not 0 <= self.run_timeout_seconds <= 366 * 24 * 3600:
             raise ValueError("run_timeout_seconds must be between 0 (no limit) and a year")
+        if not 0.1 <= self.lease_ttl_seconds <= 3600:
+            raise ValueError("lease_ttl_seconds must be between 0.1 s and an hour")
+        if not 0 < self.lease_beat_seconds * 3 <= self.lease_ttl_seconds:
+            raise ValueError("lease_beat_seconds must be above 0 and at most a third of the lease")
         if not 0 <= self.shutdown_grace_seconds <= 3600:
             raise ValueError("shutdown_grace_seconds must be between 0 and an hour")
         if not 0 <= self.stream_retain_seconds <= 7 * 24 * 3600:

@@ -74,6 +74,12 @@ class _Instruments:
             buckets=WAIT_BUCKETS,
             registry=r,
         )
+        self.replica = Gauge(
+            "turnstile_replica",
+            "1 for this replica's name and current incarnation (PostgreSQL; none on SQLite).",
+            ["replica", "incarnation"],
+            registry=r,
+        )
         self.rpc = Histogram(
             "turnstile_rpc_duration_seconds",
             "RPC handling time, to the end of the handler (of the stream, for streaming RPCs).",
@@ -137,6 +143,20 @@ class Metrics:
         or requeued)."""
         if self._on:
             self._queued.update(pending)
+
+    def pending_now(self, pending: Iterable[str]) -> None:
+        """The ids of the runs PENDING in the database now (replicas: admitted anywhere), so
+        the queued gauge does not keep runs another replica started."""
+        if self._on:
+            self._queued.clear()
+            self._queued.update(pending)
+
+    def replica(self, name: str, incarnation: str) -> None:
+        """This replica's name and its incarnation since (re)joining."""
+        log.info("replica %s is incarnation %s", name, incarnation)
+        if self._on:
+            self._on.replica.clear()
+            self._on.replica.labels(name, incarnation).set(1)
 
     def run_started(self, run: RunRecord) -> None:
         """A run went RUNNING: its first attempt, or resumed after a restart."""

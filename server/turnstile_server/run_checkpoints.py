@@ -38,11 +38,18 @@ class RunCheckpoints:
         self._closed = False
 
     async def put(
-        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = True
+        self,
+        frame: CheckpointFrame,
+        blobs: Sequence[BlobRecord],
+        *,
+        require_run: bool = True,
+        epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint of the run (see `LangGraphCheckpoints.put`, `require_run` on)."""
+        """Stores a checkpoint of the run (see `LangGraphCheckpoints.put`, `require_run` on),
+        fenced by its attempt's epoch (whatever the caller passed)."""
         owned = replace(frame, run_id=self._run.run_id)
-        await self._write(lambda: self._store.put(owned, blobs, require_run=True))
+        epoch = self._run.epoch
+        await self._write(lambda: self._store.put(owned, blobs, require_run=True, epoch=epoch))
 
     async def put_writes(
         self,
@@ -53,12 +60,14 @@ class RunCheckpoints:
         writes: Sequence[WriteRecord],
         *,
         require_run: bool = True,
+        epoch: int = 0,
     ) -> None:
-        """Stores a task's writes, as the run's (see `LangGraphCheckpoints.put_writes`)."""
-        run = self._run.run_id
+        """Stores a task's writes, as the run's, fenced by its attempt's epoch (see
+        `LangGraphCheckpoints.put_writes`)."""
+        run, fence = self._run.run_id, self._run.epoch
         await self._write(
             lambda: self._store.put_writes(
-                thread_id, checkpoint_ns, checkpoint_id, run, writes, require_run=True
+                thread_id, checkpoint_ns, checkpoint_id, run, writes, require_run=True, epoch=fence
             )
         )
 

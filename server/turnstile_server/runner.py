@@ -144,7 +144,9 @@ class _Host:
         return (await self._store.checkpoints.live(self.run.thread_id)).copy()
 
     def write(self, steps: Sequence[Step]) -> Write:
-        return self._store.checkpoints.submit(self.run.thread_id, self.run.run_id, list(steps))
+        return self._store.checkpoints.submit(
+            self.run.thread_id, self.run.run_id, list(steps), epoch=self.run.epoch
+        )
 
     async def landed(self, write: Write) -> list[CheckpointRecord]:
         return await self._store.checkpoints.landed(write, self.run.thread_id)

@@ -27,7 +27,17 @@ from turnstile_server.errors import (
 from turnstile_server.events import EventHub
 from turnstile_server.metrics import Metrics
 from turnstile_server.runner import Outcome, Runner, Waiting
-from turnstile_server.store import Admission, Ended, RunError, RunRecord, RunSpec, Start, Store
+from turnstile_server.store import (
+    Admission,
+    AttemptFenced,
+    Ended,
+    ReplicaStore,
+    RunError,
+    RunRecord,
+    RunSpec,
+    Start,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,10 @@ class _Active:
     executing: bool = False
     cancelling: bool = False
     handing_over: bool = False  # `run`'s end is being written with the next run's start
+    abandoned: bool = False  # no longer this replica's (lease lost, taken over): not finished
+    # A run of this thread that a claim started while this start was under way (which then
+    # finds nothing to start): driven under this claim instead.
+    adopted: Start | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -88,6 +102,13 @@ class Scheduler:
         self._endings = Endings()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Replicas sharing the database (`replica.py` keeps the lease): runs admitted on
+        # other replicas are claimed here when slots are free.
+        self._replicas: ReplicaStore | None = getattr(store, "replicas", None)
+        self._paused = False  # the lease was lost: nothing is started until a new one
+        self._claimer: asyncio.Task[None] | None = None
+        self._claim_again = False
+        self.poll_seconds = RETRY_SECONDS  # the lease's beat, once a replica joined
 
     @property
     def running(self) -> int:
@@ -100,18 +121,25 @@ class Scheduler:
         They resume from their last checkpoint as a new attempt, unless they were being
         cancelled (they end so) or have had `max_attempts` attempts (they end ERROR).
         """
+        await self.recover()
+        if self._metrics.enabled:  # the queued gauge counts the runs left pending too
+            self._metrics.runs_recovered(await self._store.runs.pending_ids())
+        for thread_id in await self._store.runs.threads_with_inflight():
+            self._kick(thread_id)
+
+    async def recover(self) -> int:
+        """Settles the runs no process executes any more (on a database replicas share: those
+        whose replica's lease expired; the sweeper calls this every beat); returns how many
+        were requeued."""
         recovery = await self._store.runs.recover(self._max_attempts)
         if recovery.requeued:
-            log.info("resuming %d runs left running by the previous process", recovery.requeued)
+            log.info("resuming %d runs no server executes any more", recovery.requeued)
         for run in recovery.ended:
             log.warning("run %s ended %s at recovery: %s", run.run_id, run.status, run.error)
             self._settle(run, rolled_back=False)
         for run in recovery.deleted:
             self._settle(run, rolled_back=True)
-        if self._metrics.enabled:  # the queued gauge counts the runs left pending too
-            self._metrics.runs_recovered(await self._store.runs.pending_ids())
-        for thread_id in await self._store.runs.threads_with_inflight():
-            self._kick(thread_id)
+        return recovery.requeued
 
     async def drain(self, grace: float) -> None:
         """Refuses new runs and starts no queued one; waits up to `grace` s for running runs."""
@@ -150,7 +178,7 @@ class Scheduler:
         if admission.existing:  # admitted earlier: it may have ended meanwhile
             return await self.wait(run.thread_id, run.run_id)
         # Nothing ran since the admission, so the run has not ended: no read needed.
-        return await self._settled(run.run_id)
+        return await self._settled(run.run_id, run.thread_id)
 
     async def _admit(self, spec: RunSpec) -> Admission:
         # A thread with nothing running here is claimed, so that its run starts in the same
@@ -231,12 +259,31 @@ class Scheduler:
                 raise
             if not run.inflight:
                 return run
-            return await ended
+            return await self._ending(thread_id, run_id, ended)
 
-    async def _settled(self, run_id: str) -> RunRecord:
+    async def _settled(self, run_id: str, thread_id: str = "") -> RunRecord:
         """Returns the run once `_settle` announces its end (the caller knows it is inflight)."""
         with self._endings.watching(run_id) as ended:
+            return await self._ending(thread_id, run_id, ended)
+
+    async def _ending(
+        self, thread_id: str, run_id: str, ended: asyncio.Future[RunRecord]
+    ) -> RunRecord:
+        """Awaits the run's end as announced here; on a database replicas share, the run may
+        end on another replica (it claimed it, or took it over): then its row says so, read
+        every `poll_seconds`."""
+        if self._replicas is None or not thread_id:
             return await ended
+        while True:
+            done, _ = await asyncio.wait({ended}, timeout=self.poll_seconds)
+            if done:
+                return ended.result()
+            try:
+                run = await self._store.runs.get(thread_id, run_id)
+            except Unavailable:
+                continue
+            if not run.inflight:
+                return run
 
     async def delete_thread(self, thread_id: str) -> None:
         """Deletes a thread after stopping its runs; returns once they have unwound."""
@@ -296,7 +343,7 @@ class Scheduler:
     async def _start_next(self, thread_id: str) -> None:
         active = self._claim(thread_id)
         if active is None:
-            if not self._draining and thread_id not in self._active:
+            if not self._draining and not self._paused and thread_id not in self._active:
                 self._ready[thread_id] = None  # no slot: looked at again when one frees
             return
         start = Start()
@@ -317,7 +364,7 @@ class Scheduler:
     def _claim(self, thread_id: str) -> _Active | None:
         """Takes a slot and the thread for a run about to be started, if both are free and no
         other thread waits for a slot ahead of it."""
-        if self._draining or thread_id in self._active:
+        if self._draining or self._paused or thread_id in self._active:
             return None
         if thread_id in self._granted:
             self._granted.discard(thread_id)
@@ -328,7 +375,12 @@ class Scheduler:
         return active
 
     def _release(self, thread_id: str, active: _Active) -> None:
-        """Gives back a claim under which no run started."""
+        """Gives back a claim under which no run started (or drives the run a claim of
+        another thread's start adopted onto it)."""
+        if active.adopted is not None and not self._stopping:
+            adopted, active.adopted = active.adopted, None
+            self._launch_queued(active, adopted)
+            return
         del self._active[thread_id]
         self._slots -= 1
         active.done.set()
@@ -350,6 +402,8 @@ class Scheduler:
         if started.run_id in active.stop_first:
             self._stop_task(active.stop_first[started.run_id])
         active.task = asyncio.create_task(self._drive(active, start), name=f"run {started.run_id}")
+        if self._paused or active.abandoned:  # started as the lease was lost: not ours to run
+            self._abandon(active)
 
     def _launch_queued(self, active: _Active, start: Start) -> None:
         """Drives a run that was queued, maybe with others behind it: its thread is looked at
@@ -373,7 +427,7 @@ class Scheduler:
                 try:
                     outcome = await self._runner.execute(run, start)
                 except asyncio.CancelledError:
-                    if not active.cancelling or self._stopping:
+                    if not active.cancelling or self._stopping or active.abandoned:
                         raise
                     task = asyncio.current_task()
                     if task is not None:
@@ -387,16 +441,27 @@ class Scheduler:
                 finally:
                     active.executing = False
             ended = await self._finish(run, outcome, active)
+        except AttemptFenced as exc:
+            # Another replica holds the run now (this one's lease expired), or it ended: this
+            # attempt wrote nothing after it lost the run, and announces nothing.
+            log.warning("run %s: this attempt lost the run and stops: %s", run.run_id, exc)
+            return
         except Exception:
             log.exception("finishing run %s failed; it resumes at the next start", run.run_id)
             return
         finally:
             following = ended.next if ended is not None else Start()
+            adopted, active.adopted = active.adopted, None
             del self._active[run.thread_id]
             self._slots -= 1
             self._metrics.run_stopped(run)
             active.done.set()
-            if following.run is None:
+            if adopted is not None and following.run is None and not self._stopping:
+                # A claim started the thread's next run while this one ended (rare: the
+                # thread was not excluded from it in time): driven here now.
+                self._slots += 1
+                self._launch_queued(self._active.setdefault(run.thread_id, _Active(None)), adopted)
+            elif following.run is None:
                 self._kick_again(run.thread_id)
                 self._kick_ready()
         if ended is None:
@@ -463,6 +528,117 @@ class Scheduler:
         self._metrics.cancel_requested(run)
         if active.executing and active.task is not None:
             active.task.cancel(f"cancelled: {run.cancel_reason}")
+
+    # Replicas sharing the database: what `replica.ReplicaLease` asks of the scheduler.
+
+    def joined(self, name: str, incarnation: str) -> None:
+        """This replica (re)joined the database as `incarnation`."""
+        self._metrics.replica(name, incarnation)
+
+    def executing(self) -> dict[str, int]:
+        """The runs this replica executes: run id -> its attempt's epoch."""
+        return {
+            a.run.run_id: a.run.epoch
+            for a in self._active.values()
+            if a.run is not None and not a.abandoned
+        }
+
+    def cancelled_elsewhere(self, thread_id: str, run_id: str) -> None:
+        """A run executing here was cancelled (or its thread deleted) on some replica: it
+        stops at its next await and is finished once unwound, then its thread's next run
+        starts here in the same write."""
+        active = self._active.get(thread_id)
+        if active is None or active.run is None or active.run.run_id != run_id:
+            return
+        if active.cancelling or active.abandoned:
+            return
+        log.info("run %s was cancelled on another replica: stopping it here", run_id)
+        self._recheck.add(thread_id)
+        self._stop_task(active.run)
+
+    def cancelled_here(self, run_ids: list[str]) -> None:
+        """`cancelled_elsewhere` for runs known by id (the heartbeat's report)."""
+        for active in list(self._active.values()):
+            if active.run is not None and active.run.run_id in run_ids:
+                self.cancelled_elsewhere(active.run.thread_id, active.run.run_id)
+
+    def lost(self, run_ids: list[str]) -> None:
+        """Runs executing here that are no longer this replica's (ended, deleted or taken
+        over): stopped without being finished (their writes would be refused anyway)."""
+        for active in list(self._active.values()):
+            if active.run is not None and active.run.run_id in run_ids:
+                self._abandon(active)
+
+    async def pause(self) -> None:
+        """The lease is lost: stops every run executing here without finishing it (another
+        replica resumes them) and starts none until `resume`; returns once they unwound."""
+        self._paused = True
+        actives = list(self._active.values())
+        for active in actives:
+            self._abandon(active)
+        if actives:
+            log.warning("stopping %d runs: this replica no longer holds them", len(actives))
+        await asyncio.gather(*(active.done.wait() for active in actives))
+
+    def resume(self) -> None:
+        """Starts runs again, under a new lease."""
+        self._paused = False
+        self.claim_soon()
+
+    async def sweep(self) -> None:
+        """Takes over the runs of replicas whose lease expired (see `recover`)."""
+        if await self.recover():
+            self.claim_soon()
+        if self._metrics.enabled:
+            self._metrics.pending_now(await self._store.runs.pending_ids())
+
+    def claim_soon(self) -> None:
+        """Claims runs admitted on other replicas while slots are free (a NOTIFY, a poll)."""
+        if self._replicas is None or self._stopping:
+            return
+        if self._claimer is not None:
+            self._claim_again = True
+            return
+        self._claimer = asyncio.create_task(self._claim_loop(), name="claim")
+        self._own(self._claimer)
+
+    def _may_claim(self) -> bool:
+        return (
+            not (self._draining or self._paused or self._stopping or self._ready)
+            and self._slots + len(self._granted) < self._max_running
+        )
+
+    async def _claim_loop(self) -> None:
+        assert self._replicas is not None
+        try:
+            again = True
+            while again:
+                self._claim_again = False
+                while self._may_claim():
+                    start = await self._replicas.claim(list(self._active))
+                    if start.run is None:
+                        break
+                    thread_id = start.run.thread_id
+                    existing = self._active.get(thread_id)
+                    if existing is not None:
+                        # A start of this thread began here meanwhile: it finds the run
+                        # started, and drives it once its own start (or run) is over.
+                        existing.adopted = start
+                        continue
+                    self._slots += 1
+                    active = self._active[thread_id] = _Active(None)
+                    self._launch_queued(active, start)
+                again = self._claim_again
+        except Exception as exc:
+            level = logging.WARNING if isinstance(exc, Unavailable) else logging.ERROR
+            log.log(level, "claiming runs failed; the next beat tries again", exc_info=exc)
+        finally:
+            self._claimer = None
+
+    def _abandon(self, active: _Active) -> None:
+        active.abandoned = True
+        if active.task is not None:
+            active.task.cancel("no longer this replica's run")
 
     def _settle(self, run: RunRecord, *, rolled_back: bool, waiting: Waiting | None = None) -> None:
         """Announces a run's end: its stream's `end` event and its waiters; the end of a run

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from turnstile_server.state import ThreadState
@@ -165,18 +167,27 @@ class CheckpointStore(Protocol):
     """Checkpoints (each holds its step's update) and the thread states folded from them."""
 
     async def put(
-        self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
+        self,
+        thread_id: str,
+        run_id: str,
+        step: int,
+        source: str,
+        update: dict[str, Any],
+        *,
+        epoch: int = 0,
     ) -> CheckpointRecord:
         """Appends a checkpoint; it lands even if the caller is cancelled meanwhile (the
         caller then waits for it). ThreadNotFound if the thread, or the run, is gone: a run's
-        writes never outlive it, even into a thread created again under the same id."""
+        writes never outlive it, even into a thread created again under the same id. With
+        `epoch` (the attempt's fencing token), AttemptFenced and nothing written unless that
+        attempt still holds the run."""
         ...
 
     def submit(
-        self, thread_id: str, run_id: str, steps: Steps
+        self, thread_id: str, run_id: str, steps: Steps, *, epoch: int = 0
     ) -> asyncio.Future[builtins.list[CheckpointRecord]]:
         """Queues `steps` as one write, for good, and returns it at once (await it with
-        `landed`)."""
+        `landed`); `epoch` as for `put`."""
         ...
 
     async def landed(
@@ -217,6 +228,61 @@ class CheckpointStore(Protocol):
         self, thread_id: str, *, limit: int, before: int | None
     ) -> tuple[builtins.list[tuple[CheckpointRecord, dict[str, Any]]], int | None]:
         """Lists checkpoints newest first with the values at each; returns the next cursor."""
+        ...
+
+
+class AttemptFenced(Exception):
+    """A write of an attempt that no longer holds its run: its epoch is older than the run's,
+    the run is not running, or its replica's lease expired. Nothing of the write is kept; the
+    attempt stops and writes nothing more (another replica resumes or finished the run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A renewed lease, and the runs the replica executes that it must stop: cancelled
+    (`cancel`, finished by the replica once unwound) or no longer its own (`lost`: ended,
+    deleted or taken over; nothing more of them is written)."""
+
+    cancel: builtins.list[str] = field(default_factory=list)
+    lost: builtins.list[str] = field(default_factory=list)
+
+
+class ReplicaStore(Protocol):
+    """A replica's lease on a database that several replicas share (PostgreSQL): its
+    incarnation, renewed on the database's clock, and the signals between replicas."""
+
+    @property
+    def incarnation(self) -> str:
+        """This incarnation's id ("" before `join`); the owner of the runs it starts."""
+        ...
+
+    async def join(self, name: str, ttl: float) -> str:
+        """Starts a new incarnation with a lease of `ttl` s; returns its id."""
+        ...
+
+    async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
+        """Extends the lease by `ttl` s from now on the database's clock, unless it expired
+        (None: the incarnation is over); reports which of `running` (run id -> epoch) to stop."""
+        ...
+
+    async def leave(self) -> None:
+        """Ends the lease now: its runs are taken over at once by the other replicas."""
+        ...
+
+    async def claim(self, exclude: builtins.list[str]) -> Start:
+        """Starts the first pending run of a ready thread no other transaction holds (not
+        one of `exclude`), as this incarnation's, in one transaction."""
+        ...
+
+    async def listen(
+        self, on_cancel: Callable[[str, str], None], on_ready: Callable[[], None]
+    ) -> bool:
+        """Makes sure a connection listens for cancellations (thread id, run id) and for runs
+        ready to be claimed; returns whether it was (re)connected now."""
+        ...
+
+    async def unlisten(self) -> None:
+        """Closes the listening connection."""
         ...
 
 
@@ -268,6 +334,11 @@ class Store(Protocol):
     @property
     def langgraph(self) -> LangGraphCheckpoints:
         """LangGraph's checkpoints, blobs and writes (`store/langgraph_checkpoints.py`)."""
+        ...
+
+    @property
+    def replicas(self) -> ReplicaStore | None:
+        """The leases of the replicas sharing the database; None for a one-process backend."""
         ...
 
     async def close(self) -> None:

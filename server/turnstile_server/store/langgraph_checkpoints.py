@@ -86,14 +86,21 @@ class LangGraphCheckpoints(Protocol):
     """
 
     async def put(
-        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+        self,
+        frame: CheckpointFrame,
+        blobs: Sequence[BlobRecord],
+        *,
+        require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Stores a checkpoint and the blobs of the channel versions it introduced (a blob
         already stored under the same channel and version is kept).
 
         With `require_run` (a run's own writes), ThreadNotFound and nothing written unless the
         run `frame.run_id` of `frame.thread_id` still exists, checked in the same transaction:
-        a deleted or rolled-back run's writes never land, even into a thread created again."""
+        a deleted or rolled-back run's writes never land, even into a thread created again.
+        With `epoch` (the attempt's fencing token), AttemptFenced and nothing written unless
+        that attempt still holds the run (a backend shared by replicas checks it)."""
         ...
 
     async def put_writes(
@@ -105,10 +112,11 @@ class LangGraphCheckpoints(Protocol):
         writes: Sequence[WriteRecord],
         *,
         require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Stores a task's writes against a checkpoint: a regular write (idx >= 0) already
         stored is kept, a special one (idx < 0: error, interrupt, ...) is replaced.
-        `require_run` as for `put`."""
+        `require_run` and `epoch` as for `put`."""
         ...
 
     async def get(

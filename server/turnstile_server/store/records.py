@@ -121,6 +121,9 @@ class RunRecord:
     """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
     discarded_interrupts: tuple[str, ...] = ()
     """The ids of the interrupts the thread waited on that this run's new input superseded."""
+    epoch: int = 0
+    """The fencing token of the attempt executing the run, which every write of that attempt
+    presents (a backend shared by replicas bumps it at each claim); 0: unfenced (SQLite)."""
 
     @property
     def inflight(self) -> bool:

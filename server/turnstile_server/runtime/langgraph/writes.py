@@ -36,9 +36,15 @@ class HeldWrites:
         self._held: list[_Held] = []
 
     async def put(
-        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+        self,
+        frame: CheckpointFrame,
+        blobs: Sequence[BlobRecord],
+        *,
+        require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
-        """Writes the writes held against the frame's parent (its step is complete), then it."""
+        """Writes the writes held against the frame's parent (its step is complete), then it
+        (the run's `RunCheckpoints` below present its attempt's epoch)."""
         if frame.parent_id is not None:
             await self._flush(
                 lambda h: (
@@ -58,6 +64,7 @@ class HeldWrites:
         writes: Sequence[WriteRecord],
         *,
         require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Holds a task's writes (they land with the step's checkpoint or the run's end)."""
         self._held.append((thread_id, checkpoint_ns, checkpoint_id, run_id, list(writes)))

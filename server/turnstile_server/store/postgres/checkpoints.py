@@ -25,6 +25,7 @@ from turnstile_server.errors import ThreadNotFound
 from turnstile_server.ids import new_id
 from turnstile_server.state import ThreadState
 from turnstile_server.store.postgres.database import Conn, Database, landed
+from turnstile_server.store.postgres.fence import fence
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import Row, checkpoint_from_row, dumps, loads
 from turnstile_server.store.records import CheckpointRecord, now_us
@@ -40,25 +41,42 @@ class Checkpoints:
         self._cache: OrderedDict[str, tuple[CheckpointRecord, ThreadState]] = OrderedDict()
 
     async def put(
-        self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
+        self,
+        thread_id: str,
+        run_id: str,
+        step: int,
+        source: str,
+        update: dict[str, Any],
+        *,
+        epoch: int = 0,
     ) -> CheckpointRecord:
         """Appends a checkpoint holding `update`; ThreadNotFound if the thread or the run is
-        gone. It lands even if the caller is cancelled meanwhile (the caller waits for it)."""
-        written = self.submit(thread_id, run_id, [(step, source, update)])
+        gone, AttemptFenced if `epoch`'s attempt no longer holds the run. It lands even if
+        the caller is cancelled meanwhile (the caller waits for it)."""
+        written = self.submit(thread_id, run_id, [(step, source, update)], epoch=epoch)
         return (await self.landed(written, thread_id))[0]
 
     def submit(
-        self, thread_id: str, run_id: str, steps: list[tuple[int, str, dict[str, Any]]]
+        self,
+        thread_id: str,
+        run_id: str,
+        steps: list[tuple[int, str, dict[str, Any]]],
+        *,
+        epoch: int = 0,
     ) -> asyncio.Future[list[CheckpointRecord]]:
         """Starts writing a checkpoint per `(step, source, update)`, in order, in one
-        transaction, for good, and returns the write at once (await it with `landed`)."""
+        transaction, for good, and returns the write at once (await it with `landed`); with
+        `epoch`, only while that attempt holds the run (`fence.py`)."""
         now = now_us()
 
         async def write(conn: Conn) -> list[CheckpointRecord]:
             if await lock_thread(conn, thread_id) is None:
                 raise ThreadNotFound(thread_id)
+            await fence(conn, run_id, epoch)
             return [
-                await insert_checkpoint(conn, thread_id, run_id, step, source, update, now)
+                await insert_checkpoint(
+                    conn, thread_id, run_id, step, source, update, now, epoch=epoch
+                )
                 for step, source, update in steps
             ]
 
@@ -196,6 +214,7 @@ async def insert_checkpoint(
     now: int,
     *,
     locked: bool = True,
+    epoch: int = 0,
 ) -> CheckpointRecord:
     """Inserts a checkpoint inside a write that holds the thread's row lock; ThreadNotFound
     if the run is gone. The run's row is looked for, not only the thread's: a thread deleted
@@ -213,7 +232,8 @@ async def insert_checkpoint(
     checkpoint_id = new_id()
     seq = await conn.fetchval(
         "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
-        " update_json, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+        " update_json, create_time, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " RETURNING seq",
         checkpoint_id,
         thread_id,
         run_id,
@@ -221,5 +241,6 @@ async def insert_checkpoint(
         source,
         dumps(update),
         now,
+        epoch or None,
     )
     return CheckpointRecord(seq, checkpoint_id, thread_id, run_id, step, source, update, now)

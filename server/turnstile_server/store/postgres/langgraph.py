@@ -20,6 +20,7 @@ from turnstile_server.store.langgraph_checkpoints import (
     WriteRecord,
 )
 from turnstile_server.store.postgres.database import Conn, Database
+from turnstile_server.store.postgres.fence import fence
 from turnstile_server.store.postgres.rows import Params, Row
 
 _FRAME_COLUMNS = (
@@ -42,12 +43,23 @@ class PostgresLangGraphCheckpoints:
         self._db = db
 
     async def put(
-        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+        self,
+        frame: CheckpointFrame,
+        blobs: Sequence[BlobRecord],
+        *,
+        require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Stores a checkpoint and its new blobs in one transaction (with `require_run`, only
-        while the run's row exists: see `_check_run`)."""
+        while the run's row exists: see `_check_run`; with `epoch`, only while that attempt
+        holds the run: `fence.py`)."""
         blob_list = list(blobs)
-        await self._db.write(lambda conn: _put(conn, frame, blob_list, require_run))
+
+        async def put(conn: Conn) -> None:
+            await fence(conn, frame.run_id, epoch)
+            await _put(conn, frame, blob_list, require_run)
+
+        await self._db.write(put)
 
     async def put_writes(
         self,
@@ -58,12 +70,18 @@ class PostgresLangGraphCheckpoints:
         writes: Sequence[WriteRecord],
         *,
         require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
-        """Stores a task's writes against a checkpoint in one transaction (`require_run` as
-        for `put`)."""
+        """Stores a task's writes against a checkpoint in one transaction (`require_run` and
+        `epoch` as for `put`)."""
         key = (thread_id, checkpoint_ns, checkpoint_id)
         write_list = list(writes)
-        await self._db.write(lambda conn: _put_writes(conn, key, run_id, write_list, require_run))
+
+        async def put_writes(conn: Conn) -> None:
+            await fence(conn, run_id, epoch)
+            await _put_writes(conn, key, run_id, write_list, require_run)
+
+        await self._db.write(put_writes)
 
     async def get(
         self,

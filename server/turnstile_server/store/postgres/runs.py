@@ -83,8 +83,8 @@ class Runs:
     async def recover(self, max_attempts: int) -> Recovery:
         """Settles the runs left RUNNING, in one transaction (see `RunStore.recover`).
 
-        On a database several replicas share this settles theirs too: until runs are held
-        under leases (docs/storage.md), one replica at a time executes runs."""
+        Every run left RUNNING, a live replica's too: the store replicas open is
+        `replica_runs.ReplicaRuns`, whose `recover` is the sweeper (expired leases only)."""
         now = now_us()
         return await self._db.write(lambda conn: run_writes.recover(conn, max_attempts, now))
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from turnstile_server.store.postgres.leases_schema import LEASES_MIGRATION
+
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x7475726E  # "turn": the advisory lock key migrations hold
@@ -154,6 +156,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN discarded_interrupts TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE threads ADD COLUMN interrupts TEXT;
     """,
+    # 3: replicas' leases, runs' epochs and owners, checkpoints' epochs, the attempts' audit.
+    LEASES_MIGRATION,
 ]
 
 

@@ -6,7 +6,8 @@ from turnstile_server.store.postgres.assistants import Assistants
 from turnstile_server.store.postgres.checkpoints import Checkpoints
 from turnstile_server.store.postgres.database import Database
 from turnstile_server.store.postgres.langgraph import PostgresLangGraphCheckpoints
-from turnstile_server.store.postgres.runs import Runs
+from turnstile_server.store.postgres.leases import PostgresReplicas
+from turnstile_server.store.postgres.replica_runs import ReplicaRuns
 from turnstile_server.store.postgres.threads import Threads
 
 
@@ -22,7 +23,8 @@ class PostgresStore:
         self.db = db
         self.checkpoints = Checkpoints(db)
         self.threads = Threads(db)
-        self.runs = Runs(db)
+        self.replicas = PostgresReplicas(db)
+        self.runs = ReplicaRuns(db, self.replicas)
         self.assistants = Assistants(db)
         self.langgraph = PostgresLangGraphCheckpoints(db)
 
@@ -33,4 +35,5 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Closes the pool once the writes submitted so far have ended."""
+        await self.replicas.unlisten()
         await self.db.close()

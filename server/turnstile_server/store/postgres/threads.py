@@ -9,6 +9,7 @@ from typing import Any
 from turnstile_server.errors import AlreadyExists, ThreadNotFound
 from turnstile_server.store.postgres.database import Conn, Database
 from turnstile_server.store.postgres.langgraph import delete_langgraph_thread
+from turnstile_server.store.postgres.leases import notify_cancel
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import (
     Params,
@@ -172,6 +173,8 @@ class Threads:
             if await lock_thread(conn, thread_id) is None:
                 raise ThreadNotFound(thread_id)
             runs = await inflight_runs(conn, thread_id)
+            # Their owners, on any replica, stop them (`leases.py`).
+            await notify_cancel(conn, [run for run in runs if run.status == "running"])
             await conn.execute("DELETE FROM threads WHERE thread_id = $1", thread_id)
             # LangGraph's rows name the thread without a foreign key: deleted alongside.
             await delete_langgraph_thread(conn, thread_id)

@@ -31,7 +31,14 @@ class Checkpoints:
         self._generation: dict[str, int] = {}
 
     async def put(
-        self, thread_id: str, run_id: str, step: int, source: str, update: dict[str, Any]
+        self,
+        thread_id: str,
+        run_id: str,
+        step: int,
+        source: str,
+        update: dict[str, Any],
+        *,
+        epoch: int = 0,
     ) -> CheckpointRecord:
         """Appends a checkpoint holding `update`; raises ThreadNotFound if the thread is gone.
 
@@ -43,11 +50,17 @@ class Checkpoints:
         return (await self.landed(written, thread_id))[0]
 
     def submit(
-        self, thread_id: str, run_id: str, steps: list[tuple[int, str, dict[str, Any]]]
+        self,
+        thread_id: str,
+        run_id: str,
+        steps: list[tuple[int, str, dict[str, Any]]],
+        *,
+        epoch: int = 0,
     ) -> asyncio.Future[list[CheckpointRecord]]:
         """Queues a checkpoint per `(step, source, update)`, in order, in one write, for good,
         and returns the write at once (await it with `landed`, which `put` does): the cached
-        state advances when it is committed."""
+        state advances when it is committed. (`epoch` is not checked: one process owns the
+        file, and its runs are never fenced.)"""
         now = now_us()
         written = self._db.submit(
             lambda conn: [

@@ -40,7 +40,12 @@ class SqliteLangGraphCheckpoints:
         self._db = db
 
     async def put(
-        self, frame: CheckpointFrame, blobs: Sequence[BlobRecord], *, require_run: bool = False
+        self,
+        frame: CheckpointFrame,
+        blobs: Sequence[BlobRecord],
+        *,
+        require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Stores a checkpoint and its new blobs in one transaction."""
         blob_list = list(blobs)
@@ -55,6 +60,7 @@ class SqliteLangGraphCheckpoints:
         writes: Sequence[WriteRecord],
         *,
         require_run: bool = False,
+        epoch: int = 0,
     ) -> None:
         """Stores a task's writes against a checkpoint in one transaction."""
         key = (thread_id, checkpoint_ns, checkpoint_id)

@@ -27,6 +27,7 @@ class SqliteStore:
         self.runs = Runs(db, self.checkpoints)
         self.assistants = Assistants(db)
         self.langgraph = SqliteLangGraphCheckpoints(db)
+        self.replicas = None  # one server process per file: no leases
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:

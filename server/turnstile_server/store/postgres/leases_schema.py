@@ -1,0 +1,31 @@
+"""The schema of replicas' leases (migration 3; `leases.py` uses it)."""
+
+from __future__ import annotations
+
+LEASES_MIGRATION = """
+    CREATE TABLE replicas (
+        incarnation TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        start_time TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        renew_time TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    CREATE INDEX runs_running_by_owner ON runs (owner) WHERE status = 'running';
+    ALTER TABLE checkpoints ADD COLUMN epoch BIGINT;
+    -- One row per attempt, on the database's clock: who executed it, when, how it ended.
+    CREATE TABLE run_attempts (
+        thread_id TEXT NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+        run_id TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        attempt INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        start_time TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        end_time TIMESTAMPTZ,
+        outcome TEXT,
+        PRIMARY KEY (run_id, epoch)
+    );
+    CREATE INDEX run_attempts_by_thread ON run_attempts (thread_id, start_time);
+"""
+"""Migration 3: leases, epochs and owners, checkpoints' epochs, the attempts' audit."""

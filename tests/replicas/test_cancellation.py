@@ -1,0 +1,149 @@
+"""Interrupt, rollback and deletion sent to one replica reach the run executing on another."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.replicas.cluster import Cluster, cluster
+from tests.replicas.test_failover import WITHIN, ended, never_overlap, texts, user
+from tests.support import eventually
+from turnstile import NotFoundError, TurnstileClient
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def running_on_a(
+    group: Cluster, client: TurnstileClient, gates: list[str], graph: str = "file_gated"
+) -> tuple[str, str]:
+    """A thread with a run executing on replica a, passed gate `a`, waiting at gate `b`."""
+    thread_id = (await client.threads.create())["thread_id"]
+    group.gate("a")
+    run = await client.runs.create(thread_id, graph, input=user("one", *gates), config=group.config)
+
+    async def in_step_two() -> None:
+        assert group.arrived("b")
+        assert ("ai", "passed a") in await texts(client, thread_id)
+
+    await eventually(in_step_two, within=WITHIN)
+    attempts = await group.attempts(run["run_id"])
+    assert [row["owner"] for row in attempts] == [group["a"].incarnation]
+    return thread_id, run["run_id"]
+
+
+async def test_interrupt_on_b_stops_the_run_on_a_keeping_its_steps_before_the_new_run_starts(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, old_id = await running_on_a(group, a, ["a", "b"], "slow_unwind")
+        group.gate("c")
+        new = await b.runs.create(
+            thread_id,
+            "slow_unwind",
+            input=user("two", "c"),
+            config=group.config,
+            multitask_strategy="interrupt",
+        )
+
+        async def unwinding() -> None:
+            assert (group.gates / "unwinding").exists()
+
+        # The old run is unwinding on a (held there by its graph): the new one waits.
+        await eventually(unwinding, within=WITHIN)
+        assert (await b.runs.get(thread_id, new["run_id"]))["status"] == "pending"
+        assert (await b.runs.get(thread_id, old_id))["status"] == "running"
+        group.gate("unwind")
+        old = await ended(b, thread_id, old_id)
+        latest = await ended(b, thread_id, new["run_id"])
+        assert old["status"] == "interrupted"
+        assert old["superseded_by"] == new["run_id"]
+        assert latest["status"] == "success"
+        assert await texts(b, thread_id) == [
+            ("human", "one"),
+            ("ai", "passed a"),
+            ("human", "two"),
+            ("ai", "passed c"),
+        ]
+        # The audit, on the database's clock: the new run began after the old one ended.
+        attempts = [*await group.attempts(old_id), *await group.attempts(new["run_id"])]
+        never_overlap(attempts)
+        assert attempts[0]["outcome"] == "interrupted"
+        await a.close()
+        await b.close()
+
+
+async def test_rollback_on_c_of_a_run_on_a_leaves_none_of_its_checkpoints(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, ("a", "b", "c")) as group:
+        a, c = group["a"].client(), group["c"].client()
+        thread_id, old_id = await running_on_a(group, a, ["a", "b"])
+        group.gate("d")
+        new = await c.runs.create(
+            thread_id,
+            "file_gated",
+            input=user("two", "d"),
+            config=group.config,
+            multitask_strategy="rollback",
+        )
+        latest = await ended(c, thread_id, new["run_id"])
+        assert latest["status"] == "success"
+        with pytest.raises(NotFoundError):
+            await c.runs.get(thread_id, old_id)
+        assert await group.query("SELECT 1 FROM checkpoints WHERE run_id = $1", old_id) == []
+        assert await texts(c, thread_id) == [("human", "two"), ("ai", "passed d")]
+        never_overlap([*await group.attempts(old_id), *await group.attempts(new["run_id"])])
+        await a.close()
+        await c.close()
+
+
+async def test_cancel_run_on_b_reaches_a_within_a_beat_when_its_listen_connection_is_cut(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, run_id = await running_on_a(group, a, ["a", "b"])
+        # Cut a's LISTEN connection, then cancel before it can listen again: the NOTIFY is
+        # lost, and the heartbeat's report of the cancellation is what stops the run.
+        cut = await group.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'turnstile listen a'"
+        )
+        assert [row[0] for row in cut] == [True]
+        await b.runs.cancel(thread_id, run_id, action="interrupt")
+        # JoinRun on b of a run that ends on a: answered once the run's row says it ended.
+        async with asyncio.timeout(WITHIN):
+            joined = await b.runs.join_run(thread_id, run_id)
+        assert joined.run["status"] == "interrupted"
+        final = await ended(b, thread_id, run_id)
+        assert final["status"] == "interrupted"
+        assert await texts(b, thread_id) == [("human", "one"), ("ai", "passed a")]
+        await a.close()
+        await b.close()
+
+
+async def test_delete_thread_on_b_stops_the_run_on_a(tmp_path: Path) -> None:
+    # One slot: a's next run can start only once the deleted run has stopped there.
+    async with cluster(tmp_path, ("a", "b"), "--max-running", "1") as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, run_id = await running_on_a(group, a, ["a", "b"])
+        await b.threads.delete(thread_id)
+
+        async def stopped_on_a() -> None:
+            assert group["a"].said(f"run {run_id} was cancelled on another replica")
+
+        await eventually(stopped_on_a, within=WITHIN)
+        with pytest.raises(NotFoundError):
+            await a.threads.get(thread_id)
+        await b.close()
+        group["b"].signal(signal.SIGKILL)  # nobody else could take a's next run
+        await group["b"].process.wait()
+        other = (await a.threads.create())["thread_id"]
+        group.gate("e")
+        run = await a.runs.create(other, "file_gated", input=user("e", "e"), config=group.config)
+        assert (await ended(a, other, run["run_id"]))["status"] == "success"
+        await a.close()
