@@ -30,8 +30,13 @@ async def test_demo_prints_the_four_scenarios(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     reject, rest = out.split("### Interrupt")
     interrupt, rest = rest.split("### Rollback")
-    rollback, enqueue = rest.split("### Enqueue")
+    rollback, rest = rest.split("### Enqueue")
+    enqueue, approval = rest.split("### Human in the loop")
     assert "THREAD_BUSY" in reject and reject.strip().endswith("success")
     assert "what's the weather in sf?" in interrupt and "'interrupted'" in interrupt
     assert "sf?" not in rollback and "Original run was correctly deleted" in rollback
     assert enqueue.count("Human Message") == 2 and enqueue.strip().endswith("success\nsuccess")
+    asked, answered = approval.split("resume: ")
+    assert "run: 'success'; thread: 'interrupted' (awaiting_input)" in asked
+    assert "next: ['review']" in asked and "Approve this payment?" in asked
+    assert "Done: sent $100 to bob." in answered and answered.strip().endswith("thread: 'idle'")

@@ -1,4 +1,5 @@
-"""`turnstile demo`: the four multitask strategies on the `agent` graph, printed as the seeds do."""
+"""`turnstile demo`: the four multitask strategies on the `agent` graph, printed as the seeds do,
+then human in the loop on the approval graph (`demo_approval.py`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from langchain_core.messages import convert_to_messages
 from turnstile import ConflictError, NotFoundError, TurnstileClient, get_client
 from turnstile_server.app import App
 from turnstile_server.config import ServerConfig
+from turnstile_tools import demo_approval
 
 
 def pretty(message: dict[str, Any]) -> str:
@@ -109,7 +111,9 @@ async def enqueue(client: TurnstileClient, assistant_id: str, pause: float) -> N
 async def run_demo(*, step_seconds: float = 0.8) -> None:
     """Starts a server on a free port with a temporary database and runs the four scenarios."""
     with tempfile.TemporaryDirectory() as directory:
-        config = ServerConfig(port=0, database=str(Path(directory) / "demo.db"))
+        config = ServerConfig(
+            port=0, database=str(Path(directory) / "demo.db"), graphs=[demo_approval.GRAPH_SPEC]
+        )
         app = await App.start(config)
         client = get_client(url=app.address)
         try:
@@ -128,6 +132,8 @@ async def run_demo(*, step_seconds: float = 0.8) -> None:
             ):
                 print(f"\n### {title}\n")
                 await scenario(client, assistant["assistant_id"], 2.5 * step_seconds)
+            print("\n### Human in the loop\n")
+            await demo_approval.approval(client)
         finally:
             await client.close()
             await app.stop(grace=0)
