@@ -125,8 +125,8 @@ def run_events(events: Sequence[tuple[int, str]]) -> list[run_pb2.RunEvent]:
     ]
 
 
-def the_run() -> run_pb2.Run:
-    return run_pb2.Run(run_id=RUN, thread_id=THREAD, status=run_pb2.RUN_STATUS_RUNNING)
+def the_run(status: run_pb2.RunStatus.ValueType = run_pb2.RUN_STATUS_RUNNING) -> run_pb2.Run:
+    return run_pb2.Run(run_id=RUN, thread_id=THREAD, status=status)
 
 
 def run_message(
@@ -139,11 +139,14 @@ def run_message(
 
 
 def join_message(
-    *, run: bool = False, events: Sequence[tuple[int, str]] = ()
+    *,
+    run: bool = False,
+    events: Sequence[tuple[int, str]] = (),
+    status: run_pb2.RunStatus.ValueType = run_pb2.RUN_STATUS_RUNNING,
 ) -> run_service_pb2.JoinRunStreamResponse:
-    """A JoinRunStream message; the first one of a call carries the run (`run`)."""
+    """A JoinRunStream message; the first one of a call carries the run (`run`, in `status`)."""
     return run_service_pb2.JoinRunStreamResponse(
-        events=run_events(events), run=the_run() if run else None
+        events=run_events(events), run=the_run(status) if run else None
     )
 
 

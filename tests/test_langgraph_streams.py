@@ -191,7 +191,7 @@ async def test_every_cut_point_resumes_exactly(served: tuple[App, TurnstileClien
     modes = ["values", "updates", "messages", "custom", "debug", "tasks", "checkpoints"]
     run, parts = await _events(app, client, [*modes, "messages-partial"])
     _well_formed(parts)
-    for cut in range(len(parts)):  # (the SDK's join_stream follows until it sees `end`)
+    for cut in range(len(parts) + 1):  # after `end` too: nothing, at once
         rest = [
             (p.seq, p.event, p.data)
             async for p in client.runs.join_stream(run.thread_id, run.run_id, after_seq=cut)

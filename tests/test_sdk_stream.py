@@ -285,6 +285,53 @@ async def test_join_stream_starts_after_the_callers_seq_and_resumes_after_the_la
     assert {(r.thread_id, r.run_id) for r in transport.join_run_stream.requests} == {(THREAD, RUN)}
 
 
+async def test_join_stream_after_the_end_of_an_ended_run_is_empty_without_reconnecting(
+    transport: FakeTransport, runs: RunsClient, sleeps: list[float]
+) -> None:
+    # What the server sends for after_seq = the end's seq: the ended run, then nothing.
+    transport.join_run_stream = FakeMethod(
+        [join_message(run=True, status=run_pb2.RUN_STATUS_SUCCESS)]
+    )
+
+    stream = runs.join_stream(THREAD, RUN, after_seq=7)
+    parts = await collect(stream)
+
+    assert parts == []
+    assert len(transport.join_run_stream.requests) == 1
+    assert sleeps == []
+    assert stream.run is not None and stream.run["status"] == "success"
+
+
+async def test_join_stream_at_a_live_runs_last_seq_that_becomes_its_end_ends_on_reconnect(
+    transport: FakeTransport, runs: RunsClient, sleeps: list[float]
+) -> None:
+    # Opened while running at seq 7; the run's `end` turned out to be 7 itself.
+    transport.join_run_stream = FakeMethod(
+        [join_message(run=True)],
+        [join_message(run=True, status=run_pb2.RUN_STATUS_INTERRUPTED)],
+    )
+
+    parts = await collect(runs.join_stream(THREAD, RUN, after_seq=7))
+
+    assert parts == []
+    assert [r.after_seq for r in transport.join_run_stream.requests] == [7, 7]
+    assert sleeps == [0.1]
+
+
+async def test_calls_that_deliver_only_the_run_and_end_give_up_after_the_attempts(
+    transport: FakeTransport, runs: RunsClient, sleeps: list[float]
+) -> None:
+    # The run message alone is no progress: it must not reset the count (it once did: forever).
+    calls = _stream.RECONNECT_ATTEMPTS + 1
+    transport.join_run_stream = FakeMethod(*([join_message(run=True)] for _ in range(calls)))
+
+    with pytest.raises(turnstile.UnavailableError):
+        await collect(runs.join_stream(THREAD, RUN, after_seq=3))
+
+    assert len(transport.join_run_stream.requests) == calls
+    assert sleeps == [_stream.reconnect_delay(n) for n in range(1, calls)]
+
+
 # --- on_disconnect ----------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -117,15 +118,25 @@ async def test_a_real_lock_held_by_another_connection_is_waited_out(tmp_path: Pa
     path = tmp_path / "contended.db"
     db = await Database.open(path, policy=RetryPolicy(first_wait=0.005, busy_timeout_ms=20))
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    happened: list[str] = []
+
+    class ReleaseAtTheRetry:
+        """Injects nothing; lets the other connection go only once the writer tries again."""
+
+        def decide(self, sql: str, parameters: Any) -> None:
+            if sql == "BEGIN IMMEDIATE":
+                happened.append("begin")
+                if happened.count("begin") == 2:  # the first met SQLite's own SQLITE_BUSY
+                    other.rollback()
+                    happened.append("released")
+            return None
+
     try:
         other.execute("BEGIN IMMEDIATE")
-        loop = asyncio.get_running_loop()
-        # Longer than one attempt's busy timeout, well within the retries.
-        release = loop.call_later(0.15, other.rollback)
-        started = loop.time()
-        assert await insert_thread(db, "t1") == 1
-        assert loop.time() - started >= 0.14
-        release.cancel()
+        with inject(db, ReleaseAtTheRetry()):
+            assert await insert_thread(db, "t1") == 1
+        happened.append("written")
+        assert happened == ["begin", "begin", "released", "written"]
         assert await thread_ids(db) == ["t1"]
     finally:
         other.close()

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from turnstile._convert import event_part, run_to_dict, thread_event_part, thread_to_dict
 from turnstile._errors import ResourceExhaustedError, TurnstileError, UnavailableError
 from turnstile._types import Run, StreamPart, Thread, ThreadStreamPart
-from turnstile.v1 import run_service_pb2, thread_service_pb2
+from turnstile.v1 import run_pb2, run_service_pb2, thread_service_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ RECONNECT_MAX_BACKOFF: Final = 2.0
 """The longest pause before a reconnect, in seconds."""
 SUBSCRIBER_TOO_SLOW: Final = "SUBSCRIBER_TOO_SLOW"
 """The reason of the `RESOURCE_EXHAUSTED` that ends a reader who fell too far behind."""
+ENDED_STATUSES: Final = frozenset(
+    {
+        run_pb2.RUN_STATUS_SUCCESS,
+        run_pb2.RUN_STATUS_ERROR,
+        run_pb2.RUN_STATUS_TIMEOUT,
+        run_pb2.RUN_STATUS_INTERRUPTED,
+    }
+)
+"""The statuses of a run that has ended (its `end` event is written before it is sent)."""
 
 # Looked up at each pause, so tests can observe the backoff without waiting for it.
 _sleep = asyncio.sleep
@@ -50,8 +59,11 @@ class EventStream(ABC, Generic[_M, _P]):
     again after a pause of `reconnect_delay(n)` for the n-th consecutive break; one that a
     server ended with `SUBSCRIBER_TOO_SLOW` is made again at once. After
     `RECONNECT_ATTEMPTS` consecutive failed reconnects the last error is raised; a reconnect
-    that delivers a message resets the count. Events at or before the last `seq` seen are
-    skipped, so the caller sees each part once, in order. Any other error is raised as is.
+    that delivers a message resets the count, except that a call which ends without a new
+    part is a failure whatever it delivered (so a server that keeps answering "nothing new"
+    cannot keep a reader reconnecting forever). A call whose end `_ends_stream` says is the
+    stream's end completes the stream. Events at or before the last `seq` seen are skipped, so
+    the caller sees each part once, in order. Any other error is raised as is.
     """
 
     _ended_early = "the stream ended before its final event"
@@ -62,6 +74,8 @@ class EventStream(ABC, Generic[_M, _P]):
         self._messages: AsyncGenerator[_M, None] | None = None
         self._pending: deque[_P] = deque()
         self._failures = 0
+        self._failures_before_call = 0
+        self._call_progressed = False
         self._complete = False
         self._done = False
 
@@ -72,6 +86,11 @@ class EventStream(ABC, Generic[_M, _P]):
     @abstractmethod
     def _receive(self, message: _M) -> None:
         """Queues the message's new parts, advances `_last_seq`, sets `_complete` at the end."""
+
+    def _ends_stream(self) -> bool:
+        """Whether the current call, ended by the server without error and without a new part,
+        means there is nothing more to read (rather than a break to resume)."""
+        return False
 
     def __aiter__(self) -> Self:
         return self
@@ -87,16 +106,31 @@ class EventStream(ABC, Generic[_M, _P]):
                 # An error we do not reconnect after, or a cancellation, ends the stream.
                 self._done = True
                 raise
+            if message is None:
+                self._complete = True
+                continue
+            before = self._last_seq
             self._receive(message)
+            if self._last_seq != before:
+                self._call_progressed = True
         return self._pending.popleft()
 
-    async def _next_message(self) -> _M:
+    async def _next_message(self) -> _M | None:
+        """The next message, reconnecting after breaks; `None` once the stream is complete."""
         while True:
             if self._messages is None:
                 self._messages = self._open()
+                self._failures_before_call = self._failures
+                self._call_progressed = False
             try:
                 message = await anext(self._messages)
             except StopAsyncIteration:
+                if not self._call_progressed:
+                    if self._ends_stream():
+                        self._messages = None
+                        return None
+                    # Nothing new: whatever this call delivered, it was no successful reconnect.
+                    self._failures = self._failures_before_call
                 error: TurnstileError = UnavailableError(self._ended_early)
                 pause = True
             except UnavailableError as exc:
@@ -165,13 +199,17 @@ class RunStream(EventStream[StreamMessage, StreamPart]):
         super().__init__(after_seq)
         self._open_messages = open_messages
         self.run: Run | None = None
+        self._call_saw_run_ended = False
 
     def _open(self) -> AsyncGenerator[StreamMessage, None]:
+        self._call_saw_run_ended = False
         return self._open_messages(self.run, self._last_seq)
 
     def _receive(self, message: StreamMessage) -> None:
-        if self.run is None and message.HasField("run"):
-            self.run = run_to_dict(message.run)
+        if message.HasField("run"):
+            self._call_saw_run_ended = message.run.status in ENDED_STATUSES
+            if self.run is None:
+                self.run = run_to_dict(message.run)
         for event in message.events:
             if event.seq <= self._last_seq:
                 continue
@@ -180,6 +218,12 @@ class RunStream(EventStream[StreamMessage, StreamPart]):
             if event.event == "end":
                 self._complete = True
                 return
+
+    def _ends_stream(self) -> bool:
+        # The server ends a call without error only after the run's `end` event. A run that had
+        # ended when the call opened, with nothing after our seq, has its `end` at or before
+        # it: the caller resumed after the last event (`after_seq` = the end's seq).
+        return self._call_saw_run_ended
 
 
 class ThreadStream(EventStream[WatchMessage, ThreadStreamPart]):
