@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from tests.lg_graphs import lg_registry
 from tests.support import client_of
-from turnstile import InvalidArgumentError, TurnstileClient
+from turnstile import Durability, InvalidArgumentError, TurnstileClient
+from turnstile_server.state import MAX_JSON_DEPTH
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -48,6 +49,27 @@ def _ordering() -> Any:
     return builder.compile()
 
 
+class Deep(TypedDict, total=False):
+    depth: int
+    x: Any
+
+
+def _nesting() -> Any:
+    """Writes `x` as a list `depth` levels deep (itself included): the state, one more."""
+
+    def nest(state: Deep) -> Deep:
+        value: Any = "leaf"
+        for _ in range(int(state["depth"])):
+            value = [value]
+        return {"x": value}
+
+    builder = StateGraph(Deep)
+    builder.add_node("nest", nest)
+    builder.add_edge(START, "nest")
+    builder.add_edge("nest", END)
+    return builder.compile()
+
+
 def _looping() -> Any:
     builder = StateGraph(Typed)
     builder.add_node("again", lambda s: {"messages": [AIMessage("again")]})
@@ -62,6 +84,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TurnstileClient]:
     graphs.register("typed", _typed())
     graphs.register("ordering", _ordering())
     graphs.register("looping", _looping())
+    graphs.register("nesting", _nesting())
     async with client_of(str(tmp_path / "t.db"), graphs) as (_, sdk):
         yield sdk
 
@@ -164,3 +187,47 @@ async def test_a_node_that_raises_ends_the_run_error_with_its_type_and_message(
     )
     [run] = await client.runs.list(thread["thread_id"])
     assert run["error"] == {"type": "RuntimeError", "message": "the tool exploded"}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+@pytest.mark.parametrize(("streamed", "depth"), [(False, MAX_JSON_DEPTH), (True, 40)])
+async def test_a_write_nested_past_the_limit_ends_the_run_error_and_stores_none_of_it(
+    client: TurnstileClient, durability: Durability, streamed: bool, depth: int
+) -> None:
+    """Issue 18 point 6 for LangGraph: the saver refuses the task's write (and the checkpoint
+    after it) before either is stored, so the thread keeps the state it had and still reads."""
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    kept = await client.runs.wait_run(thread_id, "nesting", input={"depth": MAX_JSON_DEPTH - 1})
+    assert kept.run["status"] == "success", kept.run["error"]
+    before = kept.values["x"]
+
+    if streamed:  # the updates and values events carry the write: their own checks come first
+        parts = [
+            (p.event, p.data)
+            async for p in client.runs.stream(
+                thread_id,
+                "nesting",
+                input={"depth": depth},
+                stream_mode=["updates", "values"],
+                durability=durability,
+            )
+        ]
+        assert parts[-1][0] == "end" and parts[-1][1]["status"] == "error", parts
+        [run, _] = await client.runs.list(thread_id)
+    else:
+        result = await client.runs.wait_run(
+            thread_id, "nesting", input={"depth": depth}, durability=durability
+        )
+        run = result.run
+    assert run["status"] == "error"
+    state = await client.threads.get_state(thread_id)
+    assert state["values"]["x"] == before
+    assert (await client.threads.get(thread_id))["status"] == "error"
+    assert [t["thread_id"] for t in await client.threads.search()] == [thread_id]
+    history = await client.threads.get_history(thread_id)
+    assert all(c["values"].get("x") in (None, before) for c in history)
+    assert run["error"] == {
+        "type": "InvalidInput",
+        "message": f"update of 'x': objects and lists nest more than {MAX_JSON_DEPTH} levels deep",
+    }

@@ -110,10 +110,14 @@ async def _drive(graph: LangGraphGraph, host: RunHost) -> None:
             raise
         except BaseException as exc:
             await held.flush()  # the state shows the task's error
+            if saver.refused is not None:  # whatever failed after it (an event's own check)
+                raise saver.refused from None
             mapped = _run_error(exc)
             if mapped is exc:
                 raise
             raise mapped from None
+        if saver.refused is not None:  # LangGraph re-raises a background write's failure
+            raise saver.refused  # only when nothing else is raised: to be sure
         await held.flush()
         await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
 

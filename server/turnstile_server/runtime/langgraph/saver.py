@@ -3,12 +3,17 @@
 Writing a step costs what the step changed: a list channel that only grew is stored as its new
 items (see `blobs`), and loading the latest checkpoint of a thread this process wrote or read
 takes the list from the channel cache instead of decoding every message again.
+
+What a graph writes is held to the depth a client may send (`MAX_JSON_DEPTH`), as the native
+runtime holds its updates: a task's write or a checkpoint's channel nested deeper is refused
+before it is encoded, and so is everything the saver is given after (`refused`), so neither
+the write nor the checkpoint of that step lands and the run ends with that reason.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -23,7 +28,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from turnstile_server.errors import InvalidInput
 from turnstile_server.runtime.langgraph.blobs import MISSING, ChannelCache, Folder, encode
+from turnstile_server.state import MAX_JSON_DEPTH, nests_deeper
 from turnstile_server.store.langgraph_checkpoints import (
     CheckpointFrame,
     LangGraphCheckpoints,
@@ -49,6 +56,9 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         self._store = store
         self._cache = cache if cache is not None else ChannelCache()
+        self.refused: InvalidInput | None = None
+        """The write too deep this saver refused: it refuses every later put as well (what
+        comes after builds on it), and the run ends with it whatever LangGraph raised."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint `config` names, or its namespace's newest, with its pending writes."""
@@ -122,6 +132,7 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
         frame_dict = cast(dict[str, Any], checkpoint.copy())
         values: dict[str, Any] = frame_dict.pop("channel_values")
+        self._check((channel, values[channel]) for channel in new_versions if channel in values)
         stored_metadata = dict(get_serializable_checkpoint_metadata(config, metadata))
         run_id = _run_id(config, stored_metadata)
         if run_id:
@@ -163,6 +174,7 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         thread_id, checkpoint_ns, checkpoint_id = _address(config)
         if checkpoint_id is None:
             raise ValueError("put_writes needs the config of a stored checkpoint")
+        self._check(writes)
         records = [
             WriteRecord(
                 task_id,
@@ -197,6 +209,20 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         self._cache.forget(set(thread_ids))
         await self._store.prune(thread_ids, keep_latest=strategy == "keep_latest")
         self._cache.forget(set(thread_ids))
+
+    def _check(self, writes: Iterable[tuple[str, Any]]) -> None:
+        """Refuses (`InvalidInput`) values nested deeper than a client may send, and everything
+        once one was. A channel's value is a key of the state (of the update), one level in."""
+        if self.refused is None:
+            for channel, value in writes:
+                if nests_deeper(value, MAX_JSON_DEPTH - 1):
+                    self.refused = InvalidInput(
+                        f"update of {channel!r}: objects and lists nest more than"
+                        f" {MAX_JSON_DEPTH} levels deep"
+                    )
+                    break
+        if self.refused is not None:
+            raise self.refused
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """The next version: the counter, plus a random fraction so two forks never collide."""
