@@ -447,3 +447,52 @@ async def test_a_run_cancelled_twice_ends_only_once_its_nodes_have_unwound(tmp_p
         assert result.run["status"] == "success"
     assert STEPS.overlaps == []
     assert second["run_id"] != third["run_id"]
+
+
+async def _slow_start(config: RunnableConfig) -> Any:
+    """A factory that waits for gate `factory`: its run has started, LangGraph has not yet
+    applied (checkpointed) the run's input."""
+    from tests.lg_graphs import GRAPHS
+
+    GATES.arrived("factory").set()
+    await GATES.event("factory").wait()
+    return GRAPHS["echo"]()
+
+
+async def test_an_interrupt_keeps_the_input_of_a_run_cut_before_langgraph_applied_it(
+    tmp_path: Path,
+) -> None:
+    """SPEC §3: the interrupted run's input stays in the thread, as a native run's does (its
+    store writes it as the run starts), however early the interrupt comes: here while the
+    graph's factory runs, before LangGraph has written the run's input checkpoint."""
+    from tests.lg_graphs import GRAPHS
+
+    graphs = GraphRegistry()
+    graphs.register("slow_start", _slow_start)
+    graphs.register("echo", GRAPHS["echo"]())
+    first_input = {"messages": [{"role": "user", "content": "first"}]}
+    second_input = {"messages": [{"role": "user", "content": "second"}]}
+    async with serving(str(tmp_path / "t.db"), graphs) as client:
+        tid = (await client.threads.create())["thread_id"]
+        first = await client.runs.create(tid, "slow_start", input=first_input)
+        await asyncio.wait_for(GATES.arrived("factory").wait(), 10)
+        second = await client.runs.create(
+            tid, "echo", input=second_input, multitask_strategy="interrupt"
+        )
+        GATES.open("factory")  # after the interrupt was requested (at the admission)
+        result = await client.runs.join_run(tid, second["run_id"])
+        cut = await client.runs.get(tid, first["run_id"])
+        history = await client.threads.get_history(tid, limit=100)
+    assert cut["status"] == "interrupted"
+    assert cut["superseded_by"] == second["run_id"]
+    assert result.run["status"] == "success"
+    messages = [(m["type"], m["content"]) for m in result.values["messages"]]
+    assert messages == [("human", "first"), ("human", "second"), ("ai", "second")]
+    # The first run's checkpoints are LangGraph's own: its input (in `__start__`), then START's
+    # superstep (the input applied to the state); nothing of the superstep it was cut in.
+    firsts = [c for c in history if c["metadata"].get("run_id") == first["run_id"]]
+    assert [(c["metadata"]["source"], c["metadata"]["step"]) for c in firsts] == [
+        ("loop", 0),
+        ("input", -1),
+    ]
+    assert [m["content"] for m in firsts[0]["values"]["messages"]] == ["first"]

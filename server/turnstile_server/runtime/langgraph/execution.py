@@ -59,11 +59,27 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
     then end while its node still unwinds, and the next run could start beside it. So LangGraph
     runs in a task of its own, cancelled once however often the run is, and `execute` returns
     only once it has unwound whole.
+
+    A run's input stays in the thread however early the run is cut (SPEC §3), as a native
+    run's does (its store writes it as the run starts). LangGraph writes it inside `astream`
+    into its `input` checkpoint's `__start__` channel, and applies it to the state in the
+    START superstep, whose checkpoint (`loop`) follows: a run cut between the two would leave
+    its input in `__start__`, where the next run's input overwrites it. So the run is cut only
+    once the START superstep's checkpoint has landed (or it has none to wait for: a resumed
+    attempt, a command, `exit` durability): a cancellation that arrives while the graph is
+    resolved (a factory) or before that checkpoint lands waits for it (START runs no node of
+    the graph); the superstep in flight after it is discarded as before.
     """
-    driving = asyncio.ensure_future(_drive(graph, host))
+    applied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    driving = asyncio.ensure_future(_drive(graph, host, applied))
     try:
         await asyncio.shield(driving)
     except asyncio.CancelledError:
+        while not driving.done() and not applied.done():
+            try:
+                await asyncio.wait([driving, applied], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                continue  # cut again: the input still lands first
         if not driving.done():
             driving.cancel()
         while not driving.done():
@@ -76,19 +92,28 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
         raise
 
 
-async def _drive(graph: LangGraphGraph, host: RunHost) -> None:
+async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[None]) -> None:
+    """Runs the attempt; resolves `applied` once its input is in the thread (see `execute`)."""
+    from langgraph.types import Command
+
     from turnstile_server.runtime.langgraph.saver import TurnstileSaver
+
+    def landed(metadata: Any = None) -> None:
+        if not applied.done() and (metadata is None or metadata.get("source") != "input"):
+            applied.set_result(None)
 
     run = host.run
     held = HeldWrites(host.langgraph)
     shared = graph.shared
-    saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache)
+    saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache, on_root_put=landed)
     config = run_config(run)
     subgraphs = run.stream_subgraphs
     streamer = Streamer(host, subgraphs=subgraphs)
     async with graph.resolved(config, "threads.create_run") as compiled:
         bound = compiled.copy(update={"checkpointer": saver})
         payload = await _input(run, saver)
+        if payload is None or isinstance(payload, Command) or run.durability == "exit":
+            landed()  # no input checkpoint to wait for (see `execute`)
         kwargs = _stream_options(compiled, run)
         try:
             if "events" in run.stream_mode:

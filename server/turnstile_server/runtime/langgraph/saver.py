@@ -13,7 +13,7 @@ the write nor the checkpoint of that step lands and the run ends with that reaso
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -52,10 +52,13 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         *,
         serde: SerializerProtocol | None = None,
         cache: ChannelCache | None = None,
+        on_root_put: Callable[[CheckpointMetadata], None] | None = None,
     ) -> None:
+        """`on_root_put` is called with its metadata once a root namespace checkpoint landed."""
         super().__init__(serde=serde)
         self._store = store
         self._cache = cache if cache is not None else ChannelCache()
+        self._on_root_put = on_root_put
         self.refused: InvalidInput | None = None
         """The write too deep this saver refused: it refuses every later put as well (what
         comes after builds on it), and the run ends with it whatever LangGraph raised."""
@@ -161,6 +164,8 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
             # What the cache says was stored may not have been: the next put writes whole.
             self._cache.forget_scope(thread_id, checkpoint_ns)
             raise
+        if not checkpoint_ns and self._on_root_put is not None:
+            self._on_root_put(metadata)
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 
     async def aput_writes(
