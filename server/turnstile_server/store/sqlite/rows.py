@@ -1,111 +1,29 @@
-"""Conversions between SQLite rows and records, and the JSON columns."""
+"""Conversions between SQLite rows and records (shared with PostgreSQL), and the metadata filter."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from turnstile_server.store.records import (
-    AssistantRecord,
-    CheckpointRecord,
-    RunError,
-    RunRecord,
-    ThreadRecord,
+from turnstile_server.store.row_records import (
+    RUN_COLUMNS,
+    assistant_from_row,
+    checkpoint_from_row,
+    dumps,
+    loads,
+    run_from_row,
+    thread_from_row,
 )
-from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, RUN_OUTPUT_COLUMNS, option_fields
-from turnstile_server.store.sqlite.database import Row
 
-RUN_COLUMNS = f"""
-    r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,
-    r.input, r.config, r.metadata, r.stream_mode, r.create_time, r.start_time, r.end_time,
-    r.not_before, r.attempt, r.error_type, r.error_message, r.cancel_action, r.cancel_reason,
-    r.superseded_by, r.timeout_seconds, r.durability,
-    {", ".join(f"r.{c}" for c in (*RUN_OPTION_COLUMNS, *RUN_OUTPUT_COLUMNS))},
-    CASE WHEN r.status = 'pending' THEN (
-        SELECT COUNT(*) FROM runs q
-        WHERE q.thread_id = r.thread_id AND q.status IN ('pending', 'running') AND q.seq < r.seq
-    ) END AS queue_position
-"""
-
-
-def dumps(value: Any) -> str:
-    """Encodes a JSON column compactly."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def loads(text: str | None) -> Any:
-    """Decodes a JSON column (None stays None)."""
-    return None if text is None else json.loads(text)
-
-
-def run_from_row(row: Row) -> RunRecord:
-    """Builds a RunRecord from a row selected with RUN_COLUMNS."""
-    error = RunError(row["error_type"], row["error_message"] or "") if row["error_type"] else None
-    return RunRecord(
-        run_id=row["run_id"],
-        thread_id=row["thread_id"],
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        status=row["status"],
-        multitask_strategy=row["multitask_strategy"],
-        input=loads(row["input"]),
-        config=loads(row["config"]),
-        metadata=loads(row["metadata"]),
-        stream_mode=loads(row["stream_mode"]),
-        create_time=row["create_time"],
-        start_time=row["start_time"],
-        end_time=row["end_time"],
-        not_before=row["not_before"],
-        attempt=row["attempt"],
-        error=error,
-        cancel_action=row["cancel_action"],
-        cancel_reason=row["cancel_reason"],
-        superseded_by=row["superseded_by"],
-        seq=row["seq"],
-        queue_position=row["queue_position"],
-        timeout_seconds=row["timeout_seconds"],
-        durability=row["durability"],
-        **option_fields(row),
-    )
-
-
-def thread_from_row(row: Row) -> ThreadRecord:
-    """Builds a ThreadRecord from a `threads` row."""
-    return ThreadRecord(
-        thread_id=row["thread_id"],
-        metadata=loads(row["metadata"]),
-        status=row["status"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-        interrupts=loads(row["interrupts"]),
-    )
-
-
-def assistant_from_row(row: Row) -> AssistantRecord:
-    """Builds an AssistantRecord from an `assistants` row."""
-    return AssistantRecord(
-        assistant_id=row["assistant_id"],
-        graph_id=row["graph_id"],
-        name=row["name"],
-        config=loads(row["config"]),
-        metadata=loads(row["metadata"]),
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-    )
-
-
-def checkpoint_from_row(row: Row) -> CheckpointRecord:
-    """Builds a CheckpointRecord from a `checkpoints` row."""
-    return CheckpointRecord(
-        seq=row["seq"],
-        checkpoint_id=row["checkpoint_id"],
-        thread_id=row["thread_id"],
-        run_id=row["run_id"],
-        step=row["step"],
-        source=row["source"],
-        update=loads(row["update_json"]),
-        create_time=row["create_time"],
-    )
+__all__ = [
+    "RUN_COLUMNS",
+    "assistant_from_row",
+    "checkpoint_from_row",
+    "dumps",
+    "loads",
+    "metadata_filter",
+    "run_from_row",
+    "thread_from_row",
+]
 
 
 def metadata_filter(column: str, metadata: dict[str, Any]) -> tuple[str, list[Any]]:
