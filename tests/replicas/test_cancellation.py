@@ -111,7 +111,7 @@ async def test_cancel_run_on_b_reaches_a_within_a_beat_when_its_listen_connectio
         # lost, and the heartbeat's report of the cancellation is what stops the run.
         cut = await group.query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = 'turnstile listen a'"
+            " WHERE application_name = 'turnstile listen a' AND datname = current_database()"
         )
         assert [row[0] for row in cut] == [True]
         await b.runs.cancel(thread_id, run_id, action="interrupt")
