@@ -590,3 +590,27 @@ async def test_a_zero_limit_makes_no_call_and_negative_values_raise() -> None:
         await page_through(listing.fetch, limit=-1, offset=0)
     with pytest.raises(ValueError, match="offset"):
         await page_through(listing.fetch, limit=1, offset=-1)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (0, 0),
+        (1, 999_999_999),
+        (1_764_658_000, 123_456_789),
+        (-1, 5),
+        (-62_135_596_800, 0),  # 0001-01-01, the first valid second
+        (253_402_300_799, 999_999_999),  # the last valid nanosecond of 9999
+    ],
+)
+def test_timestamps_read_as_protobuf_reads_them(seconds: int, nanos: int) -> None:
+    stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    assert convert.iso(stamp) == stamp.ToDatetime(tzinfo=datetime.UTC).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(253_402_300_800, 0), (-62_135_596_801, 0), (0, -1), (0, 10**9)]
+)
+def test_an_invalid_timestamp_is_refused_as_protobuf_refuses_it(seconds: int, nanos: int) -> None:
+    with pytest.raises(ValueError):
+        convert.iso(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))

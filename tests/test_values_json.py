@@ -222,3 +222,44 @@ def test_a_replaced_message_is_not_answered_from_the_cached_text() -> None:
             {"type": "ai", "content": "c", "id": "m3"},
         ]
     }
+
+
+def test_a_list_sharing_only_its_first_messages_reuses_their_text_and_encodes_the_rest() -> None:
+    # A run's own state and the store's cached one hold their own objects for the messages
+    # the run added: the next run's list matches the text seen last only up to those.
+    base = [{"type": "human", "content": f"m{i}", "id": f"m{i}"} for i in range(40)]
+    run_copy = [*base, {"type": "ai", "content": "run's", "id": "a"}]
+    assert json_values.values_json({"messages": run_copy}) == orjson.dumps({"messages": run_copy})
+    cached = [*base, {"type": "ai", "content": "cache's", "id": "a"}, {"type": "human", "id": "b"}]
+    assert json_values.values_json({"messages": cached}) == orjson.dumps({"messages": cached})
+    shorter = base[:7]
+    assert json_values.values_json({"messages": shorter}) == orjson.dumps({"messages": shorter})
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["append", "replace", "truncate", "fork"]), st.integers(0, 30)),
+        min_size=1,
+        max_size=25,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_message_lists_sharing_objects_any_way_encode_as_a_fresh_encoding_would(
+    steps: list[tuple[str, int]],
+) -> None:
+    first = {"type": "human", "content": "first", "id": "first"}
+    messages: list[dict[str, Any]] = [first]
+    for number, (operation, at) in enumerate(steps):
+        new = {"type": "ai", "content": f"{operation} {number}", "id": str(number)}
+        if operation == "replace" and len(messages) > 1:
+            messages = list(messages)
+            messages[1 + at % (len(messages) - 1)] = new  # the first stays: the same entry
+        elif operation in ("append", "replace"):
+            messages = [*messages, new]
+        elif operation == "truncate":
+            messages = messages[: max(1, at % len(messages))]
+        else:  # the same texts in new objects, after the first `at`
+            messages = messages[:at] + [dict(m) for m in messages[at:]] or [first]
+        assert json_values.values_json({"messages": messages}) == orjson.dumps(
+            {"messages": messages}
+        )

@@ -181,7 +181,17 @@ def value_to_python(value: struct_pb2.Value) -> Any:
 
 def iso(timestamp: timestamp_pb2.Timestamp) -> str:
     """Formats a Timestamp as an ISO-8601 string in UTC."""
+    nanos = timestamp.nanos
+    if 0 <= nanos < 1_000_000_000:  # valid: what `ToDatetime` computes, without its checks
+        try:
+            delta = datetime.timedelta(seconds=timestamp.seconds, microseconds=nanos // 1000)
+            return (_EPOCH + delta).isoformat()
+        except OverflowError:
+            pass  # outside datetime's range: ToDatetime says why
     return timestamp.ToDatetime(tzinfo=datetime.UTC).isoformat()
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 # --- messages -> dicts -------------------------------------------------------------------

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import operator
+from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -110,35 +112,63 @@ class _Prefixes:
     A thread's state, the copy its run works on and every `values` snapshot of it are lists
     of the same message objects, and a stored message is never changed (an update replaces it
     with a new one): a list whose first `n` items are the very objects of one seen before
-    reuses that list's text and encodes only the rest. Checking `n` identities runs in C; the
-    newest entries are kept, within `max_bytes` of text.
+    reuses the text of those `n` and encodes only the rest. Checking identities runs in C.
+    The run's own state and the store's cached one each hold their own objects for the
+    messages a run added, so the next run's list matches the text seen last only up to those:
+    the longest common run of identities is found (a binary search over C-speed checks) and
+    its text reused. The newest entries are kept, within `max_bytes` of text.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[int, tuple[list[Any], bytes]] = OrderedDict()
+        # first message's id -> (the messages, their texts joined by commas, where each ends)
+        self._entries: OrderedDict[int, tuple[list[Any], bytes, array[int]]] = OrderedDict()
 
     def get(self, messages: list[Any]) -> bytes:
         """The messages' JSON texts, joined by commas."""
         key = id(messages[0])
         entry = self._entries.pop(key, None)
-        count, text = 0, b""
+        count, text, ends = 0, b"", array("Q")
         if entry is not None:
-            self._bytes -= len(entry[1])
-            known, known_text = entry
-            if len(known) <= len(messages) and all(map(operator.is_, known, messages)):
-                count, text = len(known), known_text
+            known, known_text, known_ends = entry
+            self._bytes -= len(known_text)
+            count = _common(known, messages)
+            if count == len(known):
+                text, ends = known_text, known_ends
+            elif count:
+                text, ends = known_text[: known_ends[count - 1]], known_ends[:count]
         if count < len(messages):
-            tail = b",".join([orjson.dumps(_doubles(m)) for m in messages[count:]])
+            texts = [orjson.dumps(_doubles(m)) for m in messages[count:]]
+            ends = array("Q", ends)
+            offset = len(text)
+            for piece in texts:
+                offset += len(piece) + (1 if offset else 0)
+                ends.append(offset)
+            tail = b",".join(texts)
             text = text + b"," + tail if count else tail
         # The list is copied: the caller's may be appended to, or replaced into, afterwards.
-        self._entries[key] = (list(messages), text)
+        self._entries[key] = (list(messages), text, ends)
         self._bytes += len(text)
         while self._bytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, dropped) = self._entries.popitem(last=False)
+            _, (_, dropped, _) = self._entries.popitem(last=False)
             self._bytes -= len(dropped)
         return text
+
+
+def _common(known: list[Any], messages: list[Any]) -> int:
+    """How many leading items `known` and `messages` share (the very same objects)."""
+    high = min(len(known), len(messages))
+    if all(map(operator.is_, known[:high], messages[:high])):
+        return high
+    low = 0  # known[:low] match; known[:high + 1] do not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if all(map(operator.is_, islice(known, low, middle), islice(messages, low, middle))):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 _PREFIXES = _Prefixes(16 << 20)
