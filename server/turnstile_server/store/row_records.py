@@ -24,8 +24,7 @@ RUN_COLUMNS = f"""
     r.seq, r.run_id, r.thread_id, r.assistant_id, r.graph_id, r.status, r.multitask_strategy,
     r.input, r.config, r.metadata, r.stream_mode, r.create_time, r.start_time, r.end_time,
     r.not_before, r.attempt, r.error_type, r.error_message, r.cancel_action, r.cancel_reason,
-    r.superseded_by, r.timeout_seconds, r.durability,
-    {", ".join(f"r.{c}" for c in (*RUN_OPTION_COLUMNS, *RUN_OUTPUT_COLUMNS))},
+    r.superseded_by, {", ".join(f"r.{c}" for c in (*RUN_OPTION_COLUMNS, *RUN_OUTPUT_COLUMNS))},
     CASE WHEN r.status = 'pending' THEN (
         SELECT COUNT(*) FROM runs q
         WHERE q.thread_id = r.thread_id AND q.status IN ('pending', 'running') AND q.seq < r.seq
@@ -69,8 +68,6 @@ def run_from_row(row: Row) -> RunRecord:
         superseded_by=row["superseded_by"],
         seq=row["seq"],
         queue_position=None if position is None else int(position),
-        timeout_seconds=row["timeout_seconds"],
-        durability=row["durability"],
         **option_fields(row),
     )
 

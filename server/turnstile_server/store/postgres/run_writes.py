@@ -26,8 +26,9 @@ from turnstile_server.store.records import (
     RunRecord,
     RunSpec,
     Start,
+    options_of,
 )
-from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values
 
 ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
 """How long a rolled-back run's request id is remembered (a day, as on SQLite)."""
@@ -51,12 +52,12 @@ async def inflight_runs(conn: Conn, thread_id: str) -> list[RunRecord]:
 
 _INSERT_COLUMNS = (
     "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
-    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
+    " metadata, stream_mode, create_time, not_before, request_id, attempt, start_time,"
+    f" {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES"
-    f" ({', '.join(f'${n}' for n in range(1, 19 + len(RUN_OPTION_COLUMNS)))}) RETURNING seq"
+    f" ({', '.join(f'${n}' for n in range(1, _INSERT_COLUMNS.count(',') + 2))}) RETURNING seq"
 )
 
 
@@ -123,8 +124,6 @@ async def admit(
         now,
         not_before,
         spec.request_id or None,
-        spec.timeout_seconds,
-        spec.durability,
         1 if starting else 0,
         now if starting else None,
         *option_values(spec),
@@ -153,9 +152,7 @@ async def admit(
         superseded_by="",
         seq=seq,
         queue_position=plan.ahead,
-        timeout_seconds=spec.timeout_seconds,
-        durability=spec.durability,
-        **spec_fields(spec),
+        **options_of(spec),
         discarded_interrupts=discarded,
     )
     admission = superseded or Admission(run=run)

@@ -19,8 +19,9 @@ from turnstile_server.store.records import (
     RunRecord,
     RunSpec,
     Start,
+    options_of,
 )
-from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
+from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values
 from turnstile_server.store.sqlite.checkpoints import insert_checkpoint
 from turnstile_server.store.sqlite.database import Session
 from turnstile_server.store.sqlite.langgraph import delete_langgraph_runs
@@ -47,12 +48,12 @@ def inflight_runs(conn: Session, thread_id: str) -> list[RunRecord]:
 
 _INSERT_COLUMNS = (
     "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
-    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
+    " metadata, stream_mode, create_time, not_before, request_id, attempt, start_time,"
+    f" {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({_INSERT_COLUMNS})"
-    f" VALUES ({', '.join('?' * (18 + len(RUN_OPTION_COLUMNS)))})"
+    f" VALUES ({', '.join('?' * (_INSERT_COLUMNS.count(',') + 1))})"  # one a column
 )
 
 
@@ -118,8 +119,6 @@ def admit(
             now,
             not_before,
             spec.request_id or None,
-            spec.timeout_seconds,
-            spec.durability,
             1 if starting else 0,
             now if starting else None,
             *option_values(spec),
@@ -152,9 +151,7 @@ def admit(
         superseded_by="",
         seq=cursor.lastrowid,
         queue_position=plan.ahead,
-        timeout_seconds=spec.timeout_seconds,
-        durability=spec.durability,
-        **spec_fields(spec),
+        **options_of(spec),
         discarded_interrupts=discarded,
     )
     admission = superseded or Admission(run=run)
