@@ -28,13 +28,15 @@ OPTION: Final = "option"
 class Option:
     """How one `ServerConfig` field is set: its `serve` flag (None: environment only) and help;
     `parse` turns the flag's or the variable's text into the value (default: the default's
-    type), raising ValueError for a bad one."""
+    type), raising ValueError for a bad one; `run_field` names the run option (a `CreateRun`
+    field, `records.RunOptions`) whose default the value is, for runs that leave it unset."""
 
     help: str
     flag: str | None
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     parse: Callable[[str], Any] | None = None
+    run_field: str | None = None
 
 
 def option(
@@ -45,11 +47,12 @@ def option(
     metavar: str | None = None,
     choices: tuple[str, ...] | None = None,
     parse: Callable[[str], Any] | None = None,
+    run_field: str | None = None,
 ) -> Any:
     """Declares a field with its option; `flag=""` derives `--the-name`, None gives no flag.
 
     A list default is a comma-separated variable (and a repeatable flag) starting empty."""
-    declared = {OPTION: Option(help, flag, metavar, choices, parse)}
+    declared = {OPTION: Option(help, flag, metavar, choices, parse, run_field)}
     if isinstance(default, list):
         return field(default_factory=list, metadata=declared)
     return field(default=default, metadata=declared)
@@ -140,6 +143,7 @@ class ServerConfig:
         " before the next step (sync), while the next step runs (async), or when the run ends"
         " (exit)",
         choices=DURABILITIES,
+        run_field="durability",
     )
     on_pending_interrupt: str = option(
         "discard",
@@ -148,6 +152,7 @@ class ServerConfig:
         " discards (discard, LangGraph's behaviour), or refuse the run with AWAITING_INPUT"
         " (reject)",
         choices=ON_PENDING_INTERRUPT,
+        run_field="on_pending_interrupt",
     )
     close_tool_calls: str = option(
         "on",
@@ -233,6 +238,14 @@ class ServerConfig:
     def address(self) -> str:
         """The `host:port` to bind."""
         return f"{self.host}:{self.port}"
+
+    def run_defaults(self) -> dict[str, Any]:
+        """The server's defaults of run options, by option name (`Option.run_field`)."""
+        return {
+            declared.run_field: getattr(self, setting.name)
+            for setting in fields(self)
+            if (declared := setting.metadata[OPTION]).run_field
+        }
 
     def stream_limits(self) -> StreamLimits:
         """The event logs' retention and the subscribers' lag bound."""

@@ -21,6 +21,7 @@ from turnstile_server.errors import (
     ThreadBusy,
     UnknownInterrupt,
 )
+from turnstile_server.store.records import RUN_OPTIONS
 
 if TYPE_CHECKING:  # the records only as types: the store's modules import this one
     from turnstile_server.store.records import RunRecord, RunSpec
@@ -196,17 +197,8 @@ def same_request(spec: RunSpec, run: RunRecord) -> None:
         ("metadata", spec.metadata, run.metadata),
         ("config", spec.config, run.config),
         ("stream_mode", spec.stream_mode, run.stream_mode),
-        ("timeout_seconds", spec.timeout_seconds, run.timeout_seconds),
-        ("durability", spec.durability, run.durability),
-        # What the run does to the thread, as LangGraph runs it: a retry asks the same.
-        ("context", spec.context, run.context),
-        ("stream_subgraphs", spec.stream_subgraphs, run.stream_subgraphs),
-        ("command", spec.command, run.command),
-        ("interrupt_before", spec.interrupt_before, run.interrupt_before),
-        ("interrupt_after", spec.interrupt_after, run.interrupt_after),
-        ("checkpoint_id", spec.checkpoint_id, run.checkpoint_id),
-        ("close_tool_calls", spec.close_tool_calls, run.close_tool_calls),
-        ("on_pending_interrupt", spec.on_pending_interrupt, run.on_pending_interrupt),
+        # What the run does to the thread (as LangGraph runs it, too): a retry asks the same.
+        *((name, getattr(spec, name), getattr(run, name)) for name in RUN_OPTIONS),
     ]
     for field_name, asked, got in asked_and_got:
         if asked != got:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.store_contract.backends import MAX_QUEUED, spec, started
 from turnstile_server.store import Store
+from turnstile_server.store.records import options_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -23,6 +24,8 @@ OPTIONS: dict[str, Any] = {
     "close_tool_calls": False,
     "on_pending_interrupt": "reject",
 }
+EVERY_OPTION: dict[str, Any] = {**OPTIONS, "timeout_seconds": 2.5, "durability": "exit"}
+"""A value other than the default for every `RunOptions` field (`tests/test_run_fields.py`)."""
 
 
 PENDING = [{"id": "0123456789abcdef0123456789abcdef", "value": {"q": "ok?"}, "task_id": "k"}]
@@ -45,6 +48,16 @@ async def test_run_options_are_stored_and_read_back_as_given(store: Store) -> No
     for run in (admitted, read, listed[0]):  # newest first
         assert {name: getattr(run, name) for name in OPTIONS} == OPTIONS
         assert run.discarded_interrupts == ()
+
+
+async def test_every_run_option_is_stored_in_its_column_and_read_back(store: Store) -> None:
+    await waiting(store, "t")
+
+    admitted = (await store.runs.admit(spec("t", **EVERY_OPTION), max_queued=MAX_QUEUED)).run
+    read = await store.runs.get("t", admitted.run_id)
+
+    for run in (admitted, read):
+        assert options_of(run) == EVERY_OPTION
 
 
 async def test_run_options_default_to_not_given(store: Store) -> None:

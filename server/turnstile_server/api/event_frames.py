@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnstile_server.api import codec, json_values, wire
+from turnstile_server.api import codec, json_values
+from turnstile_server.api.run_messages import run_message
 from turnstile_server.store import RunRecord
 
 
@@ -30,9 +31,9 @@ class EventFrames:
         without decoding."""
         return codec.thread_event_frame(
             seq,
-            run_started=None if run_started is None else wire.run_message(run_started),
+            run_started=None if run_started is None else run_message(run_started),
             run_event=None if run_event is None else codec.unframe(run_event),
-            run_ended=None if run_ended is None else wire.run_message(run_ended),
+            run_ended=None if run_ended is None else run_message(run_ended),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -11,6 +11,7 @@ from turnstile.v1 import run_service_pb2_grpc as pb_grpc
 from turnstile_server.api import codec, event_frames, json_values, run_options, wire
 from turnstile_server.api.assistant_service import resolve_assistant
 from turnstile_server.api.rpc_errors import encoded
+from turnstile_server.api.run_messages import run_message
 from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
@@ -19,6 +20,7 @@ from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
+from turnstile_server.store.records import options_of
 from turnstile_server.thread_states import ThreadStates
 
 CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
@@ -35,8 +37,7 @@ class RunService(pb_grpc.RunServiceServicer):
         hub: EventHub,
         graphs: GraphRegistry,
         *,
-        durability: str = "sync",
-        on_pending_interrupt: str = "discard",
+        run_defaults: Mapping[str, Any],
         page_bytes: int = wire.MAX_PAGE_BYTES,
     ) -> None:
         self._states = ThreadStates(store, graphs)
@@ -44,8 +45,7 @@ class RunService(pb_grpc.RunServiceServicer):
         self._scheduler = scheduler
         self._hub = hub
         self._graphs = graphs
-        self._durability = durability  # for runs that do not say
-        self._on_pending_interrupt = on_pending_interrupt
+        self._run_defaults = run_defaults  # for the options a run leaves unset, by name
         self._page_bytes = page_bytes
 
     async def _spec(self, request: CreateLike) -> RunSpec:
@@ -54,7 +54,7 @@ class RunService(pb_grpc.RunServiceServicer):
         assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
         prepared = self._graphs.prepared(assistant.graph_id)
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
-        options = run_options.read(request, default_on_pending_interrupt=self._on_pending_interrupt)
+        options = run_options.read(request, self._run_defaults)
         run_options.check_runtime(options, assistant.graph_id, prepared.runtime)
         await run_options.check_langgraph(options, prepared, self._store.langgraph, thread_id)
         own_config = wire.to_dict(request.config, "config")
@@ -77,10 +77,7 @@ class RunService(pb_grpc.RunServiceServicer):
                 wire.IF_NOT_EXISTS, request.if_not_exists, "if_not_exists"
             ),
             request_id=request.request_id,
-            timeout_seconds=wire.seconds(request.timeout_seconds, "timeout_seconds") or None,
-            durability=wire.enum_value(wire.DURABILITIES, request.durability, "durability")
-            or self._durability,
-            **options.spec_fields(),
+            **options_of(options),
         )
         if isinstance(prepared, LangGraphGraph):  # what LangGraph would refuse, refused now
             prepared.check_run(spec.input, own_config, spec.context)
@@ -92,13 +89,13 @@ class RunService(pb_grpc.RunServiceServicer):
         joined once."""
         values = await self._states.run_values(run)
         if values is not None:  # a LangGraph run: the values at its own last checkpoint
-            head = codec.field(0x0A, wire.run_message(run).SerializeToString())
+            head = codec.field(0x0A, run_message(run).SerializeToString())
             if json_values.wants_json(context):
                 return head + codec.field(0x1A, json_values.values_json(values))
             body = codec.struct_body(values, "values")
             return head + codec.field(0x12, body) if body else head
         if json_values.wants_json(context):
-            head = codec.field(0x0A, wire.run_message(run).SerializeToString())
+            head = codec.field(0x0A, run_message(run).SerializeToString())
             latest = self._store.checkpoints.latest_live(run.thread_id)
             if latest is not None and latest[0].run_id == run.run_id:
                 return head + codec.field(0x1A, json_values.state_json(latest[1]))
@@ -106,7 +103,7 @@ class RunService(pb_grpc.RunServiceServicer):
         parts = self._values_at_end(run)
         if parts is None:
             parts = [codec.struct_body(await self._values_of(run), "values", state=True)]
-        head = codec.field(0x0A, wire.run_message(run).SerializeToString())
+        head = codec.field(0x0A, run_message(run).SerializeToString())
         size = sum(len(part) for part in parts)
         return b"".join([head, b"\x12", codec.varint(size), *parts]) if size else head
 
@@ -127,7 +124,7 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def CreateRun(self, request: pb.CreateRunRequest, context: Any) -> pb.CreateRunResponse:
         run = await self._scheduler.admit(await self._spec(request))
-        return pb.CreateRunResponse(run=wire.run_message(run))
+        return pb.CreateRunResponse(run=run_message(run))
 
     async def WaitRun(self, request: pb.WaitRunRequest, context: Any) -> pb.WaitRunResponse:
         run = await self._scheduler.run_to_end(await self._spec(request))
@@ -192,7 +189,7 @@ class RunService(pb_grpc.RunServiceServicer):
                 )
             log = self._hub.open(run.run_id)
         check_position(log, after_seq, what=what)
-        yield response(run=wire.run_message(run))
+        yield response(run=run_message(run))
         limits = self._hub.limits
         async for batch in follow(
             log, after_seq, limits, what=what, live=live, budget=self._hub.send_budget
@@ -208,7 +205,7 @@ class RunService(pb_grpc.RunServiceServicer):
 
     async def GetRun(self, request: pb.GetRunRequest, context: Any) -> pb.GetRunResponse:
         run = await self._get(request.thread_id, request.run_id)
-        return pb.GetRunResponse(run=wire.run_message(run))
+        return pb.GetRunResponse(run=run_message(run))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Any) -> pb.ListRunsResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
@@ -221,7 +218,7 @@ class RunService(pb_grpc.RunServiceServicer):
         page = wire.PageBytes(self._page_bytes)
         messages = []
         for index, run in enumerate(runs):
-            message = wire.run_message(run)
+            message = run_message(run)
             if not page.take(message):
                 next_cursor = runs[index - 1].seq  # newest first: on after the last taken
                 break
@@ -239,7 +236,7 @@ class RunService(pb_grpc.RunServiceServicer):
         run_id = wire.uuid_id(request.run_id, "run_id")
         action = wire.enum_value(wire.CANCEL_ACTIONS, request.action, "action")
         run = await self._scheduler.cancel(thread_id, run_id, action, wait=request.wait)
-        return pb.CancelRunResponse(run=wire.run_message(run))
+        return pb.CancelRunResponse(run=run_message(run))
 
     async def JoinRun(self, request: pb.JoinRunRequest, context: Any) -> pb.JoinRunResponse:
         thread_id = wire.uuid_id(request.thread_id, "thread_id")

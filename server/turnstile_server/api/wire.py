@@ -15,9 +15,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server.api import codec
 from turnstile_server.errors import InvalidArgument
-from turnstile_server.policy import is_interrupt_id
 from turnstile_server.state import MAX_JSON_DEPTH
-from turnstile_server.store import AssistantRecord, RunRecord, ThreadRecord
+from turnstile_server.store import AssistantRecord, ThreadRecord
 
 STRATEGIES = {
     run_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "enqueue",
@@ -64,7 +63,6 @@ ON_PENDING_INTERRUPT = {
     run_pb2.ON_PENDING_INTERRUPT_DISCARD: "discard",
     run_pb2.ON_PENDING_INTERRUPT_REJECT: "reject",
 }
-ON_PENDING_INTERRUPT_ENUM = {name: number for number, name in ON_PENDING_INTERRUPT.items() if name}
 CANCEL_ACTIONS = {
     run_pb2.CANCEL_ACTION_UNSPECIFIED: "interrupt",
     run_pb2.CANCEL_ACTION_INTERRUPT: "interrupt",
@@ -269,68 +267,6 @@ def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def run_message(run: RunRecord) -> run_pb2.Run:
-    """Converts a run record to its wire form."""
-    message = run_pb2.Run(
-        run_id=run.run_id,
-        thread_id=run.thread_id,
-        assistant_id=run.assistant_id,
-        status=RUN_STATUS_ENUM[run.status],
-        multitask_strategy=STRATEGY_ENUM[run.multitask_strategy],
-        metadata=to_struct(run.metadata),
-        create_time=timestamp(run.create_time),
-        start_time=timestamp(run.start_time),
-        end_time=timestamp(run.end_time),
-        attempt=run.attempt,
-        cancel_reason=run.cancel_reason,
-        superseded_by=run.superseded_by,
-        timeout_seconds=run.timeout_seconds or 0.0,
-        durability=DURABILITY_ENUM[run.durability],
-    )
-    if run.error is not None:
-        message.error.type = run.error.type
-        message.error.message = run.error.message
-    if run.status == "pending" and run.queue_position is not None:
-        message.queue_position = run.queue_position
-    _show_options(run, message)
-    return message
-
-
-def _show_options(run: RunRecord, message: run_pb2.Run) -> None:
-    """Fills the LangGraph and human-in-the-loop options of `run` (`api/run_options.py`)."""
-    if run.context is not None:
-        message.context.CopyFrom(to_struct(run.context))
-    message.stream_subgraphs = run.stream_subgraphs
-    if run.command is not None:
-        message.command.CopyFrom(command_message(run.command))
-    message.interrupt_before.extend(run.interrupt_before or ())
-    message.interrupt_after.extend(run.interrupt_after or ())
-    message.checkpoint_id = run.checkpoint_id or ""
-    if run.close_tool_calls is not None:
-        message.close_tool_calls = run.close_tool_calls
-    message.discarded_interrupts.extend(run.discarded_interrupts)
-    message.on_pending_interrupt = ON_PENDING_INTERRUPT_ENUM.get(
-        run.on_pending_interrupt, run_pb2.ON_PENDING_INTERRUPT_UNSPECIFIED
-    )
-
-
-def command_message(command: dict[str, Any]) -> run_pb2.Command:
-    """A run's command as a `Command` message: a resume map whose keys are all interrupt ids
-    shows as `resume_by_id`, as LangGraph reads it."""
-    message = run_pb2.Command()
-    if "resume" in command:
-        resume = command["resume"]
-        if isinstance(resume, dict) and resume and all(map(is_interrupt_id, resume)):
-            for interrupt_id, item in resume.items():
-                message.resume_by_id[interrupt_id].CopyFrom(to_value(item))
-        else:
-            message.resume.CopyFrom(to_value(resume))
-    if "update" in command:
-        message.update.CopyFrom(to_struct(command["update"]))
-    message.goto.extend(command.get("goto", ()))
-    return message
-
-
 def to_value(data: Any) -> struct_pb2.Value:
     """JSON data as a `Value`."""
     return struct_pb2.Value.FromString(codec.value(data))
@@ -389,7 +325,6 @@ DURABILITIES = {
     run_pb2.DURABILITY_ASYNC: "async",
     run_pb2.DURABILITY_EXIT: "exit",
 }
-DURABILITY_ENUM = {name: number for number, name in DURABILITIES.items() if number}
 ON_DISCONNECT = {
     run_pb2.ON_DISCONNECT_UNSPECIFIED: "continue",
     run_pb2.ON_DISCONNECT_CONTINUE: "continue",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from turnstile_server import clock
@@ -77,8 +77,46 @@ class ThreadRecord:
         return "cancelled" if self.interrupts is None else "awaiting_input"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """What a caller asks of a run beyond its input, stored as asked and shown back on `Run`.
+
+    `RunSpec` and `RunRecord` both have these fields, so a new stored run field is declared
+    here once: each SQL backend stores it in a column of the same name
+    (`store/run_columns.py` derives its encoding from the annotation), and a repeated request
+    id must ask for the same (`policy.same_request`).
+    """
+
+    timeout_seconds: float | None = None
+    durability: str = "sync"
+    context: dict[str, Any] | None = None
+    """LangGraph's runtime context (`Runtime.context`)."""
+    stream_subgraphs: bool = False
+    command: dict[str, Any] | None = None
+    """`{"resume": v}` (`v` may map interrupt ids to values), `{"update": {...}}`,
+    `{"goto": [...]}`, or several of them; LangGraph's `Command`."""
+    interrupt_before: tuple[str, ...] | None = None
+    """Nodes to stop before; `("*",)` means every node."""
+    interrupt_after: tuple[str, ...] | None = None
+    checkpoint_id: str | None = None
+    """Continue from this checkpoint (time travel) instead of the thread's latest."""
+    close_tool_calls: bool | None = None
+    """Close dangling tool calls when interrupted; None means the server's default."""
+    on_pending_interrupt: str = "discard"
+    """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
+
+
+RUN_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunOptions))
+"""The names of `RunOptions`' fields, in declaration order."""
+
+
+def options_of(value: RunOptions) -> dict[str, Any]:
+    """The run options of a spec or a record, by name (keyword arguments of either)."""
+    return {name: getattr(value, name) for name in RUN_OPTIONS}
+
+
 @dataclass(frozen=True, slots=True)
-class RunRecord:
+class RunRecord(RunOptions):
     """A run's row, with its queue position computed while it is pending."""
 
     run_id: str
@@ -102,23 +140,6 @@ class RunRecord:
     superseded_by: str
     seq: int
     queue_position: int | None = None
-    timeout_seconds: float | None = None
-    durability: str = "sync"
-    context: dict[str, Any] | None = None
-    """LangGraph's runtime context (`Runtime.context`)."""
-    stream_subgraphs: bool = False
-    command: dict[str, Any] | None = None
-    """`{"resume": v}` (`v` may map interrupt ids to values), `{"update": {...}}`,
-    `{"goto": [...]}`, or several of them; LangGraph's `Command`."""
-    interrupt_before: tuple[str, ...] | None = None
-    """Nodes to stop before; `("*",)` means every node."""
-    interrupt_after: tuple[str, ...] | None = None
-    checkpoint_id: str | None = None
-    """Continue from this checkpoint (time travel) instead of the thread's latest."""
-    close_tool_calls: bool | None = None
-    """Close dangling tool calls when interrupted; None means the server's default."""
-    on_pending_interrupt: str = "discard"
-    """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
     discarded_interrupts: tuple[str, ...] = ()
     """The ids of the interrupts the thread waited on that this run's new input superseded."""
     epoch: int = 0
@@ -146,7 +167,7 @@ class CheckpointRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class RunSpec:
+class RunSpec(RunOptions):
     """What a caller asks for when creating a run, validated."""
 
     thread_id: str
@@ -160,23 +181,6 @@ class RunSpec:
     after_seconds: float = 0.0
     create_thread: bool = False
     request_id: str = ""
-    timeout_seconds: float | None = None
-    durability: str = "sync"
-    context: dict[str, Any] | None = None
-    """LangGraph's runtime context (`Runtime.context`)."""
-    stream_subgraphs: bool = False
-    command: dict[str, Any] | None = None
-    """`{"resume": v}` (`v` may map interrupt ids to values), `{"update": {...}}`,
-    `{"goto": [...]}`, or several of them; LangGraph's `Command`."""
-    interrupt_before: tuple[str, ...] | None = None
-    """Nodes to stop before; `("*",)` means every node."""
-    interrupt_after: tuple[str, ...] | None = None
-    checkpoint_id: str | None = None
-    """Continue from this checkpoint (time travel) instead of the thread's latest."""
-    close_tool_calls: bool | None = None
-    """Close dangling tool calls when interrupted; None means the server's default."""
-    on_pending_interrupt: str = "discard"
-    """What new input does on a thread waiting for input: "discard" its interrupts, "reject"."""
 
 
 @dataclass(slots=True)

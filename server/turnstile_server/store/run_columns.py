@@ -1,18 +1,20 @@
-"""The run options stored as one column each, named once for every SQL backend.
+"""The run options (`records.RunOptions`) stored as one column each, for every SQL backend.
 
-The LangGraph and human-in-the-loop fields of `RunSpec`/`RunRecord` (SQLite migration 8): a
-backend inserts `RUN_OPTION_COLUMNS` with `option_values(spec)` and reads them back with
-`option_fields(row)`, so a new option is added here, to the records and to each backend's
-migration, and nowhere else. JSON columns are text; booleans are integers (NULL: not given).
+A backend inserts `RUN_OPTION_COLUMNS` with `option_values(spec)` and reads them back with
+`option_fields(row)`; each column is named after its field and encoded after the field's
+annotation (`_CODECS`: JSON objects and name lists as text, flags as integers, NULL for not
+given). So a new stored run field is added to `RunOptions` and to each backend's migration,
+and nowhere here, unless its annotation is a new one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any, Protocol
 
-from turnstile_server.store.records import RunSpec
+from turnstile_server.store.records import RunOptions
 
 
 def _json(value: Any) -> str | None:
@@ -45,19 +47,36 @@ class _Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+_Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]
 _Column = tuple[str, Callable[[Any], Any], Callable[[Any], Any]]
 
-_OPTIONS: tuple[_Column, ...] = (
-    # (field and column name, to the column, from the column)
-    ("context", _json, _from_json),
-    ("stream_subgraphs", int, bool),
-    ("command", _json, _from_json),
-    ("interrupt_before", _names, _from_names),
-    ("interrupt_after", _names, _from_names),
-    ("checkpoint_id", lambda v: v, lambda v: v),
-    ("close_tool_calls", _flag, _from_flag),
-    ("on_pending_interrupt", str, str),
-)
+_CODECS: dict[str, _Codec] = {
+    # a field's annotation: (to the column, from the column)
+    "float | None": (_same, _same),
+    "str": (_same, _same),
+    "str | None": (_same, _same),
+    "bool": (int, bool),
+    "bool | None": (_flag, _from_flag),
+    "dict[str, Any] | None": (_json, _from_json),
+    "tuple[str, ...] | None": (_names, _from_names),
+}
+
+
+def _column(name: str, annotation: object) -> _Column:
+    """A field's column: its name and its codec, chosen by its annotation."""
+    codec = _CODECS.get(str(annotation))
+    if codec is None:
+        raise TypeError(
+            f"RunOptions.{name}: no column encoding for {annotation!r}; add one to _CODECS"
+        )
+    return name, *codec
+
+
+_OPTIONS = tuple(_column(f.name, f.type) for f in fields(RunOptions))
 
 RUN_OPTION_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in _OPTIONS)
 """The option columns of `runs`, in the order `option_values` gives them."""
@@ -66,7 +85,7 @@ RUN_OUTPUT_COLUMNS: tuple[str, ...] = ("discarded_interrupts",)
 """Columns of `runs` the server fills (JSON list of interrupt ids, `[]` by default)."""
 
 
-def option_values(spec: RunSpec) -> tuple[Any, ...]:
+def option_values(spec: RunOptions) -> tuple[Any, ...]:
     """The spec's options as column values, in `RUN_OPTION_COLUMNS` order."""
     return tuple(encode(getattr(spec, name)) for name, encode, _ in _OPTIONS)
 
@@ -76,8 +95,3 @@ def option_fields(row: _Row) -> dict[str, Any]:
     fields = {name: decode(row[name]) for name, _, decode in _OPTIONS}
     fields["discarded_interrupts"] = tuple(json.loads(row["discarded_interrupts"] or "[]"))
     return fields
-
-
-def spec_fields(spec: RunSpec) -> dict[str, Any]:
-    """The spec's options as record fields (a run admitted now, before it is read back)."""
-    return {name: getattr(spec, name) for name, _, _ in _OPTIONS}

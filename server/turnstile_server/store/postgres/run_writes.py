@@ -27,7 +27,7 @@ from turnstile_server.store.records import (
     RunSpec,
     Start,
 )
-from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
+from turnstile_server.store.row_records import RUN_INSERT_COLUMNS, admitted_run, admitted_values
 
 ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
 """How long a rolled-back run's request id is remembered (a day, as on SQLite)."""
@@ -49,14 +49,9 @@ async def inflight_runs(conn: Conn, thread_id: str) -> list[RunRecord]:
     return [run_from_row(row) for row in rows]
 
 
-_INSERT_COLUMNS = (
-    "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
-    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
-)
 _INSERT_RUN = (
-    f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES"
-    f" ({', '.join(f'${n}' for n in range(1, 19 + len(RUN_OPTION_COLUMNS)))}) RETURNING seq"
+    f"INSERT INTO runs ({RUN_INSERT_COLUMNS}) VALUES"
+    f" ({', '.join(f'${n}' for n in range(1, RUN_INSERT_COLUMNS.count(',') + 2))}) RETURNING seq"
 )
 
 
@@ -107,57 +102,11 @@ async def admit(
     )
     starting = start and plan.starts_now
     run_input = None if spec.input is None else dumps(spec.input)
-    not_before = now + int(spec.after_seconds * 1_000_000)
     seq = await conn.fetchval(
-        _INSERT_RUN,
-        run_id,
-        spec.thread_id,
-        spec.assistant_id,
-        spec.graph_id,
-        "running" if starting else "pending",
-        spec.multitask_strategy,
-        run_input,
-        dumps(spec.config),
-        dumps(spec.metadata),
-        dumps(spec.stream_mode),
-        now,
-        not_before,
-        spec.request_id or None,
-        spec.timeout_seconds,
-        spec.durability,
-        1 if starting else 0,
-        now if starting else None,
-        *option_values(spec),
-        dumps(list(discarded)),
+        _INSERT_RUN, *admitted_values(spec, run_id, now, run_input, starting, discarded)
     )
     await _set_thread_status(conn, spec.thread_id, "busy", now)
-    run = RunRecord(
-        run_id=run_id,
-        thread_id=spec.thread_id,
-        assistant_id=spec.assistant_id,
-        graph_id=spec.graph_id,
-        status="pending",
-        multitask_strategy=spec.multitask_strategy,
-        input=loads(run_input),
-        config=spec.config,
-        metadata=spec.metadata,
-        stream_mode=spec.stream_mode,
-        create_time=now,
-        start_time=None,
-        end_time=None,
-        not_before=not_before,
-        attempt=0,
-        error=None,
-        cancel_action=None,
-        cancel_reason="",
-        superseded_by="",
-        seq=seq,
-        queue_position=plan.ahead,
-        timeout_seconds=spec.timeout_seconds,
-        durability=spec.durability,
-        **spec_fields(spec),
-        discarded_interrupts=discarded,
-    )
+    run = admitted_run(spec, run_id, now, run_input, seq, plan.ahead, discarded)
     admission = superseded or Admission(run=run)
     admission.run = run
     if starting:  # inserted RUNNING above: its first attempt has begun

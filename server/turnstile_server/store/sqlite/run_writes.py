@@ -20,7 +20,7 @@ from turnstile_server.store.records import (
     RunSpec,
     Start,
 )
-from turnstile_server.store.run_columns import RUN_OPTION_COLUMNS, option_values, spec_fields
+from turnstile_server.store.row_records import RUN_INSERT_COLUMNS, admitted_run, admitted_values
 from turnstile_server.store.sqlite.checkpoints import insert_checkpoint
 from turnstile_server.store.sqlite.database import Session
 from turnstile_server.store.sqlite.langgraph import delete_langgraph_runs
@@ -45,14 +45,9 @@ def inflight_runs(conn: Session, thread_id: str) -> list[RunRecord]:
     return [run_from_row(row) for row in rows]
 
 
-_INSERT_COLUMNS = (
-    "run_id, thread_id, assistant_id, graph_id, status, multitask_strategy, input, config,"
-    " metadata, stream_mode, create_time, not_before, request_id, timeout_seconds, durability,"
-    f" attempt, start_time, {', '.join(RUN_OPTION_COLUMNS)}, discarded_interrupts"
-)
 _INSERT_RUN = (
-    f"INSERT INTO runs ({_INSERT_COLUMNS})"
-    f" VALUES ({', '.join('?' * (18 + len(RUN_OPTION_COLUMNS)))})"
+    f"INSERT INTO runs ({RUN_INSERT_COLUMNS})"
+    f" VALUES ({', '.join('?' * (RUN_INSERT_COLUMNS.count(',') + 1))})"  # one a column
 )
 
 
@@ -101,62 +96,13 @@ def admit(
     # Started in this write when it is at once the thread's next run and the caller asks.
     starting = start and plan.starts_now
     run_input = None if spec.input is None else dumps(spec.input)
-    not_before = now + int(spec.after_seconds * 1_000_000)
     cursor = conn.execute(
-        _INSERT_RUN,
-        (
-            run_id,
-            spec.thread_id,
-            spec.assistant_id,
-            spec.graph_id,
-            "running" if starting else "pending",
-            spec.multitask_strategy,
-            run_input,
-            dumps(spec.config),
-            dumps(spec.metadata),
-            dumps(spec.stream_mode),
-            now,
-            not_before,
-            spec.request_id or None,
-            spec.timeout_seconds,
-            spec.durability,
-            1 if starting else 0,
-            now if starting else None,
-            *option_values(spec),
-            dumps(list(discarded)),
-        ),
+        _INSERT_RUN, admitted_values(spec, run_id, now, run_input, starting, discarded)
     )
     if busy:  # it stays BUSY: only its update time moves
         _set_thread_status(conn, spec.thread_id, "busy", now)
     assert cursor.lastrowid is not None
-    # The run as admitted (PENDING), built from what was inserted rather than read back.
-    run = RunRecord(
-        run_id=run_id,
-        thread_id=spec.thread_id,
-        assistant_id=spec.assistant_id,
-        graph_id=spec.graph_id,
-        status="pending",
-        multitask_strategy=spec.multitask_strategy,
-        input=loads(run_input),
-        config=spec.config,
-        metadata=spec.metadata,
-        stream_mode=spec.stream_mode,
-        create_time=now,
-        start_time=None,
-        end_time=None,
-        not_before=not_before,
-        attempt=0,
-        error=None,
-        cancel_action=None,
-        cancel_reason="",
-        superseded_by="",
-        seq=cursor.lastrowid,
-        queue_position=plan.ahead,
-        timeout_seconds=spec.timeout_seconds,
-        durability=spec.durability,
-        **spec_fields(spec),
-        discarded_interrupts=discarded,
-    )
+    run = admitted_run(spec, run_id, now, run_input, cursor.lastrowid, plan.ahead, discarded)
     admission = superseded or Admission(run=run)
     admission.run = run
     if starting:  # inserted RUNNING above: its first attempt has begun
