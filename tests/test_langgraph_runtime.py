@@ -143,7 +143,7 @@ async def test_each_kind_of_factory_is_called_per_run_with_the_run_config(tmp_pa
     assert per_run[0][0] == ("zero", None)
     assert per_run[1] == [("one", run_ids[1])]
     assert per_run[2][0] == ("two", "threads.create_run")
-    assert ("two", "threads.read") in per_run[2], "the run's values are read through it"
+    assert per_run[2].count(("two", "threads.create_run")) == 1
     assert per_run[3][:2] == [("managed", "enter"), ("managed", "exit")]
     assert per_run[4] == [("one", run_ids[4])]
 

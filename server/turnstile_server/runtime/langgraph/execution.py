@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from langgraph.pregel import Pregel
+    from langgraph.types import StateSnapshot
 
-    from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+    from turnstile_server.runtime.langgraph.runtime import LangGraphGraph, _Shared
+    from turnstile_server.runtime.langgraph.saver import TurnstileSaver
 
 
 def run_config(run: RunRecord) -> dict[str, Any]:
@@ -144,7 +146,9 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
         if saver.refused is not None:  # LangGraph re-raises a background write's failure
             raise saver.refused  # only when nothing else is raised: to be sure
         await held.flush()
-        await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
+        saver.serve_last = True  # the graph has returned: its last put is the thread's latest
+        state = await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
+        await _keep_values(bound, saver, state, shared, run.run_id)
 
 
 async def _close_tool_calls(bound: Any, config: dict[str, Any], held: HeldWrites) -> None:
@@ -160,6 +164,25 @@ async def _close_tool_calls(bound: Any, config: dict[str, Any], held: HeldWrites
         return
     if closed:
         log.info("run %s: closed %d dangling tool calls", config["metadata"]["run_id"], closed)
+
+
+async def _keep_values(
+    bound: Any, saver: TurnstileSaver, state: StateSnapshot, shared: _Shared, run_id: str
+) -> None:
+    """Keeps the values at the run's own last checkpoint for WaitRun and JoinRun (read from
+    the saver's `last_put`, as `state.run_values` would read them: without the writes of
+    tasks that finished after it)."""
+    last_id = saver.last_put.checkpoint_id
+    if (
+        last_id is None
+        or (state.config or {}).get("configurable", {}).get("checkpoint_id") != last_id
+    ):
+        return
+    remembered = saver.last_put.answer(last_id)
+    if remembered is not None and remembered.pending_writes:
+        at = {"configurable": {**state.config["configurable"], "checkpoint_id": last_id}}
+        state = await bound.aget_state(at)
+    shared.ended.keep(run_id, state.values)
 
 
 def _parts(chunk: Any, subgraphs: bool) -> tuple[tuple[str, ...], str, Any]:

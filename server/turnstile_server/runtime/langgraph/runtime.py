@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from langgraph.pregel import Pregel
 
     from turnstile_server.runtime.langgraph.blobs import ChannelCache
+    from turnstile_server.runtime.langgraph.last_put import EndedValues
     from turnstile_server.store import LangGraphCheckpoints, RunRecord
 
 _KINDS = ("Pregel", "StateGraph")
@@ -134,11 +135,21 @@ def checked_graph(obj: object) -> Pregel[Any]:
 @dataclass
 class _Shared:
     """What every LangGraph graph of a runtime shares: the serializer and the channel cache
-    of the runs' savers (the server loop's, like every run)."""
+    of the runs' savers (the server loop's, like every run), and the values ended runs left
+    for WaitRun and JoinRun."""
 
     _serde: Any = None
     _cache: ChannelCache | None = None
     _read_cache: ChannelCache | None = None
+    _ended: EndedValues | None = None
+
+    @property
+    def ended(self) -> EndedValues:
+        if self._ended is None:
+            from turnstile_server.runtime.langgraph.last_put import EndedValues
+
+            self._ended = EndedValues()
+        return self._ended
 
     @property
     def serde(self) -> Any:

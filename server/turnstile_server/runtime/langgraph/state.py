@@ -76,7 +76,11 @@ async def history(
 async def run_values(
     graph: LangGraphGraph, checkpoints: LangGraphCheckpoints, thread_id: str, run_id: str
 ) -> dict[str, Any]:
-    """The values at the run's own last checkpoint (empty if it wrote none)."""
+    """The values at the run's own last checkpoint (empty if it wrote none): those the run
+    left when it ended by itself in this process (`last_put`), else read back."""
+    kept, values = graph.shared.ended.take(run_id)
+    if kept:
+        return _values(values)
     newest = await checkpoints.list(
         thread_id, "", metadata={"run_id": run_id}, before=None, limit=1, known={}
     )
