@@ -20,7 +20,7 @@ from langgraph.graph.message import add_messages
 
 from tests.lg_graphs import lg_registry
 from tests.support import GATES, client_of
-from turnstile import TurnstileClient
+from turnstile import Durability, TurnstileClient
 from turnstile_server.errors import InvalidArgument, ThreadNotFound
 from turnstile_server.graph import GraphRegistry, prepare_graph
 from turnstile_server.run_checkpoints import RunCheckpoints, RunEnded
@@ -250,6 +250,46 @@ async def test_interrupt_keeps_completed_supersteps_and_discards_the_one_in_flig
         latest = max(row[2] for row in kept)
         assert rows(database, "lg_writes", "checkpoint_id = ?", latest) == [], "gate b's"
         assert rows(database, "lg_writes", "run_id = ?", run["run_id"]), "a's are kept"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+@pytest.mark.parametrize("how", ["cancel", "double-text"])
+async def test_an_interrupted_run_keeps_its_completed_first_superstep_for_the_next_run(
+    tmp_path: Path, durability: Durability, how: str
+) -> None:
+    """Gate a's superstep completes, the run is interrupted in gate b's: the thread's state
+    shows a's update and waits at `gate` again, and the run that supersedes it builds on a's
+    update, with nothing of b's."""
+    first, second = f"a-{how}-{durability}", f"b-{how}-{durability}"
+    async with serving(str(tmp_path / "t.db")) as client:
+        tid = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            tid, "gated", input={"gates": [first, second]}, durability=durability
+        )
+        GATES.open(first)
+        await asyncio.wait_for(GATES.arrived(second).wait(), 10)
+        if how == "cancel":
+            await client.runs.cancel(tid, run["run_id"], wait=True)
+        else:
+            nxt = await client.runs.create(
+                tid,
+                "echo",
+                input={"messages": [{"role": "user", "content": "next"}]},
+                multitask_strategy="interrupt",
+            )
+            after = await client.runs.join_run(tid, nxt["run_id"])
+            assert after.run["status"] == "success"
+            contents = [m["content"] for m in after.values["messages"]]
+            assert contents == [f"passed {first}", "next", "next"]
+        cut = await client.runs.get(tid, run["run_id"])
+        assert cut["status"] == "interrupted"
+        history = await client.threads.get_history(tid, limit=100)
+    kept = [c for c in history if c["metadata"].get("run_id") == run["run_id"]]
+    assert [c["metadata"]["step"] for c in kept] == [1, 0, -1], "input, START's, gate a's"
+    assert kept[0]["values"]["last_gate"] == first
+    assert [m["content"] for m in kept[0]["values"]["messages"]] == [f"passed {first}"]
+    if how == "cancel":  # (a new input starts over from START: its run supersedes `next`)
+        assert kept[0]["next"] == ["gate"], "gate b's superstep was discarded: it runs again"
 
 
 PARALLEL_ENTERED: list[str] = []
