@@ -16,12 +16,18 @@ resume instead of running it again) nor sees its interrupts.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from turnstile_server.errors import InvalidArgument
+from turnstile_server.errors import GraphUnavailable, InvalidArgument
 from turnstile_server.runtime.interface import PreparedGraph, RunHost
 
 if TYPE_CHECKING:
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
     from turnstile_server.runtime.langgraph.blobs import ChannelCache
     from turnstile_server.runtime.langgraph.last_put import EndedValues
     from turnstile_server.store import LangGraphCheckpoints, RunRecord
+
+log = logging.getLogger(__name__)
 
 _KINDS = ("Pregel", "StateGraph")
 
@@ -216,6 +224,22 @@ class LangGraphGraph:
                 yield checked_graph(entered)
         else:
             yield checked_graph(made)
+
+    @asynccontextmanager
+    async def readable(
+        self, config: dict[str, Any], graph_id: str, access: str = "threads.read"
+    ) -> AsyncIterator[Pregel[Any]]:
+        """`resolved` for a state read or update (`threads.read`, `threads.update`): a factory
+        that fails (raises, or returns what is no graph Turnstile runs) is GraphUnavailable,
+        logged with its traceback here and answered FAILED_PRECONDITION without it; what the
+        read or update itself raises passes through."""
+        async with AsyncExitStack() as stack:
+            try:
+                compiled = await stack.enter_async_context(self.resolved(config, access))
+            except Exception as exc:
+                log.warning("graph %s: its factory failed (%s)", graph_id, access, exc_info=exc)
+                raise GraphUnavailable(graph_id, exc) from None
+            yield compiled
 
     async def execute(self, host: RunHost) -> None:
         """Run the graph through `astream` (see `execution.execute`)."""
