@@ -247,6 +247,12 @@ class LangGraphGraph:
 
         await execute(self, host)
 
+    async def keep_input(self, host: RunHost) -> None:
+        """Keep the input of a run interrupted before it executed (`execution.keep_input`)."""
+        from turnstile_server.runtime.langgraph.execution import keep_input
+
+        await keep_input(self, host)
+
     def check_run(
         self,
         run_input: dict[str, Any] | None,
