@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import support
-from tests.lg_graphs import lg_registry
+from tests.lg_graphs import GRAPHS, lg_registry
 from tests.rpc import DOMAIN, ErrorDetails, Stubs, error_info, human_input, random_id, struct
 from turnstile.v1 import (
     assistant_pb2,
@@ -254,6 +254,61 @@ async def test_a_config_langgraph_refuses_is_invalid_argument_invalid_config(
             request.context.CopyFrom(struct(run_input))
         error = await failure(lambda: lg_stubs.runs.CreateRun(request))
     assert_error(error, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CONFIG")
+
+
+def _unreadable(config: Any, runtime: Any) -> Any:
+    """A factory that builds the echo graph for runs and raises for every state read."""
+    if runtime.access_context != "threads.create_run":
+        raise RuntimeError("this factory only builds graphs for runs")
+    return GRAPHS["echo"]()
+
+
+async def test_state_reads_of_a_thread_whose_graph_factory_fails_are_graph_unavailable(
+    tmp_path: Path,
+) -> None:
+    graphs = lg_registry()
+    graphs.register("unreadable", _unreadable)
+    async with (
+        support.client_of(str(tmp_path / "lg.db"), graphs) as (app, _),
+        grpc.aio.insecure_channel(app.address) as channel,
+    ):
+        lg_stubs = Stubs(channel)
+        thread_id = await new_thread(lg_stubs)
+        ran = await lg_stubs.runs.WaitRun(
+            run_service_pb2.WaitRunRequest(
+                thread_id=thread_id, assistant_id="unreadable", input=human_input("hi")
+            )
+        )
+        assert ran.run.status == run_pb2.RUN_STATUS_SUCCESS
+        reads: list[Call] = [
+            lambda: lg_stubs.threads.GetThreadState(
+                thread_service_pb2.GetThreadStateRequest(thread_id=thread_id)
+            ),
+            lambda: lg_stubs.threads.GetThreadHistory(
+                thread_service_pb2.GetThreadHistoryRequest(thread_id=thread_id)
+            ),
+            lambda: lg_stubs.threads.ListThreads(thread_service_pb2.ListThreadsRequest()),
+            lambda: lg_stubs.threads.GetThread(
+                thread_service_pb2.GetThreadRequest(thread_id=thread_id)
+            ),
+            lambda: lg_stubs.runs.JoinRun(
+                run_service_pb2.JoinRunRequest(thread_id=thread_id, run_id=ran.run.run_id)
+            ),
+            lambda: lg_stubs.threads.UpdateThreadState(
+                thread_service_pb2.UpdateThreadStateRequest(
+                    thread_id=thread_id, values=struct({"messages": []})
+                )
+            ),
+        ]
+        for read in reads:
+            error = await failure(read)
+            assert_error(
+                error,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "GRAPH_UNAVAILABLE",
+                graph_id="unreadable",
+            )
+            assert "RuntimeError: this factory only builds graphs for runs" in error.message
 
 
 async def test_input_a_langgraph_graphs_schema_refuses_is_invalid_argument_invalid_input(

@@ -1,5 +1,10 @@
 """Crash recovery of a LangGraph run: killed with SIGKILL mid-run, the server resumes it at
-start from its last committed checkpoint with input None, as LangGraph resumes."""
+start from its last committed checkpoint with input None, as LangGraph resumes.
+
+What Turnstile's resume adds is asserted, not only the outcome: the run's attempt is numbered
+(the run, its `metadata` event and every checkpoint of the attempt say 2), the resumed attempt
+writes no input checkpoint (the input is applied once) and only supersteps after the last
+committed one (none twice)."""
 
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ async def test_sigkill_mid_langgraph_run_resumes_from_its_last_checkpoint_input_
             results = [await client.runs.join_run(thread_id, r["run_id"]) for r in (cut, queued)]
             state = await client.threads.get_state(thread_id)
             history = await client.threads.get_history(thread_id, limit=100)
+            resumed_events = [p async for p in client.runs.join_stream(thread_id, cut["run_id"])]
         finally:
             await client.close()
 
@@ -79,6 +85,19 @@ async def test_sigkill_mid_langgraph_run_resumes_from_its_last_checkpoint_input_
     assert [c["run_id"] for c in inputs] == [queued["run_id"], cut["run_id"]], "one input each"
     attempts = {c["metadata"]["run_attempt"] for c in history if c["run_id"] == cut["run_id"]}
     assert attempts == {1, 2}, "the resumed attempt's checkpoints say so"
+    first = resumed_events[0]
+    assert first.event == "metadata" and first.data["attempt"] == 2, first
+    by_attempt = {
+        n: [
+            c for c in history if c["run_id"] == cut["run_id"] and c["metadata"]["run_attempt"] == n
+        ]
+        for n in (1, 2)
+    }
+    assert [c["metadata"]["source"] for c in by_attempt[2]] == ["loop"], "no input again"
+    assert [c["metadata"]["step"] for c in by_attempt[1]] == [1, 0, -1], "input, START, a"
+    assert [c["metadata"]["step"] for c in by_attempt[2]] == [2], "b only: no superstep twice"
+    parent = by_attempt[2][0]["parent_checkpoint"]
+    assert parent is not None and parent["checkpoint_id"] == by_attempt[1][0]["checkpoint_id"]
 
 
 async def test_an_exit_durability_langgraph_run_killed_mid_run_resumes_from_its_input_once(

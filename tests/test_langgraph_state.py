@@ -61,12 +61,30 @@ def _exploding() -> Any:
     return builder.compile()
 
 
+async def _note(state: Chat) -> dict[str, Any]:
+    return {"messages": [AIMessage("noted")]}
+
+
+def _asking_beside_a_sibling() -> Any:
+    """`ask` stops at interrupt() in the superstep where `note` finishes: the last checkpoint
+    has the sibling's pending write, which its values do not show."""
+    builder = StateGraph(Chat)
+    builder.add_node("ask", _ask)
+    builder.add_node("note", _note)
+    builder.add_edge(START, "ask")
+    builder.add_edge(START, "note")
+    builder.add_edge("ask", END)
+    builder.add_edge("note", END)
+    return builder.compile()
+
+
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[App, TurnstileClient, ThreadStates]]:
     graphs: GraphRegistry = lg_registry()
     graphs.register("asking", _asking())
     graphs.register("nesting", _nesting())
     graphs.register("exploding", _exploding())
+    graphs.register("sibling", _asking_beside_a_sibling())
     async with client_of(str(tmp_path / "t.db"), graphs) as (app, client):
         yield app, client, ThreadStates(app.store, graphs)
 
@@ -168,3 +186,24 @@ async def test_join_returns_the_values_at_the_runs_own_last_checkpoint(
     assert joined.values == first.values
     thread = await client.threads.get(tid)
     assert [m["content"] for m in thread["values"]["messages"]] == ["hi", "hi", "2", "2"]
+
+
+@pytest.mark.parametrize("graph", ["echo", "asking", "sibling"])
+async def test_wait_answers_the_values_join_reads_back_from_the_store(
+    served: tuple[App, TurnstileClient, ThreadStates], graph: str
+) -> None:
+    """WaitRun's values come from the run's own saver as it ended (`last_put`), JoinRun's
+    afterwards from the store: the same values, pending writes of a cut superstep left out."""
+    _, client, states = served
+    tid = (await client.threads.create())["thread_id"]
+    waited = await client.runs.wait_run(tid, graph, input=HI)
+    assert waited.run["status"] == "success"
+    joined = await client.runs.join_run(tid, waited.run["run_id"])
+    assert waited.values == joined.values
+    latest = await states.latest(tid)
+    assert latest.checkpoint is not None
+    at_checkpoint = await states.latest(tid, latest.checkpoint.checkpoint_id)
+    assert waited.values == at_checkpoint.values
+    if graph == "sibling":
+        assert [m["content"] for m in waited.values["messages"]] == ["hi"]
+        assert [m["content"] for m in latest.values["messages"]] == ["hi", "noted"], "live"

@@ -231,6 +231,20 @@ class ThreadHasNoGraph(FailedPrecondition):
         )
 
 
+class GraphUnavailable(FailedPrecondition):
+    """A LangGraph thread's state is read or updated through its graph, and the graph's
+    factory failed (it raised, or returned no graph): not until the factory works."""
+
+    reason = "GRAPH_UNAVAILABLE"
+
+    def __init__(self, graph_id: str, cause: BaseException) -> None:
+        super().__init__(
+            f"graph {graph_id!r} is unavailable: its factory failed"
+            f" ({type(cause).__name__}: {cause}); the thread's state is read through it",
+            metadata={"graph_id": graph_id, "error_type": type(cause).__name__},
+        )
+
+
 class ResourceExhausted(TurnstileError):
     """A limit was reached: queue length, payload size."""
 

@@ -42,14 +42,18 @@ class RunCheckpoints:
         frame: CheckpointFrame,
         blobs: Sequence[BlobRecord],
         *,
+        writes: Sequence[WriteRecord] = (),
         require_run: bool = True,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint of the run (see `LangGraphCheckpoints.put`, `require_run` on),
-        fenced by its attempt's epoch (whatever the caller passed)."""
+        """Stores a checkpoint of the run and its parent's writes, as the run's (see
+        `LangGraphCheckpoints.put`, `require_run` on), fenced by its attempt's epoch (whatever
+        the caller passed)."""
         owned = replace(frame, run_id=self._run.run_id)
         epoch = self._run.epoch
-        await self._write(lambda: self._store.put(owned, blobs, require_run=True, epoch=epoch))
+        await self._write(
+            lambda: self._store.put(owned, blobs, writes=writes, require_run=True, epoch=epoch)
+        )
 
     async def put_writes(
         self,

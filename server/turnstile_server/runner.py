@@ -100,6 +100,23 @@ class Runner:
         except Exception as exc:
             return _failed(run, exc)
 
+    async def keep_input(self, run: RunRecord, start: Start) -> None:
+        """For a run interrupted before it executed (its cancellation came as it started): lets
+        its runtime keep its input in the thread, when the runtime has that to do (`keep_input`
+        of a LangGraph graph; a native run's store wrote it as the run started). A failure is
+        logged: the run ends INTERRUPTED all the same."""
+        graph = self._graphs.prepared(run.graph_id)
+        keep = getattr(graph, "keep_input", None)
+        if keep is None:
+            return
+        host = _Host(self._store, self._hub, run, start)
+        try:
+            await keep(host)
+        except Exception:
+            log.warning("run %s: its input could not be kept", run.run_id, exc_info=True)
+        finally:
+            await host.langgraph.settle()
+
 
 class _Host:
     """The `RunHost` of one run: its events go to the hub, its checkpoints to the store."""

@@ -440,6 +440,9 @@ class Scheduler:
                     outcome = Outcome("error", RunError("InternalError", "internal error"))
                 finally:
                     active.executing = False
+            elif not self._stopping and not active.abandoned:
+                # Interrupted as it started: its input stays all the same (SPEC §3).
+                await self._runner.keep_input(run, start)
             ended = await self._finish(run, outcome, active)
         except AttemptFenced as exc:
             # Another replica holds the run now (this one's lease expired), or it ended: this

@@ -5,7 +5,9 @@ A thread belongs to the runtime of its newest run's graph. A native thread's sta
 fold of its checkpoint records (`store.checkpoints`); a LangGraph thread's is what the graph's
 `aget_state`/`aget_state_history` make of its LangGraph checkpoints (`runtime/langgraph/
 state.py`): values, `next`, `tasks` with their interrupts, errors and subgraph checkpoints,
-the checkpoint and its parent, and LangGraph's metadata (`step`, `source`, `run_id`).
+the checkpoint and its parent, and LangGraph's metadata (`step`, `source`, `run_id`). A
+LangGraph thread whose graph's factory fails cannot be read: FAILED_PRECONDITION
+GRAPH_UNAVAILABLE (`LangGraphGraph.readable`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class ThreadStates:
         prepared = self._graphs.prepared(graph_id)
         return prepared if isinstance(prepared, LangGraphGraph) else None
 
+    def _id_of(self, graph: LangGraphGraph) -> str:
+        """The id `graph` is registered under (for its errors)."""
+        return next((i for i in self._graphs.ids() if self._graphs.prepared(i) is graph), "")
+
     async def langgraph_of(self, thread_id: str) -> LangGraphGraph | None:
         """The LangGraph graph whose state the thread holds (its newest run's), or None when
         the thread is native (or has no run)."""
@@ -49,7 +55,9 @@ class ThreadStates:
             return native_snapshot(record, state.values, thread_id)
         from turnstile_server.runtime.langgraph import state as lg_state
 
-        found = await lg_state.snapshot(graph, self._store.langgraph, thread_id, checkpoint_id)
+        found = await lg_state.snapshot(
+            graph, self._store.langgraph, thread_id, checkpoint_id, graph_id=self._id_of(graph)
+        )
         return found if found is not None else GraphSnapshot({}, None)
 
     async def langgraph_history(
@@ -59,7 +67,12 @@ class ThreadStates:
         from turnstile_server.runtime.langgraph import state as lg_state
 
         return await lg_state.history(
-            graph, self._store.langgraph, thread_id, limit=limit, before=before
+            graph,
+            self._store.langgraph,
+            thread_id,
+            limit=limit,
+            before=before,
+            graph_id=self._id_of(graph),
         )
 
     async def native_history(
@@ -76,7 +89,9 @@ class ThreadStates:
             return None
         from turnstile_server.runtime.langgraph import state as lg_state
 
-        return await lg_state.run_values(graph, self._store.langgraph, run.thread_id, run.run_id)
+        return await lg_state.run_values(
+            graph, self._store.langgraph, run.thread_id, run.run_id, graph_id=run.graph_id
+        )
 
 
 def native_snapshot(

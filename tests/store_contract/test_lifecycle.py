@@ -147,3 +147,44 @@ async def test_a_rolled_back_runs_langgraph_rows_go_with_it_and_its_late_writes_
     with pytest.raises(ThreadNotFound):
         await store.langgraph.put_writes("t", "", "c2", running.run_id, [write], require_run=True)
     assert await store.langgraph.get("t", "", None, {}) is None
+
+
+async def test_a_checkpoint_put_with_its_parents_writes_stores_both_or_neither(
+    store: Store,
+) -> None:
+    """A superstep's writes land in its checkpoint's transaction: against the parent, as
+    `put_writes` stores them (a regular write already stored is kept, a special one replaced),
+    and not at all when the checkpoint is refused."""
+    await store.threads.create("t", {})
+    running = await started(store, "t")
+    run_id = running.run_id
+    first = CheckpointFrame("t", "", "c1", None, run_id, "msgpack", b"f", {"ch": "1"}, {})
+    await store.langgraph.put(first, [BlobRecord("ch", "1", "full", "msgpack", b"v")])
+    kept = WriteRecord("a", 0, "ch", "msgpack", b"first")
+    await store.langgraph.put_writes("t", "", "c1", run_id, [kept])
+    step = [
+        WriteRecord("a", 0, "ch", "msgpack", b"again"),
+        WriteRecord("b", 0, "ch", "msgpack", b"b"),
+        WriteRecord("b", -3, "__interrupt__", "msgpack", b"i1"),
+        WriteRecord("b", -3, "__interrupt__", "msgpack", b"i2"),
+    ]
+    second = replace(first, checkpoint_id="c2", parent_id="c1", versions={"ch": "2"})
+    await store.langgraph.put(
+        second, [BlobRecord("ch", "2", "full", "msgpack", b"w")], writes=step, require_run=True
+    )
+    parent = await store.langgraph.get("t", "", "c1", {})
+    assert parent is not None
+    assert [(w.task_id, w.idx, w.data) for w in parent.writes] == [
+        ("a", 0, b"first"),
+        ("b", -3, b"i2"),
+        ("b", 0, b"b"),
+    ]
+    latest = await store.langgraph.get("t", "", None, {})
+    assert latest is not None and latest.frame.checkpoint_id == "c2" and latest.writes == []
+    third = replace(first, checkpoint_id="c3", parent_id="c2", run_id="gone")
+    late = [WriteRecord("c", 0, "ch", "msgpack", b"late")]
+    with pytest.raises(ThreadNotFound):
+        await store.langgraph.put(third, [], writes=late, require_run=True)
+    again = await store.langgraph.get("t", "", "c2", {})
+    assert again is not None and again.writes == [], "the refused checkpoint's writes"
+    assert await store.langgraph.get("t", "", "c3", {}) is None

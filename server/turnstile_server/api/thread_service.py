@@ -205,6 +205,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             values,
             as_node=request.as_node or None,
             checkpoint_id=checkpoint_id or None,
+            graph_id=graph_id,
         )
         await self._store.threads.after_update(thread_id, updated.interrupts)
         ref = updated.checkpoint

@@ -32,6 +32,11 @@ Run (once per attempt): `await prepared.execute(host)`.
     The run's input checkpoint was written by the store when the run started (first attempt,
     `host.start.input`); a resumed attempt goes on after the `host.start.checkpoints` it has.
 
+Interrupted before it executed (`await prepared.keep_input(host)`, optional).
+    A run whose cancellation came as it started is never executed; its input stays in the
+    thread all the same (SPEC §3). The store wrote a native run's; a runtime that writes a
+    run's input itself (LangGraph, inside `astream`) has `keep_input` to do it then.
+
 What the graph is handed.
     Never the store's cached state: a copy, or a read-only view of the run's own state (the
     native runtime's `ReadOnlyMapping`), that shows every step the run has applied whatever the

@@ -15,6 +15,7 @@ instead of a run that fails at its first step.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,7 @@ def check_input(graph: Pregel[Any], run_input: Mapping[str, Any] | None) -> None
     schema = _input_schema(graph)
     if schema is None:
         return
-    from pydantic import BaseModel, TypeAdapter, ValidationError
+    from pydantic import BaseModel, ValidationError
 
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         try:
@@ -71,27 +72,47 @@ def check_input(graph: Pregel[Any], run_input: Mapping[str, Any] | None) -> None
                 f"input does not fit the graph's input schema: {_first(exc)}"
             ) from None
         return
-    try:
-        hints = typing.get_type_hints(schema, include_extras=True)
-    except Exception:
+    checks = _checks(schema)
+    if not checks:
         return
-    if not hints:
-        return
-    read = [key for key in run_input if key in hints]
+    read = [key for key in run_input if key in checks]
     if not read:
         raise InvalidInput(
-            f"input has none of the keys the graph reads ({', '.join(sorted(hints))})"
+            f"input has none of the keys the graph reads ({', '.join(sorted(checks))})"
         )
     for key in read:
-        annotation = hints[key]
-        if _reduces_messages(annotation):
+        adapter = checks[key]
+        if adapter is None:
             continue
         try:
-            TypeAdapter(_unannotated(annotation)).validate_python(run_input[key])
+            adapter.validate_python(run_input[key])
         except ValidationError as exc:
             raise InvalidInput(f"input.{key}: {_first(exc)}") from None
         except Exception:
             continue  # a type pydantic cannot check: LangGraph decides at run time
+
+
+@functools.lru_cache(maxsize=256)
+def _checks(schema: Any) -> dict[str, Any]:
+    """A TypedDict-like schema's keys, each with the pydantic `TypeAdapter` that checks its
+    value (None: not checked here); built once per schema, not per run (building the adapters
+    cost a run more than validating with them). Empty when the schema has no type hints."""
+    from pydantic import TypeAdapter
+
+    try:
+        hints = typing.get_type_hints(schema, include_extras=True)
+    except Exception:
+        return {}
+    checks: dict[str, Any] = {}
+    for key, annotation in hints.items():
+        checks[key] = None
+        if _reduces_messages(annotation):
+            continue
+        try:
+            checks[key] = TypeAdapter(_unannotated(annotation))
+        except Exception:
+            continue  # a type pydantic cannot check: LangGraph decides at run time
+    return checks
 
 
 def _input_schema(graph: Pregel[Any]) -> Any:

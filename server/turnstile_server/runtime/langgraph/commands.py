@@ -17,20 +17,24 @@ from turnstile_server.runtime.langgraph.messages import to_json
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.pregel import Pregel
+    from langgraph.types import StateSnapshot
 
 
-async def report_waiting(bound: Pregel[Any], config: dict[str, Any], host: RunHost) -> None:
+async def report_waiting(
+    bound: Pregel[Any], config: dict[str, Any], host: RunHost
+) -> StateSnapshot:
     """Tells the host, after a run ended by itself, whether the thread's latest checkpoint
-    waits for input (its `next` is not empty), and on what."""
+    waits for input (its `next` is not empty), and on what; returns that state."""
     snapshot = await bound.aget_state(cast("RunnableConfig", _thread_config(config)))
     if not snapshot.next:
-        return
+        return snapshot
     interrupts = [
         {"id": interrupt.id, "value": to_json(interrupt.value), "task_id": task.id}
         for task in snapshot.tasks
         for interrupt in task.interrupts
     ]
     host.awaiting_input(interrupts, list(snapshot.next))
+    return snapshot
 
 
 def _thread_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from langgraph.pregel import Pregel
+    from langgraph.types import StateSnapshot
 
-    from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+    from turnstile_server.runtime.langgraph.runtime import LangGraphGraph, _Shared
+    from turnstile_server.runtime.langgraph.saver import TurnstileSaver
 
 
 def run_config(run: RunRecord) -> dict[str, Any]:
@@ -66,9 +69,10 @@ async def execute(graph: LangGraphGraph, host: RunHost) -> None:
     START superstep, whose checkpoint (`loop`) follows: a run cut between the two would leave
     its input in `__start__`, where the next run's input overwrites it. So the run is cut only
     once the START superstep's checkpoint has landed (or it has none to wait for: a resumed
-    attempt, a command, `exit` durability): a cancellation that arrives while the graph is
-    resolved (a factory) or before that checkpoint lands waits for it (START runs no node of
-    the graph); the superstep in flight after it is discarded as before.
+    attempt, a command), or with `exit` durability once START's superstep has run (the
+    checkpoint LangGraph puts as it exits then holds the input: `_watching_start`): a
+    cancellation that arrives while the graph is resolved (a factory) or before then waits
+    (START runs no node of the graph); the superstep in flight after it is discarded as before.
     """
     applied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     driving = asyncio.ensure_future(_drive(graph, host, applied))
@@ -112,18 +116,21 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
     async with graph.resolved(config, "threads.create_run") as compiled:
         bound = compiled.copy(update={"checkpointer": saver})
         payload = await _input(run, saver)
-        if payload is None or isinstance(payload, Command) or run.durability == "exit":
-            landed()  # no input checkpoint to wait for (see `execute`)
         kwargs = _stream_options(compiled, run)
+        take: Callable[[tuple[str, ...], str, Any], None] = streamer.chunk
+        if payload is None or isinstance(payload, Command):
+            landed()  # no input checkpoint to wait for (see `execute`)
+        elif run.durability == "exit":
+            take = _watching_start(streamer, kwargs, landed)
         try:
             if "events" in run.stream_mode:
-                await _stream_events(bound, payload, config, kwargs, streamer, host)
+                await _stream_events(bound, payload, config, kwargs, take, host)
             else:
                 stream_of: Any = bound.astream  # its options are a dict, built per run
                 chunks = stream_of(payload, config, subgraphs=subgraphs, **kwargs)
                 async with aclosing(chunks) as stream:
                     async for chunk in stream:
-                        streamer.chunk(*_parts(chunk, subgraphs))
+                        take(*_parts(chunk, subgraphs))
         except asyncio.CancelledError:
             # The superstep in flight is discarded: its finished tasks' writes never land,
             # and what the cache remembers of the thread may be a version the run's last put
@@ -144,7 +151,42 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
         if saver.refused is not None:  # LangGraph re-raises a background write's failure
             raise saver.refused  # only when nothing else is raised: to be sure
         await held.flush()
-        await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
+        saver.serve_last = True  # the graph has returned: its last put is the thread's latest
+        state = await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
+        await _keep_values(bound, saver, state, shared, run.run_id)
+
+
+async def keep_input(graph: LangGraphGraph, host: RunHost) -> None:
+    """Applies the input of a run interrupted before it executed (stopped as it started) to
+    its thread, as an interrupt keeps it (SPEC §3; a native run's store wrote it as the run
+    started): LangGraph's own input and START checkpoints, through `astream` stopped before
+    every node (`interrupt_before="*"`), so the thread is as if the run had been cut right
+    after START's superstep. Nothing for a rollback (its rows go), a command, or an attempt
+    that resumes a run whose input is already in the thread."""
+    from langgraph.types import Command
+
+    from turnstile_server.runtime.langgraph.saver import TurnstileSaver
+
+    run = host.run
+    if await host.cancelled_for() != "interrupt":
+        return
+    held = HeldWrites(host.langgraph)
+    shared = graph.shared
+    saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache)
+    config = run_config(run)
+    async with graph.resolved(config, "threads.create_run") as compiled:
+        payload = await _input(run, saver)
+        if payload is None or isinstance(payload, Command):
+            return
+        bound: Any = compiled.copy(update={"checkpointer": saver})
+        options = {**_stream_options(compiled, run), "durability": "sync"}
+        options.pop("interrupt_after", None)
+        options["interrupt_before"] = "*"
+        options["stream_mode"] = ["updates"]
+        async with aclosing(bound.astream(payload, config, **options)) as stream:
+            async for _ in stream:
+                pass
+        await held.flush()
 
 
 async def _close_tool_calls(bound: Any, config: dict[str, Any], held: HeldWrites) -> None:
@@ -162,6 +204,44 @@ async def _close_tool_calls(bound: Any, config: dict[str, Any], held: HeldWrites
         log.info("run %s: closed %d dangling tool calls", config["metadata"]["run_id"], closed)
 
 
+async def _keep_values(
+    bound: Any, saver: TurnstileSaver, state: StateSnapshot, shared: _Shared, run_id: str
+) -> None:
+    """Keeps the values at the run's own last checkpoint for WaitRun and JoinRun (read from
+    the saver's `last_put`, as `state.run_values` would read them: without the writes of
+    tasks that finished after it)."""
+    last_id = saver.last_put.checkpoint_id
+    if (
+        last_id is None
+        or (state.config or {}).get("configurable", {}).get("checkpoint_id") != last_id
+    ):
+        return
+    remembered = saver.last_put.answer(last_id)
+    if remembered is not None and remembered.pending_writes:
+        at = {"configurable": {**state.config["configurable"], "checkpoint_id": last_id}}
+        state = await bound.aget_state(at)
+    shared.ended.keep(run_id, state.values)
+
+
+def _watching_start(
+    streamer: Streamer, kwargs: dict[str, Any], landed: Callable[[Any], None]
+) -> Callable[[tuple[str, ...], str, Any], None]:
+    """With `exit` durability nothing is put before the run ends, and LangGraph's exit
+    checkpoint (put however the run ends) holds the input only once START's superstep has
+    applied it: that is when the first root `checkpoints` chunk not of the input checkpoint
+    comes (asked for here when the run did not ask for it; the streamer leaves it out then)."""
+    modes = kwargs["stream_mode"]
+    if "checkpoints" not in modes:
+        kwargs["stream_mode"] = [*modes, "checkpoints"]
+
+    def take(namespace: tuple[str, ...], mode: str, data: Any) -> None:
+        if mode == "checkpoints" and not namespace and isinstance(data, dict):
+            landed(data.get("metadata") or {})
+        streamer.chunk(namespace, mode, data)
+
+    return take
+
+
 def _parts(chunk: Any, subgraphs: bool) -> tuple[tuple[str, ...], str, Any]:
     """(namespace, mode, data) of an `astream` chunk (a list of modes: `(mode, data)`, with
     subgraphs `(namespace, mode, data)`)."""
@@ -177,7 +257,7 @@ async def _stream_events(
     payload: Any,
     config: dict[str, Any],
     kwargs: dict[str, Any],
-    streamer: Streamer,
+    take: Callable[[tuple[str, ...], str, Any], None],
     host: RunHost,
 ) -> None:
     """`astream_events` v2, as LangGraph Platform runs the `events` mode: the root run's
@@ -190,7 +270,7 @@ async def _stream_events(
             if "langsmith:hidden" in (event.get("tags") or ()):
                 continue
             if event["event"] == "on_chain_stream" and str(event.get("run_id")) == root:
-                streamer.chunk(*_parts(event["data"]["chunk"], True))
+                take(*_parts(event["data"]["chunk"], True))
             elif host.wants("events"):
                 host.emit("events", to_json(event), mode="events")
 

@@ -16,19 +16,28 @@ resume instead of running it again) nor sees its interrupts.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from turnstile_server.errors import InvalidArgument
+from turnstile_server.errors import GraphUnavailable, InvalidArgument
 from turnstile_server.runtime.interface import PreparedGraph, RunHost
 
 if TYPE_CHECKING:
     from langgraph.pregel import Pregel
 
     from turnstile_server.runtime.langgraph.blobs import ChannelCache
+    from turnstile_server.runtime.langgraph.last_put import EndedValues
     from turnstile_server.store import LangGraphCheckpoints, RunRecord
+
+log = logging.getLogger(__name__)
 
 _KINDS = ("Pregel", "StateGraph")
 
@@ -134,11 +143,21 @@ def checked_graph(obj: object) -> Pregel[Any]:
 @dataclass
 class _Shared:
     """What every LangGraph graph of a runtime shares: the serializer and the channel cache
-    of the runs' savers (the server loop's, like every run)."""
+    of the runs' savers (the server loop's, like every run), and the values ended runs left
+    for WaitRun and JoinRun."""
 
     _serde: Any = None
     _cache: ChannelCache | None = None
     _read_cache: ChannelCache | None = None
+    _ended: EndedValues | None = None
+
+    @property
+    def ended(self) -> EndedValues:
+        if self._ended is None:
+            from turnstile_server.runtime.langgraph.last_put import EndedValues
+
+            self._ended = EndedValues()
+        return self._ended
 
     @property
     def serde(self) -> Any:
@@ -206,11 +225,33 @@ class LangGraphGraph:
         else:
             yield checked_graph(made)
 
+    @asynccontextmanager
+    async def readable(
+        self, config: dict[str, Any], graph_id: str, access: str = "threads.read"
+    ) -> AsyncIterator[Pregel[Any]]:
+        """`resolved` for a state read or update (`threads.read`, `threads.update`): a factory
+        that fails (raises, or returns what is no graph Turnstile runs) is GraphUnavailable,
+        logged with its traceback here and answered FAILED_PRECONDITION without it; what the
+        read or update itself raises passes through."""
+        async with AsyncExitStack() as stack:
+            try:
+                compiled = await stack.enter_async_context(self.resolved(config, access))
+            except Exception as exc:
+                log.warning("graph %s: its factory failed (%s)", graph_id, access, exc_info=exc)
+                raise GraphUnavailable(graph_id, exc) from None
+            yield compiled
+
     async def execute(self, host: RunHost) -> None:
         """Run the graph through `astream` (see `execution.execute`)."""
         from turnstile_server.runtime.langgraph.execution import execute
 
         await execute(self, host)
+
+    async def keep_input(self, host: RunHost) -> None:
+        """Keep the input of a run interrupted before it executed (`execution.keep_input`)."""
+        from turnstile_server.runtime.langgraph.execution import keep_input
+
+        await keep_input(self, host)
 
     def check_run(
         self,

@@ -30,6 +30,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from turnstile_server.errors import InvalidInput
 from turnstile_server.runtime.langgraph.blobs import MISSING, ChannelCache, Folder, encode
+from turnstile_server.runtime.langgraph.last_put import LastPut
 from turnstile_server.state import MAX_JSON_DEPTH, nests_deeper
 from turnstile_server.store.langgraph_checkpoints import (
     CheckpointFrame,
@@ -62,10 +63,19 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         self.refused: InvalidInput | None = None
         """The write too deep this saver refused: it refuses every later put as well (what
         comes after builds on it), and the run ends with it whatever LangGraph raised."""
+        self.last_put = LastPut()
+        """The root checkpoint this saver put last, and the writes put against it."""
+        self.serve_last = False
+        """Set by a run's runtime once its graph has returned: reads of the thread's latest
+        root checkpoint are then answered from `last_put` (see `last_put`)."""
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint `config` names, or its namespace's newest, with its pending writes."""
         thread_id, checkpoint_ns, checkpoint_id = _address(config)
+        if self.serve_last and not checkpoint_ns:
+            remembered = self.last_put.answer(checkpoint_id)
+            if remembered is not None:
+                return remembered
         held = self._cache.held(thread_id, checkpoint_ns)
         known = {channel: tracked.version for channel, tracked in held.items()}
         stored = await self._store.get(thread_id, checkpoint_ns, checkpoint_id, known)
@@ -163,10 +173,17 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         except BaseException:
             # What the cache says was stored may not have been: the next put writes whole.
             self._cache.forget_scope(thread_id, checkpoint_ns)
+            if not checkpoint_ns:
+                self.last_put.forget()
             raise
-        if not checkpoint_ns and self._on_root_put is not None:
-            self._on_root_put(metadata)
-        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+        stored = _config(thread_id, checkpoint_ns, checkpoint["id"])
+        if not checkpoint_ns:
+            parent = _config(thread_id, "", record.parent_id) if record.parent_id else None
+            meta = cast(CheckpointMetadata, stored_metadata)
+            self.last_put.checkpointed(stored, checkpoint, meta, parent)
+            if self._on_root_put is not None:
+                self._on_root_put(metadata)
+        return stored
 
     async def aput_writes(
         self,
@@ -191,7 +208,14 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
             for idx, (channel, value) in enumerate(writes)
         ]
         run_id = _run_id(config, {})
-        await self._store.put_writes(thread_id, checkpoint_ns, checkpoint_id, run_id, records)
+        try:
+            await self._store.put_writes(thread_id, checkpoint_ns, checkpoint_id, run_id, records)
+        except BaseException:
+            if not checkpoint_ns:
+                self.last_put.forget()
+            raise
+        if not checkpoint_ns:
+            self.last_put.wrote(checkpoint_id, task_id, writes, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Deletes every checkpoint, blob and write of a thread."""

@@ -38,10 +38,13 @@ async def snapshot(
     checkpoints: LangGraphCheckpoints,
     thread_id: str,
     checkpoint_id: str | None = None,
+    *,
+    graph_id: str,
 ) -> GraphSnapshot | None:
-    """The thread's state at `checkpoint_id` (its latest without one); None if it has none."""
+    """The thread's state at `checkpoint_id` (its latest without one); None if it has none.
+    GraphUnavailable if the graph's factory fails (so for `history` and `run_values`)."""
     config = _read_config(thread_id, checkpoint_id)
-    async with graph.resolved(dict(config), "threads.read") as compiled:
+    async with graph.readable(dict(config), graph_id) as compiled:
         bound = compiled.copy(update={"checkpointer": graph.shared.reader(checkpoints)})
         state = await bound.aget_state(config)
     if not state.config or not state.config.get("configurable", {}).get("checkpoint_id"):
@@ -56,13 +59,14 @@ async def history(
     *,
     limit: int,
     before: str | None,
+    graph_id: str,
 ) -> tuple[list[GraphSnapshot], str | None]:
     """The thread's checkpoints newest first, at most `limit` of them, older than `before`;
     and the checkpoint id the next page goes on before (None on the last page)."""
     config = _read_config(thread_id)
     found: list[GraphSnapshot] = []
     more = False
-    async with graph.resolved(dict(config), "threads.read") as compiled:
+    async with graph.readable(dict(config), graph_id) as compiled:
         bound = compiled.copy(update={"checkpointer": graph.shared.reader(checkpoints)})
         older = _read_config(thread_id, before) if before else None
         async for state in bound.aget_state_history(config, before=older, limit=limit + 1):
@@ -74,15 +78,26 @@ async def history(
 
 
 async def run_values(
-    graph: LangGraphGraph, checkpoints: LangGraphCheckpoints, thread_id: str, run_id: str
+    graph: LangGraphGraph,
+    checkpoints: LangGraphCheckpoints,
+    thread_id: str,
+    run_id: str,
+    *,
+    graph_id: str,
 ) -> dict[str, Any]:
-    """The values at the run's own last checkpoint (empty if it wrote none)."""
+    """The values at the run's own last checkpoint (empty if it wrote none): those the run
+    left when it ended by itself in this process (`last_put`), else read back."""
+    kept, values = graph.shared.ended.take(run_id)
+    if kept:
+        return _values(values)
     newest = await checkpoints.list(
         thread_id, "", metadata={"run_id": run_id}, before=None, limit=1, known={}
     )
     if not newest:
         return {}
-    found = await snapshot(graph, checkpoints, thread_id, newest[0].frame.checkpoint_id)
+    found = await snapshot(
+        graph, checkpoints, thread_id, newest[0].frame.checkpoint_id, graph_id=graph_id
+    )
     return found.values if found is not None else {}
 
 

@@ -41,6 +41,7 @@ async def update_state(
     *,
     as_node: str | None,
     checkpoint_id: str | None,
+    graph_id: str,
 ) -> Updated:
     """Writes the update; InvalidArgument when LangGraph refuses it (an unknown node, an
     ambiguous writer, values the state does not take)."""
@@ -54,7 +55,7 @@ async def update_state(
         configurable["checkpoint_id"] = checkpoint_id
     config = cast("RunnableConfig", {"configurable": configurable})
     saver = TurnstileSaver(checkpoints, serde=graph.shared.serde, cache=ChannelCache())
-    async with graph.resolved(dict(config), "threads.update") as compiled:
+    async with graph.readable(dict(config), graph_id, "threads.update") as compiled:
         if as_node and as_node not in compiled.nodes:
             raise InvalidArgument(
                 f"as_node: the graph has no node {as_node!r}; its nodes:"

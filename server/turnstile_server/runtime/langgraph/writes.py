@@ -5,7 +5,8 @@ from (`put_writes`), so that a resumed graph reuses them instead of running the 
 For a run cancelled mid-step that would keep half a superstep: the next run, resuming, would
 take the finished tasks' writes and run only the others. Turnstile's rule is that the step in
 flight is discarded, so the writes against a namespace's newest checkpoint are held here and
-written just before that namespace's next checkpoint (the step completed), or when the run
+written with that namespace's next checkpoint, in its transaction (the step completed: one
+transaction per superstep, not one per task and one for the checkpoint), or when the run
 ends by itself (an error, an `interrupt()`: LangGraph's state then shows them). A cancelled
 run `discard`s what it holds. A crash loses them as well: the run resumes from its last
 committed checkpoint and runs that superstep again whole.
@@ -13,7 +14,7 @@ committed checkpoint and runs that superstep again whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from turnstile_server.store.langgraph_checkpoints import (
@@ -40,20 +41,27 @@ class HeldWrites:
         frame: CheckpointFrame,
         blobs: Sequence[BlobRecord],
         *,
+        writes: Sequence[WriteRecord] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Writes the writes held against the frame's parent (its step is complete), then it
-        (the run's `RunCheckpoints` below present its attempt's epoch)."""
-        if frame.parent_id is not None:
-            await self._flush(
-                lambda h: (
-                    h[0] == frame.thread_id
-                    and h[1] == frame.checkpoint_ns
-                    and h[2] == frame.parent_id
-                )
+        """Writes the checkpoint with the writes held against its parent (its step is
+        complete), in one transaction (the run's `RunCheckpoints` below present its attempt's
+        epoch); writes of another run held against the parent land first, on their own."""
+
+        def parents(h: _Held) -> bool:
+            return (
+                frame.parent_id is not None
+                and h[0] == frame.thread_id
+                and h[1] == frame.checkpoint_ns
+                and h[2] == frame.parent_id
             )
-        await self._store.put(frame, blobs, require_run=require_run)
+
+        await self._flush(lambda h: parents(h) and h[3] != frame.run_id)
+        taken = [h for h in self._held if parents(h)]
+        self._held = [h for h in self._held if not parents(h)]
+        step = [write for h in taken for write in h[4]]
+        await self._store.put(frame, blobs, writes=[*step, *writes], require_run=require_run)
 
     async def put_writes(
         self,
@@ -80,7 +88,7 @@ class HeldWrites:
         self._held.clear()
         return count
 
-    async def _flush(self, matches: Any) -> None:
+    async def _flush(self, matches: Callable[[_Held], bool]) -> None:
         taken = [h for h in self._held if matches(h)]
         if not taken:
             return

@@ -47,17 +47,23 @@ class PostgresLangGraphCheckpoints:
         frame: CheckpointFrame,
         blobs: Sequence[BlobRecord],
         *,
+        writes: Sequence[WriteRecord] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint and its new blobs in one transaction (with `require_run`, only
-        while the run's row exists: see `_check_run`; with `epoch`, only while that attempt
-        holds the run: `fence.py`)."""
-        blob_list = list(blobs)
+        """Stores a checkpoint, its new blobs and its parent's writes in one transaction (with
+        `require_run`, only while the run's row exists: see `_check_run`; with `epoch`, only
+        while that attempt holds the run: `fence.py`)."""
+        blob_list, write_list = list(blobs), list(writes)
 
         async def put(conn: Conn) -> None:
+            if write_list and frame.parent_id is None:
+                raise ValueError("a checkpoint without a parent has no writes to store")
             await fence(conn, frame.run_id, epoch)
             await _put(conn, frame, blob_list, require_run)
+            if write_list and frame.parent_id is not None:
+                key = (frame.thread_id, frame.checkpoint_ns, frame.parent_id)
+                await _put_writes(conn, key, frame.run_id, write_list, False)
 
         await self._db.write(put)
 

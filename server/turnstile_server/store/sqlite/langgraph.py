@@ -44,12 +44,13 @@ class SqliteLangGraphCheckpoints:
         frame: CheckpointFrame,
         blobs: Sequence[BlobRecord],
         *,
+        writes: Sequence[WriteRecord] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint and its new blobs in one transaction."""
-        blob_list = list(blobs)
-        await landed(self._db.submit(lambda s: _put(s, frame, blob_list, require_run)))
+        """Stores a checkpoint, its new blobs and its parent's writes in one transaction."""
+        blob_list, write_list = list(blobs), list(writes)
+        await landed(self._db.submit(lambda s: _put(s, frame, blob_list, write_list, require_run)))
 
     async def put_writes(
         self,
@@ -170,10 +171,18 @@ def _check_run(s: Session, thread_id: str, run_id: str) -> None:
         raise ThreadNotFound(thread_id)
 
 
-def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord], require_run: bool) -> None:
+def _put(
+    s: Session,
+    frame: CheckpointFrame,
+    blobs: list[BlobRecord],
+    writes: list[WriteRecord],
+    require_run: bool,
+) -> None:
     thread, ns = frame.thread_id, frame.checkpoint_ns
     if require_run:
         _check_run(s, thread, frame.run_id)
+    if writes and frame.parent_id is None:
+        raise ValueError("a checkpoint without a parent has no writes to store with it")
     for blob in blobs:
         # Checked before anything is written, so a failing put changes nothing: an append whose
         # base never landed (its put failed) must not leave a chain that cannot be folded.
@@ -216,6 +225,8 @@ def _put(s: Session, frame: CheckpointFrame, blobs: list[BlobRecord], require_ru
                 blob.data,
             ),
         )
+    if writes and frame.parent_id is not None:
+        _put_writes(s, (thread, ns, frame.parent_id), frame.run_id, writes, False)
 
 
 def _put_writes(
