@@ -256,6 +256,9 @@ class Scheduler:
                 active = self._active.get(thread_id)
                 if active is not None and active.run is not None and active.run.run_id == run_id:
                     return await ended  # rolled back just now: settled once it has unwound
+                gone = await self._store.runs.rolled_back(thread_id, run_id)
+                if gone is not None:  # rolled back by another replica
+                    return gone
                 raise
             if not run.inflight:
                 return run
@@ -282,6 +285,13 @@ class Scheduler:
                 run = await self._store.runs.get(thread_id, run_id)
             except Unavailable:
                 continue
+            except RunNotFound:
+                if ended.done():
+                    return ended.result()
+                gone = await self._store.runs.rolled_back(thread_id, run_id)
+                if gone is None:  # its thread was deleted
+                    raise
+                return gone
             if not run.inflight:
                 return run
 
