@@ -32,6 +32,8 @@ GRAPHS = (
     "slow_unwind=tests.replicas.graphs:slow_unwind",
     "--graph",
     "frozen_gate=tests.replicas.graphs:frozen_gate",
+    "--graph",
+    "ticking=tests.replicas.graphs:ticking",
 )
 LEASE_TTL = 1.5
 LEASE = ("--lease-ttl-seconds", str(LEASE_TTL), "--lease-beat-seconds", "0.3")

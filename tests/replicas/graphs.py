@@ -48,3 +48,14 @@ async def frozen_gate(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[d
         while not (gate_dir / name).exists():  # noqa: ASYNC110 - a file, across processes
             await asyncio.sleep(0.02)
         yield {"messages": [{"type": "ai", "content": f"passed {name}"}]}
+
+
+async def ticking(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Input `ticks` steps of `tick_seconds` each, every one an ai message `tick i`; resumed
+    on a partial state, it goes on after the ticks since the last human message."""
+    messages = state.get("messages", [])
+    humans = [i for i, m in enumerate(messages) if m.get("type") == "human"]
+    done = len(messages) - humans[-1] - 1 if humans else 0
+    for tick in range(done, int(ctx.input.get("ticks", 1))):
+        await asyncio.sleep(float(ctx.input.get("tick_seconds", 0.1)))
+        yield {"messages": [{"type": "ai", "content": f"tick {tick}"}]}
