@@ -241,3 +241,99 @@ async def test_a_queued_run_cancelled_while_the_run_before_it_ends_and_starts_it
         assert (await join_run(stubs, first)).status == run_pb2.RUN_STATUS_SUCCESS
     assert ended.status == run_pb2.RUN_STATUS_INTERRUPTED
     assert not GATES.arrived(never).is_set(), "the cancelled run never ran its graph"
+
+
+async def test_a_run_whose_caller_went_away_after_its_admission_committed_still_runs(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the admission has committed, with its run started in it, when its
+    caller is cancelled (a CreateRun whose deadline passed, a client that disconnected). The
+    run must be driven all the same: left alone it would stay RUNNING, its thread busy, until
+    a restart (found by the replicas' chaos test, with clients' deadlines of 5 s)."""
+    from turnstile_server.store import RunSpec
+
+    runs = app.store.runs
+    admit = runs.admit
+    committed, release = asyncio.Event(), asyncio.Event()
+
+    async def held_admit(spec: Any, **kwargs: Any) -> Any:
+        admission = await admit(spec, **kwargs)
+        committed.set()
+        await release.wait()
+        return admission
+
+    monkeypatch.setattr(runs, "admit", held_admit)
+    spec = RunSpec(
+        thread_id=str(uuid.uuid4()),
+        assistant_id="echo",
+        graph_id="echo",
+        input={"messages": [{"role": "user", "content": "hi"}]},
+        multitask_strategy="enqueue",
+        config={},
+        metadata={},
+        stream_mode=["values"],
+        create_thread=True,
+    )
+    caller = asyncio.create_task(app.scheduler.admit(spec))
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await committed.wait()
+    caller.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    [run], _ = await app.store.runs.list(spec.thread_id, status=None, limit=10, before=None)
+    async with asyncio.timeout(STEP_TIMEOUT):
+        ended = await app.scheduler.wait(spec.thread_id, run.run_id)
+    assert ended.status == "success"
+    assert (await app.store.threads.get(spec.thread_id)).status == "idle"
+
+
+async def test_a_heartbeat_that_finds_a_run_ended_by_its_own_finish_leaves_its_successor_run(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: a run's end and the start of the run queued behind it are
+    committed in one write, and before that write returns, the replica's heartbeat reads the
+    run's row (ended) and reports the run as no longer this replica's (`Scheduler.lost`, as
+    `replica.ReplicaLease` calls it). Abandoning the run then cancelled the task awaiting its
+    end: the successor, started in the database under this replica's live lease, was never
+    driven, its thread held for good (found by the replicas' chaos test)."""
+    from turnstile_server.store import RunSpec
+
+    def spec(thread_id: str, graph: str, input: dict[str, Any]) -> RunSpec:
+        return RunSpec(
+            thread_id=thread_id,
+            assistant_id=graph,
+            graph_id=graph,
+            input=input,
+            multitask_strategy="enqueue",
+            config={},
+            metadata={},
+            stream_mode=["values"],
+            create_thread=True,
+        )
+
+    runs = app.store.runs
+    finish = runs.finish
+    committed, release = asyncio.Event(), asyncio.Event()
+
+    async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
+        ended = await finish(run, status, **kwargs)
+        committed.set()
+        await release.wait()
+        return ended
+
+    monkeypatch.setattr(runs, "finish", held_finish)
+    thread_id = str(uuid.uuid4())
+    first = await app.scheduler.admit(spec(thread_id, "gated", {"gates": ["heartbeat"]}))
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await GATES.arrived("heartbeat").wait()
+    queued = await app.scheduler.admit(spec(thread_id, "echo", {"messages": []}))
+    GATES.open("heartbeat")
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await committed.wait()
+    app.scheduler.lost([first.run_id])
+    release.set()
+    async with asyncio.timeout(STEP_TIMEOUT):
+        ended = await app.scheduler.wait(thread_id, first.run_id)
+        after = await app.scheduler.wait(thread_id, queued.run_id)
+    assert (ended.status, after.status) == ("success", "success")

@@ -56,7 +56,16 @@ class ReplicaLease:
 
     async def start(self) -> None:
         """Listens for cancellations and ready runs, and starts the heartbeat."""
-        await self._listen()
+        try:
+            # Not bounded by a beat, as the heartbeat's reconnections are: a busy database
+            # may take longer to accept a connection than a beat, and that is no reason to
+            # refuse to start (the heartbeat retries, and reports cancellations meanwhile).
+            async with asyncio.timeout(self._ttl):
+                await self._replicas.listen(
+                    self._scheduler.cancelled_elsewhere, self._scheduler.claim_soon
+                )
+        except Exception as exc:
+            log.warning("listening for other replicas' signals failed (retried): %r", exc)
         self._task = asyncio.create_task(self._beats(), name="lease")
 
     async def close(self) -> None:

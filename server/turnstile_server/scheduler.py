@@ -57,6 +57,10 @@ class _Active:
     cancelling: bool = False
     handing_over: bool = False  # `run`'s end is being written with the next run's start
     abandoned: bool = False  # no longer this replica's (lease lost, taken over): not finished
+    # Its end is being written: the write's own fence decides whether it is still this
+    # replica's, so a heartbeat that finds the run's row already ended (by that very write)
+    # must not abandon it, or the run started in the same write would never be driven.
+    finishing: bool = False
     # A run of this thread that a claim started while this start was under way (which then
     # finds nothing to start): driven under this claim instead.
     adopted: Start | None = None
@@ -187,15 +191,35 @@ class Scheduler:
         try:
             if self._draining:
                 raise Unavailable("the server is shutting down; retry on another instance or later")
-            admission = await self._store.runs.admit(
-                spec, max_queued=self._max_queued, start=claim is not None
+            writing = asyncio.ensure_future(
+                self._store.runs.admit(spec, max_queued=self._max_queued, start=claim is not None)
             )
+            try:
+                admission = await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # The caller went away (its deadline, a disconnect) while the admission was
+                # being written. It may have committed, with its run started under `claim`:
+                # left undriven, that run would stay RUNNING under this replica's live lease,
+                # its thread held, until a restart. Carried out as if the caller had stayed.
+                await asyncio.wait([writing])
+                if writing.cancelled() or writing.exception() is not None:
+                    raise
+                self._admitted(spec, claim, writing.result())
+                claim = None
+                raise
         except BaseException as exc:
             if claim is not None:
                 self._release(spec.thread_id, claim)
             if isinstance(exc, TurnstileError):
                 self._metrics.run_refused(spec, exc.reason)
             raise
+        self._admitted(spec, claim, admission)
+        return admission
+
+    def _admitted(self, spec: RunSpec, claim: _Active | None, admission: Admission) -> None:
+        """What follows an admission here: its run's stream opened, the runs it ended
+        announced, those it supersedes stopped, its run driven if it started under `claim`
+        (which is released otherwise), else its thread looked at."""
         run = admission.run
         if not admission.existing:
             self._hub.open(run.run_id)
@@ -216,7 +240,6 @@ class Scheduler:
                 self._release(spec.thread_id, claim)
         if not admission.existing and not started:  # a started run is the thread's only one
             self._kick(run.thread_id)
-        return admission
 
     async def cancel(
         self, thread_id: str, run_id: str, action: str, *, wait: bool, reason: str | None = None
@@ -256,6 +279,9 @@ class Scheduler:
                 active = self._active.get(thread_id)
                 if active is not None and active.run is not None and active.run.run_id == run_id:
                     return await ended  # rolled back just now: settled once it has unwound
+                gone = await self._store.runs.rolled_back(thread_id, run_id)
+                if gone is not None:  # rolled back by another replica
+                    return gone
                 raise
             if not run.inflight:
                 return run
@@ -282,6 +308,13 @@ class Scheduler:
                 run = await self._store.runs.get(thread_id, run_id)
             except Unavailable:
                 continue
+            except RunNotFound:
+                if ended.done():
+                    return ended.result()
+                gone = await self._store.runs.rolled_back(thread_id, run_id)
+                if gone is None:  # its thread was deleted
+                    raise
+                return gone
             if not run.inflight:
                 return run
 
@@ -443,6 +476,7 @@ class Scheduler:
             elif not self._stopping and not active.abandoned:
                 # Interrupted as it started: its input stays all the same (SPEC §3).
                 await self._runner.keep_input(run, start)
+            active.finishing = True
             ended = await self._finish(run, outcome, active)
         except AttemptFenced as exc:
             # Another replica holds the run now (this one's lease expired), or it ended: this
@@ -543,7 +577,7 @@ class Scheduler:
         return {
             a.run.run_id: a.run.epoch
             for a in self._active.values()
-            if a.run is not None and not a.abandoned
+            if a.run is not None and not a.abandoned and not a.finishing
         }
 
     def cancelled_elsewhere(self, thread_id: str, run_id: str) -> None:
@@ -567,9 +601,10 @@ class Scheduler:
 
     def lost(self, run_ids: list[str]) -> None:
         """Runs executing here that are no longer this replica's (ended, deleted or taken
-        over): stopped without being finished (their writes would be refused anyway)."""
+        over): stopped without being finished (their writes would be refused anyway). Not a
+        run whose end is being written here: that write is why its row says it ended."""
         for active in list(self._active.values()):
-            if active.run is not None and active.run.run_id in run_ids:
+            if active.run is not None and active.run.run_id in run_ids and not active.finishing:
                 self._abandon(active)
 
     async def pause(self) -> None:

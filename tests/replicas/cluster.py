@@ -30,8 +30,13 @@ GRAPHS = (
     "file_gated=tests.support:file_gated",
     "--graph",
     "slow_unwind=tests.replicas.graphs:slow_unwind",
+    "--graph",
+    "frozen_gate=tests.replicas.graphs:frozen_gate",
+    "--graph",
+    "ticking=tests.replicas.graphs:ticking",
 )
-LEASE = ("--lease-ttl-seconds", "1.5", "--lease-beat-seconds", "0.3")
+LEASE_TTL = 1.5
+LEASE = ("--lease-ttl-seconds", str(LEASE_TTL), "--lease-beat-seconds", "0.3")
 
 
 @dataclass

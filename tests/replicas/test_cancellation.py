@@ -147,3 +147,37 @@ async def test_delete_thread_on_b_stops_the_run_on_a(tmp_path: Path) -> None:
         run = await a.runs.create(other, "file_gated", input=user("e", "e"), config=group.config)
         assert (await ended(a, other, run["run_id"]))["status"] == "success"
         await a.close()
+
+
+async def test_join_run_on_b_of_a_run_rolled_back_on_a_answers_what_a_answers(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, old_id = await running_on_a(group, a, ["a", "b"])
+        # A join on b from before the rollback (it reads the run's row every beat) and one
+        # after it (the row is gone by then): both answer what a answers, not NOT_FOUND.
+        early = asyncio.create_task(b.runs.join_run(thread_id, old_id))
+        group.gate("d")
+        new = await a.runs.create(
+            thread_id,
+            "file_gated",
+            input=user("two", "d"),
+            config=group.config,
+            multitask_strategy="rollback",
+        )
+        async with asyncio.timeout(WITHIN):
+            on_a = (await a.runs.join_run(thread_id, old_id)).run
+            on_b = (await b.runs.join_run(thread_id, old_id)).run
+            before = (await early).run
+        assert on_a["status"] == "interrupted"
+        assert on_a["superseded_by"] == new["run_id"]
+        for joined in (on_b, before):
+            assert joined["run_id"] == old_id
+            for key in ("status", "cancel_reason", "superseded_by", "attempt", "end_time"):
+                assert joined[key] == on_a[key], (key, joined, on_a)
+        with pytest.raises(NotFoundError):
+            await b.runs.get(thread_id, old_id)
+        assert (await ended(b, thread_id, new["run_id"]))["status"] == "success"
+        await a.close()
+        await b.close()

@@ -7,11 +7,15 @@ import asyncio
 import signal
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.replicas.cluster import cluster
+from tests.replicas.cluster import LEASE_TTL, cluster
 from tests.replicas.test_cancellation import running_on_a
 from tests.replicas.test_failover import WITHIN, ended, never_overlap, texts, user
+from tests.support import eventually
+from turnstile import UnavailableError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,6 +37,13 @@ async def test_sigterm_hands_a_run_over_that_does_not_end_within_the_grace_perio
         assert final["status"] == "success"
         assert [r["owner"] for r in attempts] == [group["a"].incarnation, group["b"].incarnation]
         never_overlap(attempts)
+        # a ended its lease as it left (b took the run at its next beat), rather than leaving
+        # it to expire a TTL after its last renewal.
+        [lease] = await group.query(
+            "SELECT expires_at - renew_time AS left FROM replicas WHERE incarnation = $1",
+            group["a"].incarnation,
+        )
+        assert lease["left"].total_seconds() < LEASE_TTL, lease
         assert await texts(b, thread_id) == [
             ("human", "one"),
             ("ai", "passed a"),
@@ -45,3 +56,52 @@ async def test_sigterm_hands_a_run_over_that_does_not_end_within_the_grace_perio
         )
         assert (await ended(b, thread_id, more["run_id"]))["status"] == "success"
         await b.close()
+
+
+async def test_sigterm_reports_not_serving_refuses_and_claims_nothing_while_its_run_finishes(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, ("a", "b"), "--shutdown-grace-seconds", "30") as group:
+        a, b = group["a"].client(), group["b"].client()
+        channel = grpc.aio.insecure_channel(group["a"].address)
+        try:
+            thread_id, run_id = await running_on_a(group, a, ["a", "b"])
+            # Queued on a behind a's run: a would start it in the same write as that run's
+            # end, but a draining replica starts nothing; b claims it.
+            group.gate("c")
+            queued = await a.runs.create(
+                thread_id,
+                "file_gated",
+                input=user("two", "c"),
+                config=group.config,
+                multitask_strategy="enqueue",
+            )
+            group["a"].signal(signal.SIGTERM)
+
+            async def not_serving() -> None:
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            await eventually(not_serving, within=WITHIN)
+            other = (await b.threads.create())["thread_id"]
+            with pytest.raises(UnavailableError) as refused:
+                await a.runs.create(other, "file_gated", input=user("x"), config=group.config)
+            assert refused.value.reason == "SHUTTING_DOWN"
+            assert not group["a"].process.returncode
+            group.gate("b")
+            async with asyncio.timeout(WITHIN):
+                assert await group["a"].process.wait() == 0
+            first = await ended(b, thread_id, run_id)
+            second = await ended(b, thread_id, queued["run_id"])
+            assert (first["status"], first["attempt"]) == ("success", 1)
+            assert second["status"] == "success"
+            assert [r["owner"] for r in await group.attempts(run_id)] == [group["a"].incarnation]
+            assert [r["owner"] for r in await group.attempts(queued["run_id"])] == [
+                group["b"].incarnation
+            ]
+            never_overlap([*await group.attempts(run_id), *await group.attempts(queued["run_id"])])
+        finally:
+            await channel.close()
+            await a.close()
+            await b.close()

@@ -107,6 +107,14 @@ class RunStore(Protocol):
         """Returns the run or raises RunNotFound."""
         ...
 
+    async def rolled_back(self, thread_id: str, run_id: str) -> RunRecord | None:
+        """The run as it was when it was rolled back (ended INTERRUPTED, with its cancel
+        reason), if the store remembers it: JoinRun and WaitRun answer it, not NOT_FOUND. A
+        database replicas share keeps it a day, so that any replica answers what the one that
+        rolled it back answers; a store one process serves may keep nothing (that process
+        remembers its own)."""
+        ...
+
     async def list(
         self, thread_id: str, *, status: str | None, limit: int, before: int | None
     ) -> tuple[builtins.list[RunRecord], int | None]:

@@ -138,13 +138,14 @@ class TurnstileProcess(_Child):
     @classmethod
     async def start(
         cls,
-        database: Path,
+        database: Path | str,
         log_path: Path,
         extra_args: list[str] | None = None,
         *,
         cpus: set[int] | None = None,
     ) -> TurnstileProcess:
-        """Starts the server on `database` and returns once it serves."""
+        """Starts the server on `database` (a SQLite path or a database URL) and returns
+        once it serves."""
         graphs = [f"--graph={name}={target}" for name, target in GRAPHS.items()]
         log = _open_log(log_path)
         process = await asyncio.create_subprocess_exec(

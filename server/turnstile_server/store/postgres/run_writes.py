@@ -385,11 +385,20 @@ async def _end_pending(
 
 async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
     """Deletes a run with its checkpoints, LangGraph's included (it is being rolled back), in
-    the same transaction, remembering its request id for `ROLLED_BACK_REQUESTS_US` (those
-    older are forgotten now)."""
+    the same transaction, remembering its request id and the run as it was (`rolled_back`)
+    for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
     await conn.execute(
         "DELETE FROM rolled_back_requests WHERE rolled_back_time < $1",
         now - ROLLED_BACK_REQUESTS_US,
+    )
+    await conn.execute(
+        "DELETE FROM rolled_back_runs WHERE rolled_back_time < $1", now - ROLLED_BACK_REQUESTS_US
+    )
+    await conn.execute(
+        "INSERT INTO rolled_back_runs SELECT r.run_id, r.thread_id, row_to_json(r)::text, $1"
+        " FROM runs r WHERE r.run_id = $2 ON CONFLICT (run_id) DO NOTHING",
+        now,
+        run_id,
     )
     await conn.execute(
         "INSERT INTO rolled_back_requests"
@@ -444,6 +453,21 @@ async def _set_thread_status(conn: Conn, thread_id: str, status: str, now: int) 
         now,
         thread_id,
     )
+
+
+async def rolled_back(conn: Conn, thread_id: str, run_id: str) -> RunRecord | None:
+    """The thread's run `run_id` as it was when rolled back (see `_delete_run`), ended
+    INTERRUPTED then, as its rollback answered it; None if it was not (or is forgotten)."""
+    row = await conn.fetchrow(
+        "SELECT run_row, rolled_back_time FROM rolled_back_runs"
+        " WHERE run_id = $1 AND thread_id = $2",
+        run_id,
+        thread_id,
+    )
+    if row is None:
+        return None
+    run = run_from_row({**loads(row["run_row"]), "queue_position": None})
+    return replace(run, status="interrupted", end_time=row["rolled_back_time"], error=None)
 
 
 def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:

@@ -50,6 +50,11 @@ class Runs:
             raise RunNotFound(run_id)
         return run_from_row(row)
 
+    async def rolled_back(self, thread_id: str, run_id: str) -> RunRecord | None:
+        """The run as it was when rolled back, whichever replica rolled it back, for a day
+        (see `RunStore.rolled_back`)."""
+        return await self._db.read(lambda conn: run_writes.rolled_back(conn, thread_id, run_id))
+
     async def list(
         self, thread_id: str, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[RunRecord], int | None]:

@@ -158,6 +158,18 @@ MIGRATIONS: list[str] = [
     """,
     # 3: replicas' leases, runs' epochs and owners, checkpoints' epochs, the attempts' audit.
     LEASES_MIGRATION,
+    # 4: rolled-back runs as they were when deleted (the row as JSON, so that later columns
+    # of `runs` need no migration here), kept a day: JoinRun and WaitRun on any replica
+    # answer them as the replica that rolled them back does.
+    """
+    CREATE TABLE rolled_back_runs (
+        run_id TEXT PRIMARY KEY,
+        thread_id TEXT NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+        run_row TEXT NOT NULL,
+        rolled_back_time BIGINT NOT NULL
+    );
+    CREATE INDEX rolled_back_runs_by_time ON rolled_back_runs (rolled_back_time);
+    """,
 ]
 
 

@@ -68,6 +68,11 @@ class Runs:
             raise RunNotFound(run_id)
         return run_from_row(rows[0])
 
+    async def rolled_back(self, thread_id: str, run_id: str) -> RunRecord | None:
+        """None: one process serves a SQLite file, and it remembers the runs it rolled back
+        (`endings.Endings`); nothing is kept across its restarts (see `RunStore.rolled_back`)."""
+        return None
+
     async def list(
         self, thread_id: str, *, status: str | None, limit: int, before: int | None
     ) -> tuple[list[RunRecord], int | None]:

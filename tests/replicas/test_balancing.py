@@ -1,0 +1,57 @@
+"""gRPC client-side round robin over replicas, as docs/deploy.md shows it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from tests.replicas.cluster import cluster
+from tests.replicas.test_failover import WITHIN
+from tests.support import eventually
+from turnstile.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
+
+pytestmark = pytest.mark.timeout(60)
+
+ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+
+
+async def test_a_round_robin_channel_over_two_replicas_reaches_both(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as group:
+        # A multi-address target, as a DNS name with one A record per replica resolves to
+        # (`dns:///turnstile.internal:50051`): gRPC's `ipv4:` scheme lists them itself.
+        target = "ipv4:" + ",".join(r.address for r in group.replicas)
+        channel = grpc.aio.insecure_channel(target, options=[("grpc.service_config", ROUND_ROBIN)])
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created: list[str] = []
+
+        async def both_reached() -> None:
+            # Each run starts on the replica that admitted it (both have free slots), so the
+            # attempt's owner names the replica the call reached.
+            request = run_service_pb2.CreateRunRequest(
+                thread_id=str(uuid.uuid4()),
+                assistant_id="file_gated",
+                input=_struct({"messages": [{"role": "user", "content": "hi"}], "gates": []}),
+                if_not_exists=run_pb2.IF_NOT_EXISTS_CREATE,
+            )
+            reply = await runs.CreateRun(request, timeout=10)
+            created.append(reply.run.run_id)
+            owners = await group.query(
+                "SELECT DISTINCT owner FROM run_attempts WHERE run_id = ANY($1::text[])", created
+            )
+            assert {row["owner"] for row in owners} == {r.incarnation for r in group.replicas}
+
+        try:
+            await eventually(both_reached, within=WITHIN, interval=0.01)
+        finally:
+            await channel.close()
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
