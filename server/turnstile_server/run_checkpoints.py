@@ -43,16 +43,21 @@ class RunCheckpoints:
         blobs: Sequence[BlobRecord],
         *,
         writes: Sequence[WriteRecord] = (),
+        earlier: Sequence[tuple[CheckpointFrame, Sequence[BlobRecord]]] = (),
         require_run: bool = True,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint of the run and its parent's writes, as the run's (see
+        """Stores checkpoints of the run and its parent's writes, as the run's (see
         `LangGraphCheckpoints.put`, `require_run` on), fenced by its attempt's epoch (whatever
         the caller passed)."""
-        owned = replace(frame, run_id=self._run.run_id)
+        run_id = self._run.run_id
+        owned = replace(frame, run_id=run_id)
+        before = [(replace(f, run_id=run_id), b) for f, b in earlier]
         epoch = self._run.epoch
         await self._write(
-            lambda: self._store.put(owned, blobs, writes=writes, require_run=True, epoch=epoch)
+            lambda: self._store.put(
+                owned, blobs, writes=writes, earlier=before, require_run=True, epoch=epoch
+            )
         )
 
     async def put_writes(

@@ -188,3 +188,38 @@ async def test_a_checkpoint_put_with_its_parents_writes_stores_both_or_neither(
     again = await store.langgraph.get("t", "", "c2", {})
     assert again is not None and again.writes == [], "the refused checkpoint's writes"
     assert await store.langgraph.get("t", "", "c3", {}) is None
+
+
+async def test_earlier_checkpoints_put_with_a_checkpoint_land_in_its_transaction(
+    store: Store,
+) -> None:
+    """A run's input checkpoint is written with START's, which follows it: both land, or
+    neither (here: the run is gone, so the write is refused whole)."""
+    await store.threads.create("t", {})
+    running = await started(store, "t")
+    run_id = running.run_id
+    given = CheckpointFrame("t", "", "i1", None, run_id, "msgpack", b"f", {"ch": "1"}, {})
+    applied = replace(given, checkpoint_id="s1", parent_id="i1", versions={"ch": "2"})
+    start_write = WriteRecord("start", 0, "ch", "msgpack", b"w")
+    await store.langgraph.put(
+        applied,
+        [BlobRecord("ch", "2", "append", "msgpack", b"tail", base="1")],
+        writes=[start_write],
+        earlier=[(given, [BlobRecord("ch", "1", "full", "msgpack", b"v")])],
+        require_run=True,
+    )
+    first = await store.langgraph.get("t", "", "i1", {})
+    latest = await store.langgraph.get("t", "", None, {})
+    assert first is not None and first.writes == [start_write]
+    assert latest is not None and latest.frame.checkpoint_id == "s1"
+    assert [b.kind for b in latest.blobs["ch"]] == ["append", "full"], "the chain to i1's"
+    gone = replace(given, checkpoint_id="i2", parent_id="s1", run_id="gone")
+    with pytest.raises(ThreadNotFound):
+        await store.langgraph.put(
+            replace(gone, checkpoint_id="s2", parent_id="i2"),
+            [],
+            earlier=[(gone, [])],
+            require_run=True,
+        )
+    assert await store.langgraph.get("t", "", "i2", {}) is None
+    assert await store.langgraph.get("t", "", "s2", {}) is None

@@ -91,13 +91,15 @@ class LangGraphCheckpoints(Protocol):
         blobs: Sequence[BlobRecord],
         *,
         writes: Sequence[WriteRecord] = (),
+        earlier: Sequence[tuple[CheckpointFrame, Sequence[BlobRecord]]] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
         """Stores a checkpoint and the blobs of the channel versions it introduced (a blob
         already stored under the same channel and version is kept), and `writes`: pending
         writes of the run `frame.run_id` against the frame's parent (the superstep this
-        checkpoint completes), stored as `put_writes` stores them, in the same transaction.
+        checkpoint completes), stored as `put_writes` stores them, in the same transaction;
+        `earlier` checkpoints of the same run with their blobs are stored first, in it too.
 
         With `require_run` (a run's own writes), ThreadNotFound and nothing written unless the
         run `frame.run_id` of `frame.thread_id` still exists, checked in the same transaction:

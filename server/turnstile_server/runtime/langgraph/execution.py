@@ -122,6 +122,8 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
             landed()  # no input checkpoint to wait for (see `execute`)
         elif run.durability == "exit":
             take = _watching_start(streamer, kwargs, landed)
+        else:
+            held.hold_input = True  # written with START's checkpoint (`HeldWrites.put`)
         try:
             if "events" in run.stream_mode:
                 await _stream_events(bound, payload, config, kwargs, take, host)
@@ -135,6 +137,7 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
             # The superstep in flight is discarded: its finished tasks' writes never land,
             # and what the cache remembers of the thread may be a version the run's last put
             # never committed (or that a rollback deletes next).
+            await held.flush_inputs()  # (none: the cut waited for START's checkpoint)
             held.discard()
             shared.cache.forget({run.thread_id})
             if run.close_tool_calls and await host.cancelled_for() == "interrupt":

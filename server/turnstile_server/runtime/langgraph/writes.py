@@ -35,6 +35,14 @@ class HeldWrites:
     def __init__(self, store: LangGraphCheckpoints) -> None:
         self._store = store
         self._held: list[_Held] = []
+        self._inputs: list[tuple[CheckpointFrame, list[BlobRecord]]] = []
+        self.hold_input = False
+        """Set by the runtime for a run whose input LangGraph checkpoints (a plain input,
+        `sync` or `async` durability): its root `input` checkpoint is then held, and written
+        in the transaction of the checkpoint that follows it (START's superstep, which applies
+        the input), so the two cost one write. A cancellation waits for START's checkpoint
+        (`execution.execute`); a crash between the two loses nothing the resumed attempt does
+        not apply again (the run then has no checkpoint: its input is applied then)."""
 
     async def put(
         self,
@@ -42,12 +50,14 @@ class HeldWrites:
         blobs: Sequence[BlobRecord],
         *,
         writes: Sequence[WriteRecord] = (),
+        earlier: Sequence[tuple[CheckpointFrame, Sequence[BlobRecord]]] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Writes the checkpoint with the writes held against its parent (its step is
-        complete), in one transaction (the run's `RunCheckpoints` below present its attempt's
-        epoch); writes of another run held against the parent land first, on their own."""
+        """Writes the checkpoint, with a held input checkpoint it follows (`hold_input`) and
+        the writes held against its parent (its step is complete), in one transaction (the
+        run's `RunCheckpoints` below present its attempt's epoch); writes of another run held
+        against the parent land first, on their own."""
 
         def parents(h: _Held) -> bool:
             return (
@@ -57,11 +67,36 @@ class HeldWrites:
                 and h[2] == frame.parent_id
             )
 
+        if (
+            self.hold_input
+            and not frame.checkpoint_ns
+            and frame.metadata.get("source") == "input"
+            and not self._inputs
+        ):
+            self._inputs.append((frame, list(blobs)))
+            return
+        before: list[tuple[CheckpointFrame, Sequence[BlobRecord]]] = list(earlier)
+        if self._inputs:
+            held = self._inputs[-1][0]
+            if (held.thread_id, held.checkpoint_ns, held.checkpoint_id) == (
+                frame.thread_id,
+                frame.checkpoint_ns,
+                frame.parent_id,
+            ):
+                before, self._inputs = [*self._inputs, *before], []
+            else:
+                await self.flush_inputs()
         await self._flush(lambda h: parents(h) and h[3] != frame.run_id)
         taken = [h for h in self._held if parents(h)]
         self._held = [h for h in self._held if not parents(h)]
         step = [write for h in taken for write in h[4]]
-        await self._store.put(frame, blobs, writes=[*step, *writes], require_run=require_run)
+        await self._store.put(
+            frame,
+            blobs,
+            writes=[*step, *writes],
+            earlier=before,
+            require_run=require_run,
+        )
 
     async def put_writes(
         self,
@@ -79,7 +114,14 @@ class HeldWrites:
 
     async def flush(self) -> None:
         """Writes everything held, in the order it came (the run ended by itself)."""
+        await self.flush_inputs()
         await self._flush(lambda h: True)
+
+    async def flush_inputs(self) -> None:
+        """Writes a held input checkpoint (a cancelled run's too: its input stays)."""
+        inputs, self._inputs = self._inputs, []
+        for frame, blobs in inputs:
+            await self._store.put(frame, blobs)
 
     def discard(self) -> int:
         """Forgets what is held (the run was cancelled: its steps in flight are discarded);

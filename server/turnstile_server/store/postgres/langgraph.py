@@ -48,18 +48,23 @@ class PostgresLangGraphCheckpoints:
         blobs: Sequence[BlobRecord],
         *,
         writes: Sequence[WriteRecord] = (),
+        earlier: Sequence[tuple[CheckpointFrame, Sequence[BlobRecord]]] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint, its new blobs and its parent's writes in one transaction (with
+        """Stores earlier checkpoints, then a checkpoint, its new blobs and its parent's writes,
+        in one transaction (with
         `require_run`, only while the run's row exists: see `_check_run`; with `epoch`, only
         while that attempt holds the run: `fence.py`)."""
         blob_list, write_list = list(blobs), list(writes)
+        before = [(f, list(b)) for f, b in earlier]
 
         async def put(conn: Conn) -> None:
             if write_list and frame.parent_id is None:
                 raise ValueError("a checkpoint without a parent has no writes to store")
             await fence(conn, frame.run_id, epoch)
+            for earlier_frame, earlier_blobs in before:
+                await _put(conn, earlier_frame, earlier_blobs, require_run)
             await _put(conn, frame, blob_list, require_run)
             if write_list and frame.parent_id is not None:
                 key = (frame.thread_id, frame.checkpoint_ns, frame.parent_id)

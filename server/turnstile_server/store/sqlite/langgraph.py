@@ -45,12 +45,21 @@ class SqliteLangGraphCheckpoints:
         blobs: Sequence[BlobRecord],
         *,
         writes: Sequence[WriteRecord] = (),
+        earlier: Sequence[tuple[CheckpointFrame, Sequence[BlobRecord]]] = (),
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Stores a checkpoint, its new blobs and its parent's writes in one transaction."""
+        """Stores earlier checkpoints, then a checkpoint, its new blobs and its parent's writes,
+        in one transaction."""
         blob_list, write_list = list(blobs), list(writes)
-        await landed(self._db.submit(lambda s: _put(s, frame, blob_list, write_list, require_run)))
+        before = [(f, list(b)) for f, b in earlier]
+
+        def body(s: Session) -> None:
+            for earlier_frame, earlier_blobs in before:
+                _put(s, earlier_frame, earlier_blobs, [], require_run)
+            _put(s, frame, blob_list, write_list, require_run)
+
+        await landed(self._db.submit(body))
 
     async def put_writes(
         self,
