@@ -250,6 +250,24 @@ async def test_cancelling_a_write_while_its_commit_retries_still_applies_it_once
         await db.close()
 
 
+async def test_writes_queued_in_one_pass_of_the_loop_share_one_group(store: SqliteStore) -> None:
+    began = threading.Event()
+    sessions: list[Session] = []
+
+    def body(conn: Session) -> None:
+        began.set()
+        sessions.append(conn)  # one session per group
+
+    first = store.db.submit(body)
+    # Were the writer's thread woken at the first write, it would take that write alone: given
+    # the chance here (the loop blocked, the GIL free), it would begin it within this wait.
+    began.wait(0.5)
+    rest = [store.db.submit(body) for _ in range(3)]
+    await asyncio.gather(first, *rest)
+    assert len(sessions) == 4
+    assert all(session is sessions[0] for session in sessions), "one group, one transaction"
+
+
 async def test_a_write_cancelled_before_its_group_begins_is_withdrawn(store: SqliteStore) -> None:
     held = asyncio.Event()
     release = threading.Event()

@@ -39,9 +39,13 @@ RUN_COLUMNS = f"""
 """
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# One encoder for every column: `json.dumps` with arguments builds a new one per call.
+
+
 def dumps(value: Any) -> str:
     """Encodes a JSON column compactly."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> Any:

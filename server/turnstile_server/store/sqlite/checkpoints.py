@@ -222,28 +222,36 @@ def insert_checkpoint(
     source: str,
     update: dict[str, Any],
     now: int,
+    *,
+    run_checked: bool = False,
 ) -> CheckpointRecord:
     """Inserts a checkpoint inside a write; IntegrityError if the thread or the run is gone.
 
     The run's row is looked for, not only the thread's: a thread deleted while its run unwinds
     and created again under the same id would otherwise take the checkpoints the run writes on
     its way out (`exit` durability holds them until then). A run's writes never outlive it.
+    The look-up is part of the insert (one statement); `run_checked` skips it for a write that
+    has just inserted or updated the run's row itself.
 
     The thread's `update_time` is not touched: it moves with the thread's status, when a run
     is admitted and when it ends, not with every step.
     """
-    if (
-        conn.one("SELECT 1 FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id))
-        is None
-    ):
-        raise sqlite3.IntegrityError(f"run {run_id} of thread {thread_id} is gone")
     checkpoint_id = new_id()
-    cur = conn.execute(
-        "INSERT INTO checkpoints (checkpoint_id, thread_id, run_id, step, source,"
-        " update_json, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (checkpoint_id, thread_id, run_id, step, source, dumps(update), now),
-    )
-    assert cur.lastrowid is not None
-    return CheckpointRecord(
-        cur.lastrowid, checkpoint_id, thread_id, run_id, step, source, update, now
-    )
+    values = (checkpoint_id, thread_id, run_id, step, source, dumps(update), now)
+    if run_checked:
+        row = conn.one(_INSERT_CHECKPOINT, values)
+    else:
+        row = conn.one(_INSERT_CHECKPOINT_OF_RUN, (*values, run_id, thread_id))
+    if row is None:
+        raise sqlite3.IntegrityError(f"run {run_id} of thread {thread_id} is gone")
+    return CheckpointRecord(row[0], checkpoint_id, thread_id, run_id, step, source, update, now)
+
+
+_CHECKPOINT_COLUMNS = "checkpoint_id, thread_id, run_id, step, source, update_json, create_time"
+_INSERT_CHECKPOINT = (
+    f"INSERT INTO checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
+)
+_INSERT_CHECKPOINT_OF_RUN = (
+    f"INSERT INTO checkpoints ({_CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND thread_id = ?) RETURNING seq"
+)

@@ -6,7 +6,9 @@ every write submitted while the previous group commits runs in the next group, o
 other in one `BEGIN IMMEDIATE` transaction, and all of them are answered after its `COMMIT`.
 So a write's caller hears back only once its write is committed, and many writes share one
 commit (group commit). The writer's thread takes group after group by itself while writes
-keep coming; a write that fails is undone alone (see `_apply`).
+keep coming; when it is idle, the loop wakes it once it has run the callbacks ready at the first
+write, so that the writes they queue share that group. A write that fails is undone alone (see
+`_apply`).
 
 Transient errors (SQLITE_BUSY, SQLITE_LOCKED) are retried with bounded, jittered backoff
 wherever a retry cannot apply anything twice (see `store/retry.py`): a read; `BEGIN IMMEDIATE`;
@@ -61,6 +63,7 @@ class Database:
         self._lock = threading.Lock()
         self._queue: list[_Write] = []  # under the lock
         self._committing = False  # under the lock: the writer's thread is taking groups
+        self._flush_pending = False  # in the loop: `_flush` is scheduled
         self._closed = False
 
     @classmethod
@@ -92,6 +95,7 @@ class Database:
     async def close(self) -> None:
         """Closes both connections once the writes submitted so far have been answered."""
         self._closed = True
+        self._flush()
         # The writer's thread takes its work in order: once this runs there, every group
         # queued before has been committed and its answers are on their way to the loop.
         await self._writer.run(lambda session: None)
@@ -124,14 +128,28 @@ class Database:
     def _queue_write(self, body: Body[T]) -> asyncio.Future[T]:
         if self._closed:
             raise sqlite3.ProgrammingError("the database is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             self._queue.append((body, future))
-            start = not self._committing
-            self._committing = True
-        if start:
-            self._writer.submit(self._commit_groups)
+            idle = not self._committing
+        if idle and not self._flush_pending:
+            # The writer's thread is woken once the loop has run what is ready now, so the
+            # writes queued meanwhile (other callers' admissions, steps and ends) go in the
+            # same group: woken at the first write, it took the GIL at the loop's next release
+            # (gRPC releases it often) and committed groups of one or two.
+            self._flush_pending = True
+            loop.call_soon(self._flush)
         return future
+
+    def _flush(self) -> None:
+        """Hands the queued writes to the writer's thread unless it is taking groups."""
+        self._flush_pending = False
+        with self._lock:
+            if self._committing or not self._queue:
+                return
+            self._committing = True
+        self._writer.submit(self._commit_groups)
 
     def _commit_groups(self, _: Session) -> None:
         """In the writer's thread: commits the queued writes group by group until none is left,

@@ -106,7 +106,9 @@ def admit(
     admission = superseded or Admission(run=run)
     admission.run = run
     if starting:  # inserted RUNNING above: its first attempt has begun
-        admission.start = _begun(conn, run, now, written=0)
+        # On a thread claimed (or created) above, `discarded` says already what the run's
+        # input discards of what the thread waited on; on a busy one it is read now.
+        admission.start = _begun(conn, run, now, written=0, pending_read=not busy)
     return admission
 
 
@@ -169,19 +171,32 @@ def start_next(conn: Session, thread_id: str, now: int) -> Start:
     return _begun(conn, head, now, written=int(written[0]) if written else 0)
 
 
-def _begun(conn: Session, run: RunRecord, now: int, written: int) -> Start:
+def _begun(
+    conn: Session, run: RunRecord, now: int, written: int, *, pending_read: bool = False
+) -> Start:
     """The start of `run`'s next attempt, just recorded RUNNING, with `written` checkpoints of
     the run so far. On its first attempt (none) its input becomes the thread's next
-    checkpoint, so the input is applied exactly once however often the run resumes."""
+    checkpoint, so the input is applied exactly once however often the run resumes.
+    `pending_read`: the run's `discarded_interrupts` were decided in this write from the
+    thread's pending interrupts (an admission on a thread it claimed), so they are not read
+    again."""
     started = replace(
         run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
     )
-    if run.attempt == 0 and not run.discarded_interrupts and policy.is_new_input(run):
+    if (
+        not pending_read
+        and run.attempt == 0
+        and not run.discarded_interrupts
+        and policy.is_new_input(run)
+    ):
         started = _discarding(conn, started)
     if written > 0:
         return Start(run=started, checkpoints=written)
     update = dict(run.input or {})
-    checkpoint = insert_checkpoint(conn, run.thread_id, run.run_id, 0, "input", update, now)
+    # The run's row was inserted or updated just before, in this write: it is there.
+    checkpoint = insert_checkpoint(
+        conn, run.thread_id, run.run_id, 0, "input", update, now, run_checked=True
+    )
     return Start(run=started, checkpoints=1, input=checkpoint)
 
 
