@@ -21,6 +21,7 @@ from turnstile import (
     NotFoundError,
     TurnstileClient,
 )
+from turnstile_server.app import App
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -322,6 +323,150 @@ async def test_an_interrupted_resume_leaves_a_cancelled_thread(client: Turnstile
     )
 
 
+def pending_of(thread: Any) -> list[str]:
+    """The ids of a thread's pending interrupts."""
+    return [i["id"] for group in thread["interrupts"].values() for i in group]
+
+
+async def held_resume(client: TurnstileClient, thread_id: str, resume: Any, hold: str) -> Any:
+    """A resume run held inside the node it resumed, before its first step has landed."""
+    run = await client.runs.create(thread_id, "approval", command={"resume": resume})
+    await asyncio.wait_for(GATES.arrived(hold).wait(), GATE_TIMEOUT)
+    return run
+
+
+@pytest.mark.parametrize("action", ["interrupt", "rollback"])
+async def test_a_resume_cancelled_before_its_first_step_leaves_the_thread_waiting(
+    client: TurnstileClient, action: Any
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    run = await held_resume(client, thread_id, hold, hold)
+
+    await client.runs.cancel(thread_id, run["run_id"], wait=True, action=action)
+
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"]) == ("interrupted", "awaiting_input")
+    assert pending_of(got) == [interrupt_id]
+    state = await client.threads.get_state(thread_id)
+    assert state["next"] == ["ask"] and [i["id"] for i in state["interrupts"]] == [interrupt_id]
+    resumed = await client.runs.wait_run(thread_id, "approval", command={"resume": "yes"})
+    assert resumed.run["status"] == "success" and FINAL[-1]["decision"] == "yes"
+    assert FINAL[-1]["steps"] == ["draft", "ask", "act"]  # the cancelled resume left nothing
+
+
+async def test_new_input_superseding_a_resume_before_its_first_step_records_the_discarded(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    resume = await held_resume(client, thread_id, hold, hold)
+
+    result = await client.runs.wait_run(
+        thread_id, "approval", input={"request": "again"}, multitask_strategy="interrupt"
+    )
+
+    assert (await client.runs.get(thread_id, resume["run_id"]))["status"] == "interrupted"
+    assert result.run["discarded_interrupts"] == [interrupt_id]  # still pending when it began
+    got = await client.threads.get(thread_id)
+    assert pending_of(got) != [interrupt_id] and got["interruption"] == "awaiting_input"
+
+
+async def test_a_resume_superseding_a_resume_before_its_first_step_answers_the_interrupt(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await held_resume(client, thread_id, hold, hold)
+
+    second = await client.runs.wait_run(
+        thread_id, "approval", command={"resume": "yes"}, multitask_strategy="interrupt"
+    )
+
+    superseded = await client.runs.get(thread_id, first["run_id"])
+    assert (superseded["status"], superseded["superseded_by"]) == (
+        "interrupted",
+        second.run["run_id"],
+    )
+    assert second.run["status"] == "success"
+    assert [state["decision"] for state in FINAL] == ["yes"]  # the first answer never landed
+    assert FINAL[-1]["steps"] == ["draft", "ask", "act"]
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
+# A resume admitted behind another run cannot be checked at admission: it is when it starts.
+
+
+async def test_an_enqueued_resume_of_a_thread_that_waits_for_nothing_when_it_starts_ends_error(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await held_resume(client, thread_id, hold, hold)
+    queued = await client.runs.create(
+        thread_id, "approval", command={"resume": "again"}, multitask_strategy="enqueue"
+    )  # admitted: the thread is busy, what it will wait for is not known yet
+
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, queued["run_id"])
+
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    error = result.run["error"]
+    assert result.run["status"] == "error" and error is not None
+    assert error["type"] == "NOTHING_TO_RESUME" and "waits for no input" in error["message"]
+    assert [state["decision"] for state in FINAL] == [hold]  # the graph did not run again
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == ("error", None, {})
+
+
+async def test_an_enqueued_resume_of_an_interrupt_answered_before_it_starts_ends_error(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    await client.runs.wait(thread_id, "parallel", input={})
+    got = await client.threads.get(thread_id)
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await client.runs.create(
+        thread_id, "parallel", command={"resume": {by_value["left?"]: hold}}
+    )
+    await asyncio.wait_for(GATES.arrived(hold).wait(), GATE_TIMEOUT)
+    queued = await client.runs.create(
+        thread_id, "parallel", command={"resume": {by_value["left?"]: "twice"}}
+    )
+
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, queued["run_id"])
+
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    error = result.run["error"]
+    assert result.run["status"] == "error" and error is not None
+    assert error["type"] == "UNKNOWN_INTERRUPT" and by_value["left?"] in error["message"]
+    assert answers() == [f"left={hold}"]
+    after = await client.threads.get(thread_id)  # still waiting for the other answer
+    assert (after["status"], after["interruption"]) == ("interrupted", "awaiting_input")
+    assert pending_of(after) == [by_value["right?"]]
+    await client.runs.wait(thread_id, "parallel", command={"resume": {by_value["right?"]: "R"}})
+    assert answers() == [f"left={hold}", "right=R"]
+
+
+@pytest.mark.parametrize("strategy", ["reject", "interrupt", "rollback", "enqueue"])
+async def test_a_resume_on_an_idle_thread_is_refused_at_admission_with_every_strategy(
+    client: TurnstileClient, strategy: Any
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "chain", input={"request": "x"})
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        await client.runs.create(
+            thread["thread_id"], "approval", command={"resume": "y"}, multitask_strategy=strategy
+        )
+
+    assert caught.value.reason == "NOTHING_TO_RESUME"
+    assert len(await client.runs.list(thread["thread_id"])) == 1
+
+
 async def test_the_interrupt_is_still_pending_after_a_restart_and_the_resume_works(
     tmp_path: Path,
 ) -> None:
@@ -397,6 +542,80 @@ async def test_update_state_as_an_unknown_node_or_at_an_unknown_checkpoint_is_re
     assert bad_node.value.reason == "INVALID_NODE_NAMES"
     assert bad_checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
     assert (await client.threads.get(thread_id))["interruption"] == "awaiting_input"
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[App, TurnstileClient]]:
+    async with client_of(str(tmp_path / "hitl.db"), hitl_registry()) as (app, sdk):
+        yield app, sdk
+
+
+async def test_a_run_admitted_while_an_update_is_being_written_refuses_the_update(
+    served: tuple[App, TurnstileClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the update is computed (the thread had no inflight run), then a
+    run is admitted and starts, then the update is written. The check that no run is inflight
+    is made in the update's write transaction, so the update is refused whole."""
+    app, client = served
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    threads = app.store.threads
+    apply = threads.apply_update
+    admitted: list[Any] = []
+
+    async def run_admitted_first(update: Any) -> None:
+        admitted.append(await held_resume(client, thread_id, hold, hold))
+        await apply(update)
+
+    monkeypatch.setattr(threads, "apply_update", run_admitted_first)
+    with pytest.raises(ConflictError) as caught:
+        await client.threads.update_state(thread_id, {"decision": "by hand"}, as_node="ask")
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, admitted[0]["run_id"])
+
+    assert caught.value.reason == "THREAD_BUSY"
+    assert caught.value.metadata["inflight_run_ids"] == admitted[0]["run_id"]
+    assert result.run["status"] == "success" and FINAL[-1]["decision"] == hold
+    history = await client.threads.get_history(thread_id, limit=100)
+    assert "update" not in {c["metadata"].get("source") for c in history}, "nothing landed"
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_an_update_computed_before_a_run_wrote_is_computed_again_on_the_new_state(
+    served: tuple[App, TurnstileClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the update is computed, then a run resumes the thread to its end,
+    then the update is written: it would fork the history under the run's checkpoints and
+    say the thread waits as it no longer does. It is computed again on the run's state."""
+    app, client = served
+    thread_id, _ = await waiting_approval(client)
+    threads = app.store.threads
+    apply = threads.apply_update
+    calls = 0
+
+    async def run_ended_first(update: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await client.runs.wait(thread_id, "approval", command={"resume": "yes"})
+        await apply(update)
+
+    monkeypatch.setattr(threads, "apply_update", run_ended_first)
+    written = await client.threads.update_state(
+        thread_id, {"decision": "by hand", "steps": ["manual"]}, as_node="ask"
+    )
+
+    assert calls == 2
+    state = await client.threads.get_state(thread_id)
+    assert state["checkpoint"]["checkpoint_id"] == written["checkpoint"]["checkpoint_id"]
+    assert state["values"]["steps"] == ["draft", "ask", "act", "manual"]  # on the run's state
+    assert state["values"]["decision"] == "by hand" and state["next"] == ["act"]
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == (
+        "interrupted",
+        "awaiting_input",
+        {},
+    )
 
 
 # The strategy x situation matrix's row "thread waiting for input", in both modes.
