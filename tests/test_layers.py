@@ -46,6 +46,7 @@ def not_for_the_core(modules: set[str]) -> list[str]:
         "turnstile_server.runner",
         "turnstile_server.store",
         "turnstile_server.events",
+        "turnstile_server.relay",
         "turnstile_server.state",
         "turnstile_server.policy",
         "turnstile_server.runtime",

@@ -12,10 +12,11 @@ from turnstile_server.api import codec, event_frames, json_values, run_options, 
 from turnstile_server.api.assistant_service import resolve_assistant
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.api.run_messages import run_message
-from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
+from turnstile_server.errors import InvalidArgument, OutOfRange, RunNotFound, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.relay import Relay, RunStream
 from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
@@ -39,7 +40,9 @@ class RunService(pb_grpc.RunServiceServicer):
         *,
         run_defaults: Mapping[str, Any],
         page_bytes: int = wire.MAX_PAGE_BYTES,
+        relay: Relay | None = None,
     ) -> None:
+        self._relay = relay
         self._states = ThreadStates(store, graphs)
         self._store = store
         self._scheduler = scheduler
@@ -182,6 +185,16 @@ class RunService(pb_grpc.RunServiceServicer):
         as_json = json_values.wants_json(context)
         what = {"run_id": run.run_id}
         log = self._hub.get(run.run_id)
+        if self._relay is not None and (log is None or not log.numbered):
+            # Not executed nor ended here (yet): its events are the ones Redis relays.
+            remote = self._remote(run, after_seq, what)
+            await remote.check()
+            yield response(run=run_message(run))
+            async for batch in remote.batches():
+                if as_json:
+                    batch = [event_frames.as_json(frame) for frame in batch]
+                yield encoded(response, b"".join(batch))
+            return
         if log is None:
             if not run.inflight:
                 raise OutOfRange(
@@ -197,6 +210,27 @@ class RunService(pb_grpc.RunServiceServicer):
             if as_json:
                 batch = [event_frames.as_json(frame) for frame in batch]
             yield encoded(response, b"".join(batch))
+
+    def _remote(self, run: RunRecord, after_seq: int, what: dict[str, str]) -> RunStream:
+        """The run's stream as Redis relays it from the replica executing it."""
+        assert self._relay is not None
+        store = self._store
+
+        async def ended() -> bool:
+            try:
+                return not (await store.runs.get(run.thread_id, run.run_id)).inflight
+            except RunNotFound:
+                return True  # rolled back or deleted: its end was published, or is lost
+
+        return RunStream(
+            self._relay,
+            run.run_id,
+            after_seq,
+            ended,
+            what=what,
+            limits=self._hub.limits,
+            budget=self._hub.send_budget,
+        )
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
         return await self._store.runs.get(
