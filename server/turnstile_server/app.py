@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,11 +35,13 @@ from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry, load_graph
 from turnstile_server.langgraph_json import load_project, read_project
 from turnstile_server.metrics import Metrics
-from turnstile_server.relay import Relay, RelaySettings
 from turnstile_server.replica import ReplicaLease
 from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, open_store
+
+if TYPE_CHECKING:  # imported only with --redis: redis.asyncio takes about a second to import
+    from turnstile_server.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,8 @@ async def _relay(config: ServerConfig) -> Relay | None:
     elsewhere answer UNAVAILABLE until it answers)."""
     if not config.redis:
         return None
+    from turnstile_server.relay import Relay, RelaySettings
+
     relay = Relay(
         config.redis,
         config.redis_key_prefix,

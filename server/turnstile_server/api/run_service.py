@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
@@ -16,13 +16,15 @@ from turnstile_server.errors import InvalidArgument, OutOfRange, RunNotFound, Tu
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
-from turnstile_server.relay import Relay, RunStream
 from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
 from turnstile_server.store.records import options_of
 from turnstile_server.thread_states import ThreadStates
+
+if TYPE_CHECKING:  # imported only with --redis (see app.py)
+    from turnstile_server.relay import Relay, RunStream
 
 CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
 StreamResponse = TypeVar("StreamResponse", pb.StreamRunResponse, pb.JoinRunStreamResponse)
@@ -213,6 +215,8 @@ class RunService(pb_grpc.RunServiceServicer):
 
     def _remote(self, run: RunRecord, after_seq: int, what: dict[str, str]) -> RunStream:
         """The run's stream as Redis relays it from the replica executing it."""
+        from turnstile_server.relay import RunStream
+
         assert self._relay is not None
         store = self._store
 
