@@ -63,6 +63,11 @@ class EventRelay(Protocol):
         """The run ends here: its last events follow at once; `ended` as `started`."""
         ...
 
+    def run_taken(self, run: RunRecord) -> None:
+        """The run was taken from an attempt that lost its lease, now at `run.epoch`: that
+        attempt publishes nothing more."""
+        ...
+
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
         """Feeds a new watch log with what other processes relay of the thread; the task
         ends with the log (or fails it)."""
@@ -135,6 +140,11 @@ class EventHub:
         thread = self._threads.get(run.thread_id)
         if thread is not None:
             thread.log.append(self._thread_event(run_started=run))
+
+    def run_taken(self, run: RunRecord) -> None:
+        """The run was taken over from a replica whose lease expired (see `EventRelay`)."""
+        if self.relay is not None:
+            self.relay.run_taken(run)
 
     def emit(self, run: RunRecord, event: str, data: Any, *, checked: bool = False) -> None:
         """Appends an event to the run's log (and its thread's); raises if `data` is not JSON.

@@ -4,8 +4,10 @@ is STREAM_EXPIRED, and Redis down is UNAVAILABLE while the run goes on."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,16 @@ import redis.asyncio as aioredis
 from google.protobuf import json_format
 
 from tests import redis as test_redis
+from tests.event_logs import run_record
 from tests.replicas.cluster import Cluster, cluster
 from tests.replicas.test_failover import WITHIN, ended, user
 from tests.rpc import Stubs, error_info, struct
 from tests.support import eventually
 from turnstile.v1 import run_service_pb2, thread_service_pb2
+from turnstile_server.api.event_frames import EventFrames
+from turnstile_server.event_log import StreamLimits
+from turnstile_server.relay import Relay
+from turnstile_server.relay.fence import Entry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,3 +258,88 @@ async def test_a_replica_without_redis_refuses_to_join_others_on_postgresql(
         assert "has no --redis, and other replicas serve this database (a)" in said
         assert "Traceback" not in said
         assert group["a"].process.returncode is None
+
+
+async def test_a_replica_paused_past_its_lease_publishes_nothing_after_the_takeover(
+    tmp_path: Path,
+) -> None:
+    """a executes a run and is paused (SIGSTOP) past its lease; b's sweeper takes the run
+    over (epoch + 1) but has no free slot, so no new attempt starts and publishes. What a's
+    attempt publishes from then on (done here by hand at its epoch, as a woken a would) is
+    refused; a, resumed, publishes nothing stale either."""
+    async with cluster(tmp_path, ("a",)) as group:
+        await group.start("b", "--max-running", "1")
+        a, b = group["a"].client(), group["b"].client()
+        busy = (await b.threads.create())["thread_id"]
+        await b.runs.create(busy, "file_gated", input=user("hold", "never"), config=group.config)
+        thread_id = (await a.threads.create())["thread_id"]
+        group.gate("x")
+        run = await a.runs.create(
+            thread_id, "file_gated", input=user("hi", "x", "y"), config=group.config
+        )
+        run_id = run["run_id"]
+
+        async def at_y() -> None:
+            assert group.arrived("y")
+
+        await eventually(at_y, within=WITHIN)
+        client: Any = aioredis.Redis.from_url(group.redis)
+        key = f"{group.redis_prefix}run:{run_id}"
+        try:
+
+            async def published_so_far() -> list[Any]:
+                entries = await client.xrange(key)
+                assert entries and entries[-1][1][b"e"] == b"", entries  # values of x, not end
+                assert len(entries) >= 2, entries
+                return list(entries)
+
+            before = await eventually(published_so_far, within=WITHIN)
+            (row,) = await group.query("SELECT epoch FROM runs WHERE run_id = $1", run_id)
+            old_epoch = row["epoch"]
+            group["a"].signal(signal.SIGSTOP)
+
+            async def taken_over() -> None:
+                (now,) = await group.query(
+                    "SELECT epoch, status FROM runs WHERE run_id = $1", run_id
+                )
+                assert (now["status"], now["epoch"]) == ("pending", old_epoch + 1), now
+                fence = await client.get(f"{group.redis_prefix}fence:{run_id}")
+                assert fence is not None and int(fence) == old_epoch + 1, fence
+
+            await eventually(taken_over, within=WITHIN, interval=0.05)
+            # What a's attempt would publish on waking: its next event, at its own epoch.
+            stale = Relay(group.redis, group.redis_prefix, EventFrames(), StreamLimits())
+            try:
+                last = int(before[-1][0].split(b"-")[1])
+                frame = EventFrames().run_event(last + 1, run_id, "values", {}, state=False)
+                record = replace(
+                    run_record(run_id, thread_id), epoch=old_epoch
+                )  # the attempt's own view of its run
+                refused = await stale.publish(record, old_epoch, [Entry(last + 1, "", frame)])
+            finally:
+                await stale.close()
+            assert refused.stale and refused.added == 0
+            assert list(await client.xrange(key)) == before
+            group["a"].signal(signal.SIGCONT)
+            group.gate("y")
+            final = await ended(b, thread_id, run_id)
+            assert final["status"] == "success"
+
+            async def published_to_the_end() -> list[Any]:
+                entries = list(await client.xrange(key))
+                assert entries[-1][1][b"e"] == b"end", entries[-1]  # published after the row
+                return entries
+
+            after = await eventually(published_to_the_end, within=WITHIN)
+        finally:
+            await client.aclose()
+        # The first attempt's entries are the ones it published before the pause; what follows
+        # is the next attempt's (a's new incarnation, or b's), from its metadata to its end.
+        assert after[: len(before)] == before
+        (resumed,) = run_service_pb2.JoinRunStreamResponse.FromString(
+            after[len(before)][1][b"f"]
+        ).events
+        assert resumed.event == "metadata"
+        assert json_format.MessageToDict(resumed.data)["attempt"] == 2
+        await a.close()
+        await b.close()

@@ -113,6 +113,22 @@ class Relay:
             publisher = self._spawn(run, events, run.epoch + 1)
         publisher.ended = ended
 
+    def run_taken(self, run: RunRecord) -> None:
+        """Raises the run's fence to the epoch its takeover gave it, at once: the attempt
+        that lost it (a replica paused past its lease that wakes up) publishes nothing more,
+        even before the run's next attempt starts. Best effort: if Redis does not answer,
+        the next attempt's first publish raises it."""
+
+        async def fence_now() -> None:
+            try:
+                await self.publish(run, run.epoch, [])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("run %s: raising its fence failed: %r", run.run_id, exc)
+
+        self._own(asyncio.create_task(fence_now(), name=f"fence {run.run_id}"))
+
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
         """Feeds a new watch log with the thread's entries other processes publish from now
         on (`thread_feed.py`); EventsUnavailable if Redis does not answer."""

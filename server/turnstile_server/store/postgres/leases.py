@@ -216,6 +216,7 @@ async def sweep(conn: Conn, max_attempts: int, now: int) -> Recovery:
                     run.run_id,
                 )
                 recovery.requeued += 1
+                recovery.taken.append(replace(run, status="pending", epoch=run.epoch + 1))
                 await notify_ready(conn, thread_id)
                 await attempt_ended(conn, run, "lost")
                 continue
