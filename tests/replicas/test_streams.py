@@ -343,3 +343,40 @@ async def test_a_replica_paused_past_its_lease_publishes_nothing_after_the_takeo
         assert json_format.MessageToDict(resumed.data)["attempt"] == 2
         await a.close()
         await b.close()
+
+
+async def test_watch_thread_opened_on_b_mid_run_starts_with_the_run_under_way_on_a(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a = group["a"].client()
+        thread_id = (await a.threads.create())["thread_id"]
+        group.gate("x")
+        run = await a.runs.create(
+            thread_id, "file_gated", input=user("hi", "x", "y"), config=group.config
+        )
+
+        async def at_y() -> None:
+            assert group.arrived("y")
+
+        await eventually(at_y, within=WITHIN)
+        kinds: list[str] = []
+        run_seqs: list[int] = []
+        async with stubs(group["b"].address) as s:
+            call = s.threads.WatchThread(thread_service_pb2.WatchThreadRequest(thread_id=thread_id))
+            assert (await call.read()).thread.thread_id == thread_id
+            group.gate("y")  # the watch is open, seeded with what a published so far
+            while "run_ended" not in kinds:
+                response = await call.read()
+                for event in response.events:
+                    kind = event.WhichOneof("kind")
+                    assert kind is not None
+                    kinds.append(kind)
+                    if kind == "run_event":
+                        run_seqs.append(event.run_event.seq)
+            call.cancel()
+        assert kinds[0] == "run_started" and kinds[-1] == "run_ended"
+        # Its events from the first (metadata, sent before the watch began) to its end.
+        on_a = await joined(group["a"].address, thread_id, run["run_id"])
+        assert run_seqs == [seq for seq, _, _ in on_a]
+        await a.close()

@@ -86,6 +86,11 @@ class Relay:
             reply = await self.client.xread({key: after}, count=count)
         return list(reply[0][1]) if reply else []
 
+    async def before(self, key: str, last: bytes | str, count: int) -> Entries:
+        """Up to `count` of the stream's entries up to id `last`, newest first."""
+        reply: Any = await self.client.xrevrange(key, max=last, min="-", count=count)
+        return list(reply)
+
     async def newest(self, key: str) -> Entries:
         """The stream's newest entry (none if it does not exist)."""
         reply: Any = await self.client.xrevrange(key, count=1)
@@ -132,9 +137,10 @@ class Relay:
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
         """Feeds a new watch log with the thread's entries other processes publish from now
         on (`thread_feed.py`); EventsUnavailable if Redis does not answer."""
-        from turnstile_server.relay.thread_feed import feed_thread, thread_position
+        from turnstile_server.relay.thread_feed import feed_thread, seed_thread, thread_position
 
         after = await thread_position(self, thread_id)
+        await seed_thread(self, thread_id, events, after)
         task = asyncio.create_task(
             feed_thread(self, thread_id, events, after), name=f"watch {thread_id}"
         )
