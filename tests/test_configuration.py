@@ -39,6 +39,10 @@ CHANGED: dict[str, str] = {
     "max_page_bytes": "65536",
     "subscriber_max_lag": "50",
     "max_message_bytes": "2048",
+    "redis": "redis://cache:6380/2",
+    "redis_key_prefix": "blue:",
+    "redis_stream_max_events": "500",
+    "redis_stream_ttl_seconds": "90.0",
     "replica_name": "replica-b",
     "lease_ttl_seconds": "4.5",
     "lease_beat_seconds": "1.5",
@@ -110,6 +114,14 @@ def test_an_option_s_own_parser_reads_its_variable_and_names_it() -> None:
     )
     with pytest.raises(ValueError, match="TURNSTILE_DATABASE='mongodb://db/t': unknown database"):
         ServerConfig.from_env({"TURNSTILE_DATABASE": "mongodb://db/t"})
+
+
+def test_redis_takes_only_a_redis_url() -> None:
+    assert (
+        ServerConfig.from_env({"TURNSTILE_REDIS": "redis://r:6379/1"}).redis == "redis://r:6379/1"
+    )
+    with pytest.raises(ValueError, match=r"TURNSTILE_REDIS='http://r/1'.*not a Redis URL"):
+        ServerConfig.from_env({"TURNSTILE_REDIS": "http://r/1"})
 
 
 def test_the_api_keys_are_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,6 +46,7 @@ def not_for_the_core(modules: set[str]) -> list[str]:
         "turnstile_server.runner",
         "turnstile_server.store",
         "turnstile_server.events",
+        "turnstile_server.relay",
         "turnstile_server.state",
         "turnstile_server.policy",
         "turnstile_server.runtime",
@@ -79,3 +80,11 @@ def test_every_public_name_of_the_sdk_resolves() -> None:
     assert set(turnstile.__all__) <= set(dir(turnstile))
     with pytest.raises(AttributeError, match="no attribute 'get_clinet'"):
         turnstile.get_clinet  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_server_imports_redis_only_when_it_is_given_redis() -> None:
+    # redis.asyncio takes about a second to import on a busy machine: every server start
+    # without --redis (and every test's) would pay it.
+    loaded = loaded_by("import turnstile_server.app, turnstile_server.cli")
+    assert sorted(m for m in loaded if m.split(".")[0] in ("redis", "hiredis")) == []
+    assert "turnstile_server.relay" not in loaded

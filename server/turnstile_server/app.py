@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -40,6 +40,9 @@ from turnstile_server.runner import Runner
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, open_store
 
+if TYPE_CHECKING:  # imported only with --redis: redis.asyncio takes about a second to import
+    from turnstile_server.relay import Relay
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = [
@@ -62,8 +65,10 @@ class App:
         health_servicer: health.aio.HealthServicer,
         port: int,
         metrics: Metrics,
+        relay: Relay | None = None,
     ) -> None:
         self.config = config
+        self.relay = relay
         self.store = store
         self.hub = hub
         self.scheduler = scheduler
@@ -111,8 +116,14 @@ class App:
         credentials = _server_credentials(config)
         store = await open_store(config.database)
         opened.push_async_callback(store.close)
+        relay = await _relay(config)
+        if relay is not None:
+            opened.push_async_callback(relay.close)
         hub = EventHub(
-            EventFrames(), config.stream_limits(), thread_epoch=store.threads.next_watch_epoch
+            EventFrames(),
+            config.stream_limits(),
+            thread_epoch=store.threads.next_watch_epoch,
+            relay=relay,
         )
         opened.callback(hub.close)
         runner = Runner(
@@ -157,6 +168,7 @@ class App:
                 registry,
                 run_defaults=config.run_defaults(),
                 page_bytes=config.max_page_bytes,
+                relay=relay,
             ),
             server,
         )
@@ -171,6 +183,8 @@ class App:
             opened.push_async_callback(metrics.close)
             log.info("metrics on %s:%d", config.host, metrics_port)
         lease = await _join(config, store, scheduler, opened)
+        if lease is not None and relay is not None:
+            relay.holds = lease.holding
         opened.push_async_callback(scheduler.stop)  # it may have started runs before failing
         await scheduler.start()
         if lease is not None:
@@ -187,7 +201,7 @@ class App:
             "mutual TLS" if config.tls_client_ca else "TLS" if credentials else "plaintext",
             "API keys required" if keys else "no API keys",
         )
-        app = cls(config, store, hub, scheduler, server, health_servicer, port, metrics)
+        app = cls(config, store, hub, scheduler, server, health_servicer, port, metrics, relay)
         app.lease = lease
         return app
 
@@ -202,6 +216,8 @@ class App:
         if self.lease is not None:  # the runs it stopped are taken over at once
             await self.lease.close()
         await self.server.stop(min(grace, 1.0))
+        if self.relay is not None:  # what its runs emitted last, published
+            await self.relay.close()
         self.hub.close()
         await self.store.close()
         await self.metrics.close()
@@ -225,7 +241,43 @@ async def _join(
     )
     await lease.join()
     opened.push_async_callback(lease.close)
+    if not config.redis:
+        peers = await replicas.peers()
+        if peers:  # a configuration error: the CLI prints it and exits 1
+            raise ValueError(
+                f"replica {name} has no --redis, and other replicas serve this database"
+                f" ({', '.join(peers)}): replicas sharing a PostgreSQL database relay their runs'"
+                " events through Redis (docs/deploy.md). Give every replica --redis"
+                " redis://host:port/db, or run one replica alone"
+            )
     return lease
+
+
+async def _relay(config: ServerConfig) -> Relay | None:
+    """The Redis relay of runs' events, when `--redis` names one; Redis not answering at
+    start is logged, not fatal (it is never the source of truth: streams of runs executing
+    elsewhere answer UNAVAILABLE until it answers)."""
+    if not config.redis:
+        return None
+    from turnstile_server.relay import Relay, RelaySettings
+
+    relay = Relay(
+        config.redis,
+        config.redis_key_prefix,
+        EventFrames(),
+        config.stream_limits(),
+        RelaySettings(config.redis_stream_max_events, config.redis_stream_ttl_seconds),
+    )
+    try:
+        await relay.ping()
+    except Exception as exc:
+        log.error(
+            "Redis at %s does not answer (%r): streams of other replicas' runs answer"
+            " UNAVAILABLE until it does",
+            config.redis,
+            exc,
+        )
+    return relay
 
 
 def _project_graphs(config: ServerConfig) -> list[tuple[str, Any]]:

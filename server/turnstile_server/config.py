@@ -88,6 +88,13 @@ def _database_url(text: str) -> str:
     return text
 
 
+def _redis_url(text: str) -> str:
+    """`--redis` as given, once it names a Redis server (`redis://` or `rediss://`)."""
+    if text and not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{text!r} is not a Redis URL (redis://host:port/db)")
+    return text
+
+
 @dataclass(slots=True)
 class ServerConfig:
     """Everything the app needs to start a server."""
@@ -181,6 +188,31 @@ class ServerConfig:
     )
     max_page_bytes: int = option(
         4 << 20, "bytes a list answer may carry; a page stops before the entry past it", flag=None
+    )
+    redis: str = option(
+        "",
+        "Redis (`redis://host:port/db`) relaying each run's events to the streams of every"
+        " replica (Redis Streams, one per run and per thread); needed by replicas sharing a"
+        " PostgreSQL database: without it, one replica alone",
+        metavar="URL",
+        parse=_redis_url,
+    )
+    redis_key_prefix: str = option(
+        "turnstile:",
+        "the prefix of every Redis key this server writes (deployments sharing a Redis keep"
+        " apart by it)",
+        metavar="PREFIX",
+    )
+    redis_stream_max_events: int = option(
+        10_000,
+        "events Redis keeps per run stream (and per thread stream), trimmed oldest first;"
+        " a subscriber asking for trimmed events gets STREAM_EXPIRED",
+        metavar="N",
+    )
+    redis_stream_ttl_seconds: float = option(
+        3600.0,
+        "how long Redis keeps a run's (or thread's) events after its last one",
+        metavar="S",
     )
     replica_name: str = option(
         "",
@@ -316,6 +348,11 @@ class ServerConfig:
             raise ValueError("stream_retain_seconds must be between 0 and a week")
         if self.stream_max_events < 1 or self.stream_max_bytes < 1:
             raise ValueError("stream_max_events and stream_max_bytes must be at least 1")
+        if self.redis_stream_max_events < 1 or not 1 <= self.redis_stream_ttl_seconds <= 30 * 86400:
+            raise ValueError(
+                "redis_stream_max_events must be at least 1, redis_stream_ttl_seconds between"
+                " 1 s and 30 days"
+            )
         if not -1 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be a port, 0 for any free one, or -1 for none")
         if self.log_format not in LOG_FORMATS:

@@ -312,6 +312,13 @@ class Unavailable(TurnstileError):
     reason = "SHUTTING_DOWN"
 
 
+class EventsUnavailable(Unavailable):
+    """The events of a run executing on another replica cannot be read: Redis, which relays
+    them, does not answer. The run itself goes on; retry the stream later."""
+
+    reason = "EVENTS_UNAVAILABLE"
+
+
 class OutOfRange(TurnstileError):
     """Asking a stream for events that are no longer retained."""
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from turnstile_server.errors import OutOfRange, SubscriberTooSlow
+from turnstile_server.errors import OutOfRange, SubscriberTooSlow, TurnstileError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,7 @@ class EventLog:
         "_frames",
         "ended",
         "expired",
+        "failure",
         "from_oldest",
         "limits",
         "name",
@@ -79,6 +80,7 @@ class EventLog:
         self._changed: asyncio.Event | None = None  # made when a subscriber first waits
         self.ended = False
         self.expired = False
+        self.failure: TurnstileError | None = None
         # Told when reading encodes lazy events, so that an owner counting this log's bytes
         # against a budget of its own (the hub, for ended runs) sees them too.
         self.resized: Callable[[], None] | None = None
@@ -160,6 +162,13 @@ class EventLog:
         self.ended = True
         self._frames.clear()
         self._bytes = 0
+        self._wake()
+
+    def fail(self, error: TurnstileError) -> None:
+        """Ends the log with `error`: subscribers still reading get it (the events it is fed
+        with can no longer be had, e.g. from Redis)."""
+        self.failure = error
+        self.ended = True
         self._wake()
 
     def read(self, after_seq: int, max_events: int, max_bytes: int) -> list[bytes]:
@@ -282,6 +291,8 @@ async def follow(
     position = after_seq
     placed = after_seq != 0  # 0 means the log's origin, known once the log is numbered
     while True:
+        if log.failure is not None:
+            raise log.failure
         if log.expired:
             raise _expired(log, position, what)
         if log.numbered:
@@ -319,6 +330,8 @@ async def follow(
 
 def check_position(log: EventLog, after_seq: int, *, what: dict[str, str]) -> None:
     """Raises what `follow` would at once for `after_seq`, before anything is sent."""
+    if log.failure is not None:
+        raise log.failure
     if after_seq == 0 and log.numbered:
         after_seq = log.origin
     if log.expired or (log.numbered and after_seq < log.first_seq - 1):

@@ -46,16 +46,49 @@ class EventEncoder(Protocol):
         `run_event` returned)."""
         ...
 
+    def relayed_thread_event(self, seq: int, framed: bytes) -> bytes:
+        """A frame `thread_event(0, ...)` returned (on another replica), numbered `seq`."""
+        ...
+
+
+class EventRelay(Protocol):
+    """Where the hub tells another process's subscribers of its runs (`relay.Relay`)."""
+
+    def run_started(self, run: RunRecord, events: EventLog, started: bytes) -> None:
+        """The run started here: its events are relayed from now on; `started` is the
+        thread's event for it, without seq."""
+        ...
+
+    def run_ending(self, run: RunRecord, events: EventLog, ended: bytes) -> None:
+        """The run ends here: its last events follow at once; `ended` as `started`."""
+        ...
+
+    def run_taken(self, run: RunRecord) -> None:
+        """The run was taken from an attempt that lost its lease, now at `run.epoch`: that
+        attempt publishes nothing more."""
+        ...
+
+    async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
+        """Feeds a new watch log with what other processes relay of the thread; the task
+        ends with the log (or fails it)."""
+        ...
+
 
 class _ThreadLog:
     """A thread's watch log, with what keeps it alive."""
 
-    __slots__ = ("expiry", "log", "watchers")
+    __slots__ = ("expiry", "feed", "log", "watchers")
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self.watchers = 0
         self.expiry: asyncio.TimerHandle | None = None
+        self.feed: asyncio.Task[None] | None = None  # what other replicas relay of it
+
+    def stop_feed(self) -> None:
+        if self.feed is not None:
+            self.feed.cancel()
+            self.feed = None
 
 
 class EventHub:
@@ -67,8 +100,10 @@ class EventHub:
         limits: StreamLimits | None = None,
         *,
         thread_epoch: Callable[[str], Awaitable[int]] | None = None,
+        relay: EventRelay | None = None,
     ) -> None:
         self._encoder = encoder
+        self.relay = relay
         self.limits = limits or StreamLimits()
         self.send_budget = SendBudget(self.limits.send_budget)
         self._thread_epoch = thread_epoch
@@ -97,11 +132,19 @@ class EventHub:
 
     def run_started(self, run: RunRecord) -> None:
         """Numbers the run's events for its attempt and tells the thread's watchers."""
-        self.open(run.run_id).rebase((run.attempt - 1) << SEQ_EPOCH_BITS)
+        log = self.open(run.run_id)
+        log.rebase((run.attempt - 1) << SEQ_EPOCH_BITS)
+        if self.relay is not None:
+            self.relay.run_started(run, log, self._encoder.thread_event(0, run_started=run))
         self._running.setdefault(run.thread_id, {})[run.run_id] = run
         thread = self._threads.get(run.thread_id)
         if thread is not None:
             thread.log.append(self._thread_event(run_started=run))
+
+    def run_taken(self, run: RunRecord) -> None:
+        """The run was taken over from a replica whose lease expired (see `EventRelay`)."""
+        if self.relay is not None:
+            self.relay.run_taken(run)
 
     def emit(self, run: RunRecord, event: str, data: Any, *, checked: bool = False) -> None:
         """Appends an event to the run's log (and its thread's); raises if `data` is not JSON.
@@ -132,6 +175,8 @@ class EventHub:
             return
         # A run that never started here numbers its events after its last attempt's.
         log.rebase(run.attempt << SEQ_EPOCH_BITS)
+        if self.relay is not None:
+            self.relay.run_ending(run, log, self._encoder.thread_event(0, run_ended=run))
         # Both are built by the scheduler from the run's record: known to be JSON.
         if error is not None:
             self.emit(run, "error", error, checked=True)
@@ -200,6 +245,12 @@ class EventHub:
 
     async def _thread(self, thread_id: str) -> _ThreadLog:
         thread = self._threads.get(thread_id)
+        if thread is not None and thread.log.failure is not None:  # its feed failed: anew
+            self._threads.pop(thread_id)
+            thread.stop_feed()
+            if thread.expiry is not None:
+                thread.expiry.cancel()
+            thread = None
         if thread is not None:
             return thread
         pending = self._creating.get(thread_id)
@@ -213,7 +264,10 @@ class EventHub:
                 f"thread {thread_id}", self.limits, epoch << SEQ_EPOCH_BITS, from_oldest=True
             )
             self._seed(log, thread_id)
-            thread = self._threads[thread_id] = _ThreadLog(log)
+            thread = _ThreadLog(log)
+            if self.relay is not None:
+                thread.feed = await self.relay.watch_thread(thread_id, log)
+            self._threads[thread_id] = thread
             future.set_result(thread)
             self._touch(thread_id, thread)
             return thread
@@ -251,6 +305,7 @@ class EventHub:
         if thread is not None:
             if thread.expiry is not None:
                 thread.expiry.cancel()
+            thread.stop_feed()
             thread.log.end()
 
     def _touch(self, thread_id: str, thread: _ThreadLog) -> None:
@@ -273,6 +328,7 @@ class EventHub:
         idle = not thread.watchers and thread_id not in self._running
         if idle and self._threads.get(thread_id) is thread:
             del self._threads[thread_id]
+            thread.stop_feed()
             thread.log.expire()
 
     def _thread_event(
@@ -296,6 +352,7 @@ class EventHub:
             self._sweep.cancel()
             self._sweep = None
         for thread in self._threads.values():
+            thread.stop_feed()
             if thread.expiry is not None:
                 thread.expiry.cancel()
                 thread.expiry = None

@@ -46,6 +46,11 @@ class ReplicaLease:
         """The current incarnation's id."""
         return self._replicas.incarnation
 
+    def holding(self) -> bool:
+        """Whether the lease is within its local deadline (what this replica writes or
+        publishes of its runs is still theirs)."""
+        return time.monotonic() < self._deadline
+
     async def join(self) -> None:
         """Starts an incarnation (before the scheduler starts any run)."""
         sent = time.monotonic()

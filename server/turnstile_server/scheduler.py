@@ -138,6 +138,8 @@ class Scheduler:
         recovery = await self._store.runs.recover(self._max_attempts)
         if recovery.requeued:
             log.info("resuming %d runs no server executes any more", recovery.requeued)
+        for run in recovery.taken:
+            self._hub.run_taken(run)
         for run in recovery.ended:
             log.warning("run %s ended %s at recovery: %s", run.run_id, run.status, run.error)
             self._settle(run, rolled_back=False)

@@ -1,4 +1,5 @@
-"""Several `turnstile serve` processes on one PostgreSQL database, for the replica tests.
+"""Several `turnstile serve` processes on one PostgreSQL database and one Redis (a key prefix
+of the test's own, deleted afterwards), for the replica tests.
 
 Each replica runs with a short lease (1.5 s, renewed every 0.3 s), so a lost replica's runs
 are taken over within seconds; its log lines are kept so a test can read what it said. The
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from tests import postgres
+from tests import redis as test_redis
 from tests.processes import ROOT, STARTUP
 from turnstile import TurnstileClient, get_client
 
@@ -67,6 +69,8 @@ class Cluster:
     url: str
     replicas: list[Replica]
     gates: Path
+    redis: str = ""
+    redis_prefix: str = ""
 
     def __getitem__(self, name: str) -> Replica:
         return next(r for r in self.replicas if r.name == name)
@@ -94,8 +98,9 @@ class Cluster:
             "SELECT * FROM run_attempts WHERE run_id = $1 ORDER BY epoch", run_id
         )
 
-    async def start(self, name: str, *options: str) -> Replica:
-        """Starts one more replica on the database and waits until it serves."""
+    async def start(self, name: str, *options: str, redis: str | None = None) -> Replica:
+        """Starts one more replica on the database and waits until it serves (with the
+        cluster's Redis, or `redis`)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -109,6 +114,10 @@ class Cluster:
             "--replica-name",
             name,
             *LEASE,
+            "--redis",
+            self.redis if redis is None else redis,
+            "--redis-key-prefix",
+            self.redis_prefix,
             *options,
             cwd=ROOT,
             stderr=asyncio.subprocess.PIPE,
@@ -143,8 +152,8 @@ async def cluster(
     killed afterwards."""
     gates = tmp_path / "gates"
     gates.mkdir()
-    async with postgres.database() as url:
-        group = Cluster(url, [], gates)
+    async with postgres.database() as url, test_redis.key_prefix() as (redis, prefix):
+        group = Cluster(url, [], gates, redis, prefix)
         try:
             for name in names:  # one after the other: the first applies the migrations
                 await group.start(name, *options)

@@ -36,6 +36,11 @@ class EventFrames:
             run_ended=None if run_ended is None else run_message(run_ended),
         )
 
+    def relayed_thread_event(self, seq: int, framed: bytes) -> bytes:
+        """A framed `ThreadEvent` without seq (from another replica's `thread_event(0, ...)`),
+        numbered `seq`: protobuf takes fields in any order, so seq (field 1) goes first."""
+        return codec.frame(b"\x08" + codec.varint(seq) + codec.unframe(framed))
+
 
 class StateFrame(bytes):
     """A framed `values` event, and the event it was made of: the log keeps it as bytes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
@@ -12,7 +12,7 @@ from turnstile_server.api import codec, event_frames, json_values, run_options, 
 from turnstile_server.api.assistant_service import resolve_assistant
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.api.run_messages import run_message
-from turnstile_server.errors import InvalidArgument, OutOfRange, TurnstileError
+from turnstile_server.errors import InvalidArgument, OutOfRange, RunNotFound, TurnstileError
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
@@ -22,6 +22,9 @@ from turnstile_server.state import normalize_input
 from turnstile_server.store import RunRecord, RunSpec, Store
 from turnstile_server.store.records import options_of
 from turnstile_server.thread_states import ThreadStates
+
+if TYPE_CHECKING:  # imported only with --redis (see app.py)
+    from turnstile_server.relay import Relay, RunStream
 
 CreateLike = pb.CreateRunRequest | pb.StreamRunRequest | pb.WaitRunRequest
 StreamResponse = TypeVar("StreamResponse", pb.StreamRunResponse, pb.JoinRunStreamResponse)
@@ -39,7 +42,9 @@ class RunService(pb_grpc.RunServiceServicer):
         *,
         run_defaults: Mapping[str, Any],
         page_bytes: int = wire.MAX_PAGE_BYTES,
+        relay: Relay | None = None,
     ) -> None:
+        self._relay = relay
         self._states = ThreadStates(store, graphs)
         self._store = store
         self._scheduler = scheduler
@@ -182,6 +187,16 @@ class RunService(pb_grpc.RunServiceServicer):
         as_json = json_values.wants_json(context)
         what = {"run_id": run.run_id}
         log = self._hub.get(run.run_id)
+        if self._relay is not None and (log is None or not log.numbered):
+            # Not executed nor ended here (yet): its events are the ones Redis relays.
+            remote = self._remote(run, after_seq, what)
+            await remote.check()
+            yield response(run=run_message(run))
+            async for batch in remote.batches():
+                if as_json:
+                    batch = [event_frames.as_json(frame) for frame in batch]
+                yield encoded(response, b"".join(batch))
+            return
         if log is None:
             if not run.inflight:
                 raise OutOfRange(
@@ -197,6 +212,29 @@ class RunService(pb_grpc.RunServiceServicer):
             if as_json:
                 batch = [event_frames.as_json(frame) for frame in batch]
             yield encoded(response, b"".join(batch))
+
+    def _remote(self, run: RunRecord, after_seq: int, what: dict[str, str]) -> RunStream:
+        """The run's stream as Redis relays it from the replica executing it."""
+        from turnstile_server.relay import RunStream
+
+        assert self._relay is not None
+        store = self._store
+
+        async def ended() -> bool:
+            try:
+                return not (await store.runs.get(run.thread_id, run.run_id)).inflight
+            except RunNotFound:
+                return True  # rolled back or deleted: its end was published, or is lost
+
+        return RunStream(
+            self._relay,
+            run.run_id,
+            after_seq,
+            ended,
+            what=what,
+            limits=self._hub.limits,
+            budget=self._hub.send_budget,
+        )
 
     async def _get(self, thread_id: str, run_id: str) -> RunRecord:
         return await self._store.runs.get(

@@ -268,6 +268,10 @@ class ReplicaStore(Protocol):
         """Starts a new incarnation with a lease of `ttl` s; returns its id."""
         ...
 
+    async def peers(self) -> builtins.list[str]:
+        """The names of the other replicas whose lease is live."""
+        ...
+
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
         """Extends the lease by `ttl` s from now on the database's clock, unless it expired
         (None: the incarnation is over); reports which of `running` (run id -> epoch) to stop."""

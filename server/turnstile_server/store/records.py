@@ -206,6 +206,9 @@ class Recovery:
     requeued: int = 0
     ended: list[RunRecord] = field(default_factory=list)
     deleted: list[RunRecord] = field(default_factory=list)
+    taken: list[RunRecord] = field(default_factory=list)
+    """The requeued runs taken from an expired lease, at the epoch the takeover gave them
+    (what their old attempt can no longer write, or publish)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,6 +216,7 @@ async def sweep(conn: Conn, max_attempts: int, now: int) -> Recovery:
                     run.run_id,
                 )
                 recovery.requeued += 1
+                recovery.taken.append(replace(run, status="pending", epoch=run.epoch + 1))
                 await notify_ready(conn, thread_id)
                 await attempt_ended(conn, run, "lost")
                 continue
@@ -264,6 +265,20 @@ class PostgresReplicas:
         self._incarnation = incarnation
         log.info("replica %s joined as incarnation %s (lease %.1f s)", name, incarnation, ttl)
         return incarnation
+
+    async def peers(self) -> list[str]:
+        """The names of the other incarnations whose lease has not expired."""
+        conn = await self._lease_conn()
+        try:
+            rows = await conn.fetch(
+                "SELECT name FROM replicas WHERE expires_at > clock_timestamp()"
+                " AND incarnation <> $1 ORDER BY start_time",
+                self._incarnation,
+            )
+        except BaseException:
+            self._drop_lease_conn()
+            raise
+        return [row["name"] for row in rows]
 
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
         """Extends the lease unless it expired; which of `running` to stop (see `Renewal`)."""

@@ -1,0 +1,54 @@
+"""Where the relay keeps things in Redis, and how a stream entry's id carries our `seq`.
+
+Every key starts with the deployment's prefix (`--redis-key-prefix`):
+
+- `<prefix>run:<run_id>`: the run's events, a Redis Stream whose entry ids are `0-<seq>`, so
+  a subscriber resumes after `seq` k by reading after `0-k`, exactly.
+- `<prefix>fence:<run_id>`: the highest epoch that published the run's events; a publish
+  from a lower epoch (an attempt that lost its run) is refused (`fence.py`).
+- `<prefix>thread:<thread_id>`: the thread's run starts, events and ends, in the order
+  their replicas published them (ids Redis assigns), for WatchThread on other replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOW_BITS = 32
+"""A `seq`'s low bits number the events of one attempt (see `events.SEQ_EPOCH_BITS`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key names under one prefix."""
+
+    prefix: str
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def fence(self, run_id: str) -> str:
+        return f"{self.prefix}fence:{run_id}"
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self.prefix}thread:{thread_id}"
+
+
+def entry_id(seq: int) -> str:
+    """The id of the run stream's entry for `seq`."""
+    return f"0-{seq}"
+
+
+def seq_of(entry: bytes | str) -> int:
+    """The `seq` of a run stream's entry id."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return int(text.partition("-")[2])
+
+
+def follows(position: int, seq: int) -> bool:
+    """Whether `seq` comes right after `position`: the next event of the same attempt, or the
+    first event of a later attempt (an attempt's events start at `(attempt - 1) << 32 + 1`).
+    Anything else means events in between are gone."""
+    if seq == position + 1:
+        return True
+    return seq & ((1 << LOW_BITS) - 1) == 1 and seq >> LOW_BITS > position >> LOW_BITS
