@@ -27,8 +27,17 @@ def _draft(state: Approval) -> dict[str, Any]:
     return {"steps": ["draft"]}
 
 
-def _ask(state: Approval) -> dict[str, Any]:
+async def _held(answer: Any) -> None:
+    """Holds a resumed node whose answer is `hold:<name>` until the test opens that gate: a
+    resume run stopped there has written nothing yet (its first step is in flight)."""
+    if isinstance(answer, str) and answer.startswith("hold:"):
+        GATES.arrived(answer).set()
+        await GATES.event(answer).wait()
+
+
+async def _ask(state: Approval) -> dict[str, Any]:
     decision = interrupt({"question": f"approve {state.get('request', '')}?"})
+    await _held(decision)
     return {"steps": ["ask"], "decision": decision}
 
 
@@ -58,14 +67,18 @@ class Pair(TypedDict, total=False):
     answers: Annotated[list[str], operator.add]
 
 
-def _left(state: Pair) -> dict[str, Any]:
-    answer = f"left={interrupt('left?')}"
+async def _left(state: Pair) -> dict[str, Any]:
+    given = interrupt("left?")
+    await _held(given)
+    answer = f"left={given}"
     FINAL.append({"answers": [answer]})
     return {"answers": [answer]}
 
 
-def _right(state: Pair) -> dict[str, Any]:
-    answer = f"right={interrupt('right?')}"
+async def _right(state: Pair) -> dict[str, Any]:
+    given = interrupt("right?")
+    await _held(given)
+    answer = f"right={given}"
     FINAL.append({"answers": [answer]})
     return {"answers": [answer]}
 

@@ -322,6 +322,128 @@ async def test_an_interrupted_resume_leaves_a_cancelled_thread(client: Turnstile
     )
 
 
+def pending_of(thread: Any) -> list[str]:
+    """The ids of a thread's pending interrupts."""
+    return [i["id"] for group in thread["interrupts"].values() for i in group]
+
+
+async def held_resume(client: TurnstileClient, thread_id: str, resume: Any, hold: str) -> Any:
+    """A resume run held inside the node it resumed, before its first step has landed."""
+    run = await client.runs.create(thread_id, "approval", command={"resume": resume})
+    await asyncio.wait_for(GATES.arrived(hold).wait(), GATE_TIMEOUT)
+    return run
+
+
+@pytest.mark.parametrize("action", ["interrupt", "rollback"])
+async def test_a_resume_cancelled_before_its_first_step_leaves_the_thread_waiting(
+    client: TurnstileClient, action: Any
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    run = await held_resume(client, thread_id, hold, hold)
+
+    await client.runs.cancel(thread_id, run["run_id"], wait=True, action=action)
+
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"]) == ("interrupted", "awaiting_input")
+    assert pending_of(got) == [interrupt_id]
+    state = await client.threads.get_state(thread_id)
+    assert state["next"] == ["ask"] and [i["id"] for i in state["interrupts"]] == [interrupt_id]
+    resumed = await client.runs.wait_run(thread_id, "approval", command={"resume": "yes"})
+    assert resumed.run["status"] == "success" and FINAL[-1]["decision"] == "yes"
+    assert FINAL[-1]["steps"] == ["draft", "ask", "act"]  # the cancelled resume left nothing
+
+
+async def test_new_input_superseding_a_resume_before_its_first_step_records_the_discarded(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    resume = await held_resume(client, thread_id, hold, hold)
+
+    result = await client.runs.wait_run(
+        thread_id, "approval", input={"request": "again"}, multitask_strategy="interrupt"
+    )
+
+    assert (await client.runs.get(thread_id, resume["run_id"]))["status"] == "interrupted"
+    assert result.run["discarded_interrupts"] == [interrupt_id]  # still pending when it began
+    got = await client.threads.get(thread_id)
+    assert pending_of(got) != [interrupt_id] and got["interruption"] == "awaiting_input"
+
+
+# A resume admitted behind another run cannot be checked at admission: it is when it starts.
+
+
+async def test_an_enqueued_resume_of_a_thread_that_waits_for_nothing_when_it_starts_ends_error(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await held_resume(client, thread_id, hold, hold)
+    queued = await client.runs.create(
+        thread_id, "approval", command={"resume": "again"}, multitask_strategy="enqueue"
+    )  # admitted: the thread is busy, what it will wait for is not known yet
+
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, queued["run_id"])
+
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    error = result.run["error"]
+    assert result.run["status"] == "error" and error is not None
+    assert error["type"] == "NOTHING_TO_RESUME" and "waits for no input" in error["message"]
+    assert [state["decision"] for state in FINAL] == [hold]  # the graph did not run again
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == ("error", None, {})
+
+
+async def test_an_enqueued_resume_of_an_interrupt_answered_before_it_starts_ends_error(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    await client.runs.wait(thread_id, "parallel", input={})
+    got = await client.threads.get(thread_id)
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await client.runs.create(
+        thread_id, "parallel", command={"resume": {by_value["left?"]: hold}}
+    )
+    await asyncio.wait_for(GATES.arrived(hold).wait(), GATE_TIMEOUT)
+    queued = await client.runs.create(
+        thread_id, "parallel", command={"resume": {by_value["left?"]: "twice"}}
+    )
+
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, queued["run_id"])
+
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    error = result.run["error"]
+    assert result.run["status"] == "error" and error is not None
+    assert error["type"] == "UNKNOWN_INTERRUPT" and by_value["left?"] in error["message"]
+    assert answers() == [f"left={hold}"]
+    after = await client.threads.get(thread_id)  # still waiting for the other answer
+    assert (after["status"], after["interruption"]) == ("interrupted", "awaiting_input")
+    assert pending_of(after) == [by_value["right?"]]
+    await client.runs.wait(thread_id, "parallel", command={"resume": {by_value["right?"]: "R"}})
+    assert answers() == [f"left={hold}", "right=R"]
+
+
+@pytest.mark.parametrize("strategy", ["reject", "interrupt", "rollback", "enqueue"])
+async def test_a_resume_on_an_idle_thread_is_refused_at_admission_with_every_strategy(
+    client: TurnstileClient, strategy: Any
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "chain", input={"request": "x"})
+
+    with pytest.raises(FailedPreconditionError) as caught:
+        await client.runs.create(
+            thread["thread_id"], "approval", command={"resume": "y"}, multitask_strategy=strategy
+        )
+
+    assert caught.value.reason == "NOTHING_TO_RESUME"
+    assert len(await client.runs.list(thread["thread_id"])) == 1
+
+
 async def test_the_interrupt_is_still_pending_after_a_restart_and_the_resume_works(
     tmp_path: Path,
 ) -> None:

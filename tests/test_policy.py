@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -319,3 +319,34 @@ def test_admission_on_a_thread_waiting_for_input(
 def test_a_resume_dict_with_other_keys_is_a_value_not_a_map() -> None:
     run = spec("enqueue", input=None, command={"resume": {"approved": True}})
     assert policy.plan_pending(run, WAITS["one interrupt"]) == ()
+
+
+# What a run's end leaves of what its thread waits for (`leaves_waiting`), as a table:
+# (outcome, the run's fields, whether it wrote any of LangGraph's rows) -> kept or not.
+
+LEAVES_CASES = [
+    ("rollback", NEW_INPUT, True, True),
+    ("interrupted", RESUME, False, True),  # a resume cancelled before its first step
+    ("error", RESUME, False, True),  # a resume refused when it started
+    ("timeout", CONTINUE, False, True),
+    ("interrupted", FORK, False, True),
+    ("interrupted", RESUME, True, False),  # it wrote a step: the thread moved on
+    ("error", RESUME, True, False),  # the resumed node failed: its error is a write
+    ("interrupted", NEW_INPUT, False, False),  # new input always changes the state
+    ("error", NEW_INPUT, False, False),
+    ("success", RESUME, False, False),  # a success says itself what the thread waits for
+]
+
+
+@pytest.mark.parametrize(("outcome", "fields", "wrote", "kept"), LEAVES_CASES)
+def test_what_a_run_end_leaves_of_the_wait_for_input(
+    outcome: str, fields: dict[str, Any], wrote: bool, kept: bool
+) -> None:
+    asked = spec("enqueue", **fields)
+    run = replace(
+        record_for(asked),
+        input=asked.input,
+        command=asked.command,
+        checkpoint_id=asked.checkpoint_id,
+    )
+    assert policy.leaves_waiting(outcome, run, wrote) is kept

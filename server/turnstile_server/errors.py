@@ -54,6 +54,16 @@ class RecursionLimit(GraphFault):
     reason = "RECURSION_LIMIT"
 
 
+class ResumeRefused(GraphFault):
+    """A run's `command` resumes what its thread's checkpoint did not wait on when the run
+    started (it was admitted behind another run, so admission could not check it): the run
+    ends ERROR with the refusal's reason (NOTHING_TO_RESUME, UNKNOWN_INTERRUPT) as its type."""
+
+    def __init__(self, refused: TurnstileError) -> None:
+        super().__init__(f"when the run started: {refused.message}", metadata=refused.metadata)
+        self.reason = refused.reason
+
+
 class InvalidConfig(InvalidArgument):
     """A run's config has what LangGraph refuses (a `recursion_limit` below 1, `tags` that are
     no list of strings, `configurable` beside a `context`, ...)."""

@@ -152,6 +152,35 @@ def pending_ids(pending: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(interrupt.get("id", "")) for interrupt in pending if interrupt.get("id")]
 
 
+def leaves_waiting(outcome: str, run: RunRecord, wrote: bool) -> bool:
+    """Whether a run's end leaves what its thread waits for as it was: a rollback, or a run
+    that stopped (cancelled, failed, timed out) having written nothing of the graph's state
+    (`wrote`: no checkpoint and no pending write of LangGraph's), with no new input either
+    (a resume cancelled, or refused, before its first step). The thread's latest checkpoint is
+    then still the one it waited on, so it waits again, with the same interrupts."""
+    if outcome == "rollback":
+        return True
+    return outcome in ("interrupted", "error", "timeout") and not wrote and not is_new_input(run)
+
+
+def check_resume(
+    thread_id: str, command: Mapping[str, Any] | None, pending: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """Refuses a `command` that resumes what a checkpoint does not wait on (`pending`, as
+    `ThreadRecord.interrupts`; None: nothing): NothingToResume, or UnknownInterrupt for a
+    resume by id naming an interrupt not pending. Anything else passes."""
+    if not command or "resume" not in command:
+        return
+    if pending is None:
+        raise NothingToResume(thread_id)
+    resume = command["resume"]
+    if isinstance(resume, dict) and resume and all(map(is_interrupt_id, resume)):
+        known = pending_ids(pending)
+        unknown = [key for key in resume if key not in known]
+        if unknown:
+            raise UnknownInterrupt(thread_id, unknown, known)
+
+
 def plan_pending(spec: RunSpec, pending: Sequence[Mapping[str, Any]] | None) -> tuple[str, ...]:
     """Decides a run's admission on an idle thread whose latest checkpoint waits for input
     with `pending` interrupts (None: it waits for nothing); returns the interrupt ids its new
@@ -161,16 +190,8 @@ def plan_pending(spec: RunSpec, pending: Sequence[Mapping[str, Any]] | None) -> 
     (a resume by id naming an interrupt not pending) or AwaitingInput (new input with
     `on_pending_interrupt` "reject").
     """
-    command = spec.command or {}
-    if "resume" in command:
-        if pending is None:
-            raise NothingToResume(spec.thread_id)
-        resume = command["resume"]
-        if isinstance(resume, dict) and resume and all(map(is_interrupt_id, resume)):
-            known = pending_ids(pending)
-            unknown = [key for key in resume if key not in known]
-            if unknown:
-                raise UnknownInterrupt(spec.thread_id, unknown, known)
+    if spec.command and "resume" in spec.command:
+        check_resume(spec.thread_id, spec.command, pending)
         return ()
     if pending is None or not is_new_input(spec):
         return ()

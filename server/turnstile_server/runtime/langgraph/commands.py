@@ -5,12 +5,18 @@ A LangGraph run stops for a human at a node's `interrupt()` or at `interrupt_bef
 and tells its host what its thread now waits for (`RunHost.awaiting_input`): the pending
 interrupts of the graph's state, subgraphs' included, and the nodes that run on resume. The
 store keeps them on the thread, which is INTERRUPTED awaiting input until a run answers.
+
+A resume is checked against what the thread waits for at admission when the thread is idle;
+one admitted behind another run is checked here when it starts (`check_resume`), against the
+checkpoint it resumes, and refused there it ends ERROR before the graph runs.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from turnstile_server import policy
+from turnstile_server.errors import NothingToResume, ResumeRefused, UnknownInterrupt
 from turnstile_server.runtime.interface import RunHost
 from turnstile_server.runtime.langgraph.messages import to_json
 
@@ -43,3 +49,20 @@ def _thread_config(config: dict[str, Any]) -> dict[str, Any]:
         key: value for key, value in config["configurable"].items() if key != "checkpoint_id"
     }
     return {**config, "configurable": configurable}
+
+
+async def check_resume(bound: Pregel[Any], config: dict[str, Any], host: RunHost) -> None:
+    """Refuses (ResumeRefused: the run ends ERROR) a run's resume that the checkpoint it
+    continues from (the thread's latest, or the run's `checkpoint_id`) does not wait on, as
+    admission refuses it on an idle thread (`policy.check_resume`)."""
+    run = host.run
+    snapshot = await bound.aget_state(cast("RunnableConfig", config))
+    pending = (
+        [{"id": interrupt.id} for task in snapshot.tasks for interrupt in task.interrupts]
+        if snapshot.next
+        else None
+    )
+    try:
+        policy.check_resume(run.thread_id, run.command, pending)
+    except (NothingToResume, UnknownInterrupt) as refused:
+        raise ResumeRefused(refused) from None

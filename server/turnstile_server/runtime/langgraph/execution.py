@@ -18,7 +18,7 @@ from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
 
 from turnstile_server.runtime.interface import RunHost
-from turnstile_server.runtime.langgraph.commands import report_waiting
+from turnstile_server.runtime.langgraph.commands import check_resume, report_waiting
 from turnstile_server.runtime.langgraph.messages import to_json
 from turnstile_server.runtime.langgraph.streams import Streamer, langgraph_modes
 from turnstile_server.runtime.langgraph.writes import HeldWrites
@@ -124,6 +124,8 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
             take = _watching_start(streamer, kwargs, landed)
         else:
             held.hold_input = True  # written with START's checkpoint (`HeldWrites.put`)
+        if isinstance(payload, Command) and "resume" in (run.command or {}):
+            await check_resume(bound, config, host)  # admitted behind a run: unchecked so far
         try:
             if "events" in run.stream_mode:
                 await _stream_events(bound, payload, config, kwargs, take, host)

@@ -156,8 +156,21 @@ async def recover(conn: Conn, max_attempts: int, now: int) -> Recovery:
             await conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = $1", run.run_id)
             recovery.requeued += 1
             continue
-        await _settle_thread(conn, run.thread_id, outcome, now, interrupts=None)
+        keep = outcome != "rollback" and policy.leaves_waiting(
+            outcome, run, await _wrote(conn, run.run_id)
+        )
+        await _settle_thread(conn, run.thread_id, outcome, now, interrupts=_KEEP if keep else None)
     return recovery
+
+
+async def _wrote(conn: Conn, run_id: str) -> bool:
+    """Whether the run wrote any of LangGraph's checkpoints or pending writes."""
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM lg_checkpoints WHERE run_id = $1)"
+        " OR EXISTS (SELECT 1 FROM lg_writes WHERE run_id = $1)",
+        run_id,
+    )
+    return bool(found)
 
 
 async def start_next(conn: Conn, thread_id: str, now: int, *, locked: bool = False) -> Start:
@@ -278,6 +291,8 @@ async def finish(
     )
     if outcome == "success" and interrupts is not None:
         outcome = "awaiting_input"
+    elif policy.leaves_waiting(outcome, run, await _wrote(conn, run.run_id)):
+        interrupts = _KEEP
     busy = await _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
@@ -417,14 +432,15 @@ async def _settle_thread(
 
     A started run's end also records what the thread's latest checkpoint waits for:
     `interrupts` when it stopped waiting for input (`awaiting_input`), nothing otherwise. A
-    rollback, and a run that never started, leave it (the thread's state is what it was), so
-    a rolled-back thread that waited for input waits again (as on SQLite).
+    rollback, a run that never started and one that stopped before it wrote anything
+    (`policy.leaves_waiting`) leave it (the thread's state is what it was), so a thread that
+    waited for input waits again (as on SQLite).
     """
     keep = interrupts is _KEEP or outcome == "rollback"
     settled = await conn.fetchval(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = $1"
         " AND status IN ('pending', 'running')) THEN 'busy'"
-        " WHEN $4::boolean AND $2::text = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
+        " WHEN $4::boolean AND interrupts IS NOT NULL THEN 'interrupted'"
         " ELSE $2::text END,"
         " interrupts = CASE WHEN $4::boolean THEN interrupts ELSE $5::text END,"
         " update_time = $3 WHERE thread_id = $1 RETURNING status",

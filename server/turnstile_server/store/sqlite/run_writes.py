@@ -145,8 +145,23 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
             conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
             recovery.requeued += 1
             continue
-        _settle_thread(conn, run.thread_id, outcome, now, interrupts=None)
+        keep = outcome != "rollback" and policy.leaves_waiting(
+            outcome, run, _wrote(conn, run.run_id)
+        )
+        _settle_thread(conn, run.thread_id, outcome, now, interrupts=_KEEP if keep else None)
     return recovery
+
+
+def _wrote(conn: Session, run_id: str) -> bool:
+    """Whether the run wrote any of LangGraph's checkpoints or pending writes."""
+    return (
+        conn.one(
+            "SELECT 1 FROM lg_checkpoints WHERE run_id = ?1"
+            " UNION ALL SELECT 1 FROM lg_writes WHERE run_id = ?1 LIMIT 1",
+            (run_id,),
+        )
+        is not None
+    )
 
 
 def start_next(conn: Session, thread_id: str, now: int) -> Start:
@@ -279,6 +294,8 @@ def finish(
     )
     if outcome == "success" and interrupts is not None:
         outcome = "awaiting_input"
+    elif policy.leaves_waiting(outcome, run, _wrote(conn, run.run_id)):
+        interrupts = _KEEP
     busy = _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
@@ -414,14 +431,15 @@ def _settle_thread(
 
     A started run's end also records what the thread's latest checkpoint waits for:
     `interrupts` when it stopped waiting for input (`awaiting_input`), nothing otherwise. A
-    rollback, and a run that never started, leave it (the thread's state is what it was), so
-    a rolled-back thread that waited for input waits again.
+    rollback, a run that never started and one that stopped before it wrote anything
+    (`policy.leaves_waiting`) leave it (the thread's state is what it was), so a thread that
+    waited for input waits again.
     """
     keep = interrupts is _KEEP or outcome == "rollback"
     settled = conn.one(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?1"
         " AND status IN ('pending', 'running')) THEN 'busy'"
-        " WHEN ?4 AND ?2 = 'idle' AND interrupts IS NOT NULL THEN 'interrupted'"
+        " WHEN ?4 AND interrupts IS NOT NULL THEN 'interrupted'"
         " ELSE ?2 END,"
         " interrupts = CASE WHEN ?4 THEN interrupts ELSE ?5 END, update_time = ?3"
         " WHERE thread_id = ?1 RETURNING status",
