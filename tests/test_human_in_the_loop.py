@@ -21,6 +21,7 @@ from turnstile import (
     NotFoundError,
     TurnstileClient,
 )
+from turnstile_server.app import App
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -519,6 +520,80 @@ async def test_update_state_as_an_unknown_node_or_at_an_unknown_checkpoint_is_re
     assert bad_node.value.reason == "INVALID_NODE_NAMES"
     assert bad_checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
     assert (await client.threads.get(thread_id))["interruption"] == "awaiting_input"
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[App, TurnstileClient]]:
+    async with client_of(str(tmp_path / "hitl.db"), hitl_registry()) as (app, sdk):
+        yield app, sdk
+
+
+async def test_a_run_admitted_while_an_update_is_being_written_refuses_the_update(
+    served: tuple[App, TurnstileClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the update is computed (the thread had no inflight run), then a
+    run is admitted and starts, then the update is written. The check that no run is inflight
+    is made in the update's write transaction, so the update is refused whole."""
+    app, client = served
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    threads = app.store.threads
+    apply = threads.apply_update
+    admitted: list[Any] = []
+
+    async def run_admitted_first(update: Any) -> None:
+        admitted.append(await held_resume(client, thread_id, hold, hold))
+        await apply(update)
+
+    monkeypatch.setattr(threads, "apply_update", run_admitted_first)
+    with pytest.raises(ConflictError) as caught:
+        await client.threads.update_state(thread_id, {"decision": "by hand"}, as_node="ask")
+    GATES.open(hold)
+    result = await client.runs.join_run(thread_id, admitted[0]["run_id"])
+
+    assert caught.value.reason == "THREAD_BUSY"
+    assert caught.value.metadata["inflight_run_ids"] == admitted[0]["run_id"]
+    assert result.run["status"] == "success" and FINAL[-1]["decision"] == hold
+    history = await client.threads.get_history(thread_id, limit=100)
+    assert "update" not in {c["metadata"].get("source") for c in history}, "nothing landed"
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
+async def test_an_update_computed_before_a_run_wrote_is_computed_again_on_the_new_state(
+    served: tuple[App, TurnstileClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: the update is computed, then a run resumes the thread to its end,
+    then the update is written: it would fork the history under the run's checkpoints and
+    say the thread waits as it no longer does. It is computed again on the run's state."""
+    app, client = served
+    thread_id, _ = await waiting_approval(client)
+    threads = app.store.threads
+    apply = threads.apply_update
+    calls = 0
+
+    async def run_ended_first(update: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await client.runs.wait(thread_id, "approval", command={"resume": "yes"})
+        await apply(update)
+
+    monkeypatch.setattr(threads, "apply_update", run_ended_first)
+    written = await client.threads.update_state(
+        thread_id, {"decision": "by hand", "steps": ["manual"]}, as_node="ask"
+    )
+
+    assert calls == 2
+    state = await client.threads.get_state(thread_id)
+    assert state["checkpoint"]["checkpoint_id"] == written["checkpoint"]["checkpoint_id"]
+    assert state["values"]["steps"] == ["draft", "ask", "act", "manual"]  # on the run's state
+    assert state["values"]["decision"] == "by hand" and state["next"] == ["act"]
+    got = await client.threads.get(thread_id)
+    assert (got["status"], got["interruption"], got["interrupts"]) == (
+        "interrupted",
+        "awaiting_input",
+        {},
+    )
 
 
 # The strategy x situation matrix's row "thread waiting for input", in both modes.

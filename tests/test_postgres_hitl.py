@@ -12,6 +12,7 @@ from tests import postgres, test_human_in_the_loop
 from tests.hitl_graphs import hitl_registry
 from tests.support import client_of
 from turnstile import TurnstileClient
+from turnstile_server.app import App
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,3 +27,9 @@ globals().update(_tests)
 async def client() -> AsyncIterator[TurnstileClient]:
     async with postgres.database() as url, client_of(url, hitl_registry()) as (_, sdk):
         yield sdk
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[App, TurnstileClient]]:
+    async with postgres.database() as url, client_of(url, hitl_registry()) as (app, sdk):
+        yield app, sdk

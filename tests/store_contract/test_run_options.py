@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from tests.store_contract.backends import MAX_QUEUED, spec, started
+from turnstile_server.errors import ThreadBusy
 from turnstile_server.store import Store
+from turnstile_server.store.langgraph_checkpoints import (
+    BaseMoved,
+    BlobRecord,
+    CheckpointFrame,
+    StagedUpdate,
+    WriteRecord,
+)
 from turnstile_server.store.records import options_of
 
 pytestmark = pytest.mark.timeout(30)
@@ -172,24 +180,95 @@ async def test_the_end_of_a_started_run_ends_the_wait_and_a_rollback_keeps_it(
     assert (after_answer.status, after_answer.interrupts) == ("idle", None)
 
 
-async def test_after_an_update_the_thread_says_what_it_waits_for_unless_a_run_is_inflight(
-    store: Store,
-) -> None:
+def staged_update(thread_id: str, base: str | None, checkpoint_id: str, **fields: Any) -> Any:
+    """An UpdateThreadState's rows: one checkpoint after `base`, a write against it."""
+    frame = CheckpointFrame(
+        thread_id, "", checkpoint_id, base, "", "msgpack", b"f", {"ch": checkpoint_id}, {}
+    )
+    blob = BlobRecord("ch", checkpoint_id, "full", "msgpack", b"v")
+    write = WriteRecord("task", 0, "ch", "msgpack", b"w")
+    values: dict[str, Any] = {
+        "thread_id": thread_id,
+        "base": base,
+        "puts": [(frame, [blob])],
+        "writes": [("", checkpoint_id, "", [write])],
+        "interrupts": None,
+        **fields,
+    }
+    return StagedUpdate(**values)
+
+
+async def newest(store: Store, thread_id: str) -> str | None:
+    stored = await store.langgraph.get(thread_id, "", None, {})
+    return None if stored is None else stored.frame.checkpoint_id
+
+
+async def test_an_update_lands_whole_with_what_the_thread_then_waits_for(store: Store) -> None:
     await waiting(store, "t")
 
-    answered = await store.threads.after_update("t", None)
+    await store.threads.apply_update(staged_update("t", None, "c1"))
     idle = await store.threads.get("t")
-    waits = await store.threads.after_update("t", [])
+    await store.threads.apply_update(staged_update("t", "c1", "c2", interrupts=[]))
     stopped = await store.threads.get("t")
-    running = await started(store, "t")
-    refused = await store.threads.after_update("t", None)
-    busy = await store.threads.get("t")
-    await store.runs.finish(running, "success")
 
-    assert answered and (idle.status, idle.interrupts) == ("idle", None)
-    assert waits and (stopped.status, stopped.interruption, stopped.interrupts) == (
+    stored = await store.langgraph.get("t", "", None, {})
+    assert stored is not None and stored.frame.checkpoint_id == "c2"
+    assert [w.data for w in stored.writes] == [b"w"] and stored.blobs["ch"][0].data == b"v"
+    assert (idle.status, idle.interrupts) == ("idle", None)
+    assert (stopped.status, stopped.interruption, stopped.interrupts) == (
         "interrupted",
         "awaiting_input",
         [],
     )
-    assert not refused and busy.status == "busy"
+
+
+async def test_an_update_is_refused_whole_while_a_run_is_inflight(store: Store) -> None:
+    """The check and the write are one transaction: a run admitted after the update was
+    computed, before it is applied, refuses it (ThreadBusy) and nothing of it lands."""
+    await waiting(store, "t")
+    computed = staged_update("t", None, "c1")
+    running = await started(store, "t")  # admitted between the computation and the write
+
+    with pytest.raises(ThreadBusy) as caught:
+        await store.threads.apply_update(computed)
+
+    assert caught.value.inflight == [running.run_id]
+    assert await newest(store, "t") is None, "nothing of the update landed"
+    assert (await store.threads.get("t")).status == "busy"
+    await store.runs.finish(running, "success")
+
+
+async def test_an_update_computed_before_a_run_wrote_is_refused_base_moved(store: Store) -> None:
+    await waiting(store, "t")
+    computed = staged_update("t", None, "c9")
+    running = await started(store, "t")
+    frame = CheckpointFrame("t", "", "c5", None, running.run_id, "msgpack", b"f", {}, {})
+    await store.langgraph.put(frame, [], require_run=True)
+    await store.runs.finish(running, "success")  # the run came and went meanwhile
+
+    with pytest.raises(BaseMoved):
+        await store.threads.apply_update(computed)
+
+    assert await newest(store, "t") == "c5", "the update did not land over the run's"
+    assert (await store.threads.get("t")).status == "idle"
+
+
+async def test_a_resume_that_wrote_nothing_leaves_the_wait_and_one_that_wrote_ends_it(
+    store: Store,
+) -> None:
+    await waiting(store, "t")
+    resume = spec("t", input=None, command={"resume": "yes"})
+    cut = (await store.runs.admit(resume, max_queued=MAX_QUEUED, start=True)).run
+    await store.runs.cancel("t", cut.run_id, "interrupt")
+    await store.runs.finish(replace(cut, status="running", attempt=1), "success")
+    after_cut = await store.threads.get("t")
+
+    wrote = (await store.runs.admit(resume, max_queued=MAX_QUEUED, start=True)).run
+    write = WriteRecord("task", 0, "ch", "msgpack", b"w")
+    await store.langgraph.put_writes("t", "", "c0", wrote.run_id, [write], require_run=True)
+    await store.runs.cancel("t", wrote.run_id, "interrupt")
+    await store.runs.finish(replace(wrote, status="running", attempt=1), "success")
+    after_write = await store.threads.get("t")
+
+    assert (after_cut.status, after_cut.interrupts) == ("interrupted", PENDING)
+    assert (after_write.status, after_write.interruption) == ("interrupted", "cancelled")

@@ -193,7 +193,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
                 runtime=runtime,
                 field="thread_id",
             )
-        if thread.status == "busy":  # a run's writes and this one's would fork the history
+        if thread.status == "busy":  # refused before the work; `apply_update` checks again
             inflight = [run.run_id for run in runs if run.inflight]
             raise ThreadBusy(thread_id, inflight)
         if checkpoint_id and not await self._store.langgraph.get(thread_id, "", checkpoint_id, {}):
@@ -201,13 +201,13 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         updated = await updates.update_state(
             prepared,
             self._store.langgraph,
+            self._store.threads.apply_update,  # refused there while a run is inflight
             thread_id,
             values,
             as_node=request.as_node or None,
             checkpoint_id=checkpoint_id or None,
             graph_id=graph_id,
         )
-        await self._store.threads.after_update(thread_id, updated.interrupts)
         ref = updated.checkpoint
         return pb.UpdateThreadStateResponse(
             checkpoint=thread_pb2.CheckpointRef(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from turnstile_server.state import ThreadState
-from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints
+from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints, StagedUpdate
 from turnstile_server.store.records import (
     Admission,
     AssistantRecord,
@@ -80,12 +80,12 @@ class ThreadStore(Protocol):
         """Merges `metadata` into the thread's metadata."""
         ...
 
-    async def after_update(
-        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
-    ) -> bool:
-        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
-        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
-        a run is inflight (then False, nothing changes: that run's end will say)."""
+    async def apply_update(self, update: StagedUpdate) -> None:
+        """Applies an UpdateThreadState (LangGraph's checkpoints and writes it staged) and
+        records what the thread then waits for (`update.interrupts`; None: nothing, the
+        thread is IDLE), in one transaction with its checks, so no run starts under it:
+        ThreadNotFound; ThreadBusy while a run is inflight; BaseMoved (nothing applied) when
+        the thread's newest root checkpoint is no longer `update.base`."""
         ...
 
     async def delete(self, thread_id: str) -> builtins.list[RunRecord]:

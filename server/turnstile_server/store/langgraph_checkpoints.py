@@ -78,6 +78,27 @@ class StoredCheckpoint:
     """Channel -> chain, for the channels whose version the caller did not already hold."""
 
 
+@dataclass(frozen=True, slots=True)
+class StagedUpdate:
+    """An UpdateThreadState's writes, to be applied in one transaction (`Threads.apply_update`)."""
+
+    thread_id: str
+    base: str | None
+    """The thread's newest root checkpoint when the update read it (None: it had none): the
+    update applies only while it still is."""
+    puts: list[tuple[CheckpointFrame, list[BlobRecord]]]
+    """Checkpoints with the blobs of the channel versions they introduced, in order."""
+    writes: list[tuple[str, str, str, list[WriteRecord]]]
+    """(namespace, checkpoint id, run id, writes) of each task's writes, in order."""
+    interrupts: list[dict[str, Any]] | None
+    """What the thread waits for after it (as `ThreadRecord.interrupts`; None: nothing)."""
+
+
+class BaseMoved(Exception):
+    """The thread's newest checkpoint is not an update's `base` any more (a run wrote since
+    the update read it): nothing was applied; computing the update again may succeed."""
+
+
 class LangGraphCheckpoints(Protocol):
     """The storage interface's part for LangGraph checkpoints (every backend implements it).
 

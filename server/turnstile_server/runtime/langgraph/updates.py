@@ -3,24 +3,36 @@
 The update is written as if `as_node` had returned `values`, through the graph's reducers, as
 a new checkpoint after the thread's latest (or after `checkpoint_id`, forking the history),
 with LangGraph's metadata `source: update`. It belongs to no run (a later rollback leaves it).
-It goes through the store's LangGraph checkpoints with a channel cache of its own, apart from
-the runs' savers. Afterwards the thread's state says what it now waits for, as after a run.
+LangGraph computes it on a saver whose writes are staged (`staged.Staged`, with a channel
+cache of its own, apart from the runs' savers), the thread's state is read back through it to
+learn what the thread then waits for, and the store applies all of it in one transaction that
+refuses it while a run is inflight (`Threads.apply_update`). If a run wrote to the thread
+since the update read it, the update is computed again on the new state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from turnstile_server.errors import InvalidArgument
+from turnstile_server.errors import InvalidArgument, ThreadBusy
 from turnstile_server.runtime.langgraph.messages import to_json
+from turnstile_server.runtime.langgraph.staged import Staged
 from turnstile_server.runtime.snapshot import CheckpointRef
-from turnstile_server.store.langgraph_checkpoints import LangGraphCheckpoints
+from turnstile_server.store.langgraph_checkpoints import (
+    BaseMoved,
+    LangGraphCheckpoints,
+    StagedUpdate,
+)
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
     from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
+
+ATTEMPTS = 3
+"""Computations of one update at most, when runs keep writing to the thread meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,7 @@ class Updated:
 async def update_state(
     graph: LangGraphGraph,
     checkpoints: LangGraphCheckpoints,
+    apply: Callable[[StagedUpdate], Awaitable[None]],
     thread_id: str,
     values: dict[str, Any] | None,
     *,
@@ -43,8 +56,31 @@ async def update_state(
     checkpoint_id: str | None,
     graph_id: str,
 ) -> Updated:
-    """Writes the update; InvalidArgument when LangGraph refuses it (an unknown node, an
-    ambiguous writer, values the state does not take)."""
+    """Writes the update through `apply` (the store's `Threads.apply_update`); InvalidArgument
+    when LangGraph refuses it (an unknown node, an ambiguous writer, values the state does not
+    take), ThreadBusy while a run is inflight (or when runs wrote to the thread under each of
+    `ATTEMPTS` computations of it)."""
+    for _ in range(ATTEMPTS):
+        staged = Staged(checkpoints, thread_id)
+        updated = await _compute(graph, staged, thread_id, values, as_node, checkpoint_id, graph_id)
+        try:
+            await apply(staged.update(updated.interrupts))
+        except BaseMoved:
+            continue  # a run wrote to the thread since it was read: compute it again
+        return updated
+    raise ThreadBusy(thread_id, [])
+
+
+async def _compute(
+    graph: LangGraphGraph,
+    staged: Staged,
+    thread_id: str,
+    values: dict[str, Any] | None,
+    as_node: str | None,
+    checkpoint_id: str | None,
+    graph_id: str,
+) -> Updated:
+    """Runs `aupdate_state` on a saver over `staged` and reads what the thread then waits for."""
     from langgraph.errors import InvalidUpdateError
 
     from turnstile_server.runtime.langgraph.blobs import ChannelCache
@@ -54,7 +90,9 @@ async def update_state(
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
     config = cast("RunnableConfig", {"configurable": configurable})
-    saver = TurnstileSaver(checkpoints, serde=graph.shared.serde, cache=ChannelCache())
+    latest = cast("RunnableConfig", {"configurable": {"thread_id": thread_id}})
+    saver = TurnstileSaver(staged, serde=graph.shared.serde, cache=ChannelCache())
+    await saver.aget_tuple(latest)  # the newest checkpoint the update is computed on: its base
     async with graph.readable(dict(config), graph_id, "threads.update") as compiled:
         if as_node and as_node not in compiled.nodes:
             raise InvalidArgument(
@@ -70,7 +108,6 @@ async def update_state(
             raise InvalidArgument(
                 f"the graph refused the update: {exc}", reason="INVALID_INPUT", field="values"
             ) from None
-        latest = cast("RunnableConfig", {"configurable": {"thread_id": thread_id}})
         state = await bound.aget_state(latest)
     ref = written["configurable"]
     interrupts = [

@@ -16,6 +16,7 @@ from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
     Chain,
     CheckpointFrame,
+    StagedUpdate,
     StoredCheckpoint,
     WriteRecord,
 )
@@ -201,6 +202,24 @@ async def _check_run(conn: Conn, thread_id: str, run_id: str) -> None:
     )
     if found is None:
         raise ThreadNotFound(thread_id)
+
+
+async def newest_root(conn: Conn, thread_id: str) -> str | None:
+    """The id of the thread's newest root-namespace checkpoint (None: it has none)."""
+    found = await conn.fetchval(
+        "SELECT checkpoint_id FROM lg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = ''"
+        " ORDER BY checkpoint_id DESC LIMIT 1",
+        thread_id,
+    )
+    return None if found is None else str(found)
+
+
+async def put_staged(conn: Conn, update: StagedUpdate) -> None:
+    """Writes an update's checkpoints and writes inside a write (`Threads.apply_update`)."""
+    for frame, blobs in update.puts:
+        await _put(conn, frame, blobs, False)
+    for ns, checkpoint_id, run_id, writes in update.writes:
+        await _put_writes(conn, (update.thread_id, ns, checkpoint_id), run_id, writes, False)
 
 
 async def _put(

@@ -6,9 +6,14 @@ import builtins
 from dataclasses import replace
 from typing import Any
 
-from turnstile_server.errors import AlreadyExists, ThreadNotFound
+from turnstile_server.errors import AlreadyExists, ThreadBusy, ThreadNotFound
+from turnstile_server.store.langgraph_checkpoints import BaseMoved, StagedUpdate
 from turnstile_server.store.postgres.database import Conn, Database
-from turnstile_server.store.postgres.langgraph import delete_langgraph_thread
+from turnstile_server.store.postgres.langgraph import (
+    delete_langgraph_thread,
+    newest_root,
+    put_staged,
+)
 from turnstile_server.store.postgres.leases import notify_cancel
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import (
@@ -122,24 +127,32 @@ class Threads:
         cursor = page[-1]["seq"] if len(rows) > limit else None
         return [thread_from_row(r) for r in page], cursor
 
-    async def after_update(
-        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
-    ) -> bool:
-        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
-        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
-        a run is inflight (then False, nothing changes: that run's end will say)."""
+    async def apply_update(self, update: StagedUpdate) -> None:
+        """Applies an UpdateThreadState in one transaction on the thread's row lock, the one
+        admission takes (see `Store.threads`)."""
         now = now_us()
-        updated = await self._db.write(
-            lambda conn: conn.fetchval(
+        thread_id = update.thread_id
+
+        async def apply(conn: Conn) -> None:
+            status = await lock_thread(conn, thread_id)
+            if status is None:
+                raise ThreadNotFound(thread_id)
+            if status == "busy":  # a run's writes and the update's would fork the history
+                inflight = await inflight_runs(conn, thread_id)
+                raise ThreadBusy(thread_id, [run.run_id for run in inflight])
+            if await newest_root(conn, thread_id) != update.base:
+                raise BaseMoved(thread_id)
+            await put_staged(conn, update)
+            await conn.execute(
                 "UPDATE threads SET status = $1, interrupts = $2, update_time = $3"
-                " WHERE thread_id = $4 AND status != 'busy' RETURNING 1",
-                "idle" if interrupts is None else "interrupted",
-                None if interrupts is None else dumps(interrupts),
+                " WHERE thread_id = $4",
+                "idle" if update.interrupts is None else "interrupted",
+                None if update.interrupts is None else dumps(update.interrupts),
                 now,
                 thread_id,
             )
-        )
-        return updated is not None
+
+        await self._db.write(apply)
 
     async def update_metadata(self, thread_id: str, metadata: dict[str, Any]) -> ThreadRecord:
         """Merges `metadata` into the thread's metadata."""

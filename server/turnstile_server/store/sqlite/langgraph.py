@@ -15,6 +15,7 @@ from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
     Chain,
     CheckpointFrame,
+    StagedUpdate,
     StoredCheckpoint,
     WriteRecord,
 )
@@ -322,6 +323,24 @@ def _chain(
         ):
             break
     return chain
+
+
+def newest_root(s: Session, thread_id: str) -> str | None:
+    """The id of the thread's newest root-namespace checkpoint (None: it has none)."""
+    row = s.one(
+        "SELECT checkpoint_id FROM lg_checkpoints WHERE thread_id = ? AND checkpoint_ns = ''"
+        " ORDER BY checkpoint_id DESC LIMIT 1",
+        (thread_id,),
+    )
+    return None if row is None else str(row[0])
+
+
+def put_staged(s: Session, update: StagedUpdate) -> None:
+    """Writes an update's checkpoints and writes inside a write (`Threads.apply_update`)."""
+    for frame, blobs in update.puts:
+        _put(s, frame, blobs, [], False)
+    for ns, checkpoint_id, run_id, writes in update.writes:
+        _put_writes(s, (update.thread_id, ns, checkpoint_id), run_id, writes, False)
 
 
 def delete_langgraph_thread(s: Session, thread_id: str) -> None:

@@ -6,11 +6,16 @@ import builtins
 from dataclasses import replace
 from typing import Any
 
-from turnstile_server.errors import AlreadyExists, ThreadNotFound
+from turnstile_server.errors import AlreadyExists, ThreadBusy, ThreadNotFound
+from turnstile_server.store.langgraph_checkpoints import BaseMoved, StagedUpdate
 from turnstile_server.store.records import RunRecord, ThreadRecord, now_us
 from turnstile_server.store.sqlite.checkpoints import Checkpoints
 from turnstile_server.store.sqlite.database import Database, Session
-from turnstile_server.store.sqlite.langgraph import delete_langgraph_thread
+from turnstile_server.store.sqlite.langgraph import (
+    delete_langgraph_thread,
+    newest_root,
+    put_staged,
+)
 from turnstile_server.store.sqlite.rows import (
     dumps,
     metadata_filter,
@@ -124,26 +129,32 @@ class Threads:
 
         return await self._db.write(update)
 
-    async def after_update(
-        self, thread_id: str, interrupts: builtins.list[dict[str, Any]] | None
-    ) -> bool:
-        """Records what the thread's latest checkpoint waits for after UpdateThreadState wrote
-        it (`interrupts` as `ThreadRecord.interrupts`; None: nothing, the thread is IDLE), unless
-        a run is inflight (then False, nothing changes: that run's end will say)."""
+    async def apply_update(self, update: StagedUpdate) -> None:
+        """Applies an UpdateThreadState in one write transaction (see `Store.threads`)."""
         now = now_us()
-        row = await self._db.write(
-            lambda conn: conn.one(
+        thread_id = update.thread_id
+
+        def apply(conn: Session) -> None:
+            row = conn.one("SELECT status FROM threads WHERE thread_id = ?", (thread_id,))
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            if row[0] == "busy":  # a run's writes and the update's would fork the history
+                raise ThreadBusy(thread_id, [run.run_id for run in inflight_runs(conn, thread_id)])
+            if newest_root(conn, thread_id) != update.base:
+                raise BaseMoved(thread_id)
+            put_staged(conn, update)
+            conn.execute(
                 "UPDATE threads SET status = ?, interrupts = ?, update_time = ?"
-                " WHERE thread_id = ? AND status != 'busy' RETURNING 1",
+                " WHERE thread_id = ?",
                 (
-                    "idle" if interrupts is None else "interrupted",
-                    None if interrupts is None else dumps(interrupts),
+                    "idle" if update.interrupts is None else "interrupted",
+                    None if update.interrupts is None else dumps(update.interrupts),
                     now,
                     thread_id,
                 ),
             )
-        )
-        return row is not None
+
+        await self._db.write(apply)
 
     async def delete(self, thread_id: str) -> builtins.list[RunRecord]:
         """Deletes the thread, its runs and checkpoints; returns its inflight runs, as ended."""
