@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.processes import STARTUP, serving
+import pytest
+
+from tests import postgres
+from tests.processes import STARTUP, FileGates, served_client, sigkill
 from tests.support import eventually
-from turnstile import ThreadState, get_client
+from turnstile import ThreadState
 
 GRAPH = "file_gated=tests.support:file_gated"
 
@@ -21,15 +24,11 @@ def texts(state: ThreadState) -> list[tuple[str, str]]:
 async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
     tmp_path: Path,
 ) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (gates / "a").touch()
-    (gates / "c").touch()
-    config = {"configurable": {"gate_dir": str(gates)}}
+    gates = FileGates(tmp_path / "gates", "a", "c")
+    config = gates.config
     database = tmp_path / "crash.db"
 
-    async with serving(database, GRAPH) as (process, address):
-        client = get_client(url=address)
+    async with served_client(database, GRAPH) as (process, client):
         thread = await client.threads.create()
         thread_id = thread["thread_id"]
         cut = await client.runs.create(
@@ -50,25 +49,19 @@ async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
         ]
 
         async def mid_way() -> None:
-            assert (gates / "b.arrived").exists()
+            assert gates.arrived("b")
             state = await client.threads.get_state(thread_id)
             assert ("ai", "passed a") in texts(state)
 
         await eventually(mid_way, within=STARTUP)
-        await client.close()
-        os.kill(process.pid, signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        await sigkill(process)
 
-    (gates / "b").touch()
-    async with serving(database, GRAPH) as (_, address):
-        client = get_client(url=address)
-        try:
-            results = [await client.runs.join_run(thread_id, r["run_id"]) for r in [cut, *queued]]
-            state = await client.threads.get_state(thread_id)
-            thread = await client.threads.get(thread_id)
-            history = await client.threads.get_history(thread_id, limit=100)
-        finally:
-            await client.close()
+    gates.open("b")
+    async with served_client(database, GRAPH) as (_, client):
+        results = [await client.runs.join_run(thread_id, r["run_id"]) for r in [cut, *queued]]
+        state = await client.threads.get_state(thread_id)
+        thread = await client.threads.get(thread_id)
+        history = await client.threads.get_history(thread_id, limit=100)
 
     assert [r.run["status"] for r in results] == ["success"] * 3
     assert [r.run["attempt"] for r in results] == [2, 1, 1]
@@ -100,14 +93,11 @@ async def test_sigkill_mid_run_then_restart_completes_every_run_in_order_once(
 async def test_a_run_with_durability_exit_killed_mid_run_resumes_from_its_input(
     tmp_path: Path,
 ) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (gates / "a").touch()
-    config = {"configurable": {"gate_dir": str(gates)}}
+    gates = FileGates(tmp_path / "gates", "a")
+    config = gates.config
     database = tmp_path / "crash.db"
 
-    async with serving(database, GRAPH) as (process, address):
-        client = get_client(url=address)
+    async with served_client(database, GRAPH) as (process, client):
         thread_id = (await client.threads.create())["thread_id"]
         run = await client.runs.create(
             thread_id,
@@ -118,25 +108,19 @@ async def test_a_run_with_durability_exit_killed_mid_run_resumes_from_its_input(
         )
 
         async def in_step_two() -> None:
-            assert (gates / "b.arrived").exists()
+            assert gates.arrived("b")
 
         await eventually(in_step_two, within=STARTUP)
-        await client.close()
-        os.kill(process.pid, signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        await sigkill(process)
 
     # Step 1 was done, and held for the run's end: the crash lost it, not the input.
     with sqlite3.connect(database) as db:
         sources = db.execute("SELECT source FROM checkpoints ORDER BY seq").fetchall()
     assert sources == [("input",)]
-    (gates / "b").touch()
-    async with serving(database, GRAPH) as (_, address):
-        client = get_client(url=address)
-        try:
-            result = await client.runs.join_run(thread_id, run["run_id"])
-            history = await client.threads.get_history(thread_id, limit=100)
-        finally:
-            await client.close()
+    gates.open("b")
+    async with served_client(database, GRAPH) as (_, client):
+        result = await client.runs.join_run(thread_id, run["run_id"])
+        history = await client.threads.get_history(thread_id, limit=100)
 
     assert (result.run["status"], result.run["attempt"]) == ("success", 2)
     assert [m["content"] for m in result.values["messages"]] == ["one", "passed a", "passed b"]
@@ -147,25 +131,36 @@ async def test_a_run_with_durability_exit_killed_mid_run_resumes_from_its_input(
     ]
 
 
+@asynccontextmanager
+async def database_of(backend: str, tmp_path: Path) -> AsyncIterator[Path | str]:
+    """A SQLite file, or a fresh PostgreSQL database's URL."""
+    if backend == "sqlite":
+        yield tmp_path / "waiting.db"
+        return
+    async with postgres.database() as url:
+        yield url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_sigkill_while_a_thread_waits_for_input_then_restart_and_resume(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    database = tmp_path / "waiting.db"
+    async with database_of(backend, tmp_path) as database:
+        await sigkill_while_waiting_then_resume(database)
+
+
+async def sigkill_while_waiting_then_resume(database: Path | str) -> None:
     approval = "approval=turnstile_tools.approval:graph"
-    async with serving(database, approval) as (process, address):
-        client = get_client(url=address)
+    async with served_client(database, approval) as (process, client):
         thread = await client.threads.create()
         thread_id = thread["thread_id"]
         stopped = await client.runs.wait_run(
             thread_id, "approval", input={"messages": [{"role": "user", "content": "pay bob 100"}]}
         )
         before = await client.threads.get(thread_id)
-        await client.close()
-        os.kill(process.pid, signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        await sigkill(process)
 
-    async with serving(database, approval) as (_, address):
-        client = get_client(url=address)
+    async with served_client(database, approval) as (_, client):
         after = await client.threads.get(thread_id)
         parts = [
             part
@@ -174,7 +169,6 @@ async def test_sigkill_while_a_thread_waits_for_input_then_restart_and_resume(
             )
         ]
         done = await client.threads.get(thread_id)
-        await client.close()
 
     assert stopped.run["status"] == "success"
     assert (after["status"], after["interruption"]) == ("interrupted", "awaiting_input")

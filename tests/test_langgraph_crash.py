@@ -1,5 +1,6 @@
 """Crash recovery of a LangGraph run: killed with SIGKILL mid-run, the server resumes it at
-start from its last committed checkpoint with input None, as LangGraph resumes.
+start from its last committed checkpoint with input None, as LangGraph resumes (a run that
+committed none starts again from its input, or from its `checkpoint_id` for a fork).
 
 What Turnstile's resume adds is asserted, not only the outcome: the run's attempt is numbered
 (the run, its `metadata` event and every checkpoint of the attempt say 2), the resumed attempt
@@ -8,13 +9,11 @@ committed one (none twice)."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
-from tests.processes import STARTUP, serving
+from tests.processes import STARTUP, FileGates, served_client, sigkill
 from tests.support import eventually
-from turnstile import ThreadState, get_client
+from turnstile import ThreadState
 
 GRAPH = "file_gated=tests.lg_graphs:FILE_GATED"
 
@@ -26,54 +25,43 @@ def texts(state: ThreadState) -> list[tuple[str, str]]:
 async def test_sigkill_mid_langgraph_run_resumes_from_its_last_checkpoint_input_applied_once(
     tmp_path: Path,
 ) -> None:
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (gates / "a").touch()
-    (gates / "c").touch()
-    config = {"configurable": {"gate_dir": str(gates)}}
+    gates = FileGates(tmp_path / "gates", "a", "c")
     database = tmp_path / "crash.db"
 
-    async with serving(database, GRAPH) as (process, address):
-        client = get_client(url=address)
+    async with served_client(database, GRAPH) as (process, client):
         thread_id = (await client.threads.create())["thread_id"]
         cut = await client.runs.create(
             thread_id,
             "file_gated",
             input={"messages": [{"role": "user", "content": "one"}], "gates": ["a", "b"]},
-            config=config,
+            config=gates.config,
         )
         queued = await client.runs.create(
             thread_id,
             "file_gated",
             input={"messages": [{"role": "user", "content": "two"}], "gates": ["c"]},
-            config=config,
+            config=gates.config,
             multitask_strategy="enqueue",
         )
 
         async def mid_way() -> None:
-            assert (gates / "b.arrived").exists()
+            assert gates.arrived("b")
             assert ("ai", "passed a") in texts(await client.threads.get_state(thread_id))
 
         await eventually(mid_way, within=STARTUP)
-        await client.close()
-        os.kill(process.pid, signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        await sigkill(process)
 
-    (gates / "a.arrived").unlink()
-    (gates / "b").touch()
-    async with serving(database, GRAPH) as (_, address):
-        client = get_client(url=address)
-        try:
-            results = [await client.runs.join_run(thread_id, r["run_id"]) for r in (cut, queued)]
-            state = await client.threads.get_state(thread_id)
-            history = await client.threads.get_history(thread_id, limit=100)
-            resumed_events = [p async for p in client.runs.join_stream(thread_id, cut["run_id"])]
-        finally:
-            await client.close()
+    gates.forget("a")
+    gates.open("b")
+    async with served_client(database, GRAPH) as (_, client):
+        results = [await client.runs.join_run(thread_id, r["run_id"]) for r in (cut, queued)]
+        state = await client.threads.get_state(thread_id)
+        history = await client.threads.get_history(thread_id, limit=100)
+        resumed_events = [p async for p in client.runs.join_stream(thread_id, cut["run_id"])]
 
     assert [r.run["status"] for r in results] == ["success", "success"]
     assert [r.run["attempt"] for r in results] == [2, 1]
-    assert not (gates / "a.arrived").exists(), "gate a's superstep was not run again"
+    assert not gates.arrived("a"), "gate a's superstep was not run again"
     assert texts(state) == [
         ("human", "one"),
         ("ai", "passed a"),
@@ -105,41 +93,82 @@ async def test_an_exit_durability_langgraph_run_killed_mid_run_resumes_from_its_
 ) -> None:
     """`exit` commits nothing before the run ends: the resumed attempt applies the input then,
     and only then (LangGraph had stored no checkpoint of the run)."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    (gates / "a").touch()
-    config = {"configurable": {"gate_dir": str(gates)}}
+    gates = FileGates(tmp_path / "gates", "a")
     database = tmp_path / "crash.db"
 
-    async with serving(database, GRAPH) as (process, address):
-        client = get_client(url=address)
+    async with served_client(database, GRAPH) as (process, client):
         thread_id = (await client.threads.create())["thread_id"]
         run = await client.runs.create(
             thread_id,
             "file_gated",
             input={"messages": [{"role": "user", "content": "one"}], "gates": ["a", "b"]},
-            config=config,
+            config=gates.config,
             durability="exit",
         )
 
         async def in_step_two() -> None:
-            assert (gates / "b.arrived").exists()
+            assert gates.arrived("b")
 
         await eventually(in_step_two, within=STARTUP)
-        await client.close()
-        os.kill(process.pid, signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        await sigkill(process)
 
-    (gates / "a.arrived").unlink()
-    (gates / "b").touch()
-    async with serving(database, GRAPH) as (_, address):
-        client = get_client(url=address)
-        try:
-            result = await client.runs.join_run(thread_id, run["run_id"])
-            state = await client.threads.get_state(thread_id)
-        finally:
-            await client.close()
+    gates.forget("a")
+    gates.open("b")
+    async with served_client(database, GRAPH) as (_, client):
+        result = await client.runs.join_run(thread_id, run["run_id"])
+        state = await client.threads.get_state(thread_id)
 
     assert result.run["status"] == "success" and result.run["attempt"] == 2
-    assert (gates / "a.arrived").exists(), "nothing was committed: gate a ran again"
+    assert gates.arrived("a"), "nothing was committed: gate a ran again"
     assert texts(state) == [("human", "one"), ("ai", "passed a"), ("ai", "passed b")]
+
+
+async def test_a_fork_killed_before_its_first_checkpoint_resumes_from_its_checkpoint_id(
+    tmp_path: Path,
+) -> None:
+    """A run with `checkpoint_id` (time travel) cut before it committed anything starts its
+    next attempt from that checkpoint again, not from the thread's latest."""
+    gates = FileGates(tmp_path / "gates", "a", "b")
+    fork_gates = FileGates(tmp_path / "fork")  # the fork's step at gate b waits here
+    database = tmp_path / "crash.db"
+
+    async with served_client(database, GRAPH) as (process, client):
+        thread_id = (await client.threads.create())["thread_id"]
+        first = await client.runs.wait_run(
+            thread_id,
+            "file_gated",
+            input={"messages": [{"role": "user", "content": "one"}], "gates": ["a", "b"]},
+            config=gates.config,
+        )
+        before = await client.threads.get_history(thread_id, limit=100)
+        [fork_point] = [c for c in before if c["next"] == ["gate"] and c["step"] == 1]
+        fork = await client.runs.create(
+            thread_id,
+            "file_gated",
+            checkpoint_id=fork_point["checkpoint_id"],
+            config=fork_gates.config,
+        )
+
+        async def at_gate_b() -> None:
+            assert fork_gates.arrived("b")
+
+        await eventually(at_gate_b, within=STARTUP)
+        await sigkill(process)
+
+    fork_gates.forget("b")
+    fork_gates.open("b")
+    async with served_client(database, GRAPH) as (_, client):
+        result = await client.runs.join_run(thread_id, fork["run_id"])
+        state = await client.threads.get_state(thread_id)
+        history = await client.threads.get_history(thread_id, limit=100)
+
+    assert first.run["status"] == "success"
+    assert (result.run["status"], result.run["attempt"]) == ("success", 2)
+    assert fork_gates.arrived("b"), "the second attempt ran gate b again, from the fork point"
+    forked = [c for c in history if c["run_id"] == fork["run_id"]]
+    assert forked, "the fork's second attempt wrote its steps"
+    parent = forked[-1]["parent_checkpoint"]  # the fork's oldest checkpoint's
+    assert parent is not None and parent["checkpoint_id"] == fork_point["checkpoint_id"]
+    assert {c["metadata"]["run_attempt"] for c in forked} == {2}
+    assert texts(state) == [("human", "one"), ("ai", "passed a"), ("ai", "passed b")]
+    assert state["checkpoint_id"] == forked[0]["checkpoint_id"]

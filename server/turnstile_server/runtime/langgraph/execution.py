@@ -5,7 +5,8 @@ The config's `configurable` is the assistant's, then the run's (merged by the AP
 `metadata` names the run and its attempt, which LangGraph copies into every checkpoint's
 metadata. A resumed attempt (the server stopped or crashed during the run) continues from the
 run's last committed checkpoint with input `None`, as LangGraph resumes, so its input is
-applied once; when the run had committed no checkpoint yet, its input is applied then.
+applied once; when the run had committed no checkpoint yet, its input (or command) is applied
+then, from its `checkpoint_id` for a fork, as on its first attempt.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ if TYPE_CHECKING:
     from turnstile_server.runtime.langgraph.saver import TurnstileSaver
 
 
-def run_config(run: RunRecord) -> dict[str, Any]:
-    """The `RunnableConfig` of one attempt of `run` (a new dict; the record is not changed)."""
+def run_config(run: RunRecord, *, resumed: bool = False) -> dict[str, Any]:
+    """The `RunnableConfig` of one attempt of `run` (a new dict; the record is not changed).
+
+    `resumed`: the attempt continues from the run's own last checkpoint (an earlier attempt
+    committed one), so a fork's `checkpoint_id` no longer applies; an attempt after one that
+    committed nothing starts from the `checkpoint_id` again, not from the thread's latest."""
     config = dict(run.config)
     ids = {
         "thread_id": run.thread_id,
@@ -44,7 +49,7 @@ def run_config(run: RunRecord) -> dict[str, Any]:
         "graph_id": run.graph_id,
     }
     config["configurable"] = {**(config.get("configurable") or {}), **ids}
-    if run.checkpoint_id and run.attempt == 1:  # time travel: continue (fork) from there
+    if run.checkpoint_id and not resumed:  # time travel: continue (fork) from there
         config["configurable"]["checkpoint_id"] = run.checkpoint_id
     config["metadata"] = {**(config.get("metadata") or {}), **ids, "run_attempt": run.attempt}
     if run.attempt == 1:  # LangChain's callbacks name the run by its id (first attempt only)
@@ -110,12 +115,13 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
     held = HeldWrites(host.langgraph)
     shared = graph.shared
     saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache, on_root_put=landed)
-    config = run_config(run)
+    resumed = await _resumed(run, saver)
+    config = run_config(run, resumed=resumed)
     subgraphs = run.stream_subgraphs
     streamer = Streamer(host, subgraphs=subgraphs)
     async with graph.resolved(config, "threads.create_run") as compiled:
         bound = compiled.copy(update={"checkpointer": saver})
-        payload = await _input(run, saver)
+        payload = None if resumed else _input(run)
         kwargs = _stream_options(compiled, run)
         take: Callable[[tuple[str, ...], str, Any], None] = streamer.chunk
         if payload is None or isinstance(payload, Command):
@@ -178,9 +184,10 @@ async def keep_input(graph: LangGraphGraph, host: RunHost) -> None:
     held = HeldWrites(host.langgraph)
     shared = graph.shared
     saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache)
-    config = run_config(run)
+    resumed = await _resumed(run, saver)
+    config = run_config(run, resumed=resumed)
     async with graph.resolved(config, "threads.create_run") as compiled:
-        payload = await _input(run, saver)
+        payload = None if resumed else _input(run)
         if payload is None or isinstance(payload, Command):
             return
         bound: Any = compiled.copy(update={"checkpointer": saver})
@@ -308,13 +315,20 @@ def filtered_context(compiled: Pregel[Any], context: dict[str, Any]) -> dict[str
     return {key: value for key, value in context.items() if key in properties}
 
 
-async def _input(run: RunRecord, saver: Any) -> Any:
-    """What `astream` gets: None to resume a run that committed checkpoints before its server
-    stopped, else the run's command or input."""
-    if run.attempt > 1:
-        config = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
-        async for _ in saver.alist(config, filter={"run_id": run.run_id}, limit=1):
-            return None
+async def _resumed(run: RunRecord, saver: Any) -> bool:
+    """Whether this attempt resumes the run from a checkpoint of its own: an earlier attempt
+    (the server stopped or crashed during it) committed one. Then `astream` gets None, and
+    the run continues from the thread's latest checkpoint, its own."""
+    if run.attempt <= 1:
+        return False
+    config = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+    async for _ in saver.alist(config, filter={"run_id": run.run_id}, limit=1):
+        return True
+    return False
+
+
+def _input(run: RunRecord) -> Any:
+    """What `astream` gets when the run starts afresh: its command or its input."""
     command = run.command
     if command:
         return _command(command)
