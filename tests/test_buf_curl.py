@@ -201,3 +201,119 @@ async def test_buf_curl_bad_request_is_invalid_argument_with_its_error_info(
     assert detail["type"] == "google.rpc.ErrorInfo"
     info = error_info(detail["value"])
     assert (info.reason, info.domain) == (reason, DOMAIN)
+
+
+# The human-in-the-loop walkthrough of docs/grpcurl.md, on the approval example's graph.
+
+APPROVAL = "approval=turnstile_tools.approval:graph"
+
+
+@pytest.fixture
+async def approval_url(tmp_path: Path) -> AsyncIterator[str]:
+    """The base URL of a `turnstile serve` process serving the approval example's graph."""
+    async with serving(tmp_path / "hitl.db", APPROVAL) as (_, address):
+        yield f"http://{address}"
+
+
+async def call(buf: Path, url: str, method: str, body: dict[str, Any]) -> list[Any]:
+    """One `buf curl` call that must succeed; its JSON documents."""
+    done = await curl(buf, f"{url}/turnstile.v1.{method}", data=body)
+    assert done.returncode == 0, f"{method}: {done.stderr}"
+    return documents(done.stdout)
+
+
+def said(values: dict[str, Any]) -> str:
+    """The content of the thread's last message."""
+    return str(values["messages"][-1]["content"])
+
+
+async def test_buf_curl_walks_the_human_in_the_loop_flow_in_plain_json(
+    buf: Path, approval_url: str
+) -> None:
+    url, thread_id = approval_url, random_id()
+    await call(buf, url, "ThreadService/CreateThread", {"threadId": thread_id})
+    thread = {"threadId": thread_id, "assistantId": "approval"}
+
+    # A run stops at the graph's interrupt(): it ends SUCCESS, the thread waits for input.
+    [stopped] = await call(
+        buf,
+        url,
+        "RunService/WaitRun",
+        {**thread, "input": {"messages": [{"role": "user", "content": "pay bob 100"}]}},
+    )
+    [waiting] = await call(buf, url, "ThreadService/GetThread", {"threadId": thread_id})
+    [listed] = await call(
+        buf, url, "ThreadService/ListThreads", {"interruption": "INTERRUPTION_AWAITING_INPUT"}
+    )
+    [state] = await call(buf, url, "ThreadService/GetThreadState", {"threadId": thread_id})
+    # Resuming with a value: what interrupt() returns.
+    [approved] = await call(
+        buf, url, "RunService/WaitRun", {**thread, "command": {"resume": {"approved": True}}}
+    )
+    # Nothing to resume any more: FAILED_PRECONDITION with its reason.
+    refused = await curl(
+        buf, f"{url}/turnstile.v1.RunService/CreateRun", data={**thread, "command": {"resume": 1}}
+    )
+
+    assert stopped["run"]["status"] == "RUN_STATUS_SUCCESS"
+    assert (waiting["thread"]["status"], waiting["thread"]["interruption"]) == (
+        "THREAD_STATUS_INTERRUPTED",
+        "INTERRUPTION_AWAITING_INPUT",
+    )
+    [pending] = waiting["thread"]["interrupts"]
+    assert pending["value"]["question"] == "Approve this payment?"
+    assert thread_id in {t["threadId"] for t in listed["threads"]}
+    assert state["checkpoint"]["next"] == ["review"]
+    assert [i["id"] for i in state["checkpoint"]["interrupts"]] == [pending["id"]]
+    assert approved["run"]["status"] == "RUN_STATUS_SUCCESS"
+    assert said(approved["values"]) == "Done: sent $100 to bob."
+    assert refused.returncode == grpc.StatusCode.FAILED_PRECONDITION.value[0] << 3
+    [status] = documents(refused.stderr)
+    assert error_info(status["details"][0]["value"]).reason == "NOTHING_TO_RESUME"
+
+    # interruptBefore stops before a node with no interrupt value; UpdateThreadState writes
+    # as if a node had returned values; a run without input continues; resumeById answers.
+    streamed = await call(
+        buf,
+        url,
+        "RunService/StreamRun",
+        {
+            **thread,
+            "input": {"messages": [{"role": "user", "content": "pay ann 5"}]},
+            "interruptBefore": ["review"],
+            "streamMode": ["STREAM_MODE_UPDATES"],
+        },
+    )
+    end = [e for r in streamed for e in r.get("events", [])][-1]
+    [updated] = await call(
+        buf,
+        url,
+        "ThreadService/UpdateThreadState",
+        {
+            "threadId": thread_id,
+            "values": {"action": {"tool": "send_payment", "to": "ann", "amount": 7}},
+            "asNode": "propose",
+        },
+    )
+    [asked] = await call(buf, url, "RunService/WaitRun", thread)
+    [again] = await call(buf, url, "ThreadService/GetThread", {"threadId": thread_id})
+    [question] = again["thread"]["interrupts"]
+    [declined] = await call(
+        buf,
+        url,
+        "RunService/WaitRun",
+        {**thread, "command": {"resumeById": {question["id"]: "no"}}},
+    )
+    [done] = await call(buf, url, "ThreadService/GetThread", {"threadId": thread_id})
+
+    assert (end["event"], end["data"]["awaiting_input"], end["data"]["next"]) == (
+        "end",
+        True,
+        ["review"],
+    )
+    assert end["data"]["interrupts"] == []
+    assert updated["checkpoint"]["threadId"] == thread_id
+    assert asked["run"]["status"] == "RUN_STATUS_SUCCESS"
+    assert question["value"]["action"]["amount"] == 7  # the update's action, not the message's
+    assert said(declined["values"]) == "Cancelled: nothing was sent."
+    assert done["thread"]["status"] == "THREAD_STATUS_IDLE"

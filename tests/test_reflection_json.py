@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -368,14 +369,31 @@ async def test_a_json_command_parses_and_a_native_graph_refuses_it(
     assert updating.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-@pytest.fixture
-async def hitl_client(tmp_path: Any) -> AsyncIterator[JsonClient]:
+@asynccontextmanager
+async def hitl_database(backend: str, tmp_path: Any) -> AsyncIterator[str]:
+    """A SQLite file, or a fresh PostgreSQL database's URL (`tests/postgres.py`)."""
+    if backend == "sqlite":
+        yield str(tmp_path / "hitl.db")
+        return
+    from tests import postgres
+
+    async with postgres.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def hitl_client(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[JsonClient]:
+    async with hitl_database(request.param, tmp_path) as database:
+        async for json_client in _hitl_client(database):
+            yield json_client
+
+
+async def _hitl_client(database: str) -> AsyncIterator[JsonClient]:
     from tests.hitl_graphs import hitl_registry
     from turnstile_server.config import ServerConfig
 
     server = await App.start(
-        ServerConfig(host="127.0.0.1", port=0, database=str(tmp_path / "hitl.db")),
-        hitl_registry(),
+        ServerConfig(host="127.0.0.1", port=0, database=database), hitl_registry()
     )
     try:
         async with grpc.aio.insecure_channel(server.address) as open_channel:
