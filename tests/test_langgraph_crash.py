@@ -127,7 +127,9 @@ async def test_a_fork_killed_before_its_first_checkpoint_resumes_from_its_checkp
     tmp_path: Path,
 ) -> None:
     """A run with `checkpoint_id` (time travel) cut before it committed anything starts its
-    next attempt from that checkpoint again, not from the thread's latest."""
+    next attempt from that checkpoint again, not from the thread's latest. (`exit` durability:
+    the fork's first checkpoint, LangGraph's `fork` copy of the fork point, is committed only
+    at the end; with `async` it may or may not have landed when the server is killed.)"""
     gates = FileGates(tmp_path / "gates", "a", "b")
     fork_gates = FileGates(tmp_path / "fork")  # the fork's step at gate b waits here
     database = tmp_path / "crash.db"
@@ -147,6 +149,7 @@ async def test_a_fork_killed_before_its_first_checkpoint_resumes_from_its_checkp
             "file_gated",
             checkpoint_id=fork_point["checkpoint_id"],
             config=fork_gates.config,
+            durability="exit",
         )
 
         async def at_gate_b() -> None:
