@@ -174,3 +174,32 @@ async def test_recovery_ends_cancelled_runs_and_runs_out_of_attempts_and_requeue
         assert (await store.runs.get("resumed", resumed.run_id)).status == "pending"
     finally:
         await store.close()
+
+
+async def test_recovery_of_a_resume_cancelled_before_it_wrote_leaves_the_thread_waiting(
+    backend: Backend,
+) -> None:
+    pending = [{"id": "0123456789abcdef0123456789abcdef", "value": "ok?", "task_id": "k"}]
+    store = await backend.open()
+    try:
+        await store.threads.create("t", {})
+        asking = await started(store, "t")
+        await store.runs.finish(asking, "success", interrupts=pending)
+        resume = spec("t", input=None, command={"resume": "yes"})
+        cut = (await store.runs.admit(resume, max_queued=MAX_QUEUED, start=True)).run
+        await store.runs.cancel("t", cut.run_id, "interrupt")
+    finally:
+        await store.close()  # as if the process died while the resume unwound
+    store = await backend.open()
+    try:
+        recovery = await store.runs.recover(max_attempts=2)
+        thread = await store.threads.get("t")
+    finally:
+        await store.close()
+
+    assert [(r.run_id, r.status) for r in recovery.ended] == [(cut.run_id, "interrupted")]
+    assert (thread.status, thread.interruption, thread.interrupts) == (
+        "interrupted",
+        "awaiting_input",
+        pending,
+    )
