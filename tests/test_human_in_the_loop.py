@@ -372,6 +372,28 @@ async def test_new_input_superseding_a_resume_before_its_first_step_records_the_
     assert pending_of(got) != [interrupt_id] and got["interruption"] == "awaiting_input"
 
 
+async def test_a_resume_superseding_a_resume_before_its_first_step_answers_the_interrupt(
+    client: TurnstileClient,
+) -> None:
+    thread_id, _ = await waiting_approval(client)
+    hold = f"hold:{uuid.uuid4().hex}"
+    first = await held_resume(client, thread_id, hold, hold)
+
+    second = await client.runs.wait_run(
+        thread_id, "approval", command={"resume": "yes"}, multitask_strategy="interrupt"
+    )
+
+    superseded = await client.runs.get(thread_id, first["run_id"])
+    assert (superseded["status"], superseded["superseded_by"]) == (
+        "interrupted",
+        second.run["run_id"],
+    )
+    assert second.run["status"] == "success"
+    assert [state["decision"] for state in FINAL] == ["yes"]  # the first answer never landed
+    assert FINAL[-1]["steps"] == ["draft", "ask", "act"]
+    assert (await client.threads.get(thread_id))["status"] == "idle"
+
+
 # A resume admitted behind another run cannot be checked at admission: it is when it starts.
 
 
