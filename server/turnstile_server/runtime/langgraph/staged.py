@@ -67,8 +67,8 @@ class Staged:
         require_run: bool = False,
         epoch: int = 0,
     ) -> None:
-        """Stages a checkpoint and its blobs (after the `earlier` ones), and `writes` against
-        its parent."""
+        """Stages the `earlier` checkpoints, then a checkpoint and its blobs, and `writes`
+        against its parent."""
         for earlier_frame, earlier_blobs in earlier:
             await self.put(earlier_frame, earlier_blobs)
         self._check_thread(frame.thread_id)
