@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,18 +19,63 @@ from turnstile_server.graph import GraphRegistry, RunContext
 T = TypeVar("T")
 
 
-class Gates:
-    """Named asyncio events a `gated` graph waits on, so a test decides when a step ends."""
+class LoopEvent:
+    """An event like `asyncio.Event` that any thread may set and any event loop may wait on:
+    graphs execute on the server's graph loop, the tests that open their gates on their own."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-        self.entered: dict[str, asyncio.Event] = {}
+        self._lock = threading.Lock()
+        self._set = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    def event(self, name: str) -> asyncio.Event:
-        return self._events.setdefault(name, asyncio.Event())
+    def is_set(self) -> bool:
+        return self._set
 
-    def arrived(self, name: str) -> asyncio.Event:
-        return self.entered.setdefault(name, asyncio.Event())
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._set = False
+
+    async def wait(self) -> bool:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._set:
+                return True
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+        try:
+            await waiter
+        finally:
+            with self._lock:
+                if (loop, waiter) in self._waiters:
+                    self._waiters.remove((loop, waiter))
+        return True
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Gates:
+    """Named events a `gated` graph waits on, so a test decides when a step ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, LoopEvent] = {}
+        self.entered: dict[str, LoopEvent] = {}
+
+    def event(self, name: str) -> LoopEvent:
+        return self._events.setdefault(name, LoopEvent())
+
+    def arrived(self, name: str) -> LoopEvent:
+        return self.entered.setdefault(name, LoopEvent())
 
     def open(self, name: str) -> None:
         self.event(name).set()

@@ -26,6 +26,8 @@ CHANGED: dict[str, str] = {
     "graphs": "mine=tests.support:recording",
     "langgraph_config": str(ROOT / "examples" / "langgraph" / "langgraph.json"),
     "max_running": "7",
+    "graph_threads": "2",
+    "switch_interval_ms": "2.5",
     "max_queued": "8",
     "max_attempts": "9",
     "run_timeout_seconds": "12.5",

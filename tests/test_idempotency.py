@@ -174,7 +174,12 @@ async def test_a_retry_after_the_run_was_rolled_back_admits_nothing_also_after_a
             superseding = create_run(
                 thread_id, "r-new", multitask_strategy=run_pb2.MULTITASK_STRATEGY_ROLLBACK
             )
-            await stubs.runs.CreateRun(superseding)  # rolls the second one back too
+            new = (await stubs.runs.CreateRun(superseding)).run  # rolls the second one back too
+            # Retried once that rollback is over (the new run starts only after it): while the
+            # rolled-back run unwinds it still exists, and a retry gets its record.
+            await stubs.runs.JoinRun(
+                run_service_pb2.JoinRunRequest(thread_id=thread_id, run_id=new.run_id)
+            )
 
             await rolled_back(stubs.runs.CreateRun(request), run.run_id)
             await rolled_back(stubs.runs.CreateRun(queued), pending.run_id)

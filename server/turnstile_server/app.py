@@ -37,6 +37,7 @@ from turnstile_server.langgraph_json import load_project, read_project
 from turnstile_server.metrics import Metrics
 from turnstile_server.replica import ReplicaLease
 from turnstile_server.runner import Runner
+from turnstile_server.runtime.graph_loops import GraphLoops
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, open_store
 from turnstile_server.store.interface import ReplicaStore
@@ -78,6 +79,7 @@ class App:
         self.port = port
         self.metrics = metrics
         self.lease: ReplicaLease | None = None
+        self.loops: GraphLoops | None = None
 
     @property
     def address(self) -> str:
@@ -127,12 +129,17 @@ class App:
             relay=relay,
         )
         opened.callback(hub.close)
+        loops = None
+        if config.graph_threads > 0:
+            loops = GraphLoops(config.graph_threads, switch_interval_ms=config.switch_interval_ms)
+            opened.push_async_callback(loops.close)
         runner = Runner(
             store,
             registry,
             hub,
             timeout_seconds=config.run_timeout_seconds or None,
             close_tool_calls=config.close_tool_calls == "on",
+            loops=loops,
         )
         scheduler = Scheduler(
             store,
@@ -204,6 +211,7 @@ class App:
         )
         app = cls(config, store, hub, scheduler, server, health_servicer, port, metrics, relay)
         app.lease = lease
+        app.loops = loops
         return app
 
     async def stop(self, grace: float | None = None) -> None:
@@ -219,6 +227,8 @@ class App:
         await self.server.stop(min(grace, 1.0))
         if self.relay is not None:  # what its runs emitted last, published
             await self.relay.close()
+        if self.loops is not None:  # every run has ended: the scheduler stopped them
+            await self.loops.close()
         self.hub.close()
         await self.store.close()
         await self.metrics.close()

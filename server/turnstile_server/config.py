@@ -128,6 +128,20 @@ class ServerConfig:
         " served, one run per turn (a thread whose run ends joins the back of the line), so a"
         " waiting thread starts after at most one run of each thread ahead of it",
     )
+    graph_threads: int = option(
+        1,
+        "event loop threads that execute graphs, away from the loop that serves the API (gRPC,"
+        " the store, streams), so a graph computing without awaiting does not stall other"
+        " clients; 0 = graphs execute on the API's loop",
+        metavar="N",
+    )
+    switch_interval_ms: float = option(
+        1.0,
+        "with graph threads: how often (ms) Python lets another thread run while one computes"
+        " (`sys.setswitchinterval`; Python's default is 5), so the API's thread gets its turn"
+        " while a graph computes; 0 = leave Python's",
+        metavar="MS",
+    )
     max_queued: int = option(
         100,
         "pending runs allowed per thread; one more `enqueue` is RESOURCE_EXHAUSTED/QUEUE_FULL",
@@ -326,6 +340,10 @@ class ServerConfig:
             raise ValueError(
                 "max_running and max_attempts must be at least 1, max_queued at least 0"
             )
+        if not 0 <= self.graph_threads <= 64:
+            raise ValueError("graph_threads must be between 0 (the API's loop) and 64")
+        if not 0 <= self.switch_interval_ms <= 100:
+            raise ValueError("switch_interval_ms must be between 0 (Python's own) and 100")
         if not 1024 <= self.max_message_bytes <= 64 << 20:
             raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
         if self.durability not in DURABILITIES:

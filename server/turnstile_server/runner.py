@@ -2,7 +2,9 @@
 
 The graph's runtime (`turnstile_server.runtime`) drives, reduces, checkpoints and streams the
 run; the runner lends it a `RunHost` (the run, its context, events and the store's checkpoint
-writes) and turns how `execute` ends into the run's outcome.
+writes) and turns how `execute` ends into the run's outcome. With graph loops
+(`runtime/graph_loops.py`), the runtime executes on one of them and reaches the host over the
+bridge; the host itself stays on the server's loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.run_checkpoints import RunCheckpoints
 from turnstile_server.runtime.context import RunContext
+from turnstile_server.runtime.graph_loops import GraphLoops
 from turnstile_server.runtime.interface import Step, Write
 from turnstile_server.state import MAX_JSON_DEPTH, ThreadState, nests_deeper
 from turnstile_server.store import CheckpointRecord, RunError, RunRecord, Start, Store
@@ -55,12 +58,14 @@ class Runner:
         *,
         timeout_seconds: float | None = None,
         close_tool_calls: bool = True,
+        loops: GraphLoops | None = None,
     ) -> None:
         self._store = store
         self._graphs = graphs
         self._hub = hub
         self._timeout_seconds = timeout_seconds
         self._close_tool_calls = close_tool_calls
+        self._loops = loops
 
     async def execute(self, run: RunRecord, start: Start) -> Outcome:
         """Executes `run`, just started as `start` says, until its graph ends, fails, times out
@@ -82,7 +87,10 @@ class Runner:
                     run = replace(run, close_tool_calls=self._close_tool_calls)
                 host = _Host(self._store, self._hub, run, start)
                 try:
-                    await graph.execute(host)
+                    if self._loops is None:  # on the server's loop
+                        await graph.execute(host)
+                    else:  # on a graph loop, its calls back to the host over the bridge
+                        await self._loops.execute(graph.execute, host)
                 finally:
                     # Nothing of the run is written once it has unwound (the store finishes it
                     # next, a rollback deletes its rows): its last LangGraph writes land first.
@@ -111,7 +119,10 @@ class Runner:
             return
         host = _Host(self._store, self._hub, run, start)
         try:
-            await keep(host)
+            if self._loops is None:
+                await keep(host)
+            else:  # where its graph executes (a LangGraph factory is called there)
+                await self._loops.execute(keep, host)
         except Exception:
             log.warning("run %s: its input could not be kept", run.run_id, exc_info=True)
         finally:

@@ -259,6 +259,12 @@ def _message_list(value: Any, path: str) -> list[Mapping[str, Any]]:
     return value
 
 
+def json_copy(value: Any, path: str) -> Any:
+    """Return a JSON-only copy of value (tuples and read-only views become lists and dicts);
+    InvalidInput naming the first part that is not JSON."""
+    return _json_value(value, path)
+
+
 def _json_value(value: Any, path: str) -> Any:
     """Return a JSON-only copy of value (tuples become lists) or raise naming the bad path."""
     if value is None or isinstance(value, str | bool | int):

@@ -7,6 +7,7 @@ in the run's durability and streamed as `updates` and `values`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -17,6 +18,9 @@ from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import PreparedGraph, RunHost, Step, Write
 from turnstile_server.runtime.view import ReadOnlyMapping
 from turnstile_server.state import ThreadState, normalize_update
+
+HELD_WRITE_STEPS = 256
+"""The most steps of `exit` durability written in one write."""
 
 Graph = Callable[[Any, RunContext], AsyncIterator[dict[str, Any]]]
 """An async generator function: given the thread's state and a context, it yields step updates.
@@ -112,7 +116,22 @@ async def _steps_ahead(
         if writing is not None:
             await host.landed(writing)
         if held:  # `exit`: the completed steps, kept also when the run is interrupted
-            await host.landed(host.write(held))
+            await _land_held(host, held)
+
+
+async def _land_held(host: RunHost, held: list[Step]) -> None:
+    """Writes `exit`'s held steps in writes of at most `HELD_WRITE_STEPS`, one after the
+    other, every one of them even if the run is cancelled meanwhile (then re-raised): one
+    write of 50,000 steps would hold the store's writer, and every admission behind it, for
+    as long as it takes."""
+    cancelled = False
+    for first in range(0, len(held), HELD_WRITE_STEPS):
+        try:
+            await host.landed(host.write(held[first : first + HELD_WRITE_STEPS]))
+        except asyncio.CancelledError:
+            cancelled = True  # landed all the same; the rest follows
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _emit_step(host: RunHost, update: dict[str, Any], state: ThreadState) -> None:

@@ -17,6 +17,8 @@ GRAPHS = {
     "bench_sleep": f"{MODULE}:sleep",
     "bench_chunks": f"{MODULE}:chunks",
     "bench_grow": f"{MODULE}:grow",
+    "bench_spin": f"{MODULE}:spin",
+    "bench_yields": f"{MODULE}:yields",
 }
 """Graph id -> `module:attribute`, for `turnstile serve --graph`."""
 
@@ -68,3 +70,18 @@ async def grow(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str
         index += size
         remaining -= size
         yield {"messages": messages}
+
+
+async def spin(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Computes for `input.seconds` (5) without awaiting, then yields once: a CPU-bound step."""
+    seconds = ctx.input.get("seconds", 5.0)
+    ends = time.monotonic() + (float(seconds) if isinstance(seconds, int | float) else 5.0)
+    while time.monotonic() < ends:
+        sum(range(1000))
+    yield {"spun": True}
+
+
+async def yields(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Yields `input.steps` (50,000) small updates without ever awaiting."""
+    for index in range(_number(ctx, "steps", 50_000)):
+        yield {"step": index}

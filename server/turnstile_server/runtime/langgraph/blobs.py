@@ -15,6 +15,7 @@ written per item stay bounded, as a growing array doubles.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -45,42 +46,51 @@ class Tracked:
 
 
 class ChannelCache:
-    """The latest stored list value of each channel of recently used threads, bounded (LRU)."""
+    """The latest stored list value of each channel of recently used threads, bounded (LRU).
+
+    Runs on every graph loop share it: each method holds its lock, so no thread iterates or
+    reorders it while another changes it."""
 
     def __init__(self, size: int = CACHE_ENTRIES) -> None:
         self._size = size
         self._scopes: OrderedDict[_Scope, dict[str, Tracked]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def held(self, thread_id: str, checkpoint_ns: str) -> dict[str, Tracked]:
         """A snapshot of what is held for a thread's namespace (entries are never mutated)."""
-        scope = self._scopes.get((thread_id, checkpoint_ns))
-        return dict(scope) if scope else {}
+        with self._lock:
+            scope = self._scopes.get((thread_id, checkpoint_ns))
+            return dict(scope) if scope else {}
 
     def hold(self, thread_id: str, checkpoint_ns: str, channel: str, tracked: Tracked) -> None:
         """Remembers a channel's value at a version just stored or loaded."""
         key = (thread_id, checkpoint_ns)
-        scope = self._scopes.get(key)
-        if scope is None:
-            scope = self._scopes[key] = {}
-        scope[channel] = tracked
-        self._scopes.move_to_end(key)
-        while len(self._scopes) > self._size:
-            self._scopes.popitem(last=False)
+        with self._lock:
+            scope = self._scopes.get(key)
+            if scope is None:
+                scope = self._scopes[key] = {}
+            scope[channel] = tracked
+            self._scopes.move_to_end(key)
+            while len(self._scopes) > self._size:
+                self._scopes.popitem(last=False)
 
     def drop(self, thread_id: str, checkpoint_ns: str, channel: str) -> None:
         """Forgets one channel (its new value is not a list)."""
-        scope = self._scopes.get((thread_id, checkpoint_ns))
-        if scope is not None:
-            scope.pop(channel, None)
+        with self._lock:
+            scope = self._scopes.get((thread_id, checkpoint_ns))
+            if scope is not None:
+                scope.pop(channel, None)
 
     def forget(self, thread_ids: set[str]) -> None:
         """Forgets every namespace of the threads (their rows changed under the cache)."""
-        for key in [key for key in self._scopes if key[0] in thread_ids]:
-            del self._scopes[key]
+        with self._lock:
+            for key in [key for key in self._scopes if key[0] in thread_ids]:
+                del self._scopes[key]
 
     def forget_scope(self, thread_id: str, checkpoint_ns: str) -> None:
         """Forgets one namespace of a thread (a write of it failed)."""
-        self._scopes.pop((thread_id, checkpoint_ns), None)
+        with self._lock:
+            self._scopes.pop((thread_id, checkpoint_ns), None)
 
 
 def encode(

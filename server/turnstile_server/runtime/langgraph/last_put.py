@@ -11,6 +11,7 @@ from it, and only after the graph has returned (`TurnstileSaver.serve_last`).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -82,20 +83,25 @@ class LastPut:
 
 class EndedValues:
     """The values at the last checkpoint of recently ended runs, until one call takes them
-    (bounded: an entry nobody takes gives way; the caller then reads the store)."""
+    (bounded: an entry nobody takes gives way; the caller then reads the store).
+
+    Runs keep on their graph loops, the API takes on its own: each method holds the lock."""
 
     def __init__(self, size: int = ENDED_RUNS) -> None:
         self._size = size
         self._values: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def keep(self, run_id: str, values: Any) -> None:
         """Keeps a run's values (LangGraph's, not yet JSON)."""
-        self._values[run_id] = values
-        while len(self._values) > self._size:
-            self._values.popitem(last=False)
+        with self._lock:
+            self._values[run_id] = values
+            while len(self._values) > self._size:
+                self._values.popitem(last=False)
 
     def take(self, run_id: str) -> tuple[bool, Any]:
         """(True, the run's values) once, or (False, None)."""
-        if run_id in self._values:
-            return True, self._values.pop(run_id)
+        with self._lock:
+            if run_id in self._values:
+                return True, self._values.pop(run_id)
         return False, None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import (
     AbstractAsyncContextManager,
@@ -140,11 +141,14 @@ def checked_graph(obj: object) -> Pregel[Any]:
     return obj
 
 
+_CREATING = threading.Lock()
+
+
 @dataclass
 class _Shared:
     """What every LangGraph graph of a runtime shares: the serializer and the channel cache
-    of the runs' savers (the server loop's, like every run), and the values ended runs left
-    for WaitRun and JoinRun."""
+    of the runs' savers (shared by the graph loops; the cache locks itself), and the values
+    ended runs left for WaitRun and JoinRun."""
 
     _serde: Any = None
     _cache: ChannelCache | None = None
@@ -153,10 +157,11 @@ class _Shared:
 
     @property
     def ended(self) -> EndedValues:
-        if self._ended is None:
-            from turnstile_server.runtime.langgraph.last_put import EndedValues
+        with _CREATING:  # graph loops keep, the API's loop takes
+            if self._ended is None:
+                from turnstile_server.runtime.langgraph.last_put import EndedValues
 
-            self._ended = EndedValues()
+                self._ended = EndedValues()
         return self._ended
 
     @property
@@ -169,10 +174,11 @@ class _Shared:
 
     @property
     def cache(self) -> ChannelCache:
-        if self._cache is None:
-            from turnstile_server.runtime.langgraph.blobs import ChannelCache
+        with _CREATING:  # graph loops may ask at once
+            if self._cache is None:
+                from turnstile_server.runtime.langgraph.blobs import ChannelCache
 
-            self._cache = ChannelCache()
+                self._cache = ChannelCache()
         return self._cache
 
     def reader(self, checkpoints: LangGraphCheckpoints) -> Any:
