@@ -129,7 +129,11 @@ async def test_sigkill_of_the_owner_right_after_create_run_loses_nothing(
 async def test_a_replica_paused_past_its_lease_writes_nothing_after_the_reclaim(
     tmp_path: Path,
 ) -> None:
-    async with cluster(tmp_path) as group:
+    # Graphs on the API's loop (--graph-threads 0): the frozen step then stalls the whole
+    # replica as a GC pause would, so that after SIGCONT the step's write is tried before its
+    # heartbeat learns of the lost lease. (On a graph loop the heartbeat gets there first and
+    # stops the run before it writes: safe too, but it would not exercise the fence.)
+    async with cluster(tmp_path, ("a", "b"), "--graph-threads", "0") as group:
         a, b = group["a"].client(), group["b"].client()
         thread_id = (await a.threads.create())["thread_id"]
         group.gate("a")
