@@ -141,7 +141,7 @@ class ReplicaLease:
             self.incarnation,
             why,
         )
-        await self._scheduler.pause()
+        await self._scheduler.pause(within=self._ttl)
         while True:
             try:
                 await self.join()

@@ -609,16 +609,29 @@ class Scheduler:
             if active.run is not None and active.run.run_id in run_ids and not active.finishing:
                 self._abandon(active)
 
-    async def pause(self) -> None:
+    async def pause(self, within: float) -> None:
         """The lease is lost: stops every run executing here without finishing it (another
-        replica resumes them) and starts none until `resume`; returns once they unwound."""
+        replica resumes them) and starts none until `resume`; returns once they unwound, or
+        after `within` seconds with the ones that did not named in the log (their writes and
+        publishes are fenced by their epoch, so the replica may serve again beside them)."""
         self._paused = True
         actives = list(self._active.values())
         for active in actives:
             self._abandon(active)
         if actives:
             log.warning("stopping %d runs: this replica no longer holds them", len(actives))
-        await asyncio.gather(*(active.done.wait() for active in actives))
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*(active.done.wait() for active in actives))
+        except TimeoutError:
+            stuck = [a.run.run_id for a in actives if a.run is not None and not a.done.is_set()]
+            log.error(
+                "%d stopped runs did not unwind within %.1fs (%s): their writes are fenced;"
+                " the replica joins again without waiting for them",
+                len(stuck),
+                within,
+                ", ".join(stuck),
+            )
 
     def resume(self) -> None:
         """Starts runs again, under a new lease."""
