@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from turnstile_server.errors import GraphFault, InvalidInput, RunNotFound
+from turnstile_server.errors import GraphFault, RunNotFound
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.run_checkpoints import RunCheckpoints
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.graph_loops import GraphLoops
 from turnstile_server.runtime.interface import Step, Write
-from turnstile_server.state import MAX_JSON_DEPTH, ThreadState, nests_deeper
+from turnstile_server.state import ThreadState, check_event_depth
 from turnstile_server.store import CheckpointRecord, RunError, RunRecord, Start, Store
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,8 @@ class _Host:
     def emit(
         self, event: str, data: Any, *, checked: bool = False, mode: str | None = None
     ) -> None:
-        if not checked and nests_deeper(data):  # no client could decode the stream past it
-            raise InvalidInput(
-                f"{event} event: objects and lists nest more than {MAX_JSON_DEPTH} levels deep"
-            )
+        if not checked:
+            check_event_depth(event, data)
         if (mode or event) in self._modes:
             self._hub.emit(self.run, event, data, checked=checked)
 

@@ -116,6 +116,15 @@ def normalize_update(update: Any) -> dict[str, Any]:
     return normalized
 
 
+def check_event_depth(event: str, data: Any) -> None:
+    """Refuses an event's data nested past `MAX_JSON_DEPTH`: no client could decode the stream
+    past it."""
+    if nests_deeper(data):
+        raise InvalidInput(
+            f"{event} event: objects and lists nest more than {MAX_JSON_DEPTH} levels deep"
+        )
+
+
 def nests_deeper(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the objects and lists of `value` (itself at level 1) nest past `limit`."""
     if not isinstance(value, Mapping | list | tuple):

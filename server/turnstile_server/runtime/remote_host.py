@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from turnstile_server.errors import InvalidInput
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import RunHost, Step, Write
 from turnstile_server.runtime.loop_bridge import LoopBridge
-from turnstile_server.state import MAX_JSON_DEPTH, ThreadState, json_copy, nests_deeper
+from turnstile_server.state import ThreadState, check_event_depth, json_copy
 from turnstile_server.store import CheckpointRecord, LangGraphCheckpoints, RunRecord, Start
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
@@ -56,10 +55,8 @@ class RemoteHost:
     def emit(
         self, event: str, data: Any, *, checked: bool = False, mode: str | None = None
     ) -> None:
-        if not checked and nests_deeper(data):  # no client could decode the stream past it
-            raise InvalidInput(
-                f"{event} event: objects and lists nest more than {MAX_JSON_DEPTH} levels deep"
-            )
+        if not checked:
+            check_event_depth(event, data)
         if (mode or event) not in self._modes:
             return
         if not checked:  # the server side encodes it later: a copy the graph cannot change

@@ -259,7 +259,7 @@ async def interrupt_join(channels: Channels, sizes: Sizes) -> Figures:
     samples: list[float] = []
     for index in range(total):
         thread_id = threads[index // sizes.runs_per_thread]
-        sleeping = await _sleeping_run(stubs, thread_id)
+        sleeping = await sleeping_run(stubs, thread_id)
         request = create_request(thread_id, "echo", human("hi"), multitask_strategy=INTERRUPT)
         started = time.perf_counter()
         created = await stubs.runs.CreateRun(request, timeout=CALL_SECONDS)
@@ -280,7 +280,7 @@ async def interrupt_join(channels: Channels, sizes: Sizes) -> Figures:
     return {"p50": latency.p50, "p99": latency.p99, "iterations": latency.samples}
 
 
-async def _sleeping_run(stubs: Stubs, thread_id: str) -> str:
+async def sleeping_run(stubs: Stubs, thread_id: str) -> str:
     """Starts a `bench_sleep` run; returns its id once its graph waits in its step.
 
     The run's `values` event for its input is the last thing before the graph's await, so

@@ -30,7 +30,7 @@ from pathlib import Path
 import asyncpg
 
 from turnstile.v1 import run_pb2, run_service_pb2
-from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.latency import Figures, sleeping_run
 from turnstile_tools.bench.load import (
     CALL_SECONDS,
     INTERRUPT,
@@ -40,7 +40,6 @@ from turnstile_tools.bench.load import (
     create_request,
     human,
     new_thread,
-    struct,
     wait_request,
 )
 from turnstile_tools.bench.processes import TurnstileProcess, cpu_seconds
@@ -159,7 +158,7 @@ async def cancellation(
             threads.append(thread_id)
             if spread:
                 await asyncio.sleep(rng.uniform(0, spread))
-            run_id = await _sleeping_on(a, thread_id)
+            run_id = await sleeping_run(a, thread_id)
             if cut_listen:
                 await _cut_listen(conn, "a")
             sent = time.time()
@@ -189,7 +188,7 @@ async def handoff(replicas: Replicas, trials: int) -> Figures:
         for _ in range(trials):
             thread_id = await new_thread(a)  # see `cancellation`
             threads.append(thread_id)
-            old = await _sleeping_on(a, thread_id)
+            old = await sleeping_run(a, thread_id)
             sent = time.time()
             request = create_request(thread_id, "echo", human("hi"), multitask_strategy=INTERRUPT)
             new = (await b.runs.CreateRun(request, timeout=CALL_SECONDS)).run.run_id
@@ -207,27 +206,6 @@ async def handoff(replicas: Replicas, trials: int) -> Figures:
         "start_p99": start.p99,
         "trials": trials,
     }
-
-
-async def _sleeping_on(stubs: object, thread_id: str) -> str:
-    """A `bench_sleep` run admitted on `stubs`' replica (which starts it: it has slots),
-    once its graph waits in its step (its input's `values` event came)."""
-    call = stubs.runs.StreamRun(  # type: ignore[attr-defined]
-        run_service_pb2.StreamRunRequest(
-            thread_id=thread_id, assistant_id="bench_sleep", input=struct({"seconds": 3600})
-        ),
-        timeout=CALL_SECONDS,
-    )
-    run_id = ""
-    try:
-        async for message in call:
-            if message.HasField("run"):
-                run_id = message.run.run_id
-            if any(event.event == "values" for event in message.events):
-                return run_id
-    finally:
-        call.cancel()
-    raise RuntimeError("the sleeping run's stream ended before its step")
 
 
 async def _attempt_time(conn: asyncpg.Connection, run_id: str, column: str) -> datetime:
