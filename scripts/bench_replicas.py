@@ -35,7 +35,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
         for count in (1, 2):
             async with bench.postgres_database(args.postgres) as url:
                 _progress(f"PostgreSQL, {count} replica(s)")
-                async with bench.serving(url, count, directory, f"pg{count}") as r:
+                # Replicas on one database relay their runs' events through Redis: a replica
+                # without it refuses to join another (docs/deploy.md).
+                prefix = f"turnstile-bench-{url.rpartition('/')[2]}:"
+                relay = ("--redis", args.redis, "--redis-key-prefix", prefix)
+                async with bench.serving(url, count, directory, f"pg{count}", relay) as r:
                     results[f"pg{count}"] = await bench.throughput(r, args.clients, args.runs)
                     if count == 2:
                         _progress("CancelRun on b of a run on a")
@@ -138,6 +142,12 @@ def main(argv: list[str]) -> int:
             "TURNSTILE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
         help="a PostgreSQL server to make (and drop) the bench's databases on",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("TURNSTILE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="the Redis the PostgreSQL replicas relay events through (keys under a prefix of"
+        " the bench's own, expiring after the servers' --redis-stream-ttl-seconds)",
     )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--runs", type=int, default=0, help="runs per setup (default 1,600)")
