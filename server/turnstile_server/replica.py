@@ -67,6 +67,37 @@ class ReplicaLease:
         self._deadline = sent + self._ttl
         self._scheduler.joined(self.name, self.incarnation)
 
+    async def agree(self, relay: str, *, alone: bool) -> None:
+        """Records how this replica relays its runs' events ("none", "redis:<key prefix>")
+        as the deployment's, after `join`; DeploymentMismatch if live replicas relay them
+        otherwise (or, `alone`, if any serves). A predecessor that crashed keeps its lease
+        up to one TTL: that long (and a beat) is waited out first, renewing this one."""
+        deadline = time.monotonic() + self._ttl + self._beat
+        blocking = await self._replicas.agree(relay, alone=alone)
+        if blocking:
+            log.info("waiting up to one lease for %s to expire", _named(blocking))
+        while blocking and time.monotonic() < deadline:
+            await asyncio.sleep(min(self._beat, max(0.0, deadline - time.monotonic())))
+            sent = time.monotonic()
+            if await self._replicas.renew(self._ttl, {}) is not None:
+                self._deadline = sent + self._ttl
+            blocking = await self._replicas.agree(relay, alone=alone)
+        if not blocking:
+            return
+        if alone and all(theirs == relay for _, theirs in blocking):
+            raise DeploymentMismatch(
+                f"replica {self.name} has no --redis, and other replicas serve this database"
+                f" ({_named(blocking)}): replicas sharing a PostgreSQL database relay their"
+                " runs' events through Redis (docs/deploy.md). Give every replica --redis"
+                " redis://host:port/db, or run one replica alone"
+            )
+        raise DeploymentMismatch(
+            f"replica {self.name} relays its runs' events {_relaying(relay)}, but the"
+            f" replicas serving this database relay them otherwise ({_named(blocking)}):"
+            " every replica on one database needs the same --redis and --redis-key-prefix"
+            " (docs/deploy.md). Restart this one with theirs, or stop them all first"
+        )
+
     async def start(self) -> None:
         """Listens for cancellations and ready runs, and starts the heartbeat."""
         try:
@@ -174,3 +205,18 @@ class ReplicaLease:
                 await asyncio.sleep(self._beat)
         log.info("replica %s resumes as incarnation %s", self.name, self.incarnation)
         self._scheduler.resume()
+
+
+class DeploymentMismatch(ValueError):
+    """This replica's configuration does not fit the replicas serving its database (the CLI
+    prints it and exits 2)."""
+
+
+def _relaying(relay: str) -> str:
+    if relay.startswith("redis:"):
+        return f"through Redis under the key prefix {relay.removeprefix('redis:')!r}"
+    return "without Redis"
+
+
+def _named(replicas: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name}: {_relaying(relay)}" for name, relay in replicas)

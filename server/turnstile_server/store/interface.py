@@ -268,8 +268,10 @@ class ReplicaStore(Protocol):
         """Starts a new incarnation with a lease of `ttl` s; returns its id."""
         ...
 
-    async def peers(self) -> builtins.list[str]:
-        """The names of the other replicas whose lease is live."""
+    async def agree(self, relay: str, *, alone: bool) -> builtins.list[tuple[str, str]]:
+        """Records `relay` ("none", "redis:<key prefix>") as how this deployment relays
+        events, unless live replicas agreed to another (or, `alone`, any did): those are
+        returned (name, relay) and nothing is recorded."""
         ...
 
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:

@@ -241,6 +241,7 @@ class PostgresReplicas:
         self._name = ""
         self._lease: Any = None
         self._listener = Listener(db)
+        self._relay: str | None = None
 
     @property
     def incarnation(self) -> str:
@@ -252,29 +253,53 @@ class PostgresReplicas:
         incarnation = new_id()
         self._name = name
         await self._execute(
-            "INSERT INTO replicas (incarnation, name, expires_at)"
-            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))",
+            "INSERT INTO replicas (incarnation, name, expires_at, relay)"
+            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), $4)",
             incarnation,
             name,
             ttl,
+            self._relay,  # what an earlier incarnation of this process agreed to
         )
         self._incarnation = incarnation
         log.info("replica %s joined as incarnation %s (lease %.1f s)", name, incarnation, ttl)
         return incarnation
 
-    async def peers(self) -> list[str]:
-        """The names of the other incarnations whose lease has not expired."""
+    async def agree(self, relay: str, *, alone: bool) -> list[tuple[str, str]]:
+        """Under the `deployment` row's lock: the live incarnations that agreed to another
+        relay (or, `alone`, any that agreed), as (name, relay); if none, `relay` is recorded
+        as the deployment's and this incarnation's."""
         conn = await self._lease_conn()
         try:
-            rows = await conn.fetch(
-                "SELECT name FROM replicas WHERE expires_at > clock_timestamp()"
-                " AND incarnation <> $1 ORDER BY start_time",
-                self._incarnation,
-            )
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO deployment (id, relay) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                    relay,
+                )
+                await conn.execute("SELECT 1 FROM deployment WHERE id = 1 FOR UPDATE")
+                rows = await conn.fetch(
+                    "SELECT name, relay FROM replicas WHERE expires_at > clock_timestamp()"
+                    " AND incarnation <> $1 AND relay IS NOT NULL ORDER BY start_time",
+                    self._incarnation,
+                )
+                others = [(row["name"], row["relay"]) for row in rows]
+                blocking = [(name, theirs) for name, theirs in others if alone or theirs != relay]
+                if blocking:
+                    return blocking
+                await conn.execute(
+                    "UPDATE deployment SET relay = $1, update_time = clock_timestamp()"
+                    " WHERE id = 1 AND relay <> $1",
+                    relay,
+                )
+                await conn.execute(
+                    "UPDATE replicas SET relay = $2 WHERE incarnation = $1",
+                    self._incarnation,
+                    relay,
+                )
         except BaseException:
             self._drop_lease_conn()
             raise
-        return [row["name"] for row in rows]
+        self._relay = relay
+        return []
 
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
         """Extends the lease unless it expired; which of `running` to stop (see `Renewal`)."""
