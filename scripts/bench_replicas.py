@@ -2,9 +2,9 @@
 
 Rows (`turnstile_tools/bench/replicas.py` says how each is measured): runs/s and server CPU per
 run on SQLite (the baseline), on PostgreSQL with one replica and with two; CancelRun sent to
-replica b of a run executing on a, by NOTIFY and with a's LISTEN connection cut (the heartbeat
-then); CreateRun(interrupt) on b of a run on a. Exits non-zero only when something could not be
-measured.
+replica b of a run executing on a, by NOTIFY and with a's LISTEN connection cut (a listens
+again and asks at once); CreateRun(interrupt) on b of a run on a. Exits non-zero only when
+something could not be measured.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ def get_client(
     root_certificates: bytes | None = None,
     client_certificate: bytes | None = None,
     client_key: bytes | None = None,
+    load_balancing: str | None = None,
 ) -> TurnstileClient:
     """Returns an asyncio client for the Turnstile server at `url`.
 
@@ -73,10 +74,19 @@ def get_client(
     TLS trusts the system's CAs unless `root_certificates` (PEM bytes) are given; for mutual
     TLS pass `client_certificate` and `client_key` (PEM bytes). Giving any of them turns TLS
     on for a `host:port` url too.
+
+    `load_balancing="round_robin"` spreads the calls over every address `url` resolves to:
+    with `dns:///turnstile.internal:50051` (one A record per replica) or a static list
+    `ipv4:10.0.0.1:50051,10.0.0.2:50051`; a retry after `UNAVAILABLE` goes to the next
+    address. By default (None, gRPC's `pick_first`) every call goes to the first address that
+    answers.
     """
     tls = (
         TlsFiles(root_certificates, client_certificate, client_key)
         if root_certificates or client_certificate or client_key
         else None
     )
-    return TurnstileClient(Transport(url, api_key=api_key, timeout=timeout, tls=tls))
+    transport = Transport(
+        url, api_key=api_key, timeout=timeout, tls=tls, load_balancing=load_balancing
+    )
+    return TurnstileClient(transport)

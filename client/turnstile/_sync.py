@@ -246,6 +246,7 @@ def get_sync_client(
     root_certificates: bytes | None = None,
     client_certificate: bytes | None = None,
     client_key: bytes | None = None,
+    load_balancing: str | None = None,
 ) -> SyncTurnstileClient:
     """Returns a blocking client for the Turnstile server at `url`; see `get_client`."""
     return SyncTurnstileClient(
@@ -256,5 +257,6 @@ def get_sync_client(
             root_certificates=root_certificates,
             client_certificate=client_certificate,
             client_key=client_key,
+            load_balancing=load_balancing,
         )
     )

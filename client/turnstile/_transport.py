@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ class TlsFiles:
     client_key: bytes | None = None
 
 
+LOAD_BALANCING = ("round_robin", "pick_first")
+"""The channel's load-balancing policies `get_client(load_balancing=...)` takes."""
+
+
 class Transport:
     """Owns a `grpc.aio` channel, opened on first use in the event loop that uses it.
 
@@ -91,9 +96,15 @@ class Transport:
         api_key: str | None,
         timeout: float | None,
         tls: TlsFiles | None = None,
+        load_balancing: str | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if load_balancing not in (None, *LOAD_BALANCING):
+            raise ValueError(
+                f"load_balancing must be one of {', '.join(LOAD_BALANCING)}, got {load_balancing!r}"
+            )
+        self._load_balancing = load_balancing
         if tls is not None and (tls.client_certificate is None) != (tls.client_key is None):
             raise ValueError("a client certificate needs its key, and a key its certificate")
         self._target, self._secure = parse_url(url)
@@ -239,10 +250,13 @@ class Transport:
         return _checked(response, response_type)
 
     def _open_channel(self) -> Any:
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.primary_user_agent", _USER_AGENT),
         ]
+        if self._load_balancing is not None:
+            policy: dict[str, Any] = {"loadBalancingConfig": [{self._load_balancing: {}}]}
+            options.append(("grpc.service_config", json.dumps(policy)))
         if self._secure:
             tls = self._tls or TlsFiles()
             credentials = grpc.ssl_channel_credentials(

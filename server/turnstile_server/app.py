@@ -40,7 +40,6 @@ from turnstile_server.runner import Runner
 from turnstile_server.runtime.graph_loops import GraphLoops
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, open_store
-from turnstile_server.store.interface import ReplicaStore
 
 if TYPE_CHECKING:  # imported only with --redis: redis.asyncio takes about a second to import
     from turnstile_server.relay import Relay
@@ -252,31 +251,9 @@ async def _join(
     )
     await lease.join()
     opened.push_async_callback(lease.close)
-    if not config.redis:
-        peers = await _peers_after_one_lease(replicas, config)
-        if peers:  # a configuration error: the CLI prints it and exits 1
-            raise ValueError(
-                f"replica {name} has no --redis, and other replicas serve this database"
-                f" ({', '.join(peers)}): replicas sharing a PostgreSQL database relay their runs'"
-                " events through Redis (docs/deploy.md). Give every replica --redis"
-                " redis://host:port/db, or run one replica alone"
-            )
+    relay = f"redis:{config.redis_key_prefix}" if config.redis else "none"
+    await lease.agree(relay, alone=not config.redis)  # DeploymentMismatch: the CLI exits 2
     return lease
-
-
-async def _peers_after_one_lease(replicas: ReplicaStore, config: ServerConfig) -> list[str]:
-    """The other replicas still renewing their lease. A replica restarted after a crash finds
-    its predecessor's lease live for up to one TTL: it waits that out (its runs could not be
-    resumed before anyway) and names only the peers that kept renewing."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + config.lease_ttl_seconds + config.lease_beat_seconds
-    peers: list[str] = await replicas.peers()
-    if peers:
-        log.info("waiting up to one lease for %s to expire or renew", ", ".join(peers))
-    while peers and loop.time() < deadline:
-        await asyncio.sleep(min(config.lease_beat_seconds, max(0.0, deadline - loop.time())))
-        peers = await replicas.peers()
-    return peers
 
 
 async def _relay(config: ServerConfig) -> Relay | None:

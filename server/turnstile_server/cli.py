@@ -67,6 +67,7 @@ def _collect_less() -> None:
 def serve(args: argparse.Namespace) -> int:
     """Runs a parsed `serve` command until it is stopped; returns the exit status."""
     from turnstile_server.app import serve as serving
+    from turnstile_server.replica import DeploymentMismatch
 
     try:
         config = config_from(args)
@@ -74,6 +75,9 @@ def serve(args: argparse.Namespace) -> int:
             config.check()
             _collect_less()
             asyncio.run(serving(config))
+    except DeploymentMismatch as exc:  # this replica's options contradict its peers'
+        print(f"turnstile: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, TurnstileError) as exc:
         print(f"turnstile: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,12 @@ elsewhere (so a lost NOTIFY costs at most one beat) or are no longer this replic
 each renewal the replica makes sure it listens for NOTIFYs, sweeps the runs of replicas whose
 lease expired, and polls for runs to claim.
 
+When the listening connection ends by itself (terminated, the database restarted), the
+heartbeat does not wait for its next beat: it listens again at once and then renews, so a
+cancellation NOTIFYed while nobody listened is reported by that renewal (listening first, so
+one committed after the renewal's read is NOTIFYed to the new connection). A connection cut
+without the replica noticing (no packet back) still costs at most one beat.
+
 The replica also keeps a local deadline on its own monotonic clock: `ttl` after the moment
 the last successful renewal was *sent* (the database's expiry is later than that). Past it
 without a renewal (the database unreachable, the process paused), the incarnation is over:
@@ -17,6 +23,7 @@ anyway (`store/postgres/fence.py`); the deadline makes it stop trying.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -39,6 +46,7 @@ class ReplicaLease:
         self._beat = beat
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._listen_lost = asyncio.Event()
         scheduler.poll_seconds = beat
 
     @property
@@ -59,6 +67,37 @@ class ReplicaLease:
         self._deadline = sent + self._ttl
         self._scheduler.joined(self.name, self.incarnation)
 
+    async def agree(self, relay: str, *, alone: bool) -> None:
+        """Records how this replica relays its runs' events ("none", "redis:<key prefix>")
+        as the deployment's, after `join`; DeploymentMismatch if live replicas relay them
+        otherwise (or, `alone`, if any serves). A predecessor that crashed keeps its lease
+        up to one TTL: that long (and a beat) is waited out first, renewing this one."""
+        deadline = time.monotonic() + self._ttl + self._beat
+        blocking = await self._replicas.agree(relay, alone=alone)
+        if blocking:
+            log.info("waiting up to one lease for %s to expire", _named(blocking))
+        while blocking and time.monotonic() < deadline:
+            await asyncio.sleep(min(self._beat, max(0.0, deadline - time.monotonic())))
+            sent = time.monotonic()
+            if await self._replicas.renew(self._ttl, {}) is not None:
+                self._deadline = sent + self._ttl
+            blocking = await self._replicas.agree(relay, alone=alone)
+        if not blocking:
+            return
+        if alone and all(theirs == relay for _, theirs in blocking):
+            raise DeploymentMismatch(
+                f"replica {self.name} has no --redis, and other replicas serve this database"
+                f" ({_named(blocking)}): replicas sharing a PostgreSQL database relay their"
+                " runs' events through Redis (docs/deploy.md). Give every replica --redis"
+                " redis://host:port/db, or run one replica alone"
+            )
+        raise DeploymentMismatch(
+            f"replica {self.name} relays its runs' events {_relaying(relay)}, but the"
+            f" replicas serving this database relay them otherwise ({_named(blocking)}):"
+            " every replica on one database needs the same --redis and --redis-key-prefix"
+            " (docs/deploy.md). Restart this one with theirs, or stop them all first"
+        )
+
     async def start(self) -> None:
         """Listens for cancellations and ready runs, and starts the heartbeat."""
         try:
@@ -67,7 +106,9 @@ class ReplicaLease:
             # refuse to start (the heartbeat retries, and reports cancellations meanwhile).
             async with asyncio.timeout(self._ttl):
                 await self._replicas.listen(
-                    self._scheduler.cancelled_elsewhere, self._scheduler.claim_soon
+                    self._scheduler.cancelled_elsewhere,
+                    self._scheduler.claim_soon,
+                    self._listen_lost.set,
                 )
         except Exception as exc:
             log.warning("listening for other replicas' signals failed (retried): %r", exc)
@@ -89,10 +130,21 @@ class ReplicaLease:
 
     async def _beats(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, min(self._beat, self._deadline - time.monotonic())))
+            pause = max(0.0, min(self._beat, self._deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._listen_lost.wait()
             if time.monotonic() >= self._deadline:
                 await self._lost("no renewal before its local deadline")
                 continue
+            if self._listen_lost.is_set():
+                # Listen again before the renewal reads the cancellations (see the module's
+                # docstring); failing that, the beats retry.
+                self._listen_lost.clear()
+                try:
+                    await self._listen()
+                except Exception as exc:
+                    log.warning("listening for other replicas' signals failed: %r", exc)
             sent = time.monotonic()
             try:
                 async with asyncio.timeout(self._deadline - sent):
@@ -128,7 +180,9 @@ class ReplicaLease:
     async def _listen(self) -> None:
         async with asyncio.timeout(self._beat):
             reconnected = await self._replicas.listen(
-                self._scheduler.cancelled_elsewhere, self._scheduler.claim_soon
+                self._scheduler.cancelled_elsewhere,
+                self._scheduler.claim_soon,
+                self._listen_lost.set,
             )
         if reconnected:
             self._scheduler.claim_soon()  # what was announced while nobody listened
@@ -151,3 +205,18 @@ class ReplicaLease:
                 await asyncio.sleep(self._beat)
         log.info("replica %s resumes as incarnation %s", self.name, self.incarnation)
         self._scheduler.resume()
+
+
+class DeploymentMismatch(ValueError):
+    """This replica's configuration does not fit the replicas serving its database (the CLI
+    prints it and exits 2)."""
+
+
+def _relaying(relay: str) -> str:
+    if relay.startswith("redis:"):
+        return f"through Redis under the key prefix {relay.removeprefix('redis:')!r}"
+    return "without Redis"
+
+
+def _named(replicas: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name}: {_relaying(relay)}" for name, relay in replicas)

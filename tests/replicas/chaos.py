@@ -62,6 +62,9 @@ class Chaos:
     unanswered: int = 0  # calls no replica answered (their run, if admitted, is not acked)
     faults: list[str] = field(default_factory=list)
     exits: list[float] = field(default_factory=list)  # seconds from SIGKILL/SIGTERM to exit
+    # When a replica could not publish what it had (SIGKILL, or SIGSTOP until SIGCONT), as
+    # (from, to) in epoch microseconds: the checker excuses a run's unpublished `end` there.
+    silenced: list[tuple[int, int]] = field(default_factory=list)
     _clients: dict[str, TurnstileClient] = field(default_factory=dict)
 
     def client(self, name: str) -> TurnstileClient:
@@ -165,6 +168,8 @@ async def fault_loop(chaos: Chaos, seconds: float) -> None:
 
 
 async def _kill(chaos: Chaos, name: str) -> None:
+    now = time.time_ns() // 1000
+    chaos.silenced.append((now, now))
     await _restart(chaos, name, signal.SIGKILL)
 
 
@@ -193,6 +198,7 @@ async def _stop(chaos: Chaos, name: str) -> None:
     replica = group[name]
     incarnation = await _incarnation(group, name)
     resumed = sum("resumes as incarnation" in line for line in replica.lines)
+    stopped = time.time_ns() // 1000
     replica.signal(signal.SIGSTOP)
     try:
 
@@ -207,6 +213,7 @@ async def _stop(chaos: Chaos, name: str) -> None:
         await eventually(expired, within=RECOVERY, interval=0.05)
     finally:
         replica.signal(signal.SIGCONT)
+        chaos.silenced.append((stopped, time.time_ns() // 1000))
 
     async def joined_again() -> None:
         assert sum("resumes as incarnation" in line for line in replica.lines) > resumed

@@ -12,9 +12,15 @@ guarantees held):
   each written by one of the run's own attempts, their epochs never going back; and a run
   has one audited attempt per start (`runs.attempt`).
 
-The last is the store's side of "seq is contiguous within each attempt": a step's
-checkpoint is what its events are published from, and cross-replica streams (Redis) are not
-there to read a stream back from every replica.
+- each ended or rolled-back run's Redis stream (`<prefix>run:<run_id>`, what every other
+  replica's subscribers read): within each attempt (`seq >> 32`) its seqs are 1, 2, ...
+  with no `gap` entry, and it ends with one `end`, its last entry. An `end` is excused when
+  the run ended within `SILENCED_SLACK` before a replica was killed, or while one was
+  stopped (`Chaos.silenced`): the replica that wrote it may have died before publishing it
+  (subscribers get STREAM_EXPIRED then, `relay/run_stream.py`).
+
+The checkpoints are the store's side of "seq is contiguous within each attempt"; the streams
+are the subscribers' side.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from tests.replicas.cluster import Cluster
 
 ENDED = {"success", "error", "interrupted", "timeout"}
+LOW = (1 << 32) - 1  # a seq's low bits: its number within its attempt
+SILENCED_SLACK = 2_000_000  # µs from a run's end to a kill that may have lost it
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,10 @@ class Ack:
     replica: str
 
 
-async def violations(group: Cluster, acks: list[Ack]) -> list[str]:
-    """Everything the database and `acks` say that the guarantees forbid."""
+async def violations(
+    group: Cluster, acks: list[Ack], silenced: list[tuple[int, int]] | None = None
+) -> list[str]:
+    """Everything the database, Redis and `acks` say that the guarantees forbid."""
     attempts = await group.query(
         "SELECT thread_id, run_id, epoch, owner, start_time, end_time, outcome"
         " FROM run_attempts ORDER BY thread_id, start_time, epoch"
@@ -61,6 +73,41 @@ async def violations(group: Cluster, acks: list[Ack]) -> list[str]:
     found += [f"rolled-back run {r['run_id']} keeps a checkpoint" for r in leftovers]
     found += _steps(checkpoints, attempts)
     found += _attempt_counts(runs, attempts)
+    ends = await group.query(
+        "SELECT run_id, end_time FROM runs WHERE status <> ALL($1::text[])"
+        " UNION ALL SELECT run_id, rolled_back_time FROM rolled_back_runs",
+        ["pending", "running"],
+    )
+    found += await _streams(group, {row["run_id"]: row["end_time"] for row in ends}, silenced)
+    return found
+
+
+async def _streams(
+    group: Cluster, ends: dict[str, int], silenced: list[tuple[int, int]] | None
+) -> list[str]:
+    """The checks of the runs' Redis streams (see the module)."""
+    client: Any = aioredis.Redis.from_url(group.redis)
+    found = []
+    try:
+        for run_id, end_time in sorted(ends.items()):
+            entries = await client.xrange(f"{group.redis_prefix}run:{run_id}")
+            seqs = [int(raw_id.split(b"-")[1]) for raw_id, _ in entries]
+            flags = [fields.get(b"e", b"").decode() for _, fields in entries]
+            for attempt, numbered in itertools.groupby(seqs, key=lambda seq: seq >> 32):
+                low = [seq & LOW for seq in numbered]
+                if low != list(range(1, len(low) + 1)):
+                    found.append(f"run {run_id}: attempt {attempt + 1}'s stream seqs are {low}")
+            if "gap" in flags:
+                found.append(f"run {run_id}: its stream has a gap entry: {flags}")
+            if flags.count("end") > 1 or ("end" in flags and flags[-1] != "end"):
+                found.append(f"run {run_id}: its stream's `end` is not its one last entry")
+            excused = any(
+                start - SILENCED_SLACK <= end_time <= stop for start, stop in silenced or []
+            )
+            if "end" not in flags and not excused:
+                found.append(f"run {run_id} ended, but its stream has no `end`: {seqs}")
+    finally:
+        await client.aclose()
     return found
 
 

@@ -1,4 +1,5 @@
-"""gRPC client-side round robin over replicas, as docs/deploy.md shows it."""
+"""gRPC client-side round robin over replicas, as docs/deploy.md shows it: a raw channel,
+and the SDK's `get_client(load_balancing="round_robin")`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.protobuf import struct_pb2
 from tests.replicas.cluster import cluster
 from tests.replicas.test_failover import WITHIN
 from tests.support import eventually
+from turnstile import TurnstileClient, get_client
 from turnstile.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,6 +51,48 @@ async def test_a_round_robin_channel_over_two_replicas_reaches_both(tmp_path: Pa
             await eventually(both_reached, within=WITHIN, interval=0.01)
         finally:
             await channel.close()
+
+
+async def test_the_sdk_s_round_robin_option_spreads_its_calls_over_two_replicas(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        target = "ipv4:" + ",".join(r.address for r in group.replicas)
+        incarnations = {r.incarnation for r in group.replicas}
+
+        async def owners(client: TurnstileClient, runs: int) -> set[str]:
+            # One call per run (the thread made by it), so round robin alternates runs.
+            created = []
+            for _ in range(runs):
+                run = await client.runs.create(
+                    str(uuid.uuid4()),
+                    "file_gated",
+                    input=_input(),
+                    config=group.config,
+                    if_not_exists="create",
+                )
+                created.append(run["run_id"])
+            rows = await group.query(
+                "SELECT DISTINCT owner FROM run_attempts WHERE run_id = ANY($1::text[])", created
+            )
+            return {row["owner"] for row in rows}
+
+        # Each run starts on the replica that admitted it: its attempt's owner names the
+        # replica the call reached. By default (pick_first) that is always the first one.
+        default = get_client(url=target)
+        spread = get_client(url=target, load_balancing="round_robin")
+        try:
+            assert await owners(default, 6) == {group["a"].incarnation}
+            assert await owners(spread, 6) == incarnations
+        finally:
+            await default.close()
+            await spread.close()
+        with pytest.raises(ValueError, match="load_balancing must be one of"):
+            get_client(url=target, load_balancing="random")
+
+
+def _input() -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": "hi"}], "gates": []}
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:

@@ -126,6 +126,31 @@ async def test_cancel_run_on_b_reaches_a_within_a_beat_when_its_listen_connectio
         await b.close()
 
 
+async def test_a_replica_whose_listen_connection_ends_asks_for_its_cancellations_at_once(
+    tmp_path: Path,
+) -> None:
+    # A beat of a minute: the cancellation can reach a in time only if a notices its LISTEN
+    # connection ended, listens again and asks the database then, not at its next beat.
+    # Without that (replica.py's `_listen_lost`), this fails (the run is still running
+    # after WITHIN, 20 s).
+    beat = ("--lease-ttl-seconds", "180", "--lease-beat-seconds", "60")
+    async with cluster(tmp_path, ("a", "b"), *beat) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, run_id = await running_on_a(group, a, ["a", "b"])
+        cut = await group.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'turnstile listen a' AND datname = current_database()"
+        )
+        assert [row[0] for row in cut] == [True]
+        await b.runs.cancel(thread_id, run_id, action="interrupt")
+        final = await ended(b, thread_id, run_id)
+        assert final["status"] == "interrupted"
+        assert group["a"].said("the listening connection of replica a was lost")
+        assert await texts(b, thread_id) == [("human", "one"), ("ai", "passed a")]
+        await a.close()
+        await b.close()
+
+
 async def test_delete_thread_on_b_stops_the_run_on_a(tmp_path: Path) -> None:
     # One slot: a's next run can start only once the deleted run has stopped there.
     async with cluster(tmp_path, ("a", "b"), "--max-running", "1") as group:

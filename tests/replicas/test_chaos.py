@@ -70,7 +70,7 @@ async def test_thirty_seconds_of_faults_break_no_guarantee(tmp_path: Path) -> No
             except AssertionError:
                 print(await _stuck(group, tmp_path))
                 raise
-            found = await violations(group, chaos.acks)
+            found = await violations(group, chaos.acks, chaos.silenced)
             outcomes = await group.query(
                 "SELECT status, count(*) AS n FROM runs GROUP BY status ORDER BY status"
             )

@@ -248,18 +248,6 @@ async def test_redis_stopped_mid_run_streams_answer_unavailable_and_the_run_fini
         await a.close()
 
 
-async def test_a_replica_without_redis_refuses_to_join_others_on_postgresql(
-    tmp_path: Path,
-) -> None:
-    async with cluster(tmp_path, ("a",)) as group:
-        with pytest.raises(AssertionError, match="exited before serving"):
-            await group.start("lone", redis="")
-        said = "".join(group["lone"].lines)
-        assert "has no --redis, and other replicas serve this database (a)" in said
-        assert "Traceback" not in said
-        assert group["a"].process.returncode is None
-
-
 async def test_a_replica_paused_past_its_lease_publishes_nothing_after_the_takeover(
     tmp_path: Path,
 ) -> None:

@@ -46,9 +46,13 @@ def seq_of(entry: bytes | str) -> int:
 
 
 def follows(position: int, seq: int) -> bool:
-    """Whether `seq` comes right after `position`: the next event of the same attempt, or the
-    first event of a later attempt (an attempt's events start at `(attempt - 1) << 32 + 1`).
-    Anything else means events in between are gone."""
+    """Whether `seq` comes right after `position`: the next event of the same attempt, or,
+    from a position before any event of an attempt (`position`'s low bits 0: after_seq 0, or
+    an attempt's base), the first event of a later attempt (an attempt's events start at
+    `(attempt - 1) << 32 + 1`). Not from the middle of an attempt to the next one: what the
+    cut attempt emitted after its last published event (its replica died with them, or
+    Redis was down) is not known, so anything else means events in between may be gone."""
     if seq == position + 1:
         return True
-    return seq & ((1 << LOW_BITS) - 1) == 1 and seq >> LOW_BITS > position >> LOW_BITS
+    low = (1 << LOW_BITS) - 1
+    return position & low == 0 and seq & low == 1 and seq >> LOW_BITS > position >> LOW_BITS

@@ -2,11 +2,13 @@
 
 The subscriber reads the run's stream after `0-<after_seq>` and checks that every entry comes
 right after the one before (`keys.follows`): a missing event (trimmed by `MAXLEN`, the key
-expired, Redis restarted empty, a `gap` its publisher left) is `OutOfRange`
-(STREAM_EXPIRED), never skipped. Redis not answering is `EventsUnavailable` (UNAVAILABLE).
-It stops after the entry flagged `end`. When Redis has nothing new and the database says the
-run has ended, the stream's newest entry decides: it is the end at the subscriber's position
-(nothing more to send), before it (past the end), or absent (expired).
+expired, Redis restarted empty, a `gap` its publisher left, the unrelayed tail of an attempt
+cut off mid-run, which the next attempt's first event would otherwise seem to follow) is
+`OutOfRange` (STREAM_EXPIRED), never skipped. Redis not answering is `EventsUnavailable`
+(UNAVAILABLE). It stops after the entry flagged `end`. When Redis has nothing new and the
+database says the run has ended, the stream's newest entry decides: it is the end at the
+subscriber's position (nothing more to send), before it (past the end), or absent (expired):
+so a run whose replica died with its tail unpublished (Redis down then) is STREAM_EXPIRED.
 
 A subscriber holds one batch at a time and reads at its own pace: Redis keeps the events.
 """
@@ -19,8 +21,10 @@ from redis.exceptions import RedisError
 
 from turnstile_server.errors import EventsUnavailable, OutOfRange
 from turnstile_server.event_log import SendBudget, StreamLimits
-from turnstile_server.relay.keys import entry_id, follows, seq_of
+from turnstile_server.relay.keys import LOW_BITS, entry_id, follows, seq_of
 from turnstile_server.relay.relay import Entries, Relay
+
+LOW_MASK = (1 << LOW_BITS) - 1
 
 RunEnded = Callable[[], Awaitable[bool]]
 """Whether the run has ended, per the database."""
@@ -95,10 +99,7 @@ class RunStream:
             if seq <= self._position:
                 continue
             flag = fields.get(b"e", b"")
-            contiguous = follows(self._position, seq) or (
-                self._position == 0 and seq & 0xFFFFFFFF == 1
-            )
-            if not contiguous or flag == b"gap":
+            if not follows(self._position, seq) or flag == b"gap":
                 raise self._expired(seq)
             frames.append(fields[b"f"])
             self._position = seq
@@ -140,9 +141,18 @@ class RunStream:
         )
 
     def _expired(self, seq: int) -> OutOfRange:
+        metadata = {**self._what, "after_seq": str(self._position), "first_seq": str(seq)}
+        if seq >> LOW_BITS > self._position >> LOW_BITS and seq & LOW_MASK == 1:
+            return OutOfRange(
+                f"the attempt of run {self._run_id} that emitted seq {self._position} was cut"
+                " off before all its events were relayed (its replica stopped, or Redis was"
+                f" down); the run's next attempt begins at seq {seq}: resume with"
+                f" after_seq={seq - 1}",
+                metadata=metadata,
+            )
         return OutOfRange(
             f"the events of run {self._run_id} after seq {self._position} are no longer retained",
-            metadata={**self._what, "after_seq": str(self._position), "first_seq": str(seq)},
+            metadata=metadata,
         )
 
     def _unavailable(self, exc: BaseException) -> EventsUnavailable:

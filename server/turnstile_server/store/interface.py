@@ -268,8 +268,10 @@ class ReplicaStore(Protocol):
         """Starts a new incarnation with a lease of `ttl` s; returns its id."""
         ...
 
-    async def peers(self) -> builtins.list[str]:
-        """The names of the other replicas whose lease is live."""
+    async def agree(self, relay: str, *, alone: bool) -> builtins.list[tuple[str, str]]:
+        """Records `relay` ("none", "redis:<key prefix>") as how this deployment relays
+        events, unless live replicas agreed to another (or, `alone`, any did): those are
+        returned (name, relay) and nothing is recorded."""
         ...
 
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
@@ -287,10 +289,14 @@ class ReplicaStore(Protocol):
         ...
 
     async def listen(
-        self, on_cancel: Callable[[str, str], None], on_ready: Callable[[], None]
+        self,
+        on_cancel: Callable[[str, str], None],
+        on_ready: Callable[[], None],
+        on_lost: Callable[[], None],
     ) -> bool:
         """Makes sure a connection listens for cancellations (thread id, run id) and for runs
-        ready to be claimed; returns whether it was (re)connected now."""
+        ready to be claimed; returns whether it was (re)connected now. `on_lost` is called
+        if that connection ends by itself later (its notices since are lost)."""
         ...
 
     async def unlisten(self) -> None:

@@ -8,8 +8,9 @@
   there); `CancelRun` (interrupt) is sent to replica b; the figure is from just before the
   call until the run's attempt ended, by the attempts' audit (`run_attempts.end_time`, the
   database's clock: the same machine's clock as the bench's). Also with a's LISTEN
-  connection cut just before (`pg_terminate_backend`): the NOTIFY is lost and the heartbeat's
-  report stops the run, within one beat.
+  connection cut just before (`pg_terminate_backend`): the NOTIFY may be lost; a notices the
+  connection ended, listens again and asks the database for its cancellations at once
+  (`replica.py`), and its heartbeat would within one beat if it had not noticed.
 - **Interrupt handoff across replicas**: as above, but `CreateRun(interrupt)` of `echo` sent
   to b; until the old attempt ended, and until the new run's attempt began (on a, which
   starts it in the write that finishes the old one).

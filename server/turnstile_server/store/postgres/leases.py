@@ -21,7 +21,6 @@ claims what a lost `ready` left waiting.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -35,14 +34,11 @@ from turnstile_server.errors import Unavailable
 from turnstile_server.ids import new_id
 from turnstile_server.store.interface import Renewal
 from turnstile_server.store.postgres.database import CONNECT_TIMEOUT, Conn, Database
+from turnstile_server.store.postgres.listener import CANCEL_CHANNEL, READY_CHANNEL, Listener
 from turnstile_server.store.postgres.rows import SELECT_RUNS, run_from_row
 from turnstile_server.store.records import Admission, Ended, Recovery, RunError, RunRecord, Start
 
 log = logging.getLogger(__name__)
-
-CANCEL_CHANNEL = "turnstile_cancel"
-READY_CHANNEL = "turnstile_ready"
-
 
 _CLAIM_THREAD = """
     SELECT t.thread_id FROM threads t
@@ -244,7 +240,8 @@ class PostgresReplicas:
         self._incarnation = ""
         self._name = ""
         self._lease: Any = None
-        self._listener: Any = None
+        self._listener = Listener(db)
+        self._relay: str | None = None
 
     @property
     def incarnation(self) -> str:
@@ -256,29 +253,53 @@ class PostgresReplicas:
         incarnation = new_id()
         self._name = name
         await self._execute(
-            "INSERT INTO replicas (incarnation, name, expires_at)"
-            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))",
+            "INSERT INTO replicas (incarnation, name, expires_at, relay)"
+            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), $4)",
             incarnation,
             name,
             ttl,
+            self._relay,  # what an earlier incarnation of this process agreed to
         )
         self._incarnation = incarnation
         log.info("replica %s joined as incarnation %s (lease %.1f s)", name, incarnation, ttl)
         return incarnation
 
-    async def peers(self) -> list[str]:
-        """The names of the other incarnations whose lease has not expired."""
+    async def agree(self, relay: str, *, alone: bool) -> list[tuple[str, str]]:
+        """Under the `deployment` row's lock: the live incarnations that agreed to another
+        relay (or, `alone`, any that agreed), as (name, relay); if none, `relay` is recorded
+        as the deployment's and this incarnation's."""
         conn = await self._lease_conn()
         try:
-            rows = await conn.fetch(
-                "SELECT name FROM replicas WHERE expires_at > clock_timestamp()"
-                " AND incarnation <> $1 ORDER BY start_time",
-                self._incarnation,
-            )
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO deployment (id, relay) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                    relay,
+                )
+                await conn.execute("SELECT 1 FROM deployment WHERE id = 1 FOR UPDATE")
+                rows = await conn.fetch(
+                    "SELECT name, relay FROM replicas WHERE expires_at > clock_timestamp()"
+                    " AND incarnation <> $1 AND relay IS NOT NULL ORDER BY start_time",
+                    self._incarnation,
+                )
+                others = [(row["name"], row["relay"]) for row in rows]
+                blocking = [(name, theirs) for name, theirs in others if alone or theirs != relay]
+                if blocking:
+                    return blocking
+                await conn.execute(
+                    "UPDATE deployment SET relay = $1, update_time = clock_timestamp()"
+                    " WHERE id = 1 AND relay <> $1",
+                    relay,
+                )
+                await conn.execute(
+                    "UPDATE replicas SET relay = $2 WHERE incarnation = $1",
+                    self._incarnation,
+                    relay,
+                )
         except BaseException:
             self._drop_lease_conn()
             raise
-        return [row["name"] for row in rows]
+        self._relay = relay
+        return []
 
     async def renew(self, ttl: float, running: dict[str, int]) -> Renewal | None:
         """Extends the lease unless it expired; which of `running` to stop (see `Renewal`)."""
@@ -340,45 +361,17 @@ class PostgresReplicas:
         return await self._db.write(lambda conn: claim(conn, exclude, now, incarnation))
 
     async def listen(
-        self, on_cancel: Callable[[str, str], None], on_ready: Callable[[], None]
+        self,
+        on_cancel: Callable[[str, str], None],
+        on_ready: Callable[[], None],
+        on_lost: Callable[[], None],
     ) -> bool:
-        """(Re)connects the listening connection if it is not open; True if it was now."""
-        if self._listener is not None and not self._listener.is_closed():
-            return False
-        self._listener = None
-
-        def cancelled(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            try:
-                message = json.loads(payload)
-                on_cancel(message["thread_id"], message["run_id"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignored a malformed cancellation notice %r", payload)
-
-        def ready(_conn: Any, _pid: int, _channel: str, _payload: str) -> None:
-            on_ready()
-
-        conn = await asyncpg.connect(
-            self._db.url,
-            timeout=CONNECT_TIMEOUT,
-            server_settings={"application_name": f"turnstile listen {self._name}"},
-        )
-        try:
-            await conn.add_listener(CANCEL_CHANNEL, cancelled)
-            await conn.add_listener(READY_CHANNEL, ready)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._listener = conn
-        return True
+        """(Re)connects the listening connection if it is not open (see `Listener.listen`)."""
+        return await self._listener.listen(self._name, on_cancel, on_ready, on_lost)
 
     async def unlisten(self) -> None:
         """Closes the listening connection."""
-        conn, self._listener = self._listener, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT)
-            except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
-                conn.terminate()
+        await self._listener.unlisten()
 
     async def _lease_conn(self) -> Any:
         if self._lease is None or self._lease.is_closed():

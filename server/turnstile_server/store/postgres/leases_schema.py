@@ -29,3 +29,16 @@ LEASES_MIGRATION = """
     CREATE INDEX run_attempts_by_thread ON run_attempts (thread_id, start_time);
 """
 """Migration 3: leases, epochs and owners, checkpoints' epochs, the attempts' audit."""
+
+DEPLOYMENT_MIGRATION = """
+    -- What the replicas on this database agreed on: how they relay runs' events ("none", or
+    -- "redis:<key prefix>"). Its row is also the lock under which a replica checks it.
+    CREATE TABLE deployment (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        relay TEXT NOT NULL,
+        update_time TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    );
+    -- The relay an incarnation agreed to (NULL until it did).
+    ALTER TABLE replicas ADD COLUMN relay TEXT;
+"""
+"""Migration 5: the deployment's relay, and each incarnation's."""

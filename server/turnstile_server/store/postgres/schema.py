@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from turnstile_server.store.postgres.leases_schema import LEASES_MIGRATION
+from turnstile_server.store.postgres.leases_schema import DEPLOYMENT_MIGRATION, LEASES_MIGRATION
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rolled_back_runs_by_time ON rolled_back_runs (rolled_back_time);
     """,
+    # 5: how the deployment relays events, and what each incarnation agreed to.
+    DEPLOYMENT_MIGRATION,
 ]
 
 
