@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
@@ -127,3 +130,28 @@ def hitl_registry() -> GraphRegistry:
     graphs.register("chain", chain())
     graphs.register("nested", nested())
     return graphs
+
+
+async def _file_gated_act(state: Approval, config: RunnableConfig) -> dict[str, Any]:
+    """`act`, held at the file gate `<configurable.gate_dir>/act` (a server in another
+    process: `tests.processes.FileGates`)."""
+    gate_dir = Path(str(config["configurable"].get("gate_dir", ".")))
+    (gate_dir / "act.arrived").touch()
+    while not (gate_dir / "act").exists():  # noqa: ASYNC110 - a file, across processes
+        await asyncio.sleep(0.02)
+    return {"steps": ["act"]}
+
+
+def _file_approval() -> Any:
+    """ask (interrupt) -> act (file-gated): what a resume run executes, cut between them."""
+    builder = StateGraph(Approval)
+    builder.add_node("ask", _ask)
+    builder.add_node("act", _file_gated_act)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", "act")
+    builder.add_edge("act", END)
+    return builder.compile()
+
+
+FILE_APPROVAL = _file_approval()
+"""For a server in another process: `--graph approval=tests.hitl_graphs:FILE_APPROVAL`."""

@@ -705,3 +705,130 @@ async def test_unknown_nodes_and_an_unknown_checkpoint_are_refused_at_admission(
     assert goto.value.metadata["field"] == "command.goto"
     assert checkpoint.value.reason == "CHECKPOINT_NOT_FOUND"
     assert await client.runs.list(thread["thread_id"]) == []
+
+
+# The thread state of a waiting thread, over gRPC: next, tasks, interrupts, checkpoints.
+
+
+async def test_the_state_of_a_waiting_thread_shows_next_its_task_and_the_interrupt(
+    client: TurnstileClient,
+) -> None:
+    thread_id, interrupt_id = await waiting_approval(client)
+
+    state = await client.threads.get_state(thread_id)
+    parent = state["parent_checkpoint"]
+    assert parent is not None
+    earlier = await client.threads.get_state(thread_id, checkpoint_id=parent["checkpoint_id"])
+
+    assert state["next"] == ["ask"]
+    [task] = state["tasks"]
+    assert (task["name"], task["error"], task["checkpoint"]) == ("ask", None, None)
+    assert task["id"] and task["interrupts"] == [
+        {"id": interrupt_id, "value": {"question": "approve payment?"}}
+    ]
+    assert [(i["id"], i["value"]) for i in state["interrupts"]] == [
+        (interrupt_id, {"question": "approve payment?"})
+    ]
+    assert state["checkpoint"]["checkpoint_id"] == state["checkpoint_id"]
+    assert earlier["checkpoint"]["checkpoint_id"] == parent["checkpoint_id"]
+    assert earlier["next"] == ["draft"] and earlier["interrupts"] == []  # a past state
+    assert earlier["values"] == {"request": "payment", "steps": []}
+    assert state["values"]["steps"] == ["draft"]
+
+
+async def test_the_task_of_a_subgraph_that_waits_points_at_the_subgraphs_checkpoint(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "nested", input={"request": "deep"})
+
+    state = await client.threads.get_state(thread["thread_id"])
+
+    [task] = state["tasks"]
+    assert task["name"] == "inner" and task["checkpoint"] is not None
+    assert task["checkpoint"]["thread_id"] == thread["thread_id"]
+    assert task["checkpoint"]["checkpoint_ns"].startswith("inner:")
+    [pending] = state["interrupts"]
+    assert pending["value"] == {"question": "approve deep?"}
+
+
+# Command's update and goto reach LangGraph's Command.
+
+
+async def test_a_command_with_update_and_goto_runs_that_node_on_the_updated_state(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "chain", input={"request": "x"})
+
+    result = await client.runs.wait_run(
+        thread["thread_id"],
+        "chain",
+        command={"update": {"steps": ["manual"], "decision": "set"}, "goto": "act"},
+    )
+
+    assert result.run["status"] == "success"
+    assert len(FINAL) == 2 and FINAL[-1]["decision"] == "set"  # act ran again, on the update
+    assert FINAL[-1]["steps"] == ["draft", "act", "manual", "act"]  # through the reducer
+    assert result.values["steps"] == ["draft", "act", "manual", "act"]
+
+
+def parent_id(checkpoint: Any) -> str | None:
+    parent = checkpoint["parent_checkpoint"]
+    return None if parent is None else str(parent["checkpoint_id"])
+
+
+# Time travel: both branches in GetThreadHistory, and a rolled-back fork leaves no trace.
+
+
+async def test_the_history_shows_both_branches_of_a_fork_with_their_parents(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    await client.runs.wait(thread_id, "chain", input={"request": "x"})
+    original = await client.threads.get_history(thread_id, limit=100)
+    [fork_point] = [c for c in original if c["next"] == ["act"]]
+
+    fork = await client.runs.wait_run(thread_id, "chain", checkpoint_id=fork_point["checkpoint_id"])
+    history = await client.threads.get_history(thread_id, limit=100)
+
+    by_id = {c["checkpoint_id"]: c for c in history}
+    assert {c["checkpoint_id"] for c in original} < set(by_id), "the first branch stays"
+    forked = [c for c in history if c["run_id"] == fork.run["run_id"]]
+    assert forked and history[0]["run_id"] == fork.run["run_id"]
+    oldest = forked[-1]["parent_checkpoint"]
+    assert oldest is not None and oldest["checkpoint_id"] == fork_point["checkpoint_id"]
+    for checkpoint in history:  # every parent is in the history: two branches, one root
+        parent = checkpoint["parent_checkpoint"]
+        assert parent is None or parent["checkpoint_id"] in by_id
+    point = fork_point["checkpoint_id"]
+    children = [c for c in history if parent_id(c) == point]
+    assert {c["run_id"] for c in children} == {original[0]["run_id"], fork.run["run_id"]}
+    state = await client.threads.get_state(thread_id)
+    assert state["checkpoint_id"] == forked[0]["checkpoint_id"]
+
+
+async def test_a_rolled_back_fork_restores_the_state_from_before_it(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    gate = f"gate:{uuid.uuid4().hex}"
+    GATES.open(gate)  # the first run passes; the fork's act, on the same request, waits
+    await client.runs.wait(thread_id, "chain", input={"request": gate})
+    GATES.event(gate).clear()
+    GATES.arrived(gate).clear()
+    before = await client.threads.get_state(thread_id)
+    history = await client.threads.get_history(thread_id, limit=100)
+    [fork_point] = [c for c in history if c["next"] == ["act"]]
+
+    fork = await client.runs.create(thread_id, "chain", checkpoint_id=fork_point["checkpoint_id"])
+    await asyncio.wait_for(GATES.arrived(gate).wait(), GATE_TIMEOUT)
+    await client.runs.cancel(thread_id, fork["run_id"], wait=True, action="rollback")
+
+    after = await client.threads.get_state(thread_id)
+    assert after["checkpoint_id"] == before["checkpoint_id"]
+    assert after["values"] == before["values"] and after["next"] == []
+    assert await client.threads.get_history(thread_id, limit=100) == history
+    assert (await client.threads.get(thread_id))["status"] == "idle"

@@ -5,11 +5,17 @@ committed none starts again from its input, or from its `checkpoint_id` for a fo
 What Turnstile's resume adds is asserted, not only the outcome: the run's attempt is numbered
 (the run, its `metadata` event and every checkpoint of the attempt say 2), the resumed attempt
 writes no input checkpoint (the input is applied once) and only supersteps after the last
-committed one (none twice)."""
+committed one (none twice). For a plain input LangGraph itself would continue from the run's
+own checkpoint even if given the input again (its config's `run_id` matches the checkpoint's
+metadata); what needs Turnstile's input None is a run's `command`, shown by the resume test
+(it fails with the attempt given `_input(run)`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.processes import STARTUP, FileGates, served_client, sigkill
 from tests.support import eventually
@@ -175,3 +181,59 @@ async def test_a_fork_killed_before_its_first_checkpoint_resumes_from_its_checkp
     assert {c["metadata"]["run_attempt"] for c in forked} == {2}
     assert texts(state) == [("human", "one"), ("ai", "passed a"), ("ai", "passed b")]
     assert state["checkpoint_id"] == forked[0]["checkpoint_id"]
+
+
+@pytest.mark.parametrize("command", ["by-id", "with-update"])
+async def test_a_resume_killed_after_its_first_step_resumes_without_its_command_again(
+    tmp_path: Path, command: str
+) -> None:
+    """Why the resumed attempt gets input None rather than the run's input again. For a plain
+    input LangGraph would continue by itself (the config's `run_id` is the one in the latest
+    checkpoint's metadata), but a run's `command` is a `Command`, which LangGraph applies to
+    whatever the thread's latest checkpoint is. A resume cut after the step it answered,
+    given its `Command` again, would answer an interrupt no longer pending (by id: refused,
+    UNKNOWN_INTERRUPT, the run ERROR) or apply its `update` twice. Given None, it goes on
+    from the step it committed, its command applied once (both cases fail with the attempt
+    given `_input(run)`)."""
+    gates = FileGates(tmp_path / "gates")
+    database = tmp_path / "crash.db"
+    graph = "approval=tests.hitl_graphs:FILE_APPROVAL"
+
+    async with served_client(database, graph) as (process, client):
+        thread_id = (await client.threads.create())["thread_id"]
+        asked = await client.runs.wait_run(
+            thread_id, "approval", input={"request": "pay"}, config=gates.config
+        )
+        [[pending]] = (await client.threads.get(thread_id))["interrupts"].values()
+        answer: dict[str, Any] = (
+            {"resume": {pending["id"]: "yes"}}
+            if command == "by-id"
+            else {"resume": "yes", "update": {"steps": ["manual"]}}
+        )
+        resume = await client.runs.create(
+            thread_id, "approval", command=answer, config=gates.config
+        )
+
+        async def answered() -> None:
+            assert gates.arrived("act")
+            state = await client.threads.get_state(thread_id)
+            assert state["next"] == ["act"] and state["run_id"] == resume["run_id"]
+
+        await eventually(answered, within=STARTUP)
+        await sigkill(process)
+
+    gates.open("act")
+    async with served_client(database, graph) as (_, client):
+        result = await client.runs.join_run(thread_id, resume["run_id"])
+        history = await client.threads.get_history(thread_id, limit=100)
+        thread = await client.threads.get(thread_id)
+
+    assert asked.run["status"] == "success"
+    assert (result.run["status"], result.run["attempt"]) == ("success", 2), result.run["error"]
+    assert result.values["decision"] == "yes"
+    steps = ["ask", "act"] if command == "by-id" else ["manual", "ask", "act"]
+    assert result.values["steps"] == steps, "answered once, updated once, each step once"
+    mine = [c for c in history if c["run_id"] == resume["run_id"]]
+    assert [c["metadata"]["run_attempt"] for c in mine] == [2, 1]
+    assert [c["metadata"]["step"] for c in mine] == [2, 1], "ask, then act: none twice"
+    assert (thread["status"], thread["interrupts"]) == ("idle", {})
