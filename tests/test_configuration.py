@@ -41,6 +41,8 @@ CHANGED: dict[str, str] = {
     "max_page_bytes": "65536",
     "subscriber_max_lag": "50",
     "max_message_bytes": "2048",
+    "max_state_bytes": "4096",
+    "max_answer_bytes": "1048576",
     "redis": "redis://cache:6380/2",
     "redis_key_prefix": "blue:",
     "redis_stream_max_events": "500",

@@ -139,6 +139,7 @@ class App:
             timeout_seconds=config.run_timeout_seconds or None,
             close_tool_calls=config.close_tool_calls == "on",
             loops=loops,
+            max_state_bytes=config.max_state_bytes,
         )
         scheduler = Scheduler(
             store,
@@ -153,6 +154,7 @@ class App:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_answer_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
@@ -163,7 +165,15 @@ class App:
         )
         register(
             thread_service_pb2_grpc.add_ThreadServiceServicer_to_server,
-            ThreadService(store, scheduler, hub, registry, page_bytes=config.max_page_bytes),
+            ThreadService(
+                store,
+                scheduler,
+                hub,
+                registry,
+                page_bytes=config.max_page_bytes,
+                max_state_bytes=config.max_state_bytes,
+                answer_bytes=config.max_answer_bytes,
+            ),
             server,
         )
         register(

@@ -13,6 +13,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Final
 
 from turnstile_server.event_log import StreamLimits
+from turnstile_server.json_size import MAX_ANSWER_BYTES
 from turnstile_server.langgraph_json import checked_path
 from turnstile_server.store.records import DURABILITIES, ON_PENDING_INTERRUPT
 from turnstile_server.store.url import parse_database_url
@@ -203,6 +204,23 @@ class ServerConfig:
     max_page_bytes: int = option(
         4 << 20, "bytes a list answer may carry; a page stops before the entry past it", flag=None
     )
+    max_state_bytes: int = option(
+        16 << 20,
+        "largest a thread's state may grow, in bytes: a native thread's values as answers"
+        " encode them, a LangGraph thread's channels as stored. A graph's step past it ends"
+        " its run ERROR (StateTooLarge) and UpdateThreadState past it is RESOURCE_EXHAUSTED"
+        " STATE_TOO_LARGE, before anything of it is stored; at most half of `max_answer_bytes`,"
+        " so that every answer carrying a state fits",
+        metavar="N",
+    )
+    max_answer_bytes: int = option(
+        MAX_ANSWER_BYTES,
+        "largest message the server sends (gRPC's send limit; the SDK receives 64 MiB, other"
+        " gRPC clients 4 MiB unless told more). A thread stored larger than an answer can carry"
+        " (before `max_state_bytes` held it) is refused by GetThread and GetThreadState with"
+        " RESOURCE_EXHAUSTED STATE_TOO_LARGE and left out of list pages, with a warning",
+        flag=None,
+    )
     redis: str = option(
         "",
         "Redis (`redis://host:port/db`) relaying each run's events to the streams of every"
@@ -346,6 +364,17 @@ class ServerConfig:
             raise ValueError("switch_interval_ms must be between 0 (Python's own) and 100")
         if not 1024 <= self.max_message_bytes <= 64 << 20:
             raise ValueError("max_message_bytes must be between 1 KiB and 64 MiB")
+        if not 64 << 10 <= self.max_answer_bytes <= MAX_ANSWER_BYTES:
+            raise ValueError("max_answer_bytes must be between 64 KiB and 64 MiB")
+        if not 1024 <= self.max_page_bytes <= self.max_answer_bytes // 2:
+            raise ValueError(
+                "max_page_bytes must be at least 1 KiB and at most half of max_answer_bytes"
+            )
+        if not 1024 <= self.max_state_bytes <= self.max_answer_bytes // 2:
+            raise ValueError(
+                "max_state_bytes must be at least 1 KiB and at most half of max_answer_bytes"
+                " (32 MiB by default)"
+            )
         if self.durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
         if self.close_tool_calls not in ("on", "off"):

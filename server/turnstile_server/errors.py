@@ -300,6 +300,38 @@ class QueueFull(ResourceExhausted):
         )
 
 
+class StateTooLarge(ResourceExhausted):
+    """A thread's state would grow past `--max-state-bytes` (a graph's update, or
+    UpdateThreadState's), or a read finds one stored larger than an answer may carry."""
+
+    reason = "STATE_TOO_LARGE"
+
+    def __init__(
+        self,
+        size: int,
+        limit: int,
+        thread_id: str = "",
+        *,
+        what: str = "",
+        setting: str = "--max-state-bytes",
+    ) -> None:
+        what = what or f"the update would make the thread's state {size} bytes"
+        super().__init__(
+            f"{what}, over the limit of {limit} bytes ({setting})",
+            metadata={
+                key: value
+                for key, value in (
+                    ("thread_id", thread_id),
+                    ("size", str(size)),
+                    ("limit", str(limit)),
+                )
+                if value
+            },
+        )
+        self.size = size
+        self.limit = limit
+
+
 class SubscriberTooSlow(ResourceExhausted):
     """A stream's subscriber fell too far behind; it can resume from its last `seq`."""
 

@@ -59,6 +59,7 @@ class Runner:
         timeout_seconds: float | None = None,
         close_tool_calls: bool = True,
         loops: GraphLoops | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
         self._store = store
         self._graphs = graphs
@@ -66,6 +67,7 @@ class Runner:
         self._timeout_seconds = timeout_seconds
         self._close_tool_calls = close_tool_calls
         self._loops = loops
+        self._max_state_bytes = max_state_bytes
 
     async def execute(self, run: RunRecord, start: Start) -> Outcome:
         """Executes `run`, just started as `start` says, until its graph ends, fails, times out
@@ -85,7 +87,7 @@ class Runner:
                 graph = self._graphs.prepared(run.graph_id)
                 if run.close_tool_calls is None:  # the run does not say: the server's default
                     run = replace(run, close_tool_calls=self._close_tool_calls)
-                host = _Host(self._store, self._hub, run, start)
+                host = _Host(self._store, self._hub, run, start, self._max_state_bytes)
                 try:
                     if self._loops is None:  # on the server's loop
                         await graph.execute(host)
@@ -132,9 +134,26 @@ class Runner:
 class _Host:
     """The `RunHost` of one run: its events go to the hub, its checkpoints to the store."""
 
-    __slots__ = ("_hub", "_modes", "_store", "context", "langgraph", "run", "start", "waiting")
+    __slots__ = (
+        "_hub",
+        "_modes",
+        "_store",
+        "context",
+        "langgraph",
+        "max_state_bytes",
+        "run",
+        "start",
+        "waiting",
+    )
 
-    def __init__(self, store: Store, hub: EventHub, run: RunRecord, start: Start) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        run: RunRecord,
+        start: Start,
+        max_state_bytes: int | None = None,
+    ) -> None:
         self._store = store
         self._hub = hub
         self._modes = frozenset(run.stream_mode)
@@ -150,6 +169,7 @@ class _Host:
         )
         self.langgraph = RunCheckpoints(store.langgraph, run)
         self.waiting: Waiting | None = None
+        self.max_state_bytes = max_state_bytes
 
     def awaiting_input(self, interrupts: Sequence[Mapping[str, Any]], next: Sequence[str]) -> None:
         self.waiting = Waiting([dict(i) for i in interrupts], list(next))
@@ -167,7 +187,11 @@ class _Host:
 
     async def state(self) -> ThreadState:
         # The cached state itself is not handed out: a copy of its pointers, once per run.
-        return (await self._store.checkpoints.live(self.run.thread_id)).copy()
+        # Measured on the cache's own state, once: its applies keep it (see `ThreadState`).
+        live = await self._store.checkpoints.live(self.run.thread_id)
+        if self.max_state_bytes is not None:
+            live.measure()
+        return live.copy()
 
     def write(self, steps: Sequence[Step]) -> Write:
         return self._store.checkpoints.submit(

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from turnstile_server.errors import InvalidInput
+from turnstile_server.errors import InvalidInput, StateTooLarge
 from turnstile_server.ids import random_id
+from turnstile_server.json_size import entry_size, field_size, list_entry_size, value_size
 
 # Protobuf decoders (upb, C++, Java) refuse messages nested more than 100 deep, and a level of
 # JSON object costs three (Struct, map entry, Value): a request with JSON nested past about 32
@@ -33,9 +34,13 @@ _ROLES: dict[str, str] = {
 
 
 class ThreadState:
-    """A thread's values plus an index of message ids, so an update costs O(update)."""
+    """A thread's values plus an index of message ids, so an update costs O(update).
 
-    __slots__ = ("__weakref__", "_index", "replaced", "values")
+    `size` is the values' encoded size (a `Struct`, as answers carry them), measured once on
+    first use and then kept by each update at the cost of the update: the limit on a thread's
+    state (`apply`'s `limit`) is checked without encoding the state again."""
+
+    __slots__ = ("__weakref__", "_entries", "_index", "_items", "replaced", "values")
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self.values: dict[str, Any] = dict(values or {})
@@ -43,6 +48,9 @@ class ThreadState:
         # How many times a stored message was replaced: while it stays the same, messages were
         # only appended, so whoever encoded the first n may reuse that (the API layer's codec).
         self.replaced = 0
+        # Once measured: each key's encoded entry but `messages`', and its items' bytes.
+        self._entries: dict[str, int] | None = None
+        self._items = 0
         if MESSAGES in self.values:
             messages = _message_list(self.values[MESSAGES], "values.messages")
             self.values[MESSAGES] = list(messages)
@@ -51,13 +59,42 @@ class ThreadState:
                 if isinstance(message_id, str):
                     self._index[message_id] = position
 
-    def apply(self, update: Mapping[str, Any]) -> None:
-        """Merge one update: `messages` appends or replaces by id, other keys overwrite."""
+    @property
+    def size(self) -> int:
+        """The values' encoded size in bytes (the body of a `google.protobuf.Struct`)."""
+        entries = self._measured()
+        total = sum(entries.values())
+        if MESSAGES in self.values:
+            total += list_entry_size(MESSAGES, self._items)
+        return total
+
+    def measure(self) -> None:
+        """Measures the values now, if not yet: its copies and later applies keep the size."""
+        self._measured()
+
+    def apply(self, update: Mapping[str, Any], *, limit: int | None = None) -> None:
+        """Merge one update: `messages` appends or replaces by id, other keys overwrite.
+
+        With `limit`, an update that would make the values larger than `limit` bytes raises
+        `StateTooLarge` and changes nothing."""
+        if limit is None:
+            self._merge(update, sized=self._entries is not None)
+            return
+        grown, items, entries = self._size_after(update)
+        if grown > limit:
+            raise StateTooLarge(grown, limit)
+        self._merge(update, sized=False)  # measured already
+        self._measured().update(entries)
+        self._items = items
+
+    def _merge(self, update: Mapping[str, Any], *, sized: bool) -> None:
         for key, value in update.items():
             if key == MESSAGES:
-                self._merge_messages(_message_list(value, "update.messages"))
+                self._merge_messages(_message_list(value, "update.messages"), sized=sized)
             else:
                 self.values[key] = value
+                if sized:
+                    self._measured()[key] = entry_size(key, value)
 
     def snapshot(self) -> dict[str, Any]:
         """Return a copy of the values that later applies leave untouched."""
@@ -72,21 +109,70 @@ class ThreadState:
         clone.values = self.snapshot()
         clone._index = dict(self._index)
         clone.replaced = self.replaced
+        clone._entries = None if self._entries is None else dict(self._entries)
+        clone._items = self._items
         return clone
 
-    def _merge_messages(self, incoming: list[Mapping[str, Any]]) -> None:
+    def _measured(self) -> dict[str, int]:
+        if self._entries is None:
+            self._entries = {
+                key: entry_size(key, value) for key, value in self.values.items() if key != MESSAGES
+            }
+            self._items = sum(_item_size(m) for m in self.values.get(MESSAGES, ()))
+        return self._entries
+
+    def _size_after(self, update: Mapping[str, Any]) -> tuple[int, int, dict[str, int]]:
+        """What `size` would be once `update` is applied, at the cost of the update, with the
+        messages' items' bytes and the other keys' entries then."""
+        entries = self._measured()
+        total = sum(entries.values())
+        items, has_messages = self._items, MESSAGES in self.values
+        changed: dict[str, int] = {}
+        for key, value in update.items():
+            if key != MESSAGES:
+                changed[key] = entry_size(key, value)
+                total += changed[key] - entries.get(key, 0)
+                continue
+            has_messages = True
+            messages: list[Any] = self.values.get(MESSAGES, [])
+            replacing: dict[str, int] = {}  # this update's own sizes, by message id
+            for message in _message_list(value, "update.messages"):
+                message_id = message.get("id")
+                size = _item_size(message)
+                if isinstance(message_id, str) and message_id in replacing:
+                    items -= replacing[message_id]
+                elif isinstance(message_id, str) and message_id in self._index:
+                    items -= _item_size(messages[self._index[message_id]])
+                if isinstance(message_id, str):
+                    replacing[message_id] = size
+                items += size
+        if has_messages:
+            total += list_entry_size(MESSAGES, items)
+        return total, items, changed
+
+    def _merge_messages(self, incoming: list[Mapping[str, Any]], *, sized: bool) -> None:
         messages: list[dict[str, Any]] = self.values.setdefault(MESSAGES, [])
+        measured = sized
         for message in incoming:
             stored = dict(message)
             message_id = stored.get("id")
             position = self._index.get(message_id) if isinstance(message_id, str) else None
+            if measured:
+                self._items += _item_size(stored)
             if position is None:
                 if isinstance(message_id, str):
                     self._index[message_id] = len(messages)
                 messages.append(stored)
             else:
+                if measured:
+                    self._items -= _item_size(messages[position])
                 messages[position] = stored
                 self.replaced += 1
+
+
+def _item_size(message: Any) -> int:
+    """A message's bytes as an item of the `messages` list."""
+    return field_size(value_size(message))
 
 
 def fold(updates: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from turnstile_server.errors import (
     CheckpointNotFound,
     InvalidArgument,
     RequestIdReused,
+    StateTooLarge,
     ThreadBusy,
     ThreadHasNoGraph,
     UnsupportedByGraph,
@@ -25,12 +27,15 @@ from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
+from turnstile_server.json_size import MAX_ANSWER_BYTES, struct_size
 from turnstile_server.runtime.langgraph import updates
 from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.runtime.snapshot import GraphSnapshot
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.store import Store, ThreadRecord
 from turnstile_server.thread_states import ThreadStates
+
+log = logging.getLogger(__name__)
 
 
 class ThreadService(pb_grpc.ThreadServiceServicer):
@@ -44,8 +49,12 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         graphs: GraphRegistry | None = None,
         *,
         page_bytes: int = wire.MAX_PAGE_BYTES,
+        max_state_bytes: int | None = None,
+        answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._store = store
+        self._max_state_bytes = max_state_bytes
+        self._answer = wire.AnswerBytes(answer_bytes)
         self._scheduler = scheduler
         self._hub = hub
         self._graphs = graphs or GraphRegistry()
@@ -53,14 +62,18 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         self._states = ThreadStates(store, self._graphs)
 
     async def _message(self, thread: ThreadRecord, context: Any) -> Any:
+        """The thread on the wire; StateTooLarge when its state is more than an answer carries
+        (stored before `--max-state-bytes` held it)."""
         if await self._states.langgraph_of(thread.thread_id) is not None:
             snapshot = await self._states.latest(thread.thread_id)
             if json_values.wants_json(context):
                 message = wire.thread_message(thread, {})
                 message.values_json = json_values.values_json(snapshot.values)
-                return message
-            return wire.thread_message(thread, snapshot.values)
+            else:
+                message = wire.thread_message(thread, snapshot.values)
+            return self._answer.checked(message, thread.thread_id)
         state, _ = await self._store.checkpoints.state(thread.thread_id)
+        self._answer.check_state(state.size, thread.thread_id)  # before encoding it
         if json_values.wants_json(context):
             message = wire.thread_message(thread, {})
             message.values_json = json_values.state_json(state)
@@ -102,16 +115,23 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         )
         page = wire.PageBytes(self._page_bytes)
         messages = []
+        taken = 0  # threads answered or left out
         for thread in threads:
-            message = await self._message(thread, context)
+            try:
+                message = await self._message(thread, context)
+            except StateTooLarge as exc:  # one thread must not make the listing unanswerable
+                log.warning("ListThreads leaves out thread %s: %s", thread.thread_id, exc)
+                taken += 1
+                continue
             if not page.take(message):
                 break
             messages.append(message)
-        if len(messages) < len(threads):  # cut by bytes: the next page starts after the last
+            taken += 1
+        if taken < len(threads):  # cut by bytes: the next page starts after the last
             _, next_cursor = await self._store.threads.list(
                 status=status,
                 metadata=metadata,
-                limit=len(messages),
+                limit=taken,
                 before=cursor,
                 interruption=interruption,
             )
@@ -144,15 +164,15 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             snapshot = await self._states.latest(thread_id, checkpoint_id or None)
             if checkpoint_id and snapshot.checkpoint is None:
                 raise CheckpointNotFound(thread_id, checkpoint_id)
-            return pb.GetThreadStateResponse(
-                checkpoint=_langgraph_message(snapshot, thread_id, json_values.wants_json(context))
-            )
+            message = _langgraph_message(snapshot, thread_id, json_values.wants_json(context))
+            return pb.GetThreadStateResponse(checkpoint=self._answer.checked(message, thread_id))
         checkpoints = self._store.checkpoints
         if checkpoint_id:
             record = await checkpoints.find(thread_id, checkpoint_id)
             if record is None:
                 raise CheckpointNotFound(thread_id, checkpoint_id)
             values = await checkpoints.values_at(thread_id, record.seq)
+            self._answer.check_state(struct_size(values), thread_id)
             parent = await checkpoints.parent(thread_id, record.seq)
             snapshot = native_snapshot(record, values, parent, thread_id)
             message = checkpoint_message(snapshot, thread_id, values=False)
@@ -162,6 +182,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
                 message.values.CopyFrom(wire.to_struct(values))
             return pb.GetThreadStateResponse(checkpoint=message)
         state, checkpoint = await checkpoints.state(thread_id)
+        self._answer.check_state(state.size, thread_id)
         parent = await checkpoints.parent(thread_id, checkpoint.seq) if checkpoint else None
         snapshot = native_snapshot(checkpoint, state.values, parent, thread_id)
         message = checkpoint_message(snapshot, thread_id, values=False)
@@ -207,6 +228,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             as_node=request.as_node or None,
             checkpoint_id=checkpoint_id or None,
             graph_id=graph_id,
+            max_state_bytes=self._max_state_bytes,
         )
         ref = updated.checkpoint
         return pb.UpdateThreadStateResponse(
@@ -241,7 +263,10 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             message = checkpoint_message(snapshot, thread_id, values=not json)
             if json:
                 message.values_json = json_values.values_json(values)
-            if not page.take(message):
+            size = self._answer.fits(message, thread_id)
+            if size is None:
+                continue  # stored before `--max-state-bytes`: an answer cannot carry it
+            if not page.take(message, size):
                 next_cursor = history[index - 1][0].seq  # newest first: on after the last taken
                 break
             messages.append(message)
@@ -267,7 +292,10 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         messages = []
         for index, snapshot in enumerate(history):
             message = _langgraph_message(snapshot, thread_id, json)
-            if not page.take(message):
+            size = self._answer.fits(message, thread_id)
+            if size is None:
+                continue  # stored before `--max-state-bytes`: an answer cannot carry it
+            if not page.take(message, size):
                 previous = history[index - 1].checkpoint
                 next_before = previous.checkpoint_id if previous else None
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import re
 import uuid
@@ -14,9 +15,11 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 from turnstile_server.api import codec
-from turnstile_server.errors import InvalidArgument
+from turnstile_server.errors import InvalidArgument, StateTooLarge
 from turnstile_server.state import MAX_JSON_DEPTH
 from turnstile_server.store import AssistantRecord, ThreadRecord
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = {
     run_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "enqueue",
@@ -157,6 +160,48 @@ def page(page_size: int, page_token: str, *, default: int) -> tuple[int, int | N
         ) from None
 
 
+class AnswerBytes:
+    """The largest answer the server sends (`max_answer_bytes`, gRPC's send limit): a thread
+    whose state an answer cannot carry (stored before `--max-state-bytes` held it) is refused
+    with StateTooLarge, saying so, instead of failing in gRPC as it is sent."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def check_state(self, size: int, thread_id: str) -> None:
+        """Refuses values of `size` encoded bytes, before they are encoded: a sixteenth of the
+        answer is left for what it carries beside them (the thread's fields, a checkpoint's)."""
+        if size > self.limit - self.limit // 16:
+            raise self._refusal(size, thread_id)
+
+    def checked(self, message: Any, thread_id: str) -> Any:
+        """`message`, once it is known to fit (LangGraph values, encoded already)."""
+        size = message.ByteSize()
+        if size > self.limit - self.limit // 16:
+            raise self._refusal(size, thread_id)
+        return message
+
+    def fits(self, message: Any, thread_id: str) -> int | None:
+        """A list entry's encoded size, or None when no answer carries it (logged: the list
+        leaves it out)."""
+        size: int = message.ByteSize()
+        if size > self.limit - self.limit // 16:
+            log.warning("a list leaves out %s", self._refusal(size, thread_id))
+            return None
+        return size
+
+    def _refusal(self, size: int, thread_id: str) -> StateTooLarge:
+        return StateTooLarge(
+            size,
+            self.limit,
+            thread_id,
+            what=f"thread {thread_id}'s state takes {size} bytes, more than an answer carries",
+            setting="max_answer_bytes, TURNSTILE_MAX_ANSWER_BYTES",
+        )
+
+
 class PageBytes:
     """A list answer's encoded size so far, against its byte cap (see `MAX_PAGE_BYTES`)."""
 
@@ -166,9 +211,10 @@ class PageBytes:
         self._left = limit
         self.taken = 0
 
-    def take(self, message: Any) -> bool:
-        """Counts `message` in, unless it would pass the cap; the first one always fits."""
-        size = message.ByteSize() + 6  # with its field's tag and length
+    def take(self, message: Any, size: int | None = None) -> bool:
+        """Counts `message` (of `size` encoded bytes, if known) in, unless it would pass the
+        cap; the first one always fits."""
+        size = (message.ByteSize() if size is None else size) + 6  # with its tag and length
         if self.taken and size > self._left:
             return False
         self._left -= size

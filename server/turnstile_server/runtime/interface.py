@@ -87,6 +87,12 @@ class RunHost(Protocol):
         """What the graph is told about its run, with its channel for streamed events."""
         ...
 
+    @property
+    def max_state_bytes(self) -> int | None:
+        """The most bytes the thread's state may take once a step is applied (None: no
+        limit): a step past it ends the run ERROR (`StateTooLarge`) before it is stored."""
+        ...
+
     def wants(self, event: str) -> bool:
         """Tell whether the run's stream modes ask for events of this kind."""
         ...

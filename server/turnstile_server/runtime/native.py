@@ -82,10 +82,11 @@ class NativeGraph:
         async with aclosing(steps) as updates:
             async for raw in updates:
                 update = normalize_update(raw)
+                # Before it is written: past the limit, StateTooLarge, and nothing of it lands.
+                state.apply(update, limit=host.max_state_bytes)
                 step += 1
                 # Lands even if the run is cancelled meanwhile (see `RunHost.landed`).
                 await host.landed(host.write([(step, "step", update)]))
-                state.apply(update)
                 _emit_step(host, update, state)
 
 
@@ -102,6 +103,7 @@ async def _steps_ahead(
         async with aclosing(steps) as updates:
             async for raw in updates:
                 update = normalize_update(raw)
+                state.apply(update, limit=host.max_state_bytes)  # before it is written
                 step += 1
                 if host.run.durability == "async":
                     if writing is not None:
@@ -110,7 +112,6 @@ async def _steps_ahead(
                     writing = host.write([(step, "step", update)])
                 else:
                     held.append((step, "step", update))
-                state.apply(update)
                 _emit_step(host, update, state)
     finally:
         if writing is not None:

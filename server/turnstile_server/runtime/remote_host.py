@@ -29,13 +29,24 @@ from turnstile_server.store.langgraph_checkpoints import (
 class RemoteHost:
     """The graph loop's `RunHost` for one run, forwarding to `host` on the server loop."""
 
-    __slots__ = ("_bridge", "_host", "_modes", "_writes", "context", "langgraph", "run", "start")
+    __slots__ = (
+        "_bridge",
+        "_host",
+        "_modes",
+        "_writes",
+        "context",
+        "langgraph",
+        "max_state_bytes",
+        "run",
+        "start",
+    )
 
     def __init__(self, host: RunHost, bridge: LoopBridge) -> None:
         self._host = host
         self._bridge = bridge
         self.run: RunRecord = host.run
         self.start: Start = host.start
+        self.max_state_bytes = host.max_state_bytes
         self._modes = frozenset(self.run.stream_mode)
         self.context = RunContext(
             run_id=self.run.run_id,

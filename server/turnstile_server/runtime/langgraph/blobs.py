@@ -43,6 +43,9 @@ class Tracked:
     """Items in the chain's whole (`full`) blob."""
     appended: int
     """Items appended by the chain's `append` blobs since."""
+    size: int
+    """Bytes of the chain's blobs, its whole one and the appends since: what the value costs
+    stored (the saver's measure of a thread's state, see `saver`)."""
 
 
 class ChannelCache:
@@ -114,13 +117,14 @@ def encode(
         grown = len(value) - len(previous.items)
         if previous.appended + grown <= max(previous.whole, MIN_WHOLE):
             tail = value[len(previous.items) :]
-            tracked = Tracked(version, list(value), previous.whole, previous.appended + grown)
+            kind, data = serde.dumps_typed(tail)
+            size = previous.size + len(data)
+            tracked = Tracked(version, list(value), previous.whole, previous.appended + grown, size)
             cache.hold(*scope, channel, tracked)
-            return BlobRecord(
-                channel, version, "append", *serde.dumps_typed(tail), base=previous.version
-            )
-    cache.hold(*scope, channel, Tracked(version, list(value), len(value), 0))
-    return BlobRecord(channel, version, "full", *serde.dumps_typed(value))
+            return BlobRecord(channel, version, "append", kind, data, base=previous.version)
+    kind, data = serde.dumps_typed(value)
+    cache.hold(*scope, channel, Tracked(version, list(value), len(value), 0, len(data)))
+    return BlobRecord(channel, version, "full", kind, data)
 
 
 def _extends(old: list[Any], new: list[Any]) -> bool:
@@ -143,8 +147,8 @@ class Folder:
         self._held = held
         # (channel, version) -> a folded list shared by the versions of one chain (never
         # shrunk: a version's value is its first `length` items), its length, and the chain's
-        # whole and appended counts at that version.
-        self._lists: dict[tuple[str, str], tuple[list[Any], int, int, int]] = {}
+        # whole and appended counts and bytes at that version.
+        self._lists: dict[tuple[str, str], tuple[list[Any], int, int, int, int]] = {}
         # (channel, version) -> the blob of a value that is no list, decoded for each use.
         self._others: dict[tuple[str, str], BlobRecord] = {}
 
@@ -155,7 +159,7 @@ class Folder:
             self._fold(channel, chain)
         key = (channel, version)
         if key in self._lists:
-            items, length, _, _ = self._lists[key]
+            items, length, _, _, _ = self._lists[key]
             return items[:length]
         if key in self._others:
             blob = self._others[key]
@@ -170,38 +174,51 @@ class Folder:
         entry = self._lists.get((channel, version))
         if entry is None:
             return None
-        return Tracked(version, list(value), entry[2], entry[3])
+        return Tracked(version, list(value), entry[2], entry[3], entry[4])
+
+    def size(self, channel: str, version: str) -> int:
+        """The stored bytes of the channel's value at `version` (0 when none is stored)."""
+        entry = self._lists.get((channel, version))
+        if entry is not None:
+            return entry[4]
+        blob = self._others.get((channel, version))
+        if blob is not None:
+            return len(blob.data)
+        held = self._held.get(channel)
+        return held.size if held is not None and held.version == version else 0
 
     def _fold(self, channel: str, chain: Chain) -> None:
         oldest = chain[-1]
         if oldest.kind == "append":
-            base, whole, appended = self._base(channel, oldest.base)
+            base, whole, appended, size = self._base(channel, oldest.base)
             items = list(base)
             tail = self._decode(oldest)
             items.extend(tail)
             appended += len(tail)
+            size += len(oldest.data)
         elif oldest.kind == "empty" or not isinstance(whole_value := self._decode(oldest), list):
             if len(chain) > 1:
                 raise LookupError(f"channel {channel}: items appended to a value that is no list")
             self._others[(channel, oldest.version)] = oldest
             return
         else:
-            items, whole, appended = whole_value, len(whole_value), 0
-        self._lists[(channel, oldest.version)] = (items, len(items), whole, appended)
+            items, whole, appended, size = whole_value, len(whole_value), 0, len(oldest.data)
+        self._lists[(channel, oldest.version)] = (items, len(items), whole, appended, size)
         for blob in reversed(chain[:-1]):
             tail = self._decode(blob)
             items.extend(tail)
             appended += len(tail)
-            self._lists[(channel, blob.version)] = (items, len(items), whole, appended)
+            size += len(blob.data)
+            self._lists[(channel, blob.version)] = (items, len(items), whole, appended, size)
 
-    def _base(self, channel: str, base: str | None) -> tuple[list[Any], int, int]:
+    def _base(self, channel: str, base: str | None) -> tuple[list[Any], int, int, int]:
         entry = self._lists.get((channel, base or ""))
         if entry is not None:
-            items, length, whole, appended = entry
-            return items[:length], whole, appended
+            items, length, whole, appended, size = entry
+            return items[:length], whole, appended, size
         held = self._held.get(channel)
         if held is not None and held.version == base:
-            return held.items, held.whole, held.appended
+            return held.items, held.whole, held.appended, held.size
         raise LookupError(f"channel {channel}: the base version {base} of a blob is not stored")
 
     def _decode(self, blob: BlobRecord) -> Any:

@@ -114,7 +114,13 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
     run = host.run
     held = HeldWrites(host.langgraph)
     shared = graph.shared
-    saver = TurnstileSaver(held, serde=shared.serde, cache=shared.cache, on_root_put=landed)
+    saver = TurnstileSaver(
+        held,
+        serde=shared.serde,
+        cache=shared.cache,
+        on_root_put=landed,
+        max_state_bytes=host.max_state_bytes,
+    )
     resumed = await _resumed(run, saver)
     config = run_config(run, resumed=resumed)
     subgraphs = run.stream_subgraphs
@@ -152,19 +158,29 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
                 await _close_tool_calls(bound, config, held)
             raise
         except BaseException as exc:
-            await held.flush()  # the state shows the task's error
             if saver.refused is not None:  # whatever failed after it (an event's own check)
+                await _refused(held)
                 raise saver.refused from None
+            await held.flush()  # the state shows the task's error
             mapped = _run_error(exc)
             if mapped is exc:
                 raise
             raise mapped from None
         if saver.refused is not None:  # LangGraph re-raises a background write's failure
-            raise saver.refused  # only when nothing else is raised: to be sure
+            await _refused(held)  # only when nothing else is raised: to be sure
+            raise saver.refused
         await held.flush()
         saver.serve_last = True  # the graph has returned: its last put is the thread's latest
         state = await report_waiting(bound, config, host)  # stopped for a human? (commands.py)
         await _keep_values(bound, saver, state, shared, run.run_id)
+
+
+async def _refused(held: HeldWrites) -> None:
+    """The saver refused a step (too deep, too large): the run's input stays, and the writes
+    held against the checkpoint before it, its tasks', never land (the thread would show
+    them)."""
+    await held.flush_inputs()
+    held.discard()
 
 
 async def keep_input(graph: LangGraphGraph, host: RunHost) -> None:

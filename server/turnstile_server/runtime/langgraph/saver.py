@@ -7,7 +7,10 @@ takes the list from the channel cache instead of decoding every message again.
 What a graph writes is held to the depth a client may send (`MAX_JSON_DEPTH`), as the native
 runtime holds its updates: a task's write or a checkpoint's channel nested deeper is refused
 before it is encoded, and so is everything the saver is given after (`refused`), so neither
-the write nor the checkpoint of that step lands and the run ends with that reason.
+the write nor the checkpoint of that step lands and the run ends with that reason. So is a
+root checkpoint whose channels would take more than `max_state_bytes` stored, or a task's writes
+alone: a thread's size is the sum of its channels' blobs, which the saver knows from what it
+loaded and encoded (a grown list's blob holds its new items), so measuring costs nothing more.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from turnstile_server.errors import InvalidInput
+from turnstile_server.errors import InvalidInput, StateTooLarge, TurnstileError
 from turnstile_server.runtime.langgraph.blobs import MISSING, ChannelCache, Folder, encode
 from turnstile_server.runtime.langgraph.last_put import LastPut
 from turnstile_server.state import MAX_JSON_DEPTH, nests_deeper
 from turnstile_server.store.langgraph_checkpoints import (
+    BlobRecord,
     CheckpointFrame,
     LangGraphCheckpoints,
     StoredCheckpoint,
@@ -54,13 +58,19 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         cache: ChannelCache | None = None,
         on_root_put: Callable[[CheckpointMetadata], None] | None = None,
+        max_state_bytes: int | None = None,
     ) -> None:
-        """`on_root_put` is called with its metadata once a root namespace checkpoint landed."""
+        """`on_root_put` is called with its metadata once a root namespace checkpoint landed;
+        `max_state_bytes` refuses a root checkpoint whose channels would take more stored."""
         super().__init__(serde=serde)
         self._store = store
         self._cache = cache if cache is not None else ChannelCache()
         self._on_root_put = on_root_put
-        self.refused: InvalidInput | None = None
+        self._limit = max_state_bytes
+        # With a limit: the stored bytes of each channel of the root checkpoint loaded or put
+        # last (a run's saver serves one thread).
+        self._sizes: dict[str, int] = {}
+        self.refused: TurnstileError | None = None
         """The write too deep this saver refused: it refuses every later put as well (what
         comes after builds on it), and the run ends with it whatever LangGraph raised."""
         self.last_put = LastPut()
@@ -82,9 +92,13 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
         if stored is None:
             if checkpoint_id is None:  # nothing stored, nothing to append to (a new thread
                 self._cache.forget_scope(thread_id, checkpoint_ns)  # under a deleted one's id)
+                self._sizes = {}
             return None
         folder = Folder(self.serde, held)
         found = self._tuple(stored, folder)
+        if self._limit is not None and not checkpoint_ns:
+            versions = stored.frame.versions.items()
+            self._sizes = {channel: folder.size(channel, v) for channel, v in versions}
         # Hold what was folded for the next write, which appends to it (an older checkpoint,
         # read for history, does not displace what is held).
         for channel, value in found.checkpoint["channel_values"].items():
@@ -156,6 +170,8 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
             encode(self.serde, self._cache, scope, channel, str(version), values)
             for channel, version in new_versions.items()
         ]
+        if self._limit is not None and not checkpoint_ns:
+            self._check_size(thread_id, checkpoint, blobs)
         frame_type, frame = self.serde.dumps_typed(frame_dict)
         record = CheckpointFrame(
             thread_id,
@@ -207,6 +223,12 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
             )
             for idx, (channel, value) in enumerate(writes)
         ]
+        written = sum(len(record.data) for record in records)
+        if self._limit is not None and written > self._limit:
+            self.refused = StateTooLarge(
+                written, self._limit, thread_id, what=f"a task's writes take {written} bytes"
+            )
+            raise self.refused
         run_id = _run_id(config, {})
         try:
             await self._store.put_writes(thread_id, checkpoint_ns, checkpoint_id, run_id, records)
@@ -252,6 +274,27 @@ class TurnstileSaver(BaseCheckpointSaver[str]):
                     break
         if self.refused is not None:
             raise self.refused
+
+    def _check_size(self, thread_id: str, checkpoint: Checkpoint, blobs: list[BlobRecord]) -> None:
+        """Refuses (`StateTooLarge`) a root checkpoint whose channels would take more than the
+        limit stored: the changed ones as just encoded (a list's whole chain, from the cache),
+        the others as last loaded or put."""
+        assert self._limit is not None
+        held = self._cache.held(thread_id, "")
+        sizes = dict(self._sizes)
+        for blob in blobs:
+            tracked = held.get(blob.channel)
+            if tracked is not None and tracked.version == blob.version:  # a list
+                sizes[blob.channel] = tracked.size
+            else:
+                sizes[blob.channel] = len(blob.data)
+        total = sum(sizes.get(channel, 0) for channel in checkpoint["channel_versions"])
+        if total > self._limit:
+            # What `encode` remembered was never stored: the next put writes whole.
+            self._cache.forget_scope(thread_id, "")
+            self.refused = StateTooLarge(total, self._limit, thread_id)
+            raise self.refused
+        self._sizes = sizes
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """The next version: the counter, plus a random fraction so two forks never collide."""

@@ -55,14 +55,18 @@ async def update_state(
     as_node: str | None,
     checkpoint_id: str | None,
     graph_id: str,
+    max_state_bytes: int | None = None,
 ) -> Updated:
-    """Writes the update through `apply` (the store's `Threads.apply_update`); InvalidArgument
+    """Writes the update through `apply` (the store's `Threads.apply_update`); StateTooLarge
+    when the thread's state would pass `max_state_bytes`, nothing written; InvalidArgument
     when LangGraph refuses it (an unknown node, an ambiguous writer, values the state does not
     take), ThreadBusy while a run is inflight (or when runs wrote to the thread under each of
     `ATTEMPTS` computations of it)."""
     for _ in range(ATTEMPTS):
         staged = Staged(checkpoints, thread_id)
-        updated = await _compute(graph, staged, thread_id, values, as_node, checkpoint_id, graph_id)
+        updated = await _compute(
+            graph, staged, thread_id, values, as_node, checkpoint_id, graph_id, max_state_bytes
+        )
         try:
             await apply(staged.update(updated.interrupts))
         except BaseMoved:
@@ -79,6 +83,7 @@ async def _compute(
     as_node: str | None,
     checkpoint_id: str | None,
     graph_id: str,
+    max_state_bytes: int | None,
 ) -> Updated:
     """Runs `aupdate_state` on a saver over `staged` and reads what the thread then waits for."""
     from langgraph.errors import InvalidUpdateError
@@ -91,7 +96,9 @@ async def _compute(
         configurable["checkpoint_id"] = checkpoint_id
     config = cast("RunnableConfig", {"configurable": configurable})
     latest = cast("RunnableConfig", {"configurable": {"thread_id": thread_id}})
-    saver = TurnstileSaver(staged, serde=graph.shared.serde, cache=ChannelCache())
+    saver = TurnstileSaver(
+        staged, serde=graph.shared.serde, cache=ChannelCache(), max_state_bytes=max_state_bytes
+    )
     await saver.aget_tuple(latest)  # the newest checkpoint the update is computed on: its base
     async with graph.readable(dict(config), graph_id, "threads.update") as compiled:
         if as_node and as_node not in compiled.nodes:
