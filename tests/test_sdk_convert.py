@@ -14,11 +14,14 @@ from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
     error_details_pb2,
     status_pb2,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import turnstile
 from turnstile import _convert as convert
 from turnstile._errors import STATUS_DETAILS_KEY, error_from_status
 from turnstile._paging import page_through
+from turnstile._types import Run
 from turnstile.v1 import assistant_pb2, run_pb2, thread_pb2
 
 T0 = datetime.datetime(2024, 6, 25, 18, 30, 12, 123456, tzinfo=datetime.UTC)
@@ -135,6 +138,115 @@ def test_run_unset_fields_become_none_and_queue_position_zero_stays_zero() -> No
 
     pending = run_pb2.Run(status=run_pb2.RUN_STATUS_PENDING, queue_position=0)
     assert convert.run_to_dict(pending)["queue_position"] == 0
+
+
+def hand_written_run_to_dict(run: run_pb2.Run) -> dict[str, Any]:
+    """The SDK's `run_to_dict` as it was written by hand, field by field, before the dict was
+    derived from `Run`'s descriptor and the `Run` TypedDict: the oracle for the derived one."""
+    error = None
+    if run.HasField("error"):
+        error = {"type": run.error.type, "message": run.error.message}
+    pending = convert.ON_PENDING_INTERRUPT.decode(run.on_pending_interrupt)
+    return {
+        "run_id": run.run_id,
+        "thread_id": run.thread_id,
+        "assistant_id": run.assistant_id,
+        "status": convert.RUN_STATUS.decode(run.status),
+        "multitask_strategy": convert.MULTITASK_STRATEGY.decode(run.multitask_strategy),
+        "metadata": convert.struct_to_dict(run.metadata),
+        "create_time": convert.iso(run.create_time) if run.HasField("create_time") else None,
+        "start_time": convert.iso(run.start_time) if run.HasField("start_time") else None,
+        "end_time": convert.iso(run.end_time) if run.HasField("end_time") else None,
+        "attempt": run.attempt,
+        "error": error,
+        "cancel_reason": run.cancel_reason or None,
+        "superseded_by": run.superseded_by or None,
+        "queue_position": run.queue_position if run.HasField("queue_position") else None,
+        "timeout_seconds": run.timeout_seconds or None,
+        "durability": convert.DURABILITY.decode(run.durability),
+        "context": convert.struct_to_dict(run.context) if run.HasField("context") else None,
+        "stream_subgraphs": run.stream_subgraphs,
+        "command": convert.command_to_dict(run.command) if run.HasField("command") else None,
+        "interrupt_before": list(run.interrupt_before) or None,
+        "interrupt_after": list(run.interrupt_after) or None,
+        "checkpoint_id": run.checkpoint_id or None,
+        "close_tool_calls": run.close_tool_calls if run.HasField("close_tool_calls") else None,
+        "discarded_interrupts": list(run.discarded_interrupts),
+        "on_pending_interrupt": pending if pending != convert.UNSPECIFIED else None,
+    }
+
+
+_texts = st.text(max_size=8)
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=6,
+)
+_structs = st.dictionaries(_texts, _json, max_size=3).map(struct)
+_stamps = st.builds(
+    timestamp_pb2.Timestamp,
+    seconds=st.integers(-62_135_596_800, 253_402_300_799),
+    nanos=st.integers(0, 999_999_999),
+)
+_commands = st.builds(
+    run_pb2.Command,
+    resume=st.none() | _json.map(lambda value: convert.to_value(value, "resume")),
+    update=st.none() | _structs,
+    goto=st.lists(_texts, max_size=2),
+) | st.builds(
+    run_pb2.Command,
+    resume_by_id=st.dictionaries(_texts, _json.map(lambda v: convert.to_value(v, "r")), max_size=2),
+)
+
+
+def _field_values(field: Any) -> st.SearchStrategy[Any]:
+    """Values for one field of `Run`, by its type; `None` leaves it unset."""
+    values: st.SearchStrategy[Any]
+    if field.message_type is not None:
+        by_message: dict[str, st.SearchStrategy[Any]] = {
+            "google.protobuf.Struct": _structs,
+            "google.protobuf.Timestamp": _stamps,
+            "turnstile.v1.RunError": st.builds(run_pb2.RunError, type=_texts, message=_texts),
+            "turnstile.v1.Command": _commands,
+        }
+        values = by_message[field.message_type.full_name]
+    elif field.enum_type is not None:
+        # Every value the enum declares, 0 (unset) among them, and one from a newer server.
+        values = st.sampled_from([v.number for v in field.enum_type.values] + [99])
+    elif field.is_repeated:
+        values = st.lists(_texts, max_size=3)
+    else:
+        scalar: dict[int, st.SearchStrategy[Any]] = {
+            field.CPPTYPE_STRING: _texts,
+            field.CPPTYPE_INT32: st.integers(-(2**31), 2**31 - 1),
+            field.CPPTYPE_INT64: st.integers(-(2**63), 2**63 - 1),
+            field.CPPTYPE_DOUBLE: st.floats(allow_nan=False) | st.just(0.0),
+            field.CPPTYPE_BOOL: st.booleans(),
+        }
+        values = scalar[field.cpp_type]
+    return st.none() | values
+
+
+_runs = st.fixed_dictionaries(
+    {}, optional={f.name: _field_values(f) for f in run_pb2.Run.DESCRIPTOR.fields}
+).map(lambda fields: run_pb2.Run(**{k: v for k, v in fields.items() if v is not None}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_runs)
+def test_the_derived_run_dict_is_the_hand_written_one_key_for_key_in_order(
+    run: run_pb2.Run,
+) -> None:
+    derived = convert.run_to_dict(run)
+    expected = hand_written_run_to_dict(run)
+    assert derived == expected
+    assert list(derived) == list(expected)
+
+
+def test_every_field_of_the_run_message_is_a_key_of_the_run_dict() -> None:
+    # A new field of `Run` needs its key in the `Run` TypedDict (`_types.py`), nothing more:
+    # how it reads comes from its proto type and the key's annotation.
+    assert list(Run.__annotations__) == [f.name for f in run_pb2.Run.DESCRIPTOR.fields]
 
 
 def test_timestamps_are_iso_8601_strings_that_parse_back_to_the_same_instant() -> None:

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Protocol,
+    TypeVar,
+    cast,
+    get_args,
+    get_type_hints,
+    is_typeddict,
+)
 
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from turnstile._types import (
     Assistant,
     CheckpointRef,
     CheckpointSource,
     Command,
-    Durability,
     Interrupt,
     Interruption,
     Json,
-    MultitaskStrategy,
-    OnPendingInterrupt,
     Run,
-    RunError,
-    RunStatus,
     StreamPart,
     Thread,
     ThreadState,
@@ -64,6 +71,8 @@ class EnumCodec(Generic[_V]):
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         self._what = what
+        self.enum_name = enum.DESCRIPTOR.full_name
+        """The proto enum's full name (`turnstile.v1.RunStatus`)."""
         self._unspecified = enum.Value(prefix + "UNSPECIFIED")
         self._by_name: dict[str, _V] = {}
         self._by_number: dict[int, str] = {}
@@ -198,41 +207,8 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def run_to_dict(run: run_pb2.Run) -> Run:
-    """Converts a Run message into a `Run` dict."""
-    error: RunError | None = None
-    if run.HasField("error"):
-        error = {"type": run.error.type, "message": run.error.message}
-    return {
-        "run_id": run.run_id,
-        "thread_id": run.thread_id,
-        "assistant_id": run.assistant_id,
-        "status": cast(RunStatus, RUN_STATUS.decode(run.status)),
-        "multitask_strategy": cast(
-            MultitaskStrategy, MULTITASK_STRATEGY.decode(run.multitask_strategy)
-        ),
-        "metadata": struct_to_dict(run.metadata),
-        "create_time": iso(run.create_time) if run.HasField("create_time") else None,
-        "start_time": iso(run.start_time) if run.HasField("start_time") else None,
-        "end_time": iso(run.end_time) if run.HasField("end_time") else None,
-        "attempt": run.attempt,
-        "error": error,
-        "cancel_reason": run.cancel_reason or None,
-        "superseded_by": run.superseded_by or None,
-        "queue_position": run.queue_position if run.HasField("queue_position") else None,
-        "timeout_seconds": run.timeout_seconds or None,
-        "durability": cast(Durability, DURABILITY.decode(run.durability)),
-        "context": struct_to_dict(run.context) if run.HasField("context") else None,
-        "stream_subgraphs": run.stream_subgraphs,
-        "command": command_to_dict(run.command) if run.HasField("command") else None,
-        "interrupt_before": list(run.interrupt_before) or None,
-        "interrupt_after": list(run.interrupt_after) or None,
-        "checkpoint_id": run.checkpoint_id or None,
-        "close_tool_calls": run.close_tool_calls if run.HasField("close_tool_calls") else None,
-        "discarded_interrupts": list(run.discarded_interrupts),
-        "on_pending_interrupt": cast(OnPendingInterrupt, pending)
-        if (pending := ON_PENDING_INTERRUPT.decode(run.on_pending_interrupt)) != UNSPECIFIED
-        else None,
-    }
+    """Converts a Run message into a `Run` dict (its keys and their rules: `_dict_readers`)."""
+    return cast(Run, {key: read(run) for key, read in _RUN_READERS})
 
 
 def command_to_dict(command: run_pb2.Command) -> Command:
@@ -431,3 +407,95 @@ def thread_event_part(event: thread_service_pb2.ThreadEvent) -> ThreadStreamPart
             kind, run_to_dict(event.run_ended), event.seq, event.run_ended.run_id, 0
         )
     return None
+
+
+# --- message -> dict, derived ------------------------------------------------------------
+
+_Reader = Callable[[Any], Any]
+
+
+def _dict_readers(
+    message: Descriptor, shape: type, converters: Mapping[str, _Reader]
+) -> tuple[tuple[str, _Reader], ...]:
+    """One reader per key of the TypedDict `shape`, in its order, from the proto field of that
+    name: its type says how it decodes, the key's annotation whether unset reads as `None`.
+
+    A key whose annotation admits `None` reads a field left unset (a message or an `optional`
+    scalar without presence, an empty string or list, a zero number, an unspecified enum) as
+    `None`; otherwise the field's value as it is. Enums decode through their `EnumCodec`,
+    timestamps as ISO strings, `Struct`s as dicts, a message named in `converters` through its
+    function, another message as the TypedDict of its annotation, recursively.
+    """
+    hints = get_type_hints(shape)
+    readers = []
+    for key, hint in hints.items():
+        field = message.fields_by_name.get(key)
+        if field is None:
+            raise TypeError(f"{shape.__name__}[{key!r}] has no field in {message.full_name}")
+        readers.append((key, _field_reader(field, hint, converters)))
+    return tuple(readers)
+
+
+def _field_reader(field: FieldDescriptor, hint: Any, converters: Mapping[str, _Reader]) -> _Reader:
+    name = field.name
+    args = get_args(hint)
+    nullable = type(None) in args
+    shown = next((arg for arg in args if arg is not type(None)), hint) if nullable else hint
+    if field.is_repeated:
+        if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE or field.enum_type is not None:
+            raise TypeError(f"{field.full_name}: repeated messages or enums are not derived")
+        if nullable:
+            return lambda m: list(getattr(m, name)) or None
+        return lambda m: list(getattr(m, name))
+    if field.message_type is not None:
+        decode = _message_decoder(field.message_type, shown, converters)
+        if nullable:
+            return lambda m: decode(getattr(m, name)) if m.HasField(name) else None
+        return lambda m: decode(getattr(m, name))
+    if field.enum_type is not None:
+        codec = _CODECS_BY_ENUM[field.enum_type.full_name]
+        if nullable:
+            return lambda m: (
+                None if (text := codec.decode(getattr(m, name))) == UNSPECIFIED else text
+            )
+        return lambda m: codec.decode(getattr(m, name))
+    if nullable and field.has_presence:
+        return lambda m: getattr(m, name) if m.HasField(name) else None
+    if nullable:
+        return lambda m: getattr(m, name) or None
+    return attrgetter(name)
+
+
+def _message_decoder(message: Descriptor, shown: Any, converters: Mapping[str, _Reader]) -> _Reader:
+    if message.full_name in converters:
+        return converters[message.full_name]
+    if message.full_name == "google.protobuf.Timestamp":
+        return iso
+    if message.full_name == "google.protobuf.Struct":
+        return struct_to_dict
+    if is_typeddict(shown):
+        readers = _dict_readers(message, shown, converters)
+        return lambda m: {key: read(m) for key, read in readers}
+    raise TypeError(f"{message.full_name}: no decoder for a field shown as {shown!r}")
+
+
+_CODECS_BY_ENUM: dict[str, EnumCodec[Any]] = {
+    codec.enum_name: codec
+    for codec in (
+        MULTITASK_STRATEGY,
+        RUN_STATUS,
+        THREAD_STATUS,
+        STREAM_MODE,
+        CANCEL_ACTION,
+        IF_NOT_EXISTS,
+        IF_EXISTS,
+        ON_DISCONNECT,
+        DURABILITY,
+        ON_PENDING_INTERRUPT,
+        INTERRUPTION,
+        CHECKPOINT_SOURCE,
+    )
+}
+_RUN_READERS = _dict_readers(
+    run_pb2.Run.DESCRIPTOR, Run, {run_pb2.Command.DESCRIPTOR.full_name: command_to_dict}
+)
