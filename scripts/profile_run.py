@@ -1,4 +1,5 @@
-"""Where the CPU of a run goes: `python scripts/profile_run.py [--pin]` profiles B2's server.
+"""Where the CPU of a run goes: `python scripts/profile_run.py [--pin]` profiles B2's server
+(`--workload B10`: B10's serial LangGraph runs).
 
 Needs py-spy (`pip install py-spy`); `--help` lists the options.
 """

@@ -1,4 +1,4 @@
-"""Where the CPU of a run goes: one profile of B2's server, all its threads.
+"""Where the CPU of a run goes: one profile of B2's (or B10's) server, all its threads.
 
 The server's threads are measured from `/proc/<pid>/task` (each thread's CPU over the profile)
 and sampled by py-spy (`py-spy record --native --threads`); a Python thread's CPU is split over
@@ -11,6 +11,7 @@ it is (a logging call anywhere in the stack charges logging). Threads that are n
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -18,19 +19,24 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from turnstile_tools.bench import latency
-from turnstile_tools.bench.load import Channels
+from turnstile_tools.bench.langgraph_graphs import project_file
+from turnstile_tools.bench.latency import Figures
+from turnstile_tools.bench.load import Channels, new_thread
 from turnstile_tools.bench.processes import TurnstileProcess, cpu_seconds
 from turnstile_tools.bench.sizes import Sizes
 
 CATEGORIES = (
     ("grpc", "gRPC machinery (grpc.aio, cygrpc, C-core threads)"),
     ("handler", "our RPC handlers (api/: validation, admission call, answer)"),
+    ("saver", "our LangGraph runtime and saver (runtime/langgraph/)"),
+    ("langgraph", "LangGraph and langchain-core themselves (astream's loop, channels, serde)"),
     ("scheduler", "scheduler, runner, graph runtime, events"),
     ("store_loop", "store, on the event loop (records, caches, SQL bodies' callers)"),
     ("handoff", "thread hand-off (queues, call_soon_threadsafe, the loop's wake-up)"),
@@ -53,6 +59,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     ("encoding", re.compile(r"google/protobuf|\(json/|api/(codec|json_values|wire|event_frames)")),
     ("store_loop", re.compile(r"turnstile_server/store/")),
+    ("saver", re.compile(r"turnstile_server/runtime/langgraph/")),
     (
         "scheduler",
         re.compile(
@@ -61,6 +68,13 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     ("handler", re.compile(r"turnstile_server/api/")),
+    (
+        "langgraph",
+        re.compile(
+            r"\((langchain_core|pregel|channels|graph|managed|_internal|serde|base|checkpoint)/"
+            r"|langgraph|ormsgpack"
+        ),
+    ),
     ("grpc", re.compile(r"grpc|cygrpc")),
     ("loop", re.compile(r"\(asyncio/|\(selectors\.py|_asyncio")),
 )
@@ -162,28 +176,55 @@ def attribute(
     return used, threads
 
 
+async def serial_b10(channels: Channels, runs: int, per_thread: int) -> Figures:
+    """B10's served subject alone: `runs` serial WaitRuns of the two-node LangGraph graph, a
+    fresh thread every `per_thread`; its rate."""
+    from turnstile_tools.bench.langgraph_runs import served
+
+    run, stubs = served(channels), channels.stubs(0)
+    threads = [await new_thread(stubs) for _ in range(math.ceil(runs / per_thread))]
+    started = time.perf_counter()
+    for number in range(runs):
+        await run(threads[number // per_thread])
+    return {"runs": runs, "rate": runs / (time.perf_counter() - started)}
+
+
 async def profile_b2(
-    sizes: Sizes, directory: Path, *, rate: int = 100, cpus: set[int] | None = None
+    sizes: Sizes,
+    directory: Path,
+    *,
+    rate: int = 100,
+    cpus: set[int] | None = None,
+    workload: str = "B2",
+    native: bool = True,
 ) -> Profile:
-    """Runs B2 against a fresh server while py-spy samples it; returns the CPU by category."""
+    """Runs B2 (or B10's serial WaitRuns, `sizes.lg_runs` of them) against a fresh server
+    while py-spy samples it; returns the CPU by category."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
+    extra = [f"--config={project_file(directory)}"] if workload == "B10" else []
     server = await TurnstileProcess.start(
-        directory / "profile.db", directory / "profile.log", cpus=cpus
+        directory / "profile.db", directory / "profile.log", extra, cpus=cpus
     )
+
+    async def measured(runs: Sizes) -> Figures:
+        if workload == "B10":
+            return await serial_b10(channels, runs.lg_runs, runs.runs_per_thread)
+        return await latency.concurrent_wait(channels, runs)
+
     try:
         channels = Channels(server.address, sizes.channels)
         try:
             await channels.ready()
             warm = replace(sizes, b2_runs_per_client=max(2, sizes.b2_runs_per_client // 10))
-            await latency.concurrent_wait(channels, warm)
+            await measured(replace(warm, lg_runs=max(2, sizes.lg_runs // 10)))
             output = directory / "profile.txt"
-            recorder = _record(spy, server.pid, rate, output)
+            recorder = _record(spy, server.pid, rate, output, native)
             try:
                 await asyncio.sleep(1.0)  # py-spy attaches
                 before, total = threads_cpu(server.pid), cpu_seconds(server.pid)
-                figures = await latency.concurrent_wait(channels, sizes)
+                figures = await measured(sizes)
                 after, total = threads_cpu(server.pid), cpu_seconds(server.pid) - total
             finally:
                 recorder.send_signal(signal.SIGINT)
@@ -206,14 +247,14 @@ async def profile_b2(
     )
 
 
-def _record(spy: str, pid: int, rate: int, output: Path) -> subprocess.Popen[bytes]:
+def _record(spy: str, pid: int, rate: int, output: Path, native: bool) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             spy,
             "record",
             f"--pid={pid}",
             f"--rate={rate}",
-            "--native",
+            *(["--native"] if native else ["--gil"]),
             "--threads",
             "--format=raw",
             f"--output={output}",
@@ -247,24 +288,41 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-per-client", type=int, default=200)
+    parser.add_argument("--workload", choices=("B2", "B10"), default="B2")
+    parser.add_argument("--runs-per-client", type=int, default=200, help="B2's")
+    parser.add_argument("--runs", type=int, default=1200, help="B10's serial runs")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--pin", action="store_true", help="the server on core 0, this on 1")
     parser.add_argument("--threads", action="store_true", help="also list the threads")
+    parser.add_argument(
+        "--python-only",
+        action="store_true",
+        help="Python frames only, of the thread holding the GIL (with native frames py-spy"
+        " loses the Python stack under asyncio's C task steps)",
+    )
     parser.add_argument("--raw", metavar="PATH", help="keep py-spy's raw samples there")
     args = parser.parse_args(argv)
-    sizes = replace(Sizes(), b2_runs_per_client=args.runs_per_client)
+    sizes = replace(Sizes(), b2_runs_per_client=args.runs_per_client, lg_runs=args.runs)
     cpus: set[int] | None = None
     if args.pin:
         cores = sorted(os.sched_getaffinity(0))
         cpus = {cores[0]}
         os.sched_setaffinity(0, set(cores[1:]))
     with tempfile.TemporaryDirectory(prefix="turnstile-profile-") as name:
-        profile = asyncio.run(profile_b2(sizes, Path(name), rate=args.rate, cpus=cpus))
+        profile = asyncio.run(
+            profile_b2(
+                sizes,
+                Path(name),
+                rate=args.rate,
+                cpus=cpus,
+                workload=args.workload,
+                native=not args.python_only,
+            )
+        )
         if args.raw:
             shutil.copyfile(Path(name) / "profile.txt", args.raw)
     print(
-        f"B2 profiled: {profile.runs:,} runs at {profile.rate:,.0f} runs/s; server CPU"
+        f"{args.workload} profiled: {profile.runs:,} runs at {profile.rate:,.0f} runs/s; server CPU"
         f" {profile.cpu:.2f} s ({profile.cpu / profile.seconds:.0%} of one core),"
         f" {profile.samples:,} py-spy samples"
     )

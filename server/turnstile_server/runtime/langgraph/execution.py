@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from turnstile_server.runtime.interface import RunHost
 from turnstile_server.runtime.langgraph.commands import check_resume, report_waiting
 from turnstile_server.runtime.langgraph.messages import to_json
+from turnstile_server.runtime.langgraph.runtime import with_saver
 from turnstile_server.runtime.langgraph.streams import Streamer, langgraph_modes
 from turnstile_server.runtime.langgraph.writes import HeldWrites
 from turnstile_server.store import RunRecord
@@ -126,7 +127,7 @@ async def _drive(graph: LangGraphGraph, host: RunHost, applied: asyncio.Future[N
     subgraphs = run.stream_subgraphs
     streamer = Streamer(host, subgraphs=subgraphs)
     async with graph.resolved(config, "threads.create_run") as compiled:
-        bound = compiled.copy(update={"checkpointer": saver})
+        bound = with_saver(compiled, saver)
         payload = None if resumed else _input(run)
         kwargs = _stream_options(compiled, run)
         take: Callable[[tuple[str, ...], str, Any], None] = streamer.chunk
@@ -206,7 +207,7 @@ async def keep_input(graph: LangGraphGraph, host: RunHost) -> None:
         payload = None if resumed else _input(run)
         if payload is None or isinstance(payload, Command):
             return
-        bound: Any = compiled.copy(update={"checkpointer": saver})
+        bound: Any = with_saver(compiled, saver)
         options = {**_stream_options(compiled, run), "durability": "sync"}
         options.pop("interrupt_after", None)
         options["interrupt_before"] = "*"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from turnstile_server.runtime.langgraph.messages import to_json
+from turnstile_server.runtime.langgraph.runtime import with_saver
 from turnstile_server.runtime.snapshot import (
     CheckpointRef,
     GraphSnapshot,
@@ -45,7 +46,7 @@ async def snapshot(
     GraphUnavailable if the graph's factory fails (so for `history` and `run_values`)."""
     config = _read_config(thread_id, checkpoint_id)
     async with graph.readable(dict(config), graph_id) as compiled:
-        bound = compiled.copy(update={"checkpointer": graph.shared.reader(checkpoints)})
+        bound = with_saver(compiled, graph.shared.reader(checkpoints))
         state = await bound.aget_state(config)
     if not state.config or not state.config.get("configurable", {}).get("checkpoint_id"):
         return None
@@ -67,7 +68,7 @@ async def history(
     found: list[GraphSnapshot] = []
     more = False
     async with graph.readable(dict(config), graph_id) as compiled:
-        bound = compiled.copy(update={"checkpointer": graph.shared.reader(checkpoints)})
+        bound = with_saver(compiled, graph.shared.reader(checkpoints))
         older = _read_config(thread_id, before) if before else None
         async for state in bound.aget_state_history(config, before=older, limit=limit + 1):
             if len(found) == limit:

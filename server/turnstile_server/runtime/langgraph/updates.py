@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from turnstile_server.errors import InvalidArgument, ThreadBusy
 from turnstile_server.runtime.langgraph.messages import to_json
+from turnstile_server.runtime.langgraph.runtime import with_saver
 from turnstile_server.runtime.langgraph.staged import Staged
 from turnstile_server.runtime.snapshot import CheckpointRef
 from turnstile_server.store.langgraph_checkpoints import (
@@ -108,7 +109,7 @@ async def _compute(
                 reason="INVALID_NODE_NAMES",
                 field="as_node",
             )
-        bound = compiled.copy(update={"checkpointer": saver})
+        bound = with_saver(compiled, saver)
         try:
             written = await bound.aupdate_state(config, values, as_node=as_node or None)
         except (InvalidUpdateError, ValueError, TypeError) as exc:
