@@ -89,6 +89,36 @@ async def test_an_interrupt_ends_the_run_success_and_its_end_says_it_waits_for_i
     assert thread["thread_id"] not in {t["thread_id"] for t in cancelled}
 
 
+async def test_the_stream_shows_the_interrupt_in_updates_and_values(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+
+    parts = [
+        (part.event, part.data)
+        async for part in client.runs.stream(
+            thread["thread_id"],
+            "approval",
+            input={"request": "pay"},
+            stream_mode=["updates", "values"],
+        )
+    ]
+
+    [(_, end)] = [p for p in parts if p[0] == "end"]
+    [pending] = end["interrupts"]
+    shown = {"value": {"question": "approve pay?"}, "id": pending["id"]}
+    updates = [data for event, data in parts if event == "updates"]
+    values = [data for event, data in parts if event == "values"]
+    assert [{k: v for k, v in i.items() if k in shown} for i in updates[-1]["__interrupt__"]] == [
+        shown
+    ]
+    assert [{k: v for k, v in i.items() if k in shown} for i in values[-1]["__interrupt__"]] == [
+        shown
+    ]
+    assert values[-1]["steps"] == ["draft"]
+    assert [event for event, _ in parts][-3:] == ["updates", "values", "end"]
+
+
 async def test_a_resume_continues_the_graph_with_the_value_and_the_thread_is_idle_after(
     client: TurnstileClient,
 ) -> None:
