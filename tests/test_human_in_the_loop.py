@@ -184,6 +184,34 @@ async def test_two_parallel_interrupts_are_resumed_each_by_its_id(
     assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
 
 
+async def test_a_plain_resume_of_two_parallel_interrupts_ends_error_and_the_thread_still_waits(
+    client: TurnstileClient,
+) -> None:
+    """As in LangGraph (and langgraph-api): a value not keyed by interrupt id cannot tell two
+    pending interrupts apart; the run ends ERROR with LangGraph's reason before any node runs,
+    and the thread still waits on both, which a resume by id then answers."""
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "parallel", input={})
+    got = await client.threads.get(thread["thread_id"])
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+
+    refused = await client.runs.wait_run(thread["thread_id"], "parallel", command={"resume": "x"})
+
+    error = refused.run["error"]
+    assert refused.run["status"] == "error" and error is not None
+    assert error["type"] == "RuntimeError" and "specify the interrupt id" in error["message"]
+    assert answers() == []
+    again = await client.threads.get(thread["thread_id"])
+    assert (again["status"], again["interruption"]) == ("interrupted", "awaiting_input")
+    assert sorted(pending_of(again)) == sorted(by_value.values())
+    await client.runs.wait(
+        thread["thread_id"],
+        "parallel",
+        command={"resume": {by_value["left?"]: "L", by_value["right?"]: "R"}},
+    )
+    assert answers() == ["left=L", "right=R"]
+
+
 async def test_one_of_two_parallel_interrupts_resumed_leaves_the_other_pending(
     client: TurnstileClient,
 ) -> None:
