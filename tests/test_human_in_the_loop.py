@@ -89,6 +89,36 @@ async def test_an_interrupt_ends_the_run_success_and_its_end_says_it_waits_for_i
     assert thread["thread_id"] not in {t["thread_id"] for t in cancelled}
 
 
+async def test_the_stream_shows_the_interrupt_in_updates_and_values(
+    client: TurnstileClient,
+) -> None:
+    thread = await client.threads.create()
+
+    parts = [
+        (part.event, part.data)
+        async for part in client.runs.stream(
+            thread["thread_id"],
+            "approval",
+            input={"request": "pay"},
+            stream_mode=["updates", "values"],
+        )
+    ]
+
+    [(_, end)] = [p for p in parts if p[0] == "end"]
+    [pending] = end["interrupts"]
+    shown = {"value": {"question": "approve pay?"}, "id": pending["id"]}
+    updates = [data for event, data in parts if event == "updates"]
+    values = [data for event, data in parts if event == "values"]
+    assert [{k: v for k, v in i.items() if k in shown} for i in updates[-1]["__interrupt__"]] == [
+        shown
+    ]
+    assert [{k: v for k, v in i.items() if k in shown} for i in values[-1]["__interrupt__"]] == [
+        shown
+    ]
+    assert values[-1]["steps"] == ["draft"]
+    assert [event for event, _ in parts][-3:] == ["updates", "values", "end"]
+
+
 async def test_a_resume_continues_the_graph_with_the_value_and_the_thread_is_idle_after(
     client: TurnstileClient,
 ) -> None:
@@ -152,6 +182,34 @@ async def test_two_parallel_interrupts_are_resumed_each_by_its_id(
     assert result.run["status"] == "success"
     assert answers() == ["left=L", "right=R"]
     assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
+async def test_a_plain_resume_of_two_parallel_interrupts_ends_error_and_the_thread_still_waits(
+    client: TurnstileClient,
+) -> None:
+    """As in LangGraph (and langgraph-api): a value not keyed by interrupt id cannot tell two
+    pending interrupts apart; the run ends ERROR with LangGraph's reason before any node runs,
+    and the thread still waits on both, which a resume by id then answers."""
+    thread = await client.threads.create()
+    await client.runs.wait(thread["thread_id"], "parallel", input={})
+    got = await client.threads.get(thread["thread_id"])
+    by_value = {i["value"]: i["id"] for group in got["interrupts"].values() for i in group}
+
+    refused = await client.runs.wait_run(thread["thread_id"], "parallel", command={"resume": "x"})
+
+    error = refused.run["error"]
+    assert refused.run["status"] == "error" and error is not None
+    assert error["type"] == "RuntimeError" and "specify the interrupt id" in error["message"]
+    assert answers() == []
+    again = await client.threads.get(thread["thread_id"])
+    assert (again["status"], again["interruption"]) == ("interrupted", "awaiting_input")
+    assert sorted(pending_of(again)) == sorted(by_value.values())
+    await client.runs.wait(
+        thread["thread_id"],
+        "parallel",
+        command={"resume": {by_value["left?"]: "L", by_value["right?"]: "R"}},
+    )
+    assert answers() == ["left=L", "right=R"]
 
 
 async def test_one_of_two_parallel_interrupts_resumed_leaves_the_other_pending(

@@ -138,6 +138,8 @@ async def test_a_failed_task_shows_its_error(
     assert result.run["error"] == {"type": "ValueError", "message": "no luck"}
     [task] = (await states.latest(tid)).tasks
     assert task.name == "explode" and task.error == "ValueError('no luck')", "LangGraph's form"
+    [wire] = (await client.threads.get_state(tid))["tasks"]  # the same over gRPC
+    assert (wire["name"], wire["error"], wire["interrupts"]) == ("explode", task.error, [])
 
 
 async def test_history_is_newest_first_each_with_its_parent_and_pages_carry_on(

@@ -186,10 +186,31 @@ async def test_events_mode_streams_astream_events_v2_beside_the_other_modes(
     assert [list(d) for _, name, d in parts if name == "updates"] == [["model"], ["inner"]]
 
 
-async def test_every_cut_point_resumes_exactly(served: tuple[App, TurnstileClient]) -> None:
+@pytest.mark.parametrize(
+    "modes",
+    [
+        pytest.param(
+            [
+                "values",
+                "updates",
+                "messages",
+                "custom",
+                "debug",
+                "tasks",
+                "checkpoints",
+                "messages-partial",
+            ],
+            id="astream",
+        ),
+        pytest.param(["events", "updates", "messages"], id="events"),  # astream_events v2
+    ],
+)
+async def test_every_cut_point_resumes_exactly(
+    served: tuple[App, TurnstileClient], modes: list[str]
+) -> None:
     app, client = served
-    modes = ["values", "updates", "messages", "custom", "debug", "tasks", "checkpoints"]
-    run, parts = await _events(app, client, [*modes, "messages-partial"])
+    run, parts = await _events(app, client, modes)
+    assert {name for _, name, _ in parts} >= {*modes, "metadata", "end"} - {"messages-partial"}
     _well_formed(parts)
     for cut in range(len(parts) + 1):  # after `end` too: nothing, at once
         rest = [

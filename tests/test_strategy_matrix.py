@@ -1,6 +1,8 @@
 """Every multitask strategy against every situation a thread can be in (SPEC §3), on both
 runtimes: the graphs `gated`, `echo` and `failing` are native, or LangGraph stand-ins
-(`tests/lg_graphs.py`)."""
+(`tests/lg_graphs.py`). The row "thread waiting for input" (LangGraph only, in both modes of
+`on_pending_interrupt`) is `test_new_input_on_a_thread_waiting_for_input` in
+`tests/test_human_in_the_loop.py`, on SQLite and PostgreSQL (`tests/test_postgres_hitl.py`)."""
 
 from __future__ import annotations
 
