@@ -180,6 +180,12 @@ async def sized(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[st
     yield {"blob": "b" * int(ctx.input["bytes"])}
 
 
+async def idle(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Yields nothing: its runs change the thread by their input alone."""
+    return
+    yield
+
+
 class Grown(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     steps: int
@@ -205,6 +211,7 @@ def size_registry() -> Any:
     graphs = support.registry()
     graphs.register("growing", growing)
     graphs.register("sized", sized)
+    graphs.register("idle", idle)
     graphs.register("lg_growing", _lg_growing())
     return graphs
 
@@ -275,6 +282,21 @@ async def test_one_update_larger_than_the_limit_is_refused_whole(
     assert run["status"] == "error" and run["error"] is not None, run
     assert run["error"]["type"] == "StateTooLarge", run
     assert "blob" not in (await limited.threads.get_state(thread_id))["values"], waited
+
+
+async def test_a_native_run_whose_input_takes_the_thread_past_the_limit_ends_error_at_once(
+    limited: TurnstileClient,
+) -> None:
+    thread_id = (await limited.threads.create())["thread_id"]
+    await limited.runs.wait(thread_id, "sized", input={"bytes": LIMIT - (4 << 10)})
+    text = {"messages": [{"role": "user", "content": CHUNK}]}
+    await limited.runs.wait(thread_id, "idle", input=text)
+    run = (await limited.runs.list(thread_id))[0]
+    assert run["status"] == "error" and run["error"] is not None, run
+    assert run["error"]["type"] == "StateTooLarge", run
+    await limited.runs.wait(thread_id, "idle", input=text)
+    again = (await limited.runs.list(thread_id))[0]
+    assert again["status"] == "error", "a thread past the limit runs no graph"
 
 
 async def test_update_thread_state_past_the_limit_is_refused_and_writes_nothing(
