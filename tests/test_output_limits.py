@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from tests import support
+from tests import postgres, support
 from tests.rpc import Stubs, struct
 from turnstile import ResourceExhaustedError, TurnstileClient, get_client
 from turnstile.v1 import run_pb2, run_service_pb2, thread_pb2, thread_service_pb2
@@ -216,15 +216,25 @@ def size_registry() -> Any:
     return graphs
 
 
-async def start(database: Path, **limits: Any) -> App:
-    config = replace(ServerConfig(host="127.0.0.1", port=0, database=str(database)), **limits)
+async def start(database: str, **limits: Any) -> App:
+    config = replace(ServerConfig(host="127.0.0.1", port=0, database=database), **limits)
     config.check()
     return await App.start(config, size_registry())
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database on each backend (the PostgreSQL one dropped after)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "limits.db")
+        return
+    async with postgres.database() as url:
+        yield url
+
+
 @pytest.fixture
-async def limited(tmp_path: Path) -> AsyncIterator[TurnstileClient]:
-    app = await start(tmp_path / "limited.db", max_state_bytes=LIMIT)
+async def limited(database: str) -> AsyncIterator[TurnstileClient]:
+    app = await start(database, max_state_bytes=LIMIT)
     client = get_client(url=app.address)
     try:
         yield client
@@ -319,9 +329,8 @@ async def test_update_thread_state_past_the_limit_is_refused_and_writes_nothing(
 
 
 async def test_a_thread_stored_larger_than_an_answer_is_refused_by_reads_and_left_out_of_lists(
-    tmp_path: Path,
+    database: str,
 ) -> None:
-    database = tmp_path / "before.db"
     app = await start(database, max_state_bytes=1 << 20)  # a server before the limit was low
     client = get_client(url=app.address)
     try:
