@@ -355,6 +355,11 @@ async def test_a_thread_stored_larger_than_an_answer_is_refused_by_reads_and_lef
                     await read(thread_id)
                 assert refused.value.reason == "STATE_TOO_LARGE", refused.value
                 assert refused.value.metadata["thread_id"] == thread_id
+        for thread_id in (native, langgraph):
+            run = (await client.runs.list(thread_id))[0]
+            with pytest.raises(ResourceExhaustedError) as refused:
+                await client.runs.join(thread_id, run["run_id"])
+            assert refused.value.reason == "STATE_TOO_LARGE", refused.value
         assert [t["thread_id"] for t in await client.threads.search()] == [newest, small]
         for thread_id in (native, langgraph):  # its entries an answer carries, the rest left out
             history = await client.threads.get_history(thread_id, limit=100)
