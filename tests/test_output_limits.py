@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-from tests import support
+from tests import postgres, support
 from tests.rpc import Stubs, struct
 from turnstile import ResourceExhaustedError, TurnstileClient, get_client
 from turnstile.v1 import run_pb2, run_service_pb2, thread_pb2, thread_service_pb2
@@ -180,6 +180,12 @@ async def sized(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[st
     yield {"blob": "b" * int(ctx.input["bytes"])}
 
 
+async def idle(state: dict[str, Any], ctx: RunContext) -> AsyncIterator[dict[str, Any]]:
+    """Yields nothing: its runs change the thread by their input alone."""
+    return
+    yield
+
+
 class Grown(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     steps: int
@@ -205,19 +211,30 @@ def size_registry() -> Any:
     graphs = support.registry()
     graphs.register("growing", growing)
     graphs.register("sized", sized)
+    graphs.register("idle", idle)
     graphs.register("lg_growing", _lg_growing())
     return graphs
 
 
-async def start(database: Path, **limits: Any) -> App:
-    config = replace(ServerConfig(host="127.0.0.1", port=0, database=str(database)), **limits)
+async def start(database: str, **limits: Any) -> App:
+    config = replace(ServerConfig(host="127.0.0.1", port=0, database=database), **limits)
     config.check()
     return await App.start(config, size_registry())
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database on each backend (the PostgreSQL one dropped after)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "limits.db")
+        return
+    async with postgres.database() as url:
+        yield url
+
+
 @pytest.fixture
-async def limited(tmp_path: Path) -> AsyncIterator[TurnstileClient]:
-    app = await start(tmp_path / "limited.db", max_state_bytes=LIMIT)
+async def limited(database: str) -> AsyncIterator[TurnstileClient]:
+    app = await start(database, max_state_bytes=LIMIT)
     client = get_client(url=app.address)
     try:
         yield client
@@ -277,6 +294,21 @@ async def test_one_update_larger_than_the_limit_is_refused_whole(
     assert "blob" not in (await limited.threads.get_state(thread_id))["values"], waited
 
 
+async def test_a_native_run_whose_input_takes_the_thread_past_the_limit_ends_error_at_once(
+    limited: TurnstileClient,
+) -> None:
+    thread_id = (await limited.threads.create())["thread_id"]
+    await limited.runs.wait(thread_id, "sized", input={"bytes": LIMIT - (4 << 10)})
+    text = {"messages": [{"role": "user", "content": CHUNK}]}
+    await limited.runs.wait(thread_id, "idle", input=text)
+    run = (await limited.runs.list(thread_id))[0]
+    assert run["status"] == "error" and run["error"] is not None, run
+    assert run["error"]["type"] == "StateTooLarge", run
+    await limited.runs.wait(thread_id, "idle", input=text)
+    again = (await limited.runs.list(thread_id))[0]
+    assert again["status"] == "error", "a thread past the limit runs no graph"
+
+
 async def test_update_thread_state_past_the_limit_is_refused_and_writes_nothing(
     limited: TurnstileClient,
 ) -> None:
@@ -297,9 +329,8 @@ async def test_update_thread_state_past_the_limit_is_refused_and_writes_nothing(
 
 
 async def test_a_thread_stored_larger_than_an_answer_is_refused_by_reads_and_left_out_of_lists(
-    tmp_path: Path,
+    database: str,
 ) -> None:
-    database = tmp_path / "before.db"
     app = await start(database, max_state_bytes=1 << 20)  # a server before the limit was low
     client = get_client(url=app.address)
     try:
@@ -324,6 +355,11 @@ async def test_a_thread_stored_larger_than_an_answer_is_refused_by_reads_and_lef
                     await read(thread_id)
                 assert refused.value.reason == "STATE_TOO_LARGE", refused.value
                 assert refused.value.metadata["thread_id"] == thread_id
+        for thread_id in (native, langgraph):
+            run = (await client.runs.list(thread_id))[0]
+            with pytest.raises(ResourceExhaustedError) as refused:
+                await client.runs.join(thread_id, run["run_id"])
+            assert refused.value.reason == "STATE_TOO_LARGE", refused.value
         assert [t["thread_id"] for t in await client.threads.search()] == [newest, small]
         for thread_id in (native, langgraph):  # its entries an answer carries, the rest left out
             history = await client.threads.get_history(thread_id, limit=100)

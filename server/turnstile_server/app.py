@@ -186,6 +186,7 @@ class App:
                 run_defaults=config.run_defaults(),
                 page_bytes=config.max_page_bytes,
                 relay=relay,
+                answer_bytes=config.max_answer_bytes,
             ),
             server,
         )

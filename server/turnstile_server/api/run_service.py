@@ -16,6 +16,7 @@ from turnstile_server.errors import InvalidArgument, OutOfRange, RunNotFound, Tu
 from turnstile_server.event_log import check_position, follow
 from turnstile_server.events import EventHub
 from turnstile_server.graph import GraphRegistry
+from turnstile_server.json_size import MAX_ANSWER_BYTES
 from turnstile_server.runtime.langgraph.runtime import LangGraphGraph
 from turnstile_server.scheduler import Scheduler
 from turnstile_server.state import normalize_input
@@ -43,8 +44,10 @@ class RunService(pb_grpc.RunServiceServicer):
         run_defaults: Mapping[str, Any],
         page_bytes: int = wire.MAX_PAGE_BYTES,
         relay: Relay | None = None,
+        answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._relay = relay
+        self._answer = wire.AnswerBytes(answer_bytes)
         self._states = ThreadStates(store, graphs)
         self._store = store
         self._scheduler = scheduler
@@ -91,7 +94,13 @@ class RunService(pb_grpc.RunServiceServicer):
     async def _ended(self, run: RunRecord, context: Any) -> bytes:
         """The encoded body of a WaitRun or JoinRun response for a run that has ended: the run
         (field 1) and the values at its own last checkpoint (field 2, or 3 as JSON text),
-        joined once."""
+        joined once; StateTooLarge when no answer can carry them (a thread stored before
+        `--max-state-bytes` held it)."""
+        body = await self._ended_body(run, context)
+        self._answer.check_state(len(body), run.thread_id)
+        return body
+
+    async def _ended_body(self, run: RunRecord, context: Any) -> bytes:
         values = await self._states.run_values(run)
         if values is not None:  # a LangGraph run: the values at its own last checkpoint
             head = codec.field(0x0A, run_message(run).SerializeToString())

@@ -14,6 +14,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from turnstile_server.errors import StateTooLarge
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import PreparedGraph, RunHost, Step, Write
 from turnstile_server.runtime.view import ReadOnlyMapping
@@ -69,6 +70,16 @@ class NativeGraph:
         # meanwhile, and readers must see committed steps only. Copied once per run (pointers:
         # 0.1-0.7 ms at 10,000 messages); each step applies its update to it.
         state = await host.state()
+        limit = host.max_state_bytes
+        if limit is not None and state.size > limit:
+            # Its input landed as it started (at most a request's size): the graph does not
+            # run on a thread past the limit, so no run grows it further.
+            raise StateTooLarge(
+                state.size,
+                limit,
+                run.thread_id,
+                what=f"the thread's state, with the run's input, takes {state.size} bytes",
+            )
         if host.start.input is not None:
             _emit_step(host, host.start.input.update, state)
         # The graph reads it through a view that refuses writes (nested dicts included): a

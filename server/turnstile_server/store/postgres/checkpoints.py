@@ -164,6 +164,7 @@ class Checkpoints:
         return state.copy(), last
 
     def _keep(self, thread_id: str, entry: tuple[CheckpointRecord, ThreadState]) -> None:
+        entry[1].measure()  # once per cached state: its applies and copies keep the size
         self._cache[thread_id] = entry
         self._cache.move_to_end(thread_id)
         while len(self._cache) > CACHE_THREADS:

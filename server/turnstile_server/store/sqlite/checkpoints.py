@@ -172,6 +172,7 @@ class Checkpoints:
                 state.apply(last.update)
         if last is None:
             return state, None
+        state.measure()  # once per cached state: its applies and copies keep the size
         self._cache[thread_id] = (last, state)
         self._cache.move_to_end(thread_id)
         while len(self._cache) > CACHE_THREADS:
