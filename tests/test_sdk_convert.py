@@ -530,17 +530,6 @@ def test_unknown_enum_numbers_from_a_newer_server_decode_as_unspecified() -> Non
     assert convert.RUN_STATUS.decode(99) == convert.UNSPECIFIED
 
 
-def test_stream_mode_accepts_one_mode_or_several() -> None:
-    assert convert.stream_modes(None) == []
-    assert convert.stream_modes("values") == [run_pb2.STREAM_MODE_VALUES]
-    assert convert.stream_modes(["updates", "messages"]) == [
-        run_pb2.STREAM_MODE_UPDATES,
-        run_pb2.STREAM_MODE_MESSAGES,
-    ]
-    with pytest.raises(ValueError, match="stream mode 'trace'"):
-        convert.stream_modes(["values", "trace"])
-
-
 async def test_unknown_strings_raise_before_any_call_is_made() -> None:
     # Nothing listens on port 1: reaching the network would fail with UnavailableError.
     client = turnstile.get_client("127.0.0.1:1", timeout=1)
