@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +91,28 @@ def test_the_server_imports_redis_only_when_it_is_given_redis() -> None:
     loaded = loaded_by("import turnstile_server.app, turnstile_server.cli")
     assert sorted(m for m in loaded if m.split(".")[0] in ("redis", "hiredis")) == []
     assert "turnstile_server.relay" not in loaded
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _core_contract() -> list[str]:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (core,) = [c for c in contracts["contracts"] if c["name"].startswith("The core imports")]
+    return [name.removeprefix("turnstile_server.") for name in core["source_modules"]]
+
+
+def test_every_server_module_is_the_api_the_app_the_cli_or_in_the_core_contract() -> None:
+    # A new module outside every contract would escape the layering checks unseen.
+    package = ROOT / "server" / "turnstile_server"
+    modules = {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
+    modules |= {path.name for path in package.iterdir() if (path / "__init__.py").exists()}
+    assert sorted(modules - {"api", "app", "cli"}) == sorted(_core_contract())
+
+
+def test_architecture_md_names_the_core_modules_of_the_contract() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    item = re.search(r"^3\. The core \((.*?)\)", text, re.MULTILINE | re.DOTALL)
+    assert item is not None
+    named = re.findall(r"`(\w+)`", item.group(1))
+    assert named == _core_contract()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import attrgetter
+from collections.abc import Iterable, Mapping
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -12,15 +11,12 @@ from typing import (
     Protocol,
     TypeVar,
     cast,
-    get_args,
-    get_type_hints,
-    is_typeddict,
 )
 
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from turnstile._fields import Conversions, dict_reader
 from turnstile._types import (
     Assistant,
     CheckpointRef,
@@ -131,15 +127,6 @@ CHECKPOINT_SOURCE = EnumCodec(
 )
 
 
-def stream_modes(modes: str | Sequence[str] | None) -> list[run_pb2.StreamMode.ValueType]:
-    """Encodes one stream mode or several; `None` means the server default (values)."""
-    if modes is None:
-        return []
-    if isinstance(modes, str):
-        modes = [modes]
-    return [STREAM_MODE.encode(mode) for mode in modes]
-
-
 # --- JSON <-> Struct ---------------------------------------------------------------------
 
 
@@ -207,8 +194,9 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def run_to_dict(run: run_pb2.Run) -> Run:
-    """Converts a Run message into a `Run` dict (its keys and their rules: `_dict_readers`)."""
-    return cast(Run, {key: read(run) for key, read in _RUN_READERS})
+    """Converts a Run message into a `Run` dict: each key of `Run` from the field of its name
+    (how: `_fields.dict_reader`)."""
+    return cast(Run, _read_run(run))
 
 
 def command_to_dict(command: run_pb2.Command) -> Command:
@@ -269,18 +257,6 @@ def to_value(value: Any, what: str) -> struct_pb2.Value:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} is not JSON-compatible: {exc}") from exc
     return wrapper.fields["v"]
-
-
-def node_names(names: str | Sequence[str] | None, what: str) -> list[str]:
-    """Encodes `interrupt_before`/`interrupt_after`: "*" (every node), a name or a list."""
-    if names is None:
-        return []
-    if isinstance(names, str):
-        return [names]
-    listed = list(names)
-    if not all(isinstance(name, str) for name in listed):
-        raise TypeError(f"{what} must be node names (strings) or '*'")
-    return listed
 
 
 def thread_to_dict(thread: thread_pb2.Thread) -> Thread:
@@ -409,93 +385,36 @@ def thread_event_part(event: thread_service_pb2.ThreadEvent) -> ThreadStreamPart
     return None
 
 
-# --- message -> dict, derived ------------------------------------------------------------
+# --- derived: the Run dict, the admission requests' fields -------------------------------
 
-_Reader = Callable[[Any], Any]
-
-
-def _dict_readers(
-    message: Descriptor, shape: type, converters: Mapping[str, _Reader]
-) -> tuple[tuple[str, _Reader], ...]:
-    """One reader per key of the TypedDict `shape`, in its order, from the proto field of that
-    name: its type says how it decodes, the key's annotation whether unset reads as `None`.
-
-    A key whose annotation admits `None` reads a field left unset (a message or an `optional`
-    scalar without presence, an empty string or list, a zero number, an unspecified enum) as
-    `None`; otherwise the field's value as it is. Enums decode through their `EnumCodec`,
-    timestamps as ISO strings, `Struct`s as dicts, a message named in `converters` through its
-    function, another message as the TypedDict of its annotation, recursively.
-    """
-    hints = get_type_hints(shape)
-    readers = []
-    for key, hint in hints.items():
-        field = message.fields_by_name.get(key)
-        if field is None:
-            raise TypeError(f"{shape.__name__}[{key!r}] has no field in {message.full_name}")
-        readers.append((key, _field_reader(field, hint, converters)))
-    return tuple(readers)
-
-
-def _field_reader(field: FieldDescriptor, hint: Any, converters: Mapping[str, _Reader]) -> _Reader:
-    name = field.name
-    args = get_args(hint)
-    nullable = type(None) in args
-    shown = next((arg for arg in args if arg is not type(None)), hint) if nullable else hint
-    if field.is_repeated:
-        if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE or field.enum_type is not None:
-            raise TypeError(f"{field.full_name}: repeated messages or enums are not derived")
-        if nullable:
-            return lambda m: list(getattr(m, name)) or None
-        return lambda m: list(getattr(m, name))
-    if field.message_type is not None:
-        decode = _message_decoder(field.message_type, shown, converters)
-        if nullable:
-            return lambda m: decode(getattr(m, name)) if m.HasField(name) else None
-        return lambda m: decode(getattr(m, name))
-    if field.enum_type is not None:
-        codec = _CODECS_BY_ENUM[field.enum_type.full_name]
-        if nullable:
-            return lambda m: (
-                None if (text := codec.decode(getattr(m, name))) == UNSPECIFIED else text
-            )
-        return lambda m: codec.decode(getattr(m, name))
-    if nullable and field.has_presence:
-        return lambda m: getattr(m, name) if m.HasField(name) else None
-    if nullable:
-        return lambda m: getattr(m, name) or None
-    return attrgetter(name)
-
-
-def _message_decoder(message: Descriptor, shown: Any, converters: Mapping[str, _Reader]) -> _Reader:
-    if message.full_name in converters:
-        return converters[message.full_name]
-    if message.full_name == "google.protobuf.Timestamp":
-        return iso
-    if message.full_name == "google.protobuf.Struct":
-        return struct_to_dict
-    if is_typeddict(shown):
-        readers = _dict_readers(message, shown, converters)
-        return lambda m: {key: read(m) for key, read in readers}
-    raise TypeError(f"{message.full_name}: no decoder for a field shown as {shown!r}")
-
-
-_CODECS_BY_ENUM: dict[str, EnumCodec[Any]] = {
-    codec.enum_name: codec
-    for codec in (
-        MULTITASK_STRATEGY,
-        RUN_STATUS,
-        THREAD_STATUS,
-        STREAM_MODE,
-        CANCEL_ACTION,
-        IF_NOT_EXISTS,
-        IF_EXISTS,
-        ON_DISCONNECT,
-        DURABILITY,
-        ON_PENDING_INTERRUPT,
-        INTERRUPTION,
-        CHECKPOINT_SOURCE,
-    )
-}
-_RUN_READERS = _dict_readers(
-    run_pb2.Run.DESCRIPTOR, Run, {run_pb2.Command.DESCRIPTOR.full_name: command_to_dict}
+CONVERSIONS = Conversions(
+    enums={
+        codec.enum_name: codec
+        for codec in (
+            MULTITASK_STRATEGY,
+            RUN_STATUS,
+            THREAD_STATUS,
+            STREAM_MODE,
+            CANCEL_ACTION,
+            IF_NOT_EXISTS,
+            IF_EXISTS,
+            ON_DISCONNECT,
+            DURABILITY,
+            ON_PENDING_INTERRUPT,
+            INTERRUPTION,
+            CHECKPOINT_SOURCE,
+        )
+    },
+    decoders={
+        "google.protobuf.Timestamp": iso,
+        "google.protobuf.Struct": struct_to_dict,
+        "turnstile.v1.Command": command_to_dict,
+    },
+    encoders={
+        "google.protobuf.Struct": to_struct,
+        "turnstile.v1.Command": lambda command, _what: command_message(command),
+    },
+    unspecified=UNSPECIFIED,
 )
+"""The SDK's enum strings and message conversions, for the fields derived in `_fields`."""
+_read_run = dict_reader(run_pb2.Run.DESCRIPTOR, Run, CONVERSIONS)

@@ -8,7 +8,7 @@ double: every number comes back as a `float` (`1` is returned as `1.0`), and int
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, TypeAlias, TypedDict
 
 MultitaskStrategy: TypeAlias = Literal["reject", "interrupt", "rollback", "enqueue"]
@@ -131,6 +131,60 @@ class Run(TypedDict):
     discarded_interrupts: list[str]
     """The interrupt ids the thread waited on that this run's new input left unanswered."""
     on_pending_interrupt: OnPendingInterrupt | None
+
+
+class RunArguments(TypedDict, total=False):
+    """The keyword arguments of the admission methods (`runs.create`, `wait`, `wait_run`,
+    `stream`): each is the field of its name of `CreateRunRequest`, `WaitRunRequest` and
+    `StreamRunRequest`. Omitted or `None`: the server's default. An unknown string raises
+    `ValueError` before any call is made.
+    """
+
+    input: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+    config: Mapping[str, Any] | None
+    stream_mode: StreamMode | Sequence[StreamMode] | None
+    """One of "values", "updates", "messages", "custom", ... or a list of them."""
+    multitask_strategy: MultitaskStrategy | None
+    """What the run does to the thread's inflight runs; "enqueue" is the server default."""
+    after_seconds: float | None
+    """Delays the run's start."""
+    if_not_exists: IfNotExists | None
+    """What a missing thread does: "reject" (the default) or "create"."""
+    request_id: str | None
+    """An idempotency key; generated when omitted, so that a retried call admits one run."""
+    timeout_seconds: float | None
+    """The time limit of each attempt of the run."""
+    durability: Durability | None
+    """When the run's checkpoints are written: "sync" (each step's before the next step),
+    "async" (while the next step runs) or "exit" (when the run ends)."""
+    command: Command | Mapping[str, Any] | None
+    """Continues a thread waiting for input (LangGraph): `{"resume": value}`, `{"resume":
+    {interrupt_id: value}}`, `{"update": {...}}`, `{"goto": "node"}`; not with `input`."""
+    context: Mapping[str, Any] | None
+    """The graph's runtime context (LangGraph)."""
+    stream_subgraphs: bool
+    """Streams the subgraphs' events too (LangGraph)."""
+    interrupt_before: Literal["*"] | Sequence[str] | None
+    """Stops the run before these nodes ("*": every node; LangGraph)."""
+    interrupt_after: Literal["*"] | Sequence[str] | None
+    """Stops the run after these nodes ("*": every node; LangGraph)."""
+    checkpoint_id: str | None
+    """Continues from an earlier checkpoint (time travel; LangGraph)."""
+    close_tool_calls: bool | None
+    """Whether an interrupt closes the tool calls it leaves dangling."""
+    on_pending_interrupt: OnPendingInterrupt | None
+    """What new input does on a thread waiting for input: "discard" its interrupts
+    (LangGraph's behaviour, recorded on the run) or "reject" the run
+    (`FailedPreconditionError`, reason `AWAITING_INPUT`)."""
+
+
+class StreamRunArguments(RunArguments, total=False):
+    """`runs.stream`'s keyword arguments: the admission's, and what a disconnect does."""
+
+    on_disconnect: OnDisconnect | None
+    """What the server does with the run when this client goes away before it ends:
+    "continue" (the server default) or "cancel" (interrupt it)."""
 
 
 class Thread(TypedDict):

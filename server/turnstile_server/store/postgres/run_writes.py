@@ -13,6 +13,7 @@ from typing import Any
 
 from turnstile_server import policy
 from turnstile_server.errors import RequestIdRolledBack, RunNotFound, ThreadNotFound
+from turnstile_server.store import run_changes as changes
 from turnstile_server.store.postgres.checkpoints import insert_checkpoint
 from turnstile_server.store.postgres.database import Conn
 from turnstile_server.store.postgres.langgraph import delete_langgraph_runs
@@ -28,9 +29,6 @@ from turnstile_server.store.records import (
     Start,
 )
 from turnstile_server.store.row_records import RUN_INSERT_COLUMNS, admitted_run, admitted_values
-
-ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
-"""How long a rolled-back run's request id is remembered (a day, as on SQLite)."""
 
 
 async def one(conn: Conn, where: str, *params: Any) -> RunRecord | None:
@@ -124,42 +122,33 @@ async def recover(conn: Conn, max_attempts: int, now: int) -> Recovery:
         await lock_thread(conn, thread[0])
     rows = await conn.fetch(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
     for run in [run_from_row(row) for row in rows]:
-        if run.cancel_action == "rollback":
+        settled = changes.recovered(run, max_attempts)
+        outcome = settled.outcome
+        if outcome == "rollback":
             await _delete_run(conn, run.run_id, now)
-            recovery.deleted.append(_ended(run, "interrupted", now, None))
-            outcome = "rollback"
-        elif run.cancel_action is not None:
-            await conn.execute(
-                "UPDATE runs SET status = 'interrupted', end_time = $1 WHERE run_id = $2",
-                now,
-                run.run_id,
-            )
-            recovery.ended.append(_ended(run, "interrupted", now, None))
-            outcome = "interrupted"
-        elif run.attempt >= max_attempts:
-            error = RunError(
-                "MaxAttemptsExceeded",
-                f"the run was cut off {run.attempt} times (the server stopped or"
-                f" crashed during it); giving up after {max_attempts} attempts",
-            )
-            await conn.execute(
-                "UPDATE runs SET status = 'error', end_time = $1, error_type = $2,"
-                " error_message = $3 WHERE run_id = $4",
-                now,
-                error.type,
-                error.message,
-                run.run_id,
-            )
-            recovery.ended.append(_ended(run, "error", now, error))
-            outcome = "error"
-        else:
+            recovery.deleted.append(changes.ended(run, "interrupted", now, None))
+        elif outcome == "requeue":
             await conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = $1", run.run_id)
             recovery.requeued += 1
             continue
+        else:  # interrupted, or error with its error
+            error = settled.error
+            await conn.execute(
+                "UPDATE runs SET status = $1, end_time = $2, error_type = $3, error_message = $4"
+                " WHERE run_id = $5",
+                outcome,
+                now,
+                error.type if error else None,
+                error.message if error else None,
+                run.run_id,
+            )
+            recovery.ended.append(changes.ended(run, outcome, now, error))
         keep = outcome != "rollback" and policy.leaves_waiting(
             outcome, run, await _wrote(conn, run.run_id)
         )
-        await _settle_thread(conn, run.thread_id, outcome, now, interrupts=_KEEP if keep else None)
+        await _settle_thread(
+            conn, run.thread_id, outcome, now, interrupts=changes.KEEP if keep else None
+        )
     return recovery
 
 
@@ -201,9 +190,7 @@ async def start_next(conn: Conn, thread_id: str, now: int, *, locked: bool = Fal
 async def _begun(conn: Conn, run: RunRecord, now: int, written: int) -> Start:
     """The start of `run`'s next attempt, just recorded RUNNING; on its first attempt its
     input becomes the thread's next checkpoint (applied once however often it resumes)."""
-    started = replace(
-        run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
-    )
+    started = changes.started(run, now)
     if run.attempt == 0 and not run.discarded_interrupts and policy.is_new_input(run):
         started = await _discarding(conn, started)
     if written > 0:
@@ -279,20 +266,11 @@ async def finish(
         action, reason, superseded_by = marks
         await _delete_run(conn, run.run_id, now)
         outcome, status, error = "rollback", "interrupted", None
-    final = replace(
-        run,
-        status=status,
-        end_time=now,
-        error=error,
-        cancel_action=action,
-        cancel_reason=reason,
-        superseded_by=superseded_by,
-        queue_position=None,
-    )
+    final = changes.finished(run, status, now, error, (action, reason, superseded_by))
     if outcome == "success" and interrupts is not None:
         outcome = "awaiting_input"
     elif policy.leaves_waiting(outcome, run, await _wrote(conn, run.run_id)):
-        interrupts = _KEEP
+        interrupts = changes.KEEP
     busy = await _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
@@ -308,7 +286,7 @@ async def cancel(
     run = await one(conn, "r.run_id = $1 AND r.thread_id = $2", run_id, thread_id)
     if run is None:
         raise RunNotFound(run_id)
-    plan = policy.plan_cancel(_marks(run), action, reason)
+    plan = policy.plan_cancel(changes.marks(run), action, reason)
     if not plan.ends_now:  # running: stopped by the scheduler, finished once it has unwound
         if not plan.mark:
             return run, True
@@ -336,7 +314,7 @@ async def _supersede(
         run = runs[step.run_id]
         if step.ends_now:
             final = await _end_pending(conn, run, step.action, step.reason, step.superseded_by, now)
-            (admission.deleted if step.action == "rollback" else admission.ended).append(final)
+            changes.record_ended(admission, step, final)
             continue
         # A running run stops at its next await; the scheduler finishes it once it has unwound.
         await conn.execute(
@@ -347,14 +325,7 @@ async def _supersede(
             step.superseded_by,
             run.run_id,
         )
-        admission.cancelling.append(
-            replace(
-                run,
-                cancel_action=step.action,
-                cancel_reason=step.reason,
-                superseded_by=step.superseded_by,
-            )
-        )
+        admission.cancelling.append(changes.cancelling(run, step))
     return admission
 
 
@@ -366,10 +337,6 @@ async def _inflight_marks(conn: Conn, thread_id: str) -> list[policy.InflightRun
         thread_id,
     )
     return [policy.InflightRun(row[0], row[1], row[2]) for row in rows]
-
-
-def _marks(run: RunRecord) -> policy.InflightRun:
-    return policy.InflightRun(run.run_id, run.status, run.cancel_action)
 
 
 async def _end_pending(
@@ -387,27 +354,20 @@ async def _end_pending(
             by,
             run.run_id,
         )
-    return replace(
-        run,
-        status="interrupted",
-        end_time=now,
-        cancel_reason=reason,
-        superseded_by=by,
-        cancel_action=action,
-        queue_position=None,
-    )
+    return changes.ended_pending(run, action, reason, by, now)
 
 
 async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
     """Deletes a run with its checkpoints, LangGraph's included (it is being rolled back), in
     the same transaction, remembering its request id and the run as it was (`rolled_back`)
-    for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
+    for `changes.ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
     await conn.execute(
         "DELETE FROM rolled_back_requests WHERE rolled_back_time < $1",
-        now - ROLLED_BACK_REQUESTS_US,
+        now - changes.ROLLED_BACK_REQUESTS_US,
     )
     await conn.execute(
-        "DELETE FROM rolled_back_runs WHERE rolled_back_time < $1", now - ROLLED_BACK_REQUESTS_US
+        "DELETE FROM rolled_back_runs WHERE rolled_back_time < $1",
+        now - changes.ROLLED_BACK_REQUESTS_US,
     )
     await conn.execute(
         "INSERT INTO rolled_back_runs SELECT r.run_id, r.thread_id, row_to_json(r)::text, $1"
@@ -429,12 +389,8 @@ async def _delete_run(conn: Conn, run_id: str, now: int) -> None:
     await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
 
 
-_KEEP: Any = object()
-"""`_settle_thread`'s `interrupts` when the run never changed the thread's state."""
-
-
 async def _settle_thread(
-    conn: Conn, thread_id: str, outcome: str, now: int, *, interrupts: Any = _KEEP
+    conn: Conn, thread_id: str, outcome: str, now: int, *, interrupts: Any = changes.KEEP
 ) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
     returns True).
@@ -445,7 +401,7 @@ async def _settle_thread(
     (`policy.leaves_waiting`) leave it (the thread's state is what it was), so a thread that
     waited for input waits again (as on SQLite).
     """
-    keep = interrupts is _KEEP or outcome == "rollback"
+    keep = interrupts is changes.KEEP or outcome == "rollback"
     settled = await conn.fetchval(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = $1"
         " AND status IN ('pending', 'running')) THEN 'busy'"
@@ -486,5 +442,4 @@ async def rolled_back(conn: Conn, thread_id: str, run_id: str) -> RunRecord | No
     return replace(run, status="interrupted", end_time=row["rolled_back_time"], error=None)
 
 
-def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
-    return replace(run, status=status, end_time=now, error=error, queue_position=None)
+_ended = changes.ended  # for `leases.py`

@@ -11,6 +11,7 @@ from typing import Any
 
 from turnstile_server import policy
 from turnstile_server.errors import RequestIdRolledBack, RunNotFound, ThreadNotFound
+from turnstile_server.store import run_changes as changes
 from turnstile_server.store.records import (
     Admission,
     Ended,
@@ -117,38 +118,33 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
     recovery = Recovery()
     rows = conn.all(f"{SELECT_RUNS} WHERE r.status = 'running' ORDER BY r.seq")
     for run in [run_from_row(row) for row in rows]:
-        if run.cancel_action == "rollback":
+        settled = changes.recovered(run, max_attempts)
+        outcome = settled.outcome
+        if outcome == "rollback":
             _delete_run(conn, run.run_id, now)
-            recovery.deleted.append(_ended(run, "interrupted", now, None))
-            outcome = "rollback"
-        elif run.cancel_action is not None:
-            conn.execute(
-                "UPDATE runs SET status = 'interrupted', end_time = ? WHERE run_id = ?",
-                (now, run.run_id),
-            )
-            recovery.ended.append(_ended(run, "interrupted", now, None))
-            outcome = "interrupted"
-        elif run.attempt >= max_attempts:
-            error = RunError(
-                "MaxAttemptsExceeded",
-                f"the run was cut off {run.attempt} times (the server stopped or"
-                f" crashed during it); giving up after {max_attempts} attempts",
-            )
-            conn.execute(
-                "UPDATE runs SET status = 'error', end_time = ?, error_type = ?,"
-                " error_message = ? WHERE run_id = ?",
-                (now, error.type, error.message, run.run_id),
-            )
-            recovery.ended.append(_ended(run, "error", now, error))
-            outcome = "error"
-        else:
+            recovery.deleted.append(changes.ended(run, "interrupted", now, None))
+        elif outcome == "requeue":
             conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
             recovery.requeued += 1
             continue
+        else:  # interrupted, or error with its error
+            error = settled.error
+            conn.execute(
+                "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
+                " WHERE run_id = ?",
+                (
+                    outcome,
+                    now,
+                    error.type if error else None,
+                    error.message if error else None,
+                    run.run_id,
+                ),
+            )
+            recovery.ended.append(changes.ended(run, outcome, now, error))
         keep = outcome != "rollback" and policy.leaves_waiting(
             outcome, run, _wrote(conn, run.run_id)
         )
-        _settle_thread(conn, run.thread_id, outcome, now, interrupts=_KEEP if keep else None)
+        _settle_thread(conn, run.thread_id, outcome, now, interrupts=changes.KEEP if keep else None)
     return recovery
 
 
@@ -195,9 +191,7 @@ def _begun(
     `pending_read`: the run's `discarded_interrupts` were decided in this write from the
     thread's pending interrupts (an admission on a thread it claimed), so they are not read
     again."""
-    started = replace(
-        run, status="running", attempt=run.attempt + 1, start_time=now, queue_position=None
-    )
+    started = changes.started(run, now)
     if (
         not pending_read
         and run.attempt == 0
@@ -282,20 +276,11 @@ def finish(
         action, reason, superseded_by = marks
         _delete_run(conn, run.run_id, now)
         outcome, status, error = "rollback", "interrupted", None
-    final = replace(
-        run,
-        status=status,
-        end_time=now,
-        error=error,
-        cancel_action=action,
-        cancel_reason=reason,
-        superseded_by=superseded_by,
-        queue_position=None,
-    )
+    final = changes.finished(run, status, now, error, (action, reason, superseded_by))
     if outcome == "success" and interrupts is not None:
         outcome = "awaiting_input"
     elif policy.leaves_waiting(outcome, run, _wrote(conn, run.run_id)):
-        interrupts = _KEEP
+        interrupts = changes.KEEP
     busy = _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
@@ -310,7 +295,7 @@ def cancel(
     run = one(conn, "r.run_id = ? AND r.thread_id = ?", run_id, thread_id)
     if run is None:
         raise RunNotFound(run_id)
-    plan = policy.plan_cancel(_marks(run), action, reason)
+    plan = policy.plan_cancel(changes.marks(run), action, reason)
     if not plan.ends_now:  # running: stopped by the scheduler, finished once it has unwound
         if not plan.mark:
             return run, True
@@ -339,7 +324,7 @@ def _supersede(
         run = runs[step.run_id]
         if step.ends_now:
             final = _end_pending(conn, run, step.action, step.reason, step.superseded_by, now)
-            (admission.deleted if step.action == "rollback" else admission.ended).append(final)
+            changes.record_ended(admission, step, final)
             continue
         # A running run stops at its next await; the scheduler finishes it once it has unwound.
         conn.execute(
@@ -347,14 +332,7 @@ def _supersede(
             " WHERE run_id = ?",
             (step.action, step.reason, step.superseded_by, run.run_id),
         )
-        admission.cancelling.append(
-            replace(
-                run,
-                cancel_action=step.action,
-                cancel_reason=step.reason,
-                superseded_by=step.superseded_by,
-            )
-        )
+        admission.cancelling.append(changes.cancelling(run, step))
     return admission
 
 
@@ -366,10 +344,6 @@ def _inflight_marks(conn: Session, thread_id: str) -> list[policy.InflightRun]:
         (thread_id,),
     )
     return [policy.InflightRun(row[0], row[1], row[2]) for row in rows]
-
-
-def _marks(run: RunRecord) -> policy.InflightRun:
-    return policy.InflightRun(run.run_id, run.status, run.cancel_action)
 
 
 def _end_pending(
@@ -384,24 +358,16 @@ def _end_pending(
             " superseded_by = ? WHERE run_id = ?",
             (now, reason, by, run.run_id),
         )
-    return replace(
-        run,
-        status="interrupted",
-        end_time=now,
-        cancel_reason=reason,
-        superseded_by=by,
-        cancel_action=action,
-        queue_position=None,
-    )
+    return changes.ended_pending(run, action, reason, by, now)
 
 
 def _delete_run(conn: Session, run_id: str, now: int) -> None:
     """Deletes a run with its checkpoints, LangGraph's included (it is being rolled back), in
     the same transaction, remembering its request
-    id for `ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
+    id for `changes.ROLLED_BACK_REQUESTS_US` (those older are forgotten now)."""
     conn.execute(
         "DELETE FROM rolled_back_requests WHERE rolled_back_time < ?",
-        (now - ROLLED_BACK_REQUESTS_US,),
+        (now - changes.ROLLED_BACK_REQUESTS_US,),
     )
     conn.execute(
         "INSERT OR REPLACE INTO rolled_back_requests"
@@ -414,17 +380,8 @@ def _delete_run(conn: Session, run_id: str, now: int) -> None:
     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
-ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
-"""How long a rolled-back run's request id is remembered: a day, where the SDK retries a call
-for seconds (five attempts, pauses of at most 2 s)."""
-
-
-_KEEP: Any = object()
-"""`_settle_thread`'s `interrupts` when the run never changed the thread's state."""
-
-
 def _settle_thread(
-    conn: Session, thread_id: str, outcome: str, now: int, *, interrupts: Any = _KEEP
+    conn: Session, thread_id: str, outcome: str, now: int, *, interrupts: Any = changes.KEEP
 ) -> bool:
     """Sets the thread's status after a run ended: BUSY while others are inflight (then
     returns True).
@@ -435,7 +392,7 @@ def _settle_thread(
     (`policy.leaves_waiting`) leave it (the thread's state is what it was), so a thread that
     waited for input waits again.
     """
-    keep = interrupts is _KEEP or outcome == "rollback"
+    keep = interrupts is changes.KEEP or outcome == "rollback"
     settled = conn.one(
         "UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM runs WHERE thread_id = ?1"
         " AND status IN ('pending', 'running')) THEN 'busy'"
@@ -459,7 +416,3 @@ def _set_thread_status(conn: Session, thread_id: str, status: str, now: int) -> 
         "UPDATE threads SET status = ?, update_time = ? WHERE thread_id = ?",
         (status, now, thread_id),
     )
-
-
-def _ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:
-    return replace(run, status=status, end_time=now, error=error, queue_position=None)
