@@ -6,7 +6,8 @@ same graph runs in this process with `ainvoke` on `AsyncSqliteSaver` (a file), `
 and no checkpointer. The serial runs take turns, 25 of each subject at a time (a fresh thread
 every 25), so that all see the same background load; the concurrent phases follow one another.
 The serial turns include the floor: the native `echo` graph served by the same server (what a
-served run costs without LangGraph: gRPC, admission and start, the end), with its server CPU.
+served run of the same shape costs without LangGraph: gRPC, admission and start, two steps
+each written before the next, the end), with its server CPU.
 
 B11: the same graphs served by `langgraph dev` (langgraph-api's in-memory server, from another
 environment: `--langgraph-dev PATH`), called with `langgraph_sdk`: `runs.wait` serially and by
@@ -48,8 +49,8 @@ from turnstile_tools.bench.sizes import Sizes
 
 SERVED, SQLITE, MEMORY, NONE = "served", "sqlite", "memory", "none"
 NATIVE = "native"
-"""The floor: the native `echo` graph served by the same server (no LangGraph, no checkpoint
-of LangGraph's), in the same serial turns."""
+"""The floor: the native `echo` graph served by the same server (no LangGraph; its two steps
+written durably, as B10's two nodes are), in the same serial turns."""
 SUBJECTS = (SERVED, SQLITE, MEMORY, NONE)
 ON_SERVER = (SERVED, NATIVE)
 INPUT = {"topic": "bench"}
