@@ -47,9 +47,9 @@ TINY = {
     "lg_runs_per_client": 2,
     "lg_handoffs": 2,
 }
-CPU_ROWS = ["B2-cpu", "B3-cpu", "B10-32"]
+CPU_ROWS = ["B2-cpu", "B3-cpu", "B10-32", "B10-floor"]
 """The rows after B2's and B3's (their server CPU per run against an echo call's) and after
-B10's (its runs with many callers)."""
+B10's (its runs with many callers, and its floor: a native run served plus LangGraph's own)."""
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
@@ -84,6 +84,7 @@ def test_bench_prints_every_workload_with_numbers_and_writes_json(tmp_path: Path
     assert [i for i in ids if i not in CPU_ROWS] == list(WORKLOADS)
     assert ids.index("B2-cpu") == ids.index("B2") + 1 and ids.index("B3-cpu") == ids.index("B3") + 1
     assert ids.index("B10-32") == ids.index("B10") + 1
+    assert ids.index("B10-floor") == ids.index("B10") + 2
     # B9's table in full, one line per operation, two thread sizes: 2 and b9_large.
     assert "| wait | " in done.stdout and "| stream | " in done.stdout
     assert document["sizes"]["b1_runs"] == TINY["b1_runs"]

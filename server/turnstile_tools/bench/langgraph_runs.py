@@ -5,6 +5,9 @@ in its SQLite file) and is called with `WaitRun`, serially and by `lg_clients` c
 same graph runs in this process with `ainvoke` on `AsyncSqliteSaver` (a file), `InMemorySaver`
 and no checkpointer. The serial runs take turns, 25 of each subject at a time (a fresh thread
 every 25), so that all see the same background load; the concurrent phases follow one another.
+The serial turns include the floor: the native `echo` graph served by the same server (what a
+served run of the same shape costs without LangGraph: gRPC, admission and start, two steps
+each written before the next, the end), with its server CPU.
 
 B11: the same graphs served by `langgraph dev` (langgraph-api's in-memory server, from another
 environment: `--langgraph-dev PATH`), called with `langgraph_sdk`: `runs.wait` serially and by
@@ -37,6 +40,7 @@ from turnstile_tools.bench.load import (
     Latency,
     check_run,
     create_request,
+    human,
     new_thread,
     struct,
     wait_request,
@@ -44,7 +48,11 @@ from turnstile_tools.bench.load import (
 from turnstile_tools.bench.sizes import Sizes
 
 SERVED, SQLITE, MEMORY, NONE = "served", "sqlite", "memory", "none"
+NATIVE = "native"
+"""The floor: the native `echo` graph served by the same server (no LangGraph; its two steps
+written durably, as B10's two nodes are), in the same serial turns."""
 SUBJECTS = (SERVED, SQLITE, MEMORY, NONE)
+ON_SERVER = (SERVED, NATIVE)
 INPUT = {"topic": "bench"}
 
 Run = Callable[[str], Awaitable[Any]]
@@ -68,13 +76,19 @@ async def in_process(directory: Path) -> AsyncIterator[dict[str, Run]]:
         yield {SQLITE: on(sqlite), MEMORY: on(memory), NONE: lambda _: alone.ainvoke(INPUT)}
 
 
-def served(channels: Channels, index: int = 0) -> Run:
-    """WaitRun of the two-node graph on Turnstile, through channel `index`."""
+def served(
+    channels: Channels,
+    index: int = 0,
+    assistant: str = TWO_NODE,
+    payload: dict[str, Any] | None = None,
+) -> Run:
+    """WaitRun of the two-node graph (or `assistant`) on Turnstile, through channel `index`."""
     stubs = channels.stubs(index)
+    request_input = INPUT if payload is None else payload
 
     async def run(thread: str) -> None:
         response = await stubs.runs.WaitRun(
-            wait_request(thread, TWO_NODE, INPUT), timeout=CALL_SECONDS
+            wait_request(thread, assistant, request_input), timeout=CALL_SECONDS
         )
         check_run(response.run)
 
@@ -87,11 +101,14 @@ async def turnstile_b10(
     """B10's figures: per subject, serial p50 and mean, and the rate of `lg_clients` callers;
     the server's CPU per run, the in-process subjects' own CPU per run."""
     async with in_process(directory) as local:
-        subjects = {SERVED: served(channels), **local}
+        native = served(channels, assistant="echo", payload=human("bench"))
+        subjects = {SERVED: served(channels), NATIVE: native, **local}
         figures = await _serial(subjects, sizes, channels, cpu)
         stubs = channels.stubs(0)
         blocks = math.ceil(sizes.lg_runs_per_client / sizes.runs_per_thread)
         for name, run in subjects.items():
+            if name == NATIVE:
+                continue  # the floor is a serial figure
             if name == SERVED:
                 callers = [served(channels, i) for i in range(sizes.lg_clients)]
                 threads = [
@@ -120,31 +137,38 @@ async def _serial(
 ) -> Figures:
     total = sizes.warmup + sizes.lg_runs
     blocks = math.ceil(total / sizes.runs_per_thread)
-    served_threads = [await new_thread(channels.stubs(0)) for _ in range(blocks)]
+    stubs = channels.stubs(0)
+    served_threads = {
+        name: [await new_thread(stubs) for _ in range(blocks)]
+        for name in subjects
+        if name in ON_SERVER
+    }
     samples: dict[str, list[float]] = {name: [] for name in subjects}
     own_cpu: dict[str, float] = dict.fromkeys(subjects, 0.0)
-    server_cpu = 0.0
+    server_cpu: dict[str, float] = dict.fromkeys(served_threads, 0.0)
     for first in range(0, total, sizes.runs_per_thread):
         block = first // sizes.runs_per_thread
         for name, run in subjects.items():
-            thread = served_threads[block] if name == SERVED else f"{name}-s{block}"
+            on_server = name in served_threads
+            thread = served_threads[name][block] if on_server else f"{name}-s{block}"
             for index in range(first, min(total, first + sizes.runs_per_thread)):
-                used, own = cpu() if name == SERVED else 0.0, time.process_time()
+                used, own = cpu() if on_server else 0.0, time.process_time()
                 started = time.perf_counter()
                 await run(thread)
                 elapsed = time.perf_counter() - started
                 if index >= sizes.warmup:
                     samples[name].append(elapsed)
                     own_cpu[name] += time.process_time() - own
-                    if name == SERVED:
-                        server_cpu += cpu() - used
+                    if on_server:
+                        server_cpu[name] += cpu() - used
     figures: Figures = {"runs": sizes.lg_runs, "clients": sizes.lg_clients}
     for name, timings in samples.items():
         latency = Latency.of(timings)
         figures[f"{name}_p50"] = latency.p50
         figures[f"{name}_mean"] = sum(timings) / len(timings)
         figures[f"{name}_cpu"] = own_cpu[name] / len(timings)
-    figures["served_cpu"] = server_cpu / sizes.lg_runs
+    for name, used in server_cpu.items():
+        figures[f"{name}_server_cpu" if name != SERVED else "served_cpu"] = used / sizes.lg_runs
     return figures
 
 

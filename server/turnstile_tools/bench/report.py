@@ -169,6 +169,34 @@ def lg_concurrent_row(f: Figures) -> Row:
     return row
 
 
+def lg_floor_row(f: Figures) -> Row:
+    """B10's floor: what a served run of the same shape costs without LangGraph (a native `echo`
+    WaitRun on the same server, in the same serial turns: two steps, each written durably, as
+    B10's two nodes are), plus LangGraph's own in-process run (`InMemorySaver`), against the time
+    B10's target allows."""
+    row = Row(
+        "B10-floor",
+        "what a served LangGraph run cannot go below: a native echo WaitRun on the same server"
+        " (gRPC, admission and start, its two steps written durably, the end) plus the graph's"
+        " in-process InMemorySaver run",
+        figures={k: v for k, v in f.items() if k.startswith(("native", "memory"))},
+    )
+    if "native_p50" not in f:
+        row.measured, row.met = "the native echo was not measured", False
+        return row
+    floor, allowed = f["native_p50"] + f["memory_p50"], LG_TIME * f["memory_p50"]
+    row.measured = (
+        f"native echo {ms(f['native_p50'])} (p50; server CPU {ms(f['native_server_cpu'])} per"
+        f" run) + InMemorySaver {ms(f['memory_p50'])} = {ms(floor)}; B10 served"
+        f" {ms(f['served_p50'])}"
+    )
+    row.baseline = f"B10's time target: {LG_TIME:g}x InMemorySaver's = {ms(allowed)}"
+    row.ratio = f"floor {times(floor / allowed)} the target"
+    row.target = "floor ≤ the target (else no served run as durable as B10's can meet it)"
+    row.met = floor <= allowed
+    return row
+
+
 def _b11(row: Row, f: Figures, echo: Figures, context: dict[str, Figures]) -> None:
     ours = context.get("B10", {})
     row.measured = (

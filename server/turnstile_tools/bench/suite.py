@@ -29,6 +29,7 @@ from turnstile_tools.bench.report import (
     cpu_row,
     judge,
     lg_concurrent_row,
+    lg_floor_row,
     table,
     to_json,
     workloads,
@@ -182,6 +183,7 @@ async def run_suite(
                 rows.append(cpu_row(workload, row.figures, context["echo"]))
             if not row.error and workload == "B10":
                 rows.append(lg_concurrent_row(row.figures))
+                rows.append(lg_floor_row(row.figures))
             _progress(f"{workload}: {row.result} in {time.perf_counter() - started:.1f} s")
     return rows, context
 

@@ -14,7 +14,6 @@ from typing import Any
 from turnstile_server.errors import ThreadNotFound
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
-    Chain,
     CheckpointFrame,
     StagedUpdate,
     StoredCheckpoint,
@@ -22,15 +21,14 @@ from turnstile_server.store.langgraph_checkpoints import (
 )
 from turnstile_server.store.postgres.database import Conn, Database
 from turnstile_server.store.postgres.fence import fence
-from turnstile_server.store.postgres.rows import Params, Row
+from turnstile_server.store.postgres.langgraph_reads import BlobKey, blob_rows, stored_checkpoint
+from turnstile_server.store.postgres.rows import Params
 
 _FRAME_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
 )
 _Key = tuple[str, str, str]
 """(namespace, channel, version) of a blob within a thread."""
-_BlobKey = tuple[str, str, str, str]
-"""(thread, namespace, channel, version) of a blob."""
 
 
 class BrokenChain(LookupError):
@@ -121,7 +119,7 @@ class PostgresLangGraphCheckpoints:
                     checkpoint_ns,
                     checkpoint_id,
                 )
-            return None if row is None else await _stored(conn, row, known, set())
+            return None if row is None else await stored_checkpoint(conn, row, known, set())
 
         return await self._db.snapshot(body)
 
@@ -157,13 +155,13 @@ class PostgresLangGraphCheckpoints:
 
         async def body(conn: Conn) -> list[StoredCheckpoint]:
             found: list[StoredCheckpoint] = []
-            fetched: set[_BlobKey] = set()
+            fetched: set[BlobKey] = set()
             for row in await conn.fetch(sql, *params.values):
                 if limit is not None and len(found) >= limit:
                     break
                 stored_metadata = json.loads(row["metadata"])
                 if all(stored_metadata.get(k, _ABSENT) == v for k, v in wanted.items()):
-                    found.append(await _stored(conn, row, known, fetched))
+                    found.append(await stored_checkpoint(conn, row, known, fetched))
             return found
 
         return await self._db.snapshot(body)
@@ -228,19 +226,13 @@ async def _put(
     thread, ns = frame.thread_id, frame.checkpoint_ns
     if require_run:
         await _check_run(conn, thread, frame.run_id)
-    for blob in blobs:
+    appends = [(blob.channel, blob.base) for blob in blobs if blob.kind == "append"]
+    if appends:
         # Checked before anything is written: an append whose base never landed must not
         # leave a chain that cannot be folded.
-        if blob.kind == "append":
-            base = await conn.fetchval(
-                "SELECT 1 FROM lg_blobs WHERE thread_id = $1 AND checkpoint_ns = $2"
-                " AND channel = $3 AND version = $4",
-                thread,
-                ns,
-                blob.channel,
-                blob.base,
-            )
-            if base is None:
+        stored = {(r["channel"], r["version"]) for r in await blob_rows(conn, thread, ns, appends)}
+        for blob in blobs:
+            if blob.kind == "append" and (blob.channel, blob.base) not in stored:
                 raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
     await conn.execute(
         f"INSERT INTO lg_checkpoints ({_FRAME_COLUMNS})"
@@ -285,97 +277,35 @@ async def _put_writes(
 ) -> None:
     if require_run:
         await _check_run(conn, key[0], run_id)
-    for write in writes:
+    for special in (True, False):
+        listed = [write for write in writes if (write.idx < 0) == special]
+        if not listed:
+            continue
         conflict = (
             "DO UPDATE SET run_id = EXCLUDED.run_id, channel = EXCLUDED.channel,"
             " type = EXCLUDED.type, data = EXCLUDED.data, task_path = EXCLUDED.task_path"
-            if write.idx < 0
+            if special
             else "DO NOTHING"
         )
-        await conn.execute(
+        await conn.executemany(  # special writes replace, regular ones are kept
             "INSERT INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,"
             " run_id, channel, type, data, task_path)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             f" ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}",
-            *key,
-            write.task_id,
-            write.idx,
-            run_id,
-            write.channel,
-            write.type,
-            write.data,
-            write.task_path,
+            [
+                (
+                    *key,
+                    write.task_id,
+                    write.idx,
+                    run_id,
+                    write.channel,
+                    write.type,
+                    write.data,
+                    write.task_path,
+                )
+                for write in listed
+            ],
         )
-
-
-async def _stored(
-    conn: Conn, row: Row, known: dict[str, str], fetched: set[_BlobKey]
-) -> StoredCheckpoint:
-    thread, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
-    frame = CheckpointFrame(
-        thread,
-        ns,
-        checkpoint_id,
-        row["parent_id"],
-        row["run_id"],
-        row["type"],
-        bytes(row["frame"]),
-        json.loads(row["versions"]),
-        json.loads(row["metadata"]),
-    )
-    writes = [
-        WriteRecord(
-            w["task_id"], w["idx"], w["channel"], w["type"], bytes(w["data"]), w["task_path"]
-        )
-        for w in await conn.fetch(
-            "SELECT task_id, idx, channel, type, data, task_path FROM lg_writes"
-            " WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3"
-            " ORDER BY task_path, task_id, idx",
-            thread,
-            ns,
-            checkpoint_id,
-        )
-    ]
-    blobs: dict[str, Chain] = {}
-    for channel, version in frame.versions.items():
-        if known.get(channel) != version and (thread, ns, channel, version) not in fetched:
-            blobs[channel] = await _chain(conn, thread, ns, channel, version, known, fetched)
-    return StoredCheckpoint(frame, writes, blobs)
-
-
-async def _chain(
-    conn: Conn,
-    thread: str,
-    ns: str,
-    channel: str,
-    version: str,
-    known: dict[str, str],
-    fetched: set[_BlobKey],
-) -> Chain:
-    """The blobs from `version` back to a whole value, or to a version the caller holds."""
-    chain: Chain = []
-    current: str | None = version
-    while current is not None:
-        row = await conn.fetchrow(
-            "SELECT kind, type, data, base FROM lg_blobs WHERE thread_id = $1"
-            " AND checkpoint_ns = $2 AND channel = $3 AND version = $4",
-            thread,
-            ns,
-            channel,
-            current,
-        )
-        if row is None:
-            break
-        chain.append(
-            BlobRecord(channel, current, row["kind"], row["type"], bytes(row["data"]), row["base"])
-        )
-        fetched.add((thread, ns, channel, current))
-        current = row["base"] if row["kind"] == "append" else None
-        if current is not None and (
-            known.get(channel) == current or (thread, ns, channel, current) in fetched
-        ):
-            break
-    return chain
 
 
 async def delete_langgraph_thread(conn: Conn, thread_id: str) -> None:

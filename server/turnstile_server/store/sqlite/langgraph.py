@@ -13,21 +13,19 @@ from typing import Any
 from turnstile_server.errors import ThreadNotFound
 from turnstile_server.store.langgraph_checkpoints import (
     BlobRecord,
-    Chain,
     CheckpointFrame,
     StagedUpdate,
     StoredCheckpoint,
     WriteRecord,
 )
-from turnstile_server.store.sqlite.database import Database, Row, Session, landed
+from turnstile_server.store.sqlite.database import Database, Session, landed
+from turnstile_server.store.sqlite.langgraph_reads import BlobKey, blob_rows, stored_checkpoint
 
 _FRAME_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
 )
 _Key = tuple[str, str, str]
 """(namespace, channel, version) of a blob within a thread."""
-_BlobKey = tuple[str, str, str, str]
-"""(thread, namespace, channel, version) of a blob."""
 
 
 class BrokenChain(LookupError):
@@ -103,7 +101,7 @@ class SqliteLangGraphCheckpoints:
                     " AND checkpoint_ns = ? AND checkpoint_id = ?",
                     (thread_id, checkpoint_ns, checkpoint_id),
                 )
-            return None if row is None else _stored(s, row, known, set())
+            return None if row is None else stored_checkpoint(s, row, known, set())
 
         return await self._db.read(body)
 
@@ -140,13 +138,13 @@ class SqliteLangGraphCheckpoints:
 
         def body(s: Session) -> list[StoredCheckpoint]:
             found: list[StoredCheckpoint] = []
-            fetched: set[_BlobKey] = set()
+            fetched: set[BlobKey] = set()
             for row in s.all(sql, params):
                 if limit is not None and len(found) >= limit:
                     break
                 stored_metadata = json.loads(row["metadata"])
                 if all(stored_metadata.get(k, _ABSENT) == v for k, v in wanted.items()):
-                    found.append(_stored(s, row, known, fetched))
+                    found.append(stored_checkpoint(s, row, known, fetched))
             return found
 
         return await self._db.read(body)
@@ -193,16 +191,15 @@ def _put(
         _check_run(s, thread, frame.run_id)
     if writes and frame.parent_id is None:
         raise ValueError("a checkpoint without a parent has no writes to store with it")
-    for blob in blobs:
-        # Checked before anything is written, so a failing put changes nothing: an append whose
-        # base never landed (its put failed) must not leave a chain that cannot be folded.
-        if blob.kind == "append":
-            base = s.one(
-                "SELECT 1 FROM lg_blobs WHERE thread_id = ? AND checkpoint_ns = ?"
-                " AND channel = ? AND version = ?",
-                (thread, ns, blob.channel, blob.base),
-            )
-            if base is None:
+    appends = [(blob.channel, blob.base) for blob in blobs if blob.kind == "append"]
+    if appends:
+        # Checked before anything is written, so a failing put changes nothing: an append
+        # whose base never landed (its put failed) must not leave a chain that cannot be folded.
+        stored = {
+            (row[0], row[1]) for row in blob_rows(s, thread, ns, appends, "b.channel, b.version")
+        }
+        for blob in blobs:
+            if blob.kind == "append" and (blob.channel, blob.base) not in stored:
                 raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
     s.execute(
         f"INSERT OR REPLACE INTO lg_checkpoints ({_FRAME_COLUMNS})"
@@ -219,21 +216,26 @@ def _put(
             json.dumps(dict(frame.metadata), default=repr),
         ),
     )
-    for blob in blobs:
+    if blobs:  # one statement for all of them
         s.execute(
             "INSERT OR IGNORE INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
-            " kind, base, type, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                thread,
-                ns,
-                blob.channel,
-                blob.version,
-                frame.run_id,
-                blob.kind,
-                blob.base,
-                blob.type,
-                blob.data,
-            ),
+            " kind, base, type, data) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(blobs)),
+            [
+                value
+                for blob in blobs
+                for value in (
+                    thread,
+                    ns,
+                    blob.channel,
+                    blob.version,
+                    frame.run_id,
+                    blob.kind,
+                    blob.base,
+                    blob.type,
+                    blob.data,
+                )
+            ],
         )
     if writes and frame.parent_id is not None:
         _put_writes(s, (thread, ns, frame.parent_id), frame.run_id, writes, False)
@@ -244,85 +246,31 @@ def _put_writes(
 ) -> None:
     if require_run:
         _check_run(s, key[0], run_id)
-    for write in writes:
-        verb = "INSERT OR REPLACE" if write.idx < 0 else "INSERT OR IGNORE"
-        s.execute(
+    for verb, listed in (
+        ("INSERT OR REPLACE", [w for w in writes if w.idx < 0]),
+        ("INSERT OR IGNORE", [w for w in writes if w.idx >= 0]),
+    ):
+        if not listed:
+            continue
+        s.execute(  # one statement per verb: special writes replace, regular ones are kept
             f"{verb} INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,"
-            " run_id, channel, type, data, task_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                *key,
-                write.task_id,
-                write.idx,
-                run_id,
-                write.channel,
-                write.type,
-                write.data,
-                write.task_path,
-            ),
+            " run_id, channel, type, data, task_path) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(listed)),
+            [
+                value
+                for write in listed
+                for value in (
+                    *key,
+                    write.task_id,
+                    write.idx,
+                    run_id,
+                    write.channel,
+                    write.type,
+                    write.data,
+                    write.task_path,
+                )
+            ],
         )
-
-
-def _stored(
-    s: Session, row: Row, known: dict[str, str], fetched: set[_BlobKey]
-) -> StoredCheckpoint:
-    thread, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
-    frame = CheckpointFrame(
-        thread,
-        ns,
-        checkpoint_id,
-        row["parent_id"],
-        row["run_id"],
-        row["type"],
-        row["frame"],
-        json.loads(row["versions"]),
-        json.loads(row["metadata"]),
-    )
-    writes = [
-        WriteRecord(w["task_id"], w["idx"], w["channel"], w["type"], w["data"], w["task_path"])
-        for w in s.all(
-            "SELECT task_id, idx, channel, type, data, task_path FROM lg_writes"
-            " WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
-            " ORDER BY task_path, task_id, idx",
-            (thread, ns, checkpoint_id),
-        )
-    ]
-    blobs: dict[str, Chain] = {}
-    for channel, version in frame.versions.items():
-        if known.get(channel) != version and (thread, ns, channel, version) not in fetched:
-            blobs[channel] = _chain(s, thread, ns, channel, version, known, fetched)
-    return StoredCheckpoint(frame, writes, blobs)
-
-
-def _chain(
-    s: Session,
-    thread: str,
-    ns: str,
-    channel: str,
-    version: str,
-    known: dict[str, str],
-    fetched: set[_BlobKey],
-) -> Chain:
-    """The blobs from `version` back to a whole value, or to a version the caller holds."""
-    chain: Chain = []
-    current: str | None = version
-    while current is not None:
-        row = s.one(
-            "SELECT kind, type, data, base FROM lg_blobs WHERE thread_id = ?"
-            " AND checkpoint_ns = ? AND channel = ? AND version = ?",
-            (thread, ns, channel, current),
-        )
-        if row is None:
-            break
-        chain.append(
-            BlobRecord(channel, current, row["kind"], row["type"], row["data"], row["base"])
-        )
-        fetched.add((thread, ns, channel, current))
-        current = row["base"] if row["kind"] == "append" else None
-        if current is not None and (
-            known.get(channel) == current or (thread, ns, channel, current) in fetched
-        ):
-            break
-    return chain
 
 
 def newest_root(s: Session, thread_id: str) -> str | None:
