@@ -17,14 +17,15 @@ from turnstile_server.api.snapshots import checkpoint_message, native_snapshot
 from turnstile_server.errors import (
     CheckpointNotFound,
     InvalidArgument,
+    OutOfRange,
     RequestIdReused,
     StateTooLarge,
     ThreadBusy,
     ThreadHasNoGraph,
     UnsupportedByGraph,
 )
-from turnstile_server.event_log import check_position, follow
-from turnstile_server.events import EventHub
+from turnstile_server.event_log import EventLog, check_position, follow
+from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
 from turnstile_server.json_size import MAX_ANSWER_BYTES, struct_size
@@ -315,6 +316,7 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
         thread = await self._store.threads.get(thread_id)
         what = {"thread_id": thread_id}
         async with self._hub.watching(thread_id) as log:
+            _check_numbering(log, request.after_seq, what)
             check_position(log, request.after_seq, what=what)
             yield pb.WatchThreadResponse(thread=await self._message(thread, context))
             async for batch in follow(
@@ -325,6 +327,22 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
                 budget=self._hub.send_budget,
             ):
                 yield encoded(pb.WatchThreadResponse, b"".join(batch))
+
+
+def _check_numbering(log: EventLog, after_seq: int, what: dict[str, str]) -> None:
+    """STREAM_EXPIRED for an `after_seq` of another numbering than this watch log's: each
+    log of a thread (on each replica, and each time one is made again) numbers from an epoch
+    of its own (`threads.watch_epoch`), so such a seq was seen on another replica or an
+    earlier log, and names nothing here (rather than waiting for a seq this log may never
+    reach, or skipping to one of its own)."""
+    if after_seq and after_seq >> SEQ_EPOCH_BITS != log.last_seq >> SEQ_EPOCH_BITS:
+        raise OutOfRange(
+            f"after_seq {after_seq} is not of this replica's watch of thread {what['thread_id']}"
+            " (a watch's seq is the replica's it was opened on, while that replica keeps its"
+            " log): resume it on the replica it was opened on, or watch again with"
+            " after_seq=0",
+            metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)},
+        )
 
 
 def _langgraph_message(snapshot: GraphSnapshot, thread_id: str, json: bool) -> Any:
