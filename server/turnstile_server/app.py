@@ -232,6 +232,8 @@ class App:
         await self.health.enter_graceful_shutdown()
         await self.scheduler.drain(grace)
         await self.scheduler.stop()
+        if self.relay is not None:  # the ends of runs that ended while draining, out first
+            await self.relay.flush(min(grace, 1.0))
         if self.lease is not None:  # the runs it stopped are taken over at once
             await self.lease.close()
         await self.server.stop(min(grace, 1.0))

@@ -43,6 +43,7 @@ class RunPublisher:
         self.starts: list[Entry] = []  # thread-only entries to publish before the next events
         self.ended: bytes = b""  # the thread's framing of the run's end, once it ended here
         self.stopped = False
+        self.task: asyncio.Task[None] | None = None  # set by the relay that spawned it
 
     async def run_loop(self, holds: Callable[[], bool]) -> None:
         """Publishes until the log has ended and everything in it is out, or it expired, or

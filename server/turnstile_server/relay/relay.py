@@ -165,7 +165,8 @@ class Relay:
                 if self._publishers.get(run.run_id) is publisher:
                     del self._publishers[run.run_id]
 
-        self._own(asyncio.create_task(publish(), name=f"publish {run.run_id}"))
+        publisher.task = asyncio.create_task(publish(), name=f"publish {run.run_id}")
+        self._own(publisher.task)
         return publisher
 
     def _own(self, task: asyncio.Task[None]) -> None:
@@ -187,6 +188,19 @@ class Relay:
         async with asyncio.timeout(TIMEOUT):
             reply: Any = await self._publish(keys=keys, args=args)
         return fence.outcome(reply)
+
+    async def flush(self, grace: float) -> None:
+        """Waits up to `grace` s for the publishers of runs that ended here to publish their
+        tails, their `end` included. A draining replica calls it before it gives up its lease:
+        after that, the takeover's fence refuses this replica's publishes, and a run that ended
+        during the drain would leave other replicas' subscribers without its `end`."""
+        ending = [
+            publisher.task
+            for publisher in self._publishers.values()
+            if publisher.task is not None and (publisher.ended or publisher.events.ended)
+        ]
+        if ending:
+            await asyncio.wait(ending, timeout=grace)
 
     async def close(self, grace: float = 1.0) -> None:
         """Lets the publishers finish for up to `grace` s, stops the rest, disconnects."""
