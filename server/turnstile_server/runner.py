@@ -92,7 +92,9 @@ class Runner:
                     if self._loops is None:  # on the server's loop
                         await graph.execute(host)
                     else:  # on a graph loop, its calls back to the host over the bridge
-                        await self._loops.execute(graph.execute, host)
+                        await self._loops.execute(
+                            graph.execute, host, state_first=graph.runtime == "native"
+                        )
                 finally:
                     # Nothing of the run is written once it has unwound (the store finishes it
                     # next, a rollback deletes its rows): its last LangGraph writes land first.

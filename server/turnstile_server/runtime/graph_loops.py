@@ -89,15 +89,28 @@ class GraphLoops:
         self._loops = [_GraphLoop(f"turnstile-graphs-{i}") for i in range(max(1, threads))]
         self._closed = False
 
-    async def execute(self, work: Callable[[RunHost], Awaitable[None]], host: RunHost) -> None:
+    async def execute(
+        self,
+        work: Callable[[RunHost], Awaitable[None]],
+        host: RunHost,
+        *,
+        state_first: bool = False,
+    ) -> None:
         """Awaits `work` (a graph's `execute`, or its runtime's `keep_input`) on a graph loop
         with a `RemoteHost` of `host`, and ends as it ends; cancelled, it returns only once the
-        graph side has unwound (see `run_on`)."""
+        graph side has unwound (see `run_on`). With `state_first` (a native graph, whose first
+        call is `state()`), the state is read here and goes with the run's start: one round
+        trip between the loops fewer per run."""
         if self._closed:
             raise RuntimeError("the graph loops are closed")
         chosen = min(self._loops, key=lambda loop: loop.runs)
         chosen.runs += 1
-        remote = RemoteHost(host, self._bridge)
+        try:
+            state = await host.state() if state_first else None
+        except BaseException:
+            chosen.runs -= 1
+            raise
+        remote = RemoteHost(host, self._bridge, state)
         try:
             await self._bridge.run_on(chosen.loop, lambda: work(remote))
         finally:

@@ -33,6 +33,7 @@ class RemoteHost:
         "_bridge",
         "_host",
         "_modes",
+        "_state",
         "_writes",
         "context",
         "langgraph",
@@ -41,9 +42,12 @@ class RemoteHost:
         "start",
     )
 
-    def __init__(self, host: RunHost, bridge: LoopBridge) -> None:
+    def __init__(self, host: RunHost, bridge: LoopBridge, state: ThreadState | None = None) -> None:
+        """`state`, read on the server loop as the run starts, answers the first `state()`
+        (then the graph side owns it: the server side keeps no reference to it)."""
         self._host = host
         self._bridge = bridge
+        self._state = state
         self.run: RunRecord = host.run
         self.start: Start = host.start
         self.max_state_bytes = host.max_state_bytes
@@ -81,6 +85,9 @@ class RemoteHost:
         self._bridge.post(lambda: host.awaiting_input(copied, nodes))
 
     async def state(self) -> ThreadState:
+        if self._state is not None:
+            state, self._state = self._state, None
+            return state
         return await self._bridge.call(self._host.state)
 
     def write(self, steps: Sequence[Step]) -> Write:
