@@ -6,18 +6,31 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.replicas.cluster import LEASE_TTL, cluster
+from tests.replicas.cluster import LEASE_TTL, Cluster, cluster
 from tests.replicas.test_cancellation import running_on_a
 from tests.replicas.test_failover import WITHIN, ended, never_overlap, texts, user
 from tests.support import eventually
 from turnstile import UnavailableError
 
 pytestmark = pytest.mark.timeout(60)
+
+
+async def stream_flags(group: Cluster, run_id: str) -> str:
+    """The flag of the last entry of the run's Redis stream (`end` for its end)."""
+    client: Any = aioredis.Redis.from_url(group.redis)
+    try:
+        entries = await client.xrange(f"{group.redis_prefix}run:{run_id}")
+    finally:
+        await client.aclose()
+    assert entries, f"run {run_id}: nothing in its Redis stream"
+    return str(entries[-1][1].get(b"e", b"").decode())
 
 
 async def test_sigterm_hands_a_run_over_that_does_not_end_within_the_grace_period(
@@ -94,6 +107,10 @@ async def test_sigterm_reports_not_serving_refuses_and_claims_nothing_while_its_
                 assert await group["a"].process.wait() == 0
             first = await ended(b, thread_id, run_id)
             second = await ended(b, thread_id, queued["run_id"])
+            # The run ended on a while it drained: its `end` reached Redis before a gave up
+            # its lease (after that, b's takeover fence refuses a's publishes), so subscribers
+            # on b see the end, not STREAM_EXPIRED.
+            assert await stream_flags(group, run_id) == "end"
             assert (first["status"], first["attempt"]) == ("success", 1)
             assert second["status"] == "success"
             assert [r["owner"] for r in await group.attempts(run_id)] == [group["a"].incarnation]
