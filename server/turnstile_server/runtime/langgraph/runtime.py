@@ -15,7 +15,6 @@ resume instead of running it again) nor sees its interrupts.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import threading
@@ -143,13 +142,11 @@ def checked_graph(obj: object) -> Pregel[Any]:
 
 
 def with_saver(compiled: Pregel[Any], saver: Any) -> Pregel[Any]:
-    """The compiled graph with `saver` as its checkpointer, the graph itself unchanged: what
-    `compiled.copy(update={"checkpointer": saver})` makes (the same attributes, the saver
-    put in), without running the graph's `__init__` again (a shallow copy: ~5 us instead of
-    ~45 us a run)."""
-    bound = copy.copy(compiled)
-    bound.checkpointer = saver
-    return bound
+    """The compiled graph with `saver` as its checkpointer, through LangGraph's own `copy`.
+    A shallow `copy.copy` (0252da2, ~40 us a run less) was taken back: with it,
+    tests/test_langgraph_runtime.py's interrupted-as-it-starts test lost the run's input in 3
+    of 20 runs under load, none of 14 with `copy`."""
+    return compiled.copy(update={"checkpointer": saver})
 
 
 _CREATING = threading.Lock()
