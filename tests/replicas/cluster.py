@@ -132,7 +132,7 @@ class Cluster:
                 replica.lines.append(line)
                 if match := re.search(r"joined as incarnation (\S+)", line):
                     replica.incarnation = match.group(1)
-                if match := re.search(r"serving on (127\.0\.0\.1:\d+)", line):
+                if match := re.search(r"serving on (127\.\d+\.\d+\.\d+:\d+)", line):
                     replica.address = match.group(1)
         replica.reader = asyncio.create_task(_read(process, replica.lines))
         return replica

@@ -3,6 +3,7 @@ and the SDK's `get_client(load_balancing="round_robin")`."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from tests import dns
 from tests.replicas.cluster import cluster
 from tests.replicas.test_failover import WITHIN
 from tests.support import eventually
@@ -89,6 +91,43 @@ async def test_the_sdk_s_round_robin_option_spreads_its_calls_over_two_replicas(
             await spread.close()
         with pytest.raises(ValueError, match="load_balancing must be one of"):
             get_client(url=target, load_balancing="random")
+
+
+async def test_a_dns_name_with_two_a_records_spreads_the_sdk_s_runs_over_both_replicas(
+    tmp_path: Path,
+) -> None:
+    # Two replicas on one port of two loopback addresses, and one name answered with both:
+    # `dns:///` as in docs/deploy.md, through a DNS server of the test's own given in the
+    # target's authority (gRPC's default c-ares resolver; its native one ignores authorities).
+    if os.environ.get("GRPC_DNS_RESOLVER", "ares") != "ares":
+        pytest.skip("GRPC_DNS_RESOLVER is not c-ares: a DNS server in the target is ignored")
+    async with cluster(tmp_path, ()) as group:
+        first = await group.start("a", "--host", "127.0.0.1")
+        port = first.address.rpartition(":")[2]
+        await group.start("b", "--host", "127.0.0.2", "--port", port)
+        assert [r.address for r in group.replicas] == [f"127.0.0.{n}:{port}" for n in (1, 2)]
+        async with dns.zone("turnstile.test", ["127.0.0.1", "127.0.0.2"]) as zone:
+            client = get_client(url=zone.target(int(port)), load_balancing="round_robin")
+            try:
+                created = [
+                    (
+                        await client.runs.create(
+                            str(uuid.uuid4()),
+                            "file_gated",
+                            input=_input(),
+                            config=group.config,
+                            if_not_exists="create",
+                        )
+                    )["run_id"]
+                    for _ in range(6)
+                ]
+            finally:
+                await client.close()
+            assert ("turnstile.test", dns.A) in zone.asked
+        rows = await group.query(
+            "SELECT DISTINCT owner FROM run_attempts WHERE run_id = ANY($1::text[])", created
+        )
+        assert {row["owner"] for row in rows} == {r.incarnation for r in group.replicas}
 
 
 def _input() -> dict[str, Any]:
