@@ -232,7 +232,9 @@ class App:
         await self.health.enter_graceful_shutdown()
         await self.scheduler.drain(grace)
         await self.scheduler.stop()
-        if self.relay is not None:  # the ends of runs that ended while draining, out first
+        if self.relay is not None:  # before the lease goes: the takeover's fence refuses
+            # this replica's publishes, so the `closed` entries of the attempts it hands over
+            # (and the ends of runs that ended while draining) are out first
             await self.relay.flush(min(grace, 1.0))
         if self.lease is not None:  # the runs it stopped are taken over at once
             await self.lease.close()

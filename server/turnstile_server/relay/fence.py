@@ -77,7 +77,8 @@ class Entry:
     """One entry of a publish: a run event (`seq` > 0) and/or a thread event."""
 
     seq: int
-    flag: str  # "" an event, "end" the run's last, "gap" events lost before it, "start" a start
+    flag: str  # "" an event, "end" the run's last, "gap" events lost before it, "start" a
+    # start, "closed" the attempt's events all published before its replica handed it over
     frame: bytes = b""
     watched: bytes = b""  # the thread's framing of it, without seq
 

@@ -51,7 +51,8 @@ def follows(position: int, seq: int) -> bool:
     an attempt's base), the first event of a later attempt (an attempt's events start at
     `(attempt - 1) << 32 + 1`). Not from the middle of an attempt to the next one: what the
     cut attempt emitted after its last published event (its replica died with them, or
-    Redis was down) is not known, so anything else means events in between may be gone."""
+    Redis was down) is not known, so anything else means events in between may be gone
+    (unless the attempt's `closed` entry says it was all published: `run_stream.py`)."""
     if seq == position + 1:
         return True
     low = (1 << LOW_BITS) - 1

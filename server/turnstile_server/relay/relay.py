@@ -191,16 +191,55 @@ class Relay:
 
     async def flush(self, grace: float) -> None:
         """Waits up to `grace` s for the publishers of runs that ended here to publish their
-        tails, their `end` included. A draining replica calls it before it gives up its lease:
-        after that, the takeover's fence refuses this replica's publishes, and a run that ended
-        during the drain would leave other replicas' subscribers without its `end`."""
-        ending = [
-            publisher.task
-            for publisher in self._publishers.values()
-            if publisher.task is not None and (publisher.ended or publisher.events.ended)
-        ]
-        if ending:
-            await asyncio.wait(ending, timeout=grace)
+        tails, their `end` included, and closes the attempts of the runs it stopped (handed
+        over). A draining replica calls it after it stopped its runs and before it gives up its
+        lease: after that, the takeover's fence refuses this replica's publishes, and a run that
+        ended during the drain would leave other replicas' subscribers without its `end`."""
+        ending: list[asyncio.Task[None]] = []
+        handed: list[RunPublisher] = []
+        for publisher in self._publishers.values():
+            if publisher.task is None or publisher.stopped:
+                continue
+            if publisher.ended or publisher.events.ended:
+                ending.append(publisher.task)
+            elif not publisher.events.expired:
+                handed.append(publisher)
+        closing = [asyncio.ensure_future(self._close_attempt(p, grace)) for p in handed]
+        if ending or closing:
+            await asyncio.wait([*ending, *closing], timeout=grace)
+        for task in closing:
+            task.cancel()
+
+    async def _close_attempt(self, publisher: RunPublisher, grace: float) -> None:
+        """A run this replica stopped and hands over: once everything its attempt emitted is
+        published, a `closed` entry right after its last event says so, so a subscriber that
+        saw up to it goes on into the next attempt (`run_stream.py`) rather than answering
+        STREAM_EXPIRED. Not written when the tail is not all out within `grace` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        events = publisher.events
+        while publisher.starts or publisher.position < events.last_seq:
+            if publisher.stopped or events.expired or loop.time() > deadline:
+                return
+            await asyncio.sleep(0.01)  # only while draining
+        publisher.stopped = True
+        if publisher.task is not None:
+            publisher.task.cancel()  # caught up: it waits for the next append
+            await asyncio.gather(publisher.task, return_exceptions=True)
+        if not self.holds():
+            return
+        closed = publisher.position + 1
+        try:
+            published = await self.publish(
+                publisher.run, publisher.epoch, [Entry(closed, "closed")]
+            )
+        except Exception as exc:
+            log.warning("run %s: marking its attempt closed failed: %r", publisher.run.run_id, exc)
+            return
+        if published.added:
+            log.info(
+                "run %s: handed over, its events closed at seq %d", publisher.run.run_id, closed - 1
+            )
 
     async def close(self, grace: float = 1.0) -> None:
         """Lets the publishers finish for up to `grace` s, stops the rest, disconnects."""

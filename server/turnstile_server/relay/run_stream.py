@@ -4,11 +4,14 @@ The subscriber reads the run's stream after `0-<after_seq>` and checks that ever
 right after the one before (`keys.follows`): a missing event (trimmed by `MAXLEN`, the key
 expired, Redis restarted empty, a `gap` its publisher left, the unrelayed tail of an attempt
 cut off mid-run, which the next attempt's first event would otherwise seem to follow) is
-`OutOfRange` (STREAM_EXPIRED), never skipped. Redis not answering is `EventsUnavailable`
-(UNAVAILABLE). It stops after the entry flagged `end`. When Redis has nothing new and the
-database says the run has ended, the stream's newest entry decides: it is the end at the
-subscriber's position (nothing more to send), before it (past the end), or absent (expired):
-so a run whose replica died with its tail unpublished (Redis down then) is STREAM_EXPIRED.
+`OutOfRange` (STREAM_EXPIRED), never skipped. An attempt whose replica drained and handed the
+run over ends with a `closed` entry right after its last event (`Relay.flush`): nothing of it
+was lost, so the subscriber goes on into the next attempt's events. Redis not answering is
+`EventsUnavailable` (UNAVAILABLE). It stops after the entry flagged `end`. When Redis has
+nothing new and the database says the run has ended, the stream's newest entry decides: it is
+the end at the subscriber's position (nothing more to send), before it (past the end), or
+absent (expired): so a run whose replica died with its tail unpublished (Redis down then) is
+STREAM_EXPIRED.
 
 A subscriber holds one batch at a time and reads at its own pace: Redis keeps the events.
 """
@@ -101,6 +104,9 @@ class RunStream:
             flag = fields.get(b"e", b"")
             if not follows(self._position, seq) or flag == b"gap":
                 raise self._expired(seq)
+            if flag == b"closed":  # its attempt's replica handed it over with nothing lost
+                self._position = ((seq >> LOW_BITS) + 1) << LOW_BITS  # the next attempt's base
+                continue
             frames.append(fields[b"f"])
             self._position = seq
             if flag == b"end":
