@@ -77,6 +77,41 @@ async def test_a_cancelled_run_on_returns_only_once_the_graph_side_has_unwound()
         assert when_ended == [["started", "done"]]
 
 
+async def test_a_run_on_cancelled_before_the_graph_side_began_still_enters_its_coroutine() -> None:
+    """The cancellation reaches the graph loop together with the start (the graph loop was
+    busy: both wait in its lane): the coroutine is entered all the same and sees the
+    cancellation at its first await, so what it does when cut (a LangGraph run keeps its
+    input) is done. Cancelled at once, the task never ran a line of it."""
+    bridge = LoopBridge(asyncio.get_running_loop())
+    busy, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+    async with graph_loop() as loop:
+
+        def hold() -> None:  # the graph loop is busy with something else meanwhile
+            busy.set()
+            release.wait(10)
+
+        loop.call_soon_threadsafe(hold)
+        assert await asyncio.to_thread(busy.wait, 10)
+
+        async def graph() -> None:
+            seen.append("entered")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                seen.append("cut")
+                raise
+
+        running = asyncio.create_task(bridge.run_on(loop, graph))
+        await asyncio.sleep(0)  # `begin` is sent
+        running.cancel()
+        await asyncio.sleep(0)  # and the cancellation after it
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, 10)
+        assert seen == ["entered", "cut"]
+
+
 async def test_a_graph_side_call_cancelled_meanwhile_waits_for_the_server_side() -> None:
     server = asyncio.get_running_loop()
     bridge = LoopBridge(server)

@@ -380,3 +380,29 @@ async def test_a_thread_stored_larger_than_an_answer_is_refused_by_reads_and_lef
     finally:
         await client.close()
         await app.stop(grace=0)
+
+
+async def test_a_thread_s_state_is_measured_once_not_at_every_run_start(
+    limited: TurnstileClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `--max-state-bytes`, each run's start (`_Host.state`, which hands a native run's
+    state over with its start) measures the thread's state: a no-op once it was measured, so
+    a run's start costs the same on a long thread as on a short one."""
+    measured = 0
+    original = ThreadState._measured
+
+    def counting(self: ThreadState) -> dict[str, int]:
+        nonlocal measured
+        if self._entries is None:
+            measured += 1
+        return original(self)
+
+    monkeypatch.setattr(ThreadState, "_measured", counting)
+    thread_id = (await limited.threads.create())["thread_id"]
+    say = {"messages": [{"role": "user", "content": "hi"}]}
+    await limited.runs.wait(thread_id, "echo", input=say)
+    after_first = measured
+    for _ in range(4):
+        await limited.runs.wait(thread_id, "echo", input=say)
+    assert after_first >= 1
+    assert measured == after_first, "measured again at a later run's start"

@@ -163,13 +163,25 @@ class LoopBridge:
         def ended(task: asyncio.Future[T]) -> None:  # on the graph loop
             self.post(partial(pending.settle, _Outcome.of(task)))
 
+        began: list[bool] = []
+
+        async def entered() -> T:
+            began.append(True)
+            return await start()
+
         def begin() -> None:
-            task = asyncio.ensure_future(start())
+            task = asyncio.ensure_future(entered())
             handle.append(task)
             task.add_done_callback(ended)
 
         def cancel() -> None:  # on the graph loop, after `begin` (its lane is in order too)
-            handle[0].cancel()
+            if began:
+                handle[0].cancel()
+            else:
+                # A task cancelled before its first step never enters its coroutine, so what
+                # `start()` does when cut (a LangGraph run waits for its input to land) would
+                # be skipped: cancelled once its first step, which `begin` scheduled, has run.
+                asyncio.get_running_loop().call_soon(handle[0].cancel)
 
         if graph.is_closed():
             raise RuntimeError("the graph loop is closed")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from turnstile_server import policy
-from turnstile_server.store.records import Admission, RunError, RunRecord
+from turnstile_server.store.records import Admission, Recovery, RunError, RunRecord
 
 ROLLED_BACK_REQUESTS_US = 24 * 3600 * 1_000_000
 """How long a rolled-back run's request id is remembered: a day, where the SDK retries a call
@@ -48,6 +48,28 @@ def recovered(run: RunRecord, max_attempts: int) -> Recovered:
             ),
         )
     return Recovered("requeue")
+
+
+def note_recovered(recovery: Recovery, run: RunRecord, settled: Recovered, now: int) -> None:
+    """Records in `recovery` what settling `run` as `settled` at `now` gives back (the
+    backend's statements carry it out)."""
+    if settled.outcome == "rollback":
+        recovery.deleted.append(ended(run, "interrupted", now, None))
+    elif settled.outcome == "requeue":
+        recovery.requeued += 1
+    else:
+        recovery.ended.append(ended(run, settled.outcome, now, settled.error))
+
+
+def ended_columns(settled: Recovered, now: int) -> tuple[str, int, str | None, str | None]:
+    """A recovered run's `status`, `end_time`, `error_type` and `error_message` columns."""
+    error = settled.error
+    return (
+        settled.outcome,
+        now,
+        error.type if error else None,
+        error.message if error else None,
+    )
 
 
 def ended(run: RunRecord, status: str, now: int, error: RunError | None) -> RunRecord:

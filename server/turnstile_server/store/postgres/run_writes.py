@@ -124,25 +124,19 @@ async def recover(conn: Conn, max_attempts: int, now: int) -> Recovery:
     for run in [run_from_row(row) for row in rows]:
         settled = changes.recovered(run, max_attempts)
         outcome = settled.outcome
+        changes.note_recovered(recovery, run, settled, now)
         if outcome == "rollback":
             await _delete_run(conn, run.run_id, now)
-            recovery.deleted.append(changes.ended(run, "interrupted", now, None))
         elif outcome == "requeue":
             await conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = $1", run.run_id)
-            recovery.requeued += 1
             continue
         else:  # interrupted, or error with its error
-            error = settled.error
             await conn.execute(
                 "UPDATE runs SET status = $1, end_time = $2, error_type = $3, error_message = $4"
                 " WHERE run_id = $5",
-                outcome,
-                now,
-                error.type if error else None,
-                error.message if error else None,
+                *changes.ended_columns(settled, now),
                 run.run_id,
             )
-            recovery.ended.append(changes.ended(run, outcome, now, error))
         keep = outcome != "rollback" and policy.leaves_waiting(
             outcome, run, await _wrote(conn, run.run_id)
         )

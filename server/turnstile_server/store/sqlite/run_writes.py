@@ -120,27 +120,18 @@ def recover(conn: Session, max_attempts: int, now: int) -> Recovery:
     for run in [run_from_row(row) for row in rows]:
         settled = changes.recovered(run, max_attempts)
         outcome = settled.outcome
+        changes.note_recovered(recovery, run, settled, now)
         if outcome == "rollback":
             _delete_run(conn, run.run_id, now)
-            recovery.deleted.append(changes.ended(run, "interrupted", now, None))
         elif outcome == "requeue":
             conn.execute("UPDATE runs SET status = 'pending' WHERE run_id = ?", (run.run_id,))
-            recovery.requeued += 1
             continue
         else:  # interrupted, or error with its error
-            error = settled.error
             conn.execute(
                 "UPDATE runs SET status = ?, end_time = ?, error_type = ?, error_message = ?"
                 " WHERE run_id = ?",
-                (
-                    outcome,
-                    now,
-                    error.type if error else None,
-                    error.message if error else None,
-                    run.run_id,
-                ),
+                (*changes.ended_columns(settled, now), run.run_id),
             )
-            recovery.ended.append(changes.ended(run, outcome, now, error))
         keep = outcome != "rollback" and policy.leaves_waiting(
             outcome, run, _wrote(conn, run.run_id)
         )
