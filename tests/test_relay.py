@@ -220,7 +220,12 @@ async def test_keys_carry_the_prefix(relay: Relay) -> None:
     finally:
         await client.aclose()
     prefix = relay.keys.prefix.encode()
-    assert keys == [prefix + b"fence:r", prefix + b"run:r", prefix + b"thread:t"]
+    assert keys == [
+        prefix + b"fence:r",
+        prefix + b"incarnations",  # the one key without a TTL: the thread streams' counter
+        prefix + b"run:r",
+        prefix + b"thread:t",
+    ]
     ttl = await relay.client.ttl(relay.keys.run("r"))
     assert 0 < ttl <= 3600
     hub.close()

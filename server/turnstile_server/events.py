@@ -6,6 +6,8 @@ that long.
 Sequence numbers never repeat within a run or a thread, across restarts too: attempt `n` of a
 run numbers its events from `(n - 1) << 32`, and a thread's watch log from its persistent
 epoch `<< 32`, so a position from before a restart reads as expired instead of as new events.
+With a relay (Redis), a thread's watch log is numbered and fed by the thread's Redis stream
+instead, the same on every replica (`relay/thread_feed.py`).
 """
 
 from __future__ import annotations
@@ -69,8 +71,13 @@ class EventRelay(Protocol):
         ...
 
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
-        """Feeds a new watch log with what other processes relay of the thread; the task
-        ends with the log (or fails it)."""
+        """Numbers a new watch log and feeds it with what every process relays of the
+        thread, this one's runs included; the task ends with the log (or fails it)."""
+        ...
+
+    async def thread_backlog(self, thread_id: str, after_seq: int, until_seq: int) -> list[bytes]:
+        """The thread's framed events after `after_seq` up to `until_seq` (from before a
+        watch log's first); OutOfRange unless every one of them is retained."""
         ...
 
 
@@ -137,7 +144,7 @@ class EventHub:
         if self.relay is not None:
             self.relay.run_started(run, log, self._encoder.thread_event(0, run_started=run))
         self._running.setdefault(run.thread_id, {})[run.run_id] = run
-        thread = self._threads.get(run.thread_id)
+        thread = self._local_thread(run.thread_id)
         if thread is not None:
             thread.log.append(self._thread_event(run_started=run))
 
@@ -153,7 +160,7 @@ class EventHub:
         the thread is watched, it is encoded only if a subscriber reads it.
         """
         state = checked and event == "values"  # a snapshot of the thread's state
-        thread = self._threads.get(run.thread_id)
+        thread = self._local_thread(run.thread_id)
         if checked and thread is None:
             self.open(run.run_id).append(_RunEvent(self._encoder, run.run_id, event, data, state))
             return
@@ -189,7 +196,8 @@ class EventHub:
             self._running.pop(run.thread_id, None)
         thread = self._threads.get(run.thread_id)
         if thread is not None:
-            thread.log.append(self._thread_event(run_ended=run))
+            if self.relay is None:
+                thread.log.append(self._thread_event(run_ended=run))
             self._touch(run.thread_id, thread)
 
     def _retire(self, run_id: str, log: EventLog) -> None:
@@ -239,6 +247,11 @@ class EventHub:
 
     # Threads.
 
+    def _local_thread(self, thread_id: str) -> _ThreadLog | None:
+        """The thread's watch log if this hub numbers and appends to it: without a relay
+        (with one, every replica's log is fed from the thread's Redis stream)."""
+        return self._threads.get(thread_id) if self.relay is None else None
+
     async def thread_log(self, thread_id: str) -> EventLog:
         """Returns the thread's watch log, creating it with a fresh epoch if needed."""
         return (await self._thread(thread_id)).log
@@ -259,14 +272,17 @@ class EventHub:
         future: asyncio.Future[_ThreadLog] = asyncio.get_running_loop().create_future()
         self._creating[thread_id] = future
         try:
-            epoch = await self._thread_epoch(thread_id) if self._thread_epoch else 0
-            log = EventLog(
-                f"thread {thread_id}", self.limits, epoch << SEQ_EPOCH_BITS, from_oldest=True
-            )
-            self._seed(log, thread_id)
-            thread = _ThreadLog(log)
-            if self.relay is not None:
+            if self.relay is not None:  # numbered by the thread's stream, the relay's feed
+                log = EventLog(f"thread {thread_id}", self.limits, from_oldest=True)
+                thread = _ThreadLog(log)
                 thread.feed = await self.relay.watch_thread(thread_id, log)
+            else:
+                epoch = await self._thread_epoch(thread_id) if self._thread_epoch else 0
+                log = EventLog(
+                    f"thread {thread_id}", self.limits, epoch << SEQ_EPOCH_BITS, from_oldest=True
+                )
+                self._seed(log, thread_id)
+                thread = _ThreadLog(log)
             self._threads[thread_id] = thread
             future.set_result(thread)
             self._touch(thread_id, thread)

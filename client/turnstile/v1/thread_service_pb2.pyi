@@ -528,7 +528,10 @@ class ThreadEvent(_message.Message):
     RUN_EVENT_FIELD_NUMBER: _builtins.int
     RUN_ENDED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    """The event's position in the thread's watch stream: one more than the event before it."""
+    """The event's position in the thread's watch stream: one more than the event before it.
+    With replicas on Redis it is the same on every replica, so a watch resumes on any of
+    them; without, it is the server process's own.
+    """
     @_builtins.property
     def run_started(self) -> _run_pb2.Run:
         """A run of the thread started executing; the run as it started."""

@@ -315,34 +315,59 @@ class ThreadService(pb_grpc.ThreadServiceServicer):
             )
         thread = await self._store.threads.get(thread_id)
         what = {"thread_id": thread_id}
+        relay = self._hub.relay
         async with self._hub.watching(thread_id) as log:
-            _check_numbering(log, request.after_seq, what)
-            check_position(log, request.after_seq, what=what)
+            _check_numbering(log, request.after_seq, what, relayed=relay is not None)
+            after_seq, earlier = request.after_seq, []
+            if relay is not None and 0 < after_seq < log.first_seq - 1:
+                # Seen on another replica (or before this one's log): the stream has it.
+                after_seq = log.first_seq - 1
+                earlier = await relay.thread_backlog(thread_id, request.after_seq, after_seq)
+            check_position(log, after_seq, what=what)
             yield pb.WatchThreadResponse(thread=await self._message(thread, context))
+            limits = self._hub.limits
+            for start in range(0, len(earlier), limits.batch_events):
+                yield encoded(
+                    pb.WatchThreadResponse, b"".join(earlier[start : start + limits.batch_events])
+                )
+            del earlier
             async for batch in follow(
                 log,
-                request.after_seq,
-                self._hub.limits,
+                after_seq,
+                limits,
                 what=what,
                 budget=self._hub.send_budget,
             ):
                 yield encoded(pb.WatchThreadResponse, b"".join(batch))
 
 
-def _check_numbering(log: EventLog, after_seq: int, what: dict[str, str]) -> None:
-    """STREAM_EXPIRED for an `after_seq` of another numbering than this watch log's: each
-    log of a thread (on each replica, and each time one is made again) numbers from an epoch
-    of its own (`threads.watch_epoch`), so such a seq was seen on another replica or an
-    earlier log, and names nothing here (rather than waiting for a seq this log may never
-    reach, or skipping to one of its own)."""
-    if after_seq and after_seq >> SEQ_EPOCH_BITS != log.last_seq >> SEQ_EPOCH_BITS:
+def _check_numbering(
+    log: EventLog, after_seq: int, what: dict[str, str], *, relayed: bool = False
+) -> None:
+    """STREAM_EXPIRED for an `after_seq` of another numbering than this watch log's.
+
+    Without Redis each log of a thread (each time one is made) numbers from an epoch of its
+    own (`threads.watch_epoch`), so such a seq is of an earlier log. With Redis every
+    replica's log numbers by the thread's Redis stream, whose incarnation is the high bits:
+    such a seq is of the stream before it expired or Redis restarted. Either way it names
+    nothing here (rather than waiting for a seq this log may never reach, or skipping to one
+    of its own)."""
+    if not after_seq or after_seq >> SEQ_EPOCH_BITS == log.last_seq >> SEQ_EPOCH_BITS:
+        return
+    if relayed:
         raise OutOfRange(
-            f"after_seq {after_seq} is not of this replica's watch of thread {what['thread_id']}"
-            " (a watch's seq is the replica's it was opened on, while that replica keeps its"
-            " log): resume it on the replica it was opened on, or watch again with"
-            " after_seq=0",
+            f"after_seq {after_seq} is of an earlier Redis stream of thread"
+            f" {what['thread_id']} (it expired, or Redis restarted): its events are lost;"
+            " watch again with after_seq=0",
             metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)},
         )
+    raise OutOfRange(
+        f"after_seq {after_seq} is not of this replica's watch of thread {what['thread_id']}"
+        " (a watch's seq is the replica's it was opened on, while that replica keeps its"
+        " log): resume it on the replica it was opened on, or watch again with"
+        " after_seq=0",
+        metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)},
+    )
 
 
 def _langgraph_message(snapshot: GraphSnapshot, thread_id: str, json: bool) -> Any:

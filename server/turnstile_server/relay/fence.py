@@ -8,6 +8,14 @@ publisher's epoch, then XADDs each event with its explicit id `0-<seq>`. A batch
 is not above the stream's newest (a retry of a batch that landed, or events of an attempt
 that lost the run to a later one) is refused as a whole (returns -2 and the newest `seq`):
 Redis does not undo a script's writes when one of them fails, so the script checks first.
+
+The thread's entries (for WatchThread) go to the thread stream with ids `<incarnation>-*`:
+Redis numbers them 1, 2, 3 ... under the stream's incarnation, atomically in this script,
+whichever replica publishes, so the id is the watch's `seq` on every replica
+(`thread_feed.py`). A stream that does not exist (new, expired, Redis restarted) starts a new
+incarnation: the larger of Redis's clock in seconds and one more than the last incarnation it
+handed out (`incarnations`), so a seq of the stream's previous life never names an entry of
+the new one. A `gap` (run events lost before they were published) is a thread entry too.
 """
 
 from __future__ import annotations
@@ -48,14 +56,26 @@ local maxlen = ARGV[2]
 local origin = ARGV[4]
 local run_id = ARGV[5]
 local added = 0
+local incarnation = nil
 for i = 6, #ARGV, 4 do
   local id, flag, frame, watched = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if id ~= '' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, id, 'f', frame, 'e', flag)
     added = added + 1
   end
-  if KEYS[3] ~= '' and watched ~= '' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
+  if KEYS[3] ~= '' and (watched ~= '' or flag == 'gap') then
+    if incarnation == nil then
+      local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+      if #newest > 0 then
+        incarnation = string.match(newest[1][1], '^(%d+)-')
+      else
+        local now = tonumber(redis.call('TIME')[1])
+        local last = tonumber(redis.call('GET', KEYS[4]) or '0')
+        incarnation = string.format('%d', math.max(now, last + 1))
+        redis.call('SET', KEYS[4], incarnation)
+      end
+    end
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, incarnation .. '-*',
       'f', watched, 'o', origin, 'r', run_id, 'q', string.sub(id, 3), 'k', flag)
   end
 end
@@ -67,9 +87,10 @@ if KEYS[3] ~= '' then
 end
 return {added, 0}
 """
-"""KEYS: fence, run stream, thread stream ('' for none). ARGV: epoch, max events, ttl s,
-origin, run id, then one quadruple per entry: id `0-<seq>` ('' for a thread-only entry),
-flag, the run event's frame, the thread event's frame without its seq ('' for none)."""
+"""KEYS: fence, run stream, thread stream ('' for none), incarnations. ARGV: epoch, max
+events, ttl s, origin, run id, then one quadruple per entry: id `0-<seq>` ('' for a
+thread-only entry), flag, the run event's frame, the thread event's frame without its seq
+('' for none)."""
 
 
 @dataclass(frozen=True, slots=True)

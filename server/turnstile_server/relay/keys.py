@@ -7,7 +7,10 @@ Every key starts with the deployment's prefix (`--redis-key-prefix`):
 - `<prefix>fence:<run_id>`: the highest epoch that published the run's events; a publish
   from a lower epoch (an attempt that lost its run) is refused (`fence.py`).
 - `<prefix>thread:<thread_id>`: the thread's run starts, events and ends, in the order
-  their replicas published them (ids Redis assigns), for WatchThread on other replicas.
+  their replicas published them, for WatchThread on every replica: ids
+  `<incarnation>-<n>` that Redis numbers in the publish script, so `incarnation << 32 | n`
+  + 1 is the watch's `seq` everywhere (`thread_seq`).
+- `<prefix>incarnations`: the last incarnation a thread stream was given (`fence.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class Keys:
     def thread(self, thread_id: str) -> str:
         return f"{self.prefix}thread:{thread_id}"
 
+    def incarnations(self) -> str:
+        return f"{self.prefix}incarnations"
+
 
 def entry_id(seq: int) -> str:
     """The id of the run stream's entry for `seq`."""
@@ -57,3 +63,17 @@ def follows(position: int, seq: int) -> bool:
         return True
     low = (1 << LOW_BITS) - 1
     return position & low == 0 and seq & low == 1 and seq >> LOW_BITS > position >> LOW_BITS
+
+
+def thread_seq(entry: bytes | str) -> int:
+    """The watch `seq` of a thread stream's entry id `<incarnation>-<n>`: Redis numbers an
+    incarnation's entries from 0, the seq's low bits from 1 (so that the position before
+    the first, `incarnation << 32`, is of the incarnation too)."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    incarnation, _, n = text.partition("-")
+    return int(incarnation) << LOW_BITS | (int(n) + 1)
+
+
+def thread_entry_id(seq: int) -> str:
+    """The id of the thread stream's entry for watch `seq` (inverse of `thread_seq`)."""
+    return f"{seq >> LOW_BITS}-{(seq & ((1 << LOW_BITS) - 1)) - 1}"

@@ -135,8 +135,9 @@ class Relay:
         self._own(asyncio.create_task(fence_now(), name=f"fence {run.run_id}"))
 
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
-        """Feeds a new watch log with the thread's entries other processes publish from now
-        on (`thread_feed.py`); EventsUnavailable if Redis does not answer."""
+        """Numbers a new watch log by the thread's stream and feeds it with the stream's
+        entries, every replica's (`thread_feed.py`); EventsUnavailable if Redis does not
+        answer."""
         from turnstile_server.relay.thread_feed import feed_thread, seed_thread, thread_position
 
         after = await thread_position(self, thread_id)
@@ -146,6 +147,13 @@ class Relay:
         )
         self._own(task)
         return task
+
+    async def thread_backlog(self, thread_id: str, after_seq: int, until_seq: int) -> list[bytes]:
+        """The thread's events after `after_seq` up to `until_seq`, from its stream
+        (`thread_feed.backlog`)."""
+        from turnstile_server.relay.thread_feed import backlog
+
+        return await backlog(self, thread_id, after_seq, until_seq)
 
     def _spawn(self, run: RunRecord, events: EventLog, epoch: int) -> RunPublisher:
         previous = self._publishers.get(run.run_id)
@@ -176,7 +184,7 @@ class Relay:
     async def publish(self, run: RunRecord, epoch: int, entries: Sequence[Entry]) -> Published:
         """Runs the fenced publish of `entries` (see `fence.py`)."""
         keys = [self.keys.fence(run.run_id), self.keys.run(run.run_id)]
-        keys.append(self.keys.thread(run.thread_id))
+        keys += [self.keys.thread(run.thread_id), self.keys.incarnations()]
         args = fence.arguments(
             epoch,
             self.settings.max_events,
