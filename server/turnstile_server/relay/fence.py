@@ -13,9 +13,11 @@ The thread's entries (for WatchThread) go to the thread stream with ids `<incarn
 Redis numbers them 1, 2, 3 ... under the stream's incarnation, atomically in this script,
 whichever replica publishes, so the id is the watch's `seq` on every replica
 (`thread_feed.py`). A stream that does not exist (new, expired, Redis restarted) starts a new
-incarnation: the larger of Redis's clock in seconds and one more than the last incarnation it
-handed out (`incarnations`), so a seq of the stream's previous life never names an entry of
-the new one. A `gap` (run events lost before they were published) is a thread entry too.
+incarnation: the larger of Redis's clock in seconds since 2023-11-14 (`EPOCH_OFFSET`, so
+that `incarnation << 32` stays within the proto's int64 `seq` until 2091, not 2038) and one
+more than the last incarnation it handed out (`incarnations`), so a seq of the stream's
+previous life never names an entry of the new one. A `gap` (run events lost before they
+were published) is a thread entry too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+EPOCH_OFFSET = 1_700_000_000
+"""Seconds subtracted from Redis's clock to make a thread stream's incarnation (in `PUBLISH`)."""
 
 PUBLISH = """
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -69,7 +74,7 @@ for i = 6, #ARGV, 4 do
       if #newest > 0 then
         incarnation = string.match(newest[1][1], '^(%d+)-')
       else
-        local now = tonumber(redis.call('TIME')[1])
+        local now = tonumber(redis.call('TIME')[1]) - 1700000000
         local last = tonumber(redis.call('GET', KEYS[4]) or '0')
         incarnation = string.format('%d', math.max(now, last + 1))
         redis.call('SET', KEYS[4], incarnation)
