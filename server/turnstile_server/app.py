@@ -346,11 +346,14 @@ def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 async def serve(config: ServerConfig) -> None:
     """Runs a server until SIGINT or SIGTERM, then stops it gracefully."""
-    app = await App.start(config)
+    # The handlers come first: a signal that arrives as soon as the server says it serves
+    # (an orchestrator's stop right after the start) stops it gracefully, not by default death;
+    # one that arrives while it starts stops it once it has started.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    app = await App.start(config)
     log.info("press Ctrl-C to stop")
     await stop.wait()
     log.info("signal received, shutting down")
