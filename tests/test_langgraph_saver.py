@@ -18,9 +18,10 @@ from langgraph.graph.state import CompiledStateGraph
 from turnstile_server.runtime.langgraph import blobs
 from turnstile_server.runtime.langgraph.saver import TurnstileSaver
 from turnstile_server.store.langgraph_checkpoints import BlobRecord, CheckpointFrame
+from turnstile_server.store.langgraph_rows import BrokenChain
 from turnstile_server.store.sqlite import SqliteStore
 from turnstile_server.store.sqlite.database import Database
-from turnstile_server.store.sqlite.langgraph import BrokenChain, SqliteLangGraphCheckpoints
+from turnstile_server.store.sqlite.langgraph import SqliteLangGraphCheckpoints
 
 TABLES = ("lg_checkpoints", "lg_blobs", "lg_writes")
 

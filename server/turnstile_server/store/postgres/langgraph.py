@@ -19,20 +19,20 @@ from turnstile_server.store.langgraph_checkpoints import (
     StoredCheckpoint,
     WriteRecord,
 )
+from turnstile_server.store.langgraph_rows import (
+    FRAME_COLUMNS,
+    BlobKey,
+    BrokenChain,
+    Key,
+    blob_values,
+    frame_values,
+    unread_blobs,
+    write_values,
+)
 from turnstile_server.store.postgres.database import Conn, Database
 from turnstile_server.store.postgres.fence import fence
-from turnstile_server.store.postgres.langgraph_reads import BlobKey, blob_rows, stored_checkpoint
+from turnstile_server.store.postgres.langgraph_reads import blob_rows, stored_checkpoint
 from turnstile_server.store.postgres.rows import Params
-
-_FRAME_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
-)
-_Key = tuple[str, str, str]
-"""(namespace, channel, version) of a blob within a thread."""
-
-
-class BrokenChain(LookupError):
-    """An `append` blob's base version is not stored: the blob cannot be written."""
 
 
 class PostgresLangGraphCheckpoints:
@@ -106,14 +106,14 @@ class PostgresLangGraphCheckpoints:
         async def body(conn: Conn) -> StoredCheckpoint | None:
             if checkpoint_id is None:
                 row = await conn.fetchrow(
-                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
+                    f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
                     " AND checkpoint_ns = $2 ORDER BY checkpoint_id DESC LIMIT 1",
                     thread_id,
                     checkpoint_ns,
                 )
             else:
                 row = await conn.fetchrow(
-                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
+                    f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = $1"
                     " AND checkpoint_ns = $2 AND checkpoint_id = $3",
                     thread_id,
                     checkpoint_ns,
@@ -146,7 +146,7 @@ class PostgresLangGraphCheckpoints:
                 where.append(f"{column} = {params.add(value)}")
         if before is not None:
             where.append(f"checkpoint_id < {params.add(before)}")
-        sql = f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints"
+        sql = f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY checkpoint_id DESC"
@@ -235,45 +235,24 @@ async def _put(
             if blob.kind == "append" and (blob.channel, blob.base) not in stored:
                 raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
     await conn.execute(
-        f"INSERT INTO lg_checkpoints ({_FRAME_COLUMNS})"
+        f"INSERT INTO lg_checkpoints ({FRAME_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET"
         " parent_id = EXCLUDED.parent_id, run_id = EXCLUDED.run_id, type = EXCLUDED.type,"
         " frame = EXCLUDED.frame, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata",
-        thread,
-        ns,
-        frame.checkpoint_id,
-        frame.parent_id,
-        frame.run_id,
-        frame.type,
-        frame.frame,
-        json.dumps(dict(frame.versions)),
-        json.dumps(dict(frame.metadata), default=repr),
+        *frame_values(frame),
     )
     if blobs:
         await conn.executemany(
             "INSERT INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
             " kind, base, type, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT DO NOTHING",
-            [
-                (
-                    thread,
-                    ns,
-                    blob.channel,
-                    blob.version,
-                    frame.run_id,
-                    blob.kind,
-                    blob.base,
-                    blob.type,
-                    blob.data,
-                )
-                for blob in blobs
-            ],
+            [blob_values(frame, blob) for blob in blobs],
         )
 
 
 async def _put_writes(
-    conn: Conn, key: _Key, run_id: str, writes: list[WriteRecord], require_run: bool
+    conn: Conn, key: Key, run_id: str, writes: list[WriteRecord], require_run: bool
 ) -> None:
     if require_run:
         await _check_run(conn, key[0], run_id)
@@ -292,19 +271,7 @@ async def _put_writes(
             " run_id, channel, type, data, task_path)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             f" ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}",
-            [
-                (
-                    *key,
-                    write.task_id,
-                    write.idx,
-                    run_id,
-                    write.channel,
-                    write.type,
-                    write.data,
-                    write.task_path,
-                )
-                for write in listed
-            ],
+            [write_values(key, run_id, write) for write in listed],
         )
 
 
@@ -334,7 +301,7 @@ async def delete_langgraph_runs(conn: Conn, runs: list[str]) -> set[str]:
 
 async def _copy_thread(conn: Conn, source: str, target: str) -> None:
     await conn.execute(
-        f"INSERT INTO lg_checkpoints ({_FRAME_COLUMNS}) SELECT $1, checkpoint_ns,"
+        f"INSERT INTO lg_checkpoints ({FRAME_COLUMNS}) SELECT $1, checkpoint_ns,"
         " checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
         " FROM lg_checkpoints WHERE thread_id = $2 ON CONFLICT DO NOTHING",
         target,
@@ -388,22 +355,10 @@ async def _drop_unread_blobs(conn: Conn, thread: str, runs: set[str] | None) -> 
         "SELECT checkpoint_ns, channel, version, base, run_id FROM lg_blobs WHERE thread_id = $1",
         thread,
     )
-    bases: dict[_Key, str | None] = {(b[0], b[1], b[2]): b[3] for b in blobs}
-    read: set[_Key] = set()
-    for ns, versions in await conn.fetch(
+    checkpoints = await conn.fetch(
         "SELECT checkpoint_ns, versions FROM lg_checkpoints WHERE thread_id = $1", thread
-    ):
-        for channel, version in json.loads(versions).items():
-            key: _Key | None = (ns, channel, version)
-            while key is not None and key in bases and key not in read:
-                read.add(key)
-                base = bases[key]
-                key = None if base is None else (ns, channel, base)
-    unread = [
-        (thread, ns, channel, version)
-        for ns, channel, version, _, run_id in blobs
-        if (ns, channel, version) not in read and (runs is None or run_id in runs)
-    ]
+    )
+    unread = [(thread, *key) for key in unread_blobs(blobs, checkpoints, runs)]
     if unread:
         await conn.executemany(
             "DELETE FROM lg_blobs WHERE thread_id = $1 AND checkpoint_ns = $2 AND channel = $3"

@@ -18,18 +18,18 @@ from turnstile_server.store.langgraph_checkpoints import (
     StoredCheckpoint,
     WriteRecord,
 )
-from turnstile_server.store.sqlite.database import Database, Session, landed
-from turnstile_server.store.sqlite.langgraph_reads import BlobKey, blob_rows, stored_checkpoint
-
-_FRAME_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
+from turnstile_server.store.langgraph_rows import (
+    FRAME_COLUMNS,
+    BlobKey,
+    BrokenChain,
+    Key,
+    blob_values,
+    frame_values,
+    unread_blobs,
+    write_values,
 )
-_Key = tuple[str, str, str]
-"""(namespace, channel, version) of a blob within a thread."""
-
-
-class BrokenChain(LookupError):
-    """An `append` blob's base version is not stored: the blob cannot be written."""
+from turnstile_server.store.sqlite.database import Database, Session, landed
+from turnstile_server.store.sqlite.langgraph_reads import blob_rows, stored_checkpoint
 
 
 class SqliteLangGraphCheckpoints:
@@ -91,13 +91,13 @@ class SqliteLangGraphCheckpoints:
         def body(s: Session) -> StoredCheckpoint | None:
             if checkpoint_id is None:
                 row = s.one(
-                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
+                    f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
                     " AND checkpoint_ns = ? ORDER BY checkpoint_id DESC LIMIT 1",
                     (thread_id, checkpoint_ns),
                 )
             else:
                 row = s.one(
-                    f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
+                    f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints WHERE thread_id = ?"
                     " AND checkpoint_ns = ? AND checkpoint_id = ?",
                     (thread_id, checkpoint_ns, checkpoint_id),
                 )
@@ -129,7 +129,7 @@ class SqliteLangGraphCheckpoints:
         if before is not None:
             where.append("checkpoint_id < ?")
             params.append(before)
-        sql = f"SELECT {_FRAME_COLUMNS} FROM lg_checkpoints"
+        sql = f"SELECT {FRAME_COLUMNS} FROM lg_checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY checkpoint_id DESC"
@@ -202,47 +202,23 @@ def _put(
             if blob.kind == "append" and (blob.channel, blob.base) not in stored:
                 raise BrokenChain(f"{blob.channel} {blob.version}: base {blob.base} not stored")
     s.execute(
-        f"INSERT OR REPLACE INTO lg_checkpoints ({_FRAME_COLUMNS})"
+        f"INSERT OR REPLACE INTO lg_checkpoints ({FRAME_COLUMNS})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            thread,
-            ns,
-            frame.checkpoint_id,
-            frame.parent_id,
-            frame.run_id,
-            frame.type,
-            frame.frame,
-            json.dumps(dict(frame.versions)),
-            json.dumps(dict(frame.metadata), default=repr),
-        ),
+        frame_values(frame),
     )
     if blobs:  # one statement for all of them
         s.execute(
             "INSERT OR IGNORE INTO lg_blobs (thread_id, checkpoint_ns, channel, version, run_id,"
             " kind, base, type, data) VALUES "
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(blobs)),
-            [
-                value
-                for blob in blobs
-                for value in (
-                    thread,
-                    ns,
-                    blob.channel,
-                    blob.version,
-                    frame.run_id,
-                    blob.kind,
-                    blob.base,
-                    blob.type,
-                    blob.data,
-                )
-            ],
+            [value for blob in blobs for value in blob_values(frame, blob)],
         )
     if writes and frame.parent_id is not None:
         _put_writes(s, (thread, ns, frame.parent_id), frame.run_id, writes, False)
 
 
 def _put_writes(
-    s: Session, key: _Key, run_id: str, writes: list[WriteRecord], require_run: bool
+    s: Session, key: Key, run_id: str, writes: list[WriteRecord], require_run: bool
 ) -> None:
     if require_run:
         _check_run(s, key[0], run_id)
@@ -256,20 +232,7 @@ def _put_writes(
             f"{verb} INTO lg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx,"
             " run_id, channel, type, data, task_path) VALUES "
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(listed)),
-            [
-                value
-                for write in listed
-                for value in (
-                    *key,
-                    write.task_id,
-                    write.idx,
-                    run_id,
-                    write.channel,
-                    write.type,
-                    write.data,
-                    write.task_path,
-                )
-            ],
+            [value for write in listed for value in write_values(key, run_id, write)],
         )
 
 
@@ -319,7 +282,7 @@ def _delete_for_runs(s: Session, runs: list[str]) -> set[str]:
 
 def _copy_thread(s: Session, source: str, target: str) -> None:
     s.execute(
-        f"INSERT OR IGNORE INTO lg_checkpoints ({_FRAME_COLUMNS}) SELECT ?, checkpoint_ns,"
+        f"INSERT OR IGNORE INTO lg_checkpoints ({FRAME_COLUMNS}) SELECT ?, checkpoint_ns,"
         " checkpoint_id, parent_id, run_id, type, frame, versions, metadata"
         " FROM lg_checkpoints WHERE thread_id = ?",
         (target, source),
@@ -370,21 +333,12 @@ def _drop_unread_blobs(s: Session, thread: str, runs: set[str] | None) -> None:
         "SELECT checkpoint_ns, channel, version, base, run_id FROM lg_blobs WHERE thread_id = ?",
         (thread,),
     )
-    bases: dict[_Key, str | None] = {(b[0], b[1], b[2]): b[3] for b in blobs}
-    read: set[_Key] = set()
-    for ns, versions in s.all(
+    checkpoints = s.all(
         "SELECT checkpoint_ns, versions FROM lg_checkpoints WHERE thread_id = ?", (thread,)
-    ):
-        for channel, version in json.loads(versions).items():
-            key: _Key | None = (ns, channel, version)
-            while key is not None and key in bases and key not in read:
-                read.add(key)
-                base = bases[key]
-                key = None if base is None else (ns, channel, base)
-    for ns, channel, version, _, run_id in blobs:
-        if (ns, channel, version) not in read and (runs is None or run_id in runs):
-            s.execute(
-                "DELETE FROM lg_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ?"
-                " AND version = ?",
-                (thread, ns, channel, version),
-            )
+    )
+    for ns, channel, version in unread_blobs(blobs, checkpoints, runs):
+        s.execute(
+            "DELETE FROM lg_blobs WHERE thread_id = ? AND checkpoint_ns = ? AND channel = ?"
+            " AND version = ?",
+            (thread, ns, channel, version),
+        )

@@ -6,19 +6,16 @@ that are no grown list), not one per channel and link.
 
 from __future__ import annotations
 
-import json
-
-from turnstile_server.store.langgraph_checkpoints import (
-    BlobRecord,
-    Chain,
-    CheckpointFrame,
-    StoredCheckpoint,
-    WriteRecord,
+from turnstile_server.store.langgraph_checkpoints import Chain, StoredCheckpoint, WriteRecord
+from turnstile_server.store.langgraph_rows import (
+    BlobKey,
+    checkpoint_frame,
+    follow_links,
+    wanted_versions,
 )
 from turnstile_server.store.sqlite.database import Row, Session
 
-BlobKey = tuple[str, str, str, str]
-"""(thread, namespace, channel, version) of a blob."""
+__all__ = ["BlobKey", "blob_rows", "stored_checkpoint"]
 
 
 def stored_checkpoint(
@@ -26,32 +23,18 @@ def stored_checkpoint(
 ) -> StoredCheckpoint:
     """The checkpoint of `row` with its writes and the chains of the channels whose version
     is neither `known` nor `fetched` (by this read already)."""
-    thread, ns, checkpoint_id = row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"]
-    frame = CheckpointFrame(
-        thread,
-        ns,
-        checkpoint_id,
-        row["parent_id"],
-        row["run_id"],
-        row["type"],
-        row["frame"],
-        json.loads(row["versions"]),
-        json.loads(row["metadata"]),
-    )
+    frame = checkpoint_frame(row)
+    thread, ns = frame.thread_id, frame.checkpoint_ns
     writes = [
         WriteRecord(w["task_id"], w["idx"], w["channel"], w["type"], w["data"], w["task_path"])
         for w in s.all(
             "SELECT task_id, idx, channel, type, data, task_path FROM lg_writes"
             " WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
             " ORDER BY task_path, task_id, idx",
-            (thread, ns, checkpoint_id),
+            (thread, ns, frame.checkpoint_id),
         )
     ]
-    wanted = {
-        channel: version
-        for channel, version in frame.versions.items()
-        if known.get(channel) != version and (thread, ns, channel, version) not in fetched
-    }
+    wanted = wanted_versions(frame, known, fetched)
     return StoredCheckpoint(frame, writes, _chains(s, thread, ns, wanted, known, fetched))
 
 
@@ -77,21 +60,7 @@ def _chains(
             "b.channel, b.version, b.kind, b.type, b.data, b.base",
         )
         found = {(row["channel"], row["version"]): row for row in rows}
-        following: dict[str, str] = {}
-        for channel, version in current.items():
-            row = found.get((channel, version))
-            if row is None:
-                continue
-            chains[channel].append(
-                BlobRecord(channel, version, row["kind"], row["type"], row["data"], row["base"])
-            )
-            fetched.add((thread, ns, channel, version))
-            base = row["base"] if row["kind"] == "append" else None
-            if base is not None and not (
-                known.get(channel) == base or (thread, ns, channel, base) in fetched
-            ):
-                following[channel] = base
-        current = following
+        current = follow_links(thread, ns, current, found, chains, known, fetched)
     return chains
 
 
