@@ -168,7 +168,7 @@ async def test_the_recursion_limit_ends_the_run_error_with_reason_recursion_limi
     assert result.run["status"] == "error"
     error = result.run["error"]
     assert error is not None and error["type"] == "RECURSION_LIMIT"
-    assert "Recursion limit of 3" in error["message"]
+    assert "Recursion limit of 3 reached" in error["message"]  # a whole number, not 3.0
     assert "Traceback" not in error["message"]
     assert (await client.threads.get(thread["thread_id"]))["status"] == "error"
 
