@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,76 @@ async def test_serve_registers_user_graphs_and_stops_cleanly_on_signal(
         process.send_signal(sig)
         async with asyncio.timeout(30):
             assert await process.wait() == 0
+
+
+async def test_the_console_script_serves_graphs_from_the_directory_it_runs_in(
+    tmp_path: Path,
+) -> None:
+    """`turnstile serve --graph name=module:attr` with the module beside the caller, as the
+    README shows it, and `name=./file.py:attr`; the console script (not `python -m`, which
+    puts the current directory on `sys.path` by itself)."""
+    module = f"mygraphs_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(_STEPS)
+    (tmp_path / "lg").mkdir()
+    (tmp_path / "lg" / "chat.py").write_text(_CHAT)
+    script = Path(sys.executable).with_name("turnstile")
+    process = await asyncio.create_subprocess_exec(
+        *(str(script), "serve", "--port", "0", "--database", str(tmp_path / "t.db")),
+        *("--graph", f"steps={module}:steps", "--graph", "chat=./lg/chat.py:builder"),
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    try:
+        assert process.stderr is not None
+        address, seen = "", list[str]()
+        async with asyncio.timeout(30):
+            while not address:
+                line = (await process.stderr.readline()).decode()
+                assert line, "the server exited before serving: " + "".join(seen)
+                seen.append(line)
+                if match := re.search(r"serving on (127\.0\.0\.1:\d+)", line):
+                    address = match.group(1)
+        client = get_client(url=address)
+        thread = await client.threads.create()
+        hi = {"messages": [{"role": "user", "content": "hi"}]}
+        result = await client.runs.wait_run(thread["thread_id"], "steps", input=hi)
+        assert result.values["stepped"] is True, result.run
+        result = await client.runs.wait_run(thread["thread_id"], "chat", input=hi)
+        assert result.values["messages"][-1]["content"] == "you said: hi", result.run
+        await client.close()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+_STEPS = """
+async def steps(state, ctx):
+    yield {"stepped": True}
+"""
+_CHAT = """
+from typing import Annotated, TypedDict
+
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+
+
+class State(TypedDict):
+    messages: Annotated[list, add_messages]
+
+
+async def answer(state: State) -> dict:
+    return {"messages": [("ai", f"you said: {state['messages'][-1].content}")]}
+
+
+builder = StateGraph(State)
+builder.add_node("answer", answer)
+builder.add_edge(START, "answer")
+"""
 
 
 async def test_serve_refuses_a_bad_graph_spec_with_a_clear_message(tmp_path: Path) -> None:
