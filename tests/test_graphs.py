@@ -250,6 +250,21 @@ def test_load_graph_loads_the_builtin_agent_s_langgraph_graph() -> None:
     assert load_graph("weather=turnstile_server.graphs.agent:graph") == ("weather", graph)
 
 
+async def test_load_graph_imports_a_file_path_relative_to_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `langgraph.json` names a file: `./graphs/mine.py:graph`, or an absolute path."""
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / "mine.py").write_text(FIXTURE_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    for spec in ("g=./graphs/mine.py:graph", f"g={tmp_path}/graphs/mine.py:Holder.graph"):
+        name, loaded = load_graph(spec)
+        assert name == "g"
+        assert await run_graph(loaded, ThreadState(), make_context()) == [{"seen": True}]
+    with pytest.raises(InvalidArgument, match=r"no such file '\./graphs/none\.py'"):
+        load_graph("g=./graphs/none.py:graph")
+
+
 # --- echo --------------------------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ the fault's type and message; nothing answers INTERNAL."""
 
 from __future__ import annotations
 
+import decimal
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -70,6 +72,19 @@ def _nesting() -> Any:
     return builder.compile()
 
 
+def _non_finite() -> Any:
+    """Writes NaN and the infinities, which LangGraph's checkpoints keep and JSON cannot."""
+
+    def compute(state: Deep) -> Deep:
+        return {"x": [math.nan, math.inf, -math.inf, decimal.Decimal("NaN"), 1.5]}
+
+    builder = StateGraph(Deep)
+    builder.add_node("compute", compute)
+    builder.add_edge(START, "compute")
+    builder.add_edge("compute", END)
+    return builder.compile()
+
+
 def _looping() -> Any:
     builder = StateGraph(Typed)
     builder.add_node("again", lambda s: {"messages": [AIMessage("again")]})
@@ -85,6 +100,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TurnstileClient]:
     graphs.register("ordering", _ordering())
     graphs.register("looping", _looping())
     graphs.register("nesting", _nesting())
+    graphs.register("non_finite", _non_finite())
     async with client_of(str(tmp_path / "t.db"), graphs) as (_, sdk):
         yield sdk
 
@@ -168,7 +184,7 @@ async def test_the_recursion_limit_ends_the_run_error_with_reason_recursion_limi
     assert result.run["status"] == "error"
     error = result.run["error"]
     assert error is not None and error["type"] == "RECURSION_LIMIT"
-    assert "Recursion limit of 3" in error["message"]
+    assert "Recursion limit of 3 reached" in error["message"]  # a whole number, not 3.0
     assert "Traceback" not in error["message"]
     assert (await client.threads.get(thread["thread_id"]))["status"] == "error"
 
@@ -231,3 +247,30 @@ async def test_a_write_nested_past_the_limit_ends_the_run_error_and_stores_none_
         "type": "InvalidInput",
         "message": f"update of 'x': objects and lists nest more than {MAX_JSON_DEPTH} levels deep",
     }
+
+
+async def test_nan_and_infinities_in_a_graph_s_state_read_as_null_never_internal(
+    client: TurnstileClient,
+) -> None:
+    """As LangGraph Platform sends them (orjson writes them `null`): the run, its stream and
+    every read of the thread; before, the step's `updates` event ended the run ERROR after
+    its checkpoint was stored, and every read of the thread's state answered INTERNAL."""
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    parts = [
+        part
+        async for part in client.runs.stream(
+            tid, "non_finite", input={"depth": 1}, stream_mode=["values", "updates"]
+        )
+    ]
+    written = [None, None, None, None, 1.5]
+    assert [p.event for p in parts] == ["metadata", "values", "updates", "values", "end"]
+    assert parts[2].data == {"compute": {"x": written}}
+    assert parts[3].data["x"] == written
+    assert parts[-1].data["status"] == "success"
+    assert (await client.threads.get_state(tid))["values"]["x"] == written
+    assert (await client.threads.get(tid))["values"]["x"] == written
+    assert (await client.threads.get_history(tid, limit=10))[0]["values"]["x"] == written
+    assert (await client.runs.join(tid, parts[0].data["run_id"]))["x"] == written
+    again = await client.runs.wait_run(tid, "non_finite", input={"depth": 2})
+    assert again.run["status"] == "success" and again.values["x"] == written

@@ -95,7 +95,8 @@ def test_native_graphs_stay_native() -> None:
 
 
 def test_a_graph_with_its_own_checkpointer_is_refused_at_registration() -> None:
-    with pytest.raises(InvalidArgument, match="its own checkpointer"):
+    """Named by its id (its LangGraph name is `LangGraph`, whatever it is registered as)."""
+    with pytest.raises(InvalidArgument, match=r"^graph 'g': .* its own checkpointer"):
         GraphRegistry().register("g", _builder().compile(checkpointer=InMemorySaver()))
 
 

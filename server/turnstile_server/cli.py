@@ -64,11 +64,23 @@ def _collect_less() -> None:
     gc.set_threshold(7_000, 10, 10)
 
 
+def _importable_here() -> None:
+    """Makes the modules of the current directory importable, as `python -m` does: the
+    `turnstile` console script puts only its own directory on `sys.path`, so a `--graph
+    name=mygraphs.module:attribute` next to where the command runs would not import. At the
+    end of the path, as `langgraph dev` adds its directory: installed packages keep their
+    names."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.append(here)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Runs a parsed `serve` command until it is stopped; returns the exit status."""
     from turnstile_server.app import serve as serving
     from turnstile_server.replica import DeploymentMismatch
 
+    _importable_here()
     try:
         config = config_from(args)
         with logs_configured(config.log_level, config.log_format):  # written before the error

@@ -110,7 +110,8 @@ class ServerConfig:
     )
     graphs: list[str] = option(
         [],
-        "register a graph; repeatable (`agent` and `echo` are built in)",
+        "register a graph: `package.module:attr` (the current directory is importable) or"
+        " `./path/to/file.py:attr`; repeatable (`agent` and `echo` are built in)",
         flag="--graph",
         metavar="NAME=MODULE:ATTR",
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 from turnstile_server.errors import InvalidArgument, UnknownGraph
 from turnstile_server.graphs.echo import echo
+from turnstile_server.langgraph_json import import_file, is_file_target
 from turnstile_server.runtime.context import RunContext
 from turnstile_server.runtime.interface import GraphRuntime, PreparedGraph
 from turnstile_server.runtime.langgraph.runtime import LangGraphRuntime
@@ -31,7 +33,7 @@ __all__ = [
 
 GRAPH_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
-_SPEC_FORM = "name=package.module:attribute"
+_SPEC_FORM = "name=package.module:attribute or name=./path/to/file.py:attribute"
 
 
 def default_runtimes() -> tuple[GraphRuntime, ...]:
@@ -70,7 +72,7 @@ class GraphRegistry:
         if graph_id in self._graphs:
             raise InvalidArgument(f"graph '{graph_id}' is already registered")
         self._graphs[graph_id] = prepare_graph(
-            graph, f"graph '{graph_id}': {graph!r}", self._runtimes
+            graph, f"graph '{graph_id}': {graph!r}", self._runtimes, where=f"graph '{graph_id}'"
         )
 
     def get(self, graph_id: str) -> object:
@@ -97,13 +99,24 @@ class GraphRegistry:
 
 
 def prepare_graph(
-    obj: object, what: str, runtimes: Sequence[GraphRuntime] | None = None
+    obj: object,
+    what: str,
+    runtimes: Sequence[GraphRuntime] | None = None,
+    *,
+    where: str | None = None,
 ) -> PreparedGraph:
     """Return obj prepared by the first runtime that recognises it; else InvalidArgument
-    saying what each runtime expects (`what` names obj in the message)."""
+    saying what each runtime expects (`what` names obj in the message). A runtime's own
+    refusal (a LangGraph graph with its own checkpointer) is prefixed with `where`, the graph's
+    id or spec, so that a server with several graphs says which one."""
     asked = tuple(runtimes) if runtimes is not None else default_runtimes()
     for runtime in asked:
-        prepared = runtime.prepare(obj)
+        try:
+            prepared = runtime.prepare(obj)
+        except InvalidArgument as exc:
+            if where is None:
+                raise
+            raise InvalidArgument(f"{where}: {exc.message}", reason=exc.reason) from None
         if prepared is not None:
             return prepared
     expected = "; nor ".join(f"{runtime.expects} ({runtime.name} runtime)" for runtime in asked)
@@ -120,7 +133,9 @@ def check_graph_id(graph_id: str) -> None:
 
 
 def load_graph(spec: str) -> tuple[str, Any]:
-    """Import the graph a `name=package.module:attribute` spec names; return (name, graph).
+    """Import the graph a `name=package.module:attribute` or `name=./file.py:attribute` spec
+    names (a file as `langgraph.json` names one: its path has a `/` or ends in `.py`, relative
+    to the current directory); return (name, graph).
 
     InvalidArgument if it cannot be imported or no runtime recognises what it names.
     """
@@ -135,7 +150,12 @@ def load_graph(spec: str) -> tuple[str, Any]:
         raise InvalidArgument(f"graph spec {spec!r}: {exc.message}") from None
 
     try:
-        module = importlib.import_module(module_name)
+        if is_file_target(module_name):
+            module = import_file(Path(module_name).resolve(), Path.cwd())
+        else:
+            module = importlib.import_module(module_name)
+    except FileNotFoundError:
+        raise InvalidArgument(f"graph spec {spec!r}: no such file {module_name!r}") from None
     except ImportError as exc:
         raise InvalidArgument(
             f"graph spec {spec!r}: cannot import module '{module_name}': {exc}"
@@ -155,5 +175,7 @@ def load_graph(spec: str) -> tuple[str, Any]:
                 f"graph spec {spec!r}: module '{module_name}' has no attribute '{attribute}'"
             ) from None
 
-    prepare_graph(obj, f"graph spec {spec!r}: '{module_name}:{attribute}'")
+    prepare_graph(
+        obj, f"graph spec {spec!r}: '{module_name}:{attribute}'", where=f"graph spec {spec!r}"
+    )
     return name, obj

@@ -165,7 +165,7 @@ def _graphs(path: object, raw: object, base: Path) -> tuple[ProjectGraph, ...]:
             )
         if where.endswith((".js", ".ts", ".mjs", ".cjs", ".mts", ".tsx", ".jsx")):
             raise ValueError(f"{path}: graph {graph_id!r}: JavaScript graphs are not served")
-        if "/" in where or where.endswith(".py"):
+        if is_file_target(where):
             graphs.append(ProjectGraph(graph_id, target, (base / where).resolve(), None, attribute))
         else:
             graphs.append(ProjectGraph(graph_id, target, None, where, attribute))
@@ -245,7 +245,7 @@ def _import(file: Path, graph: ProjectGraph, loaded: dict[Path, Any]) -> Any:
         if graph.file is not None:
             module = loaded.get(graph.file)
             if module is None:
-                module = loaded[graph.file] = _import_file(graph.file, file.parent)
+                module = loaded[graph.file] = import_file(graph.file, file.parent)
         else:
             assert graph.module is not None
             module = importlib.import_module(graph.module)
@@ -266,8 +266,14 @@ def _import(file: Path, graph: ProjectGraph, loaded: dict[Path, Any]) -> Any:
     return obj
 
 
-def _import_file(path: Path, base: Path) -> Any:
-    """Execute a Python file as a module named after its path (as langgraph-api names it)."""
+def is_file_target(where: str) -> bool:
+    """Whether a graph's `where` (before its `:attribute`) is a file path, not a module name."""
+    return "/" in where or where.endswith(".py")
+
+
+def import_file(path: Path, base: Path) -> Any:
+    """Execute a Python file as a module named after its path relative to `base` (as
+    langgraph-api names it); FileNotFoundError if there is no such file."""
     if not path.is_file():
         raise FileNotFoundError(path)
     try:

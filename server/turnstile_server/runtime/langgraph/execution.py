@@ -43,6 +43,10 @@ def run_config(run: RunRecord, *, resumed: bool = False) -> dict[str, Any]:
     committed one), so a fork's `checkpoint_id` no longer applies; an attempt after one that
     committed nothing starts from the `checkpoint_id` again, not from the thread's latest."""
     config = dict(run.config)
+    for key in ("recursion_limit", "max_concurrency"):  # checked whole at admission (admission.py)
+        value = config.get(key)
+        if isinstance(value, float) and value.is_integer():
+            config[key] = int(value)  # JSON numbers arrive as doubles; LangGraph counts in ints
     ids = {
         "thread_id": run.thread_id,
         "run_id": run.run_id,

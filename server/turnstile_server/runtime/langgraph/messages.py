@@ -3,8 +3,9 @@
 langgraph-api encodes with orjson and a `default` hook: pydantic models (LangChain messages
 among them) by `model_dump()` (`type`, `content`, `id`, `tool_calls`, `additional_kwargs`,
 ...), `Send` as `{node, args}`, named tuples by `_asdict()`, dataclasses (`Interrupt`) field by
-field, exceptions as `{error, message}`, sets as lists, and so on. `to_json` gives the same
-plain values, for the event hub and the thread-state API.
+field, exceptions as `{error, message}`, sets as lists, NaN and the infinities as `null` (as
+orjson writes them), and so on. `to_json` gives the same plain values, for the event hub and
+the thread-state API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import math
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ _SCALARS = (str, int, float, bool, type(None))
 def to_json(obj: Any) -> Any:
     """obj as JSON values (dicts with string keys, lists, scalars)."""
     if isinstance(obj, _SCALARS):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None  # JSON has no NaN: a graph may hold one, its thread stays readable
         return obj
     if isinstance(obj, Mapping):
         return {_key(k): to_json(v) for k, v in obj.items()}
@@ -49,7 +53,9 @@ def to_json(obj: Any) -> Any:
     if isinstance(obj, datetime.timedelta):
         return obj.total_seconds()
     if isinstance(obj, decimal.Decimal):
-        return float(obj) if not obj.is_finite() or obj.as_tuple().exponent < 0 else int(obj)  # type: ignore[operator]
+        if not obj.is_finite():
+            return None
+        return float(obj) if obj.as_tuple().exponent < 0 else int(obj)  # type: ignore[operator]
     if isinstance(obj, (uuid.UUID, PurePath)):
         return str(obj)
     if isinstance(obj, (bytes, bytearray)):
