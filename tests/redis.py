@@ -62,14 +62,16 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def own_server(tmp_path: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """A `redis-server` of this test's own on a free port (to stop it mid-test); yields its URL
-    and process, which is killed afterwards."""
+async def own_server(
+    tmp_path: Path, port: int | None = None
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """A `redis-server` of this test's own on a free port, or on `port` (one it stopped, to
+    restart it empty); yields its URL and process, which is killed afterwards."""
     server_url()  # skipped like every Redis test
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server on this machine")
-    port = free_port()
+    port = free_port() if port is None else port
     process = await asyncio.create_subprocess_exec(
         binary,
         "--bind", "127.0.0.1",

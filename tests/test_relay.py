@@ -63,13 +63,17 @@ async def until_published(relay: Relay, count: int) -> list[int]:
     return await eventually(check, within=10.0)
 
 
-async def read(relay: Relay, after_seq: int, ended: bool = True) -> list[int]:
+async def read(
+    relay: Relay, after_seq: int, ended: bool = True, out: list[int] | None = None
+) -> list[int]:
+    """The seqs read after `after_seq` (also put into `out` as they come)."""
+
     async def done() -> bool:
         return ended
 
     stream = RunStream(relay, "r", after_seq, done, what=WHAT)
     await stream.check()
-    out: list[int] = []
+    out = [] if out is None else out
     async for batch in stream.batches():
         out.extend(seqs(batch))
     return out
@@ -94,8 +98,9 @@ async def test_a_later_attempt_s_events_are_read_from_its_base_not_across_a_cut(
     relay: Relay,
 ) -> None:
     """Whether the first attempt emitted more than it relayed is unknown once it was cut off
-    (here it did not), so a subscriber in its middle gets STREAM_EXPIRED at the next attempt,
-    told where that attempt begins; from there (or from 0, before any) it reads it whole."""
+    (here it did not), so a subscriber in its middle gets STREAM_EXPIRED at the next attempt
+    (after the first attempt's events it asked for), told where that attempt begins; from
+    there it reads it whole."""
     hub = EventHub(EventFrames(), relay=relay)
     first = running(epoch=1, attempt=1)
     await play(hub, first, 3, end=False)
@@ -107,8 +112,11 @@ async def test_a_later_attempt_s_events_are_read_from_its_base_not_across_a_cut(
     base = 1 << SEQ_EPOCH_BITS
     await until_published(relay, 6)
     for after in (0, 2, 3):
+        got: list[int] = []
         with pytest.raises(OutOfRange) as cut:
-            await read(relay, after)
+            await read(relay, after, out=got)
+        assert got == list(range(after + 1, 4)), after
+        assert cut.value.metadata["after_seq"] == "3"
         assert cut.value.reason == "STREAM_EXPIRED"
         assert cut.value.metadata["first_seq"] == str(base + 1)
         assert f"resume with after_seq={base}" in cut.value.message

@@ -1,6 +1,8 @@
 """The tail of an attempt its replica never relayed (Redis refusing its publishes, then the
 replica killed): a subscriber on another replica gets STREAM_EXPIRED, never a silent gap and
-never a hang.
+never a hang. Redis restarted (empty) under live streams on another replica: they end with a
+clean error, the run finishes, and a stream reopened afterwards resumes exactly or is
+STREAM_EXPIRED.
 
 Redis is a server of the test's own whose scripts are forbidden (`ACL SETUSER default
 -@scripting`): every fenced publish fails at once, so nothing of the tail is left queued in a
@@ -23,7 +25,9 @@ import redis.asyncio as aioredis
 from tests import redis as test_redis
 from tests.replicas.cluster import Cluster, cluster
 from tests.replicas.test_failover import WITHIN, ended, taken_over, user
-from tests.replicas.test_streams import joined
+from tests.replicas.test_handover_streams import following
+from tests.replicas.test_streams import Event, joined
+from tests.replicas.test_watch import Watch
 from tests.rpc import error_info
 from tests.support import eventually
 
@@ -139,3 +143,84 @@ async def test_an_attempt_cut_off_before_relaying_its_tail_is_stream_expired_not
 
 async def _some(seqs: Any) -> None:
     assert await seqs
+
+
+def ended_cleanly(error: grpc.aio.AioRpcError | None, *reasons: str) -> str:
+    """The reason of a stream's error, one of `reasons`, without a traceback."""
+    assert error is not None
+    info = error_info(error)
+    assert info.reason in reasons, info
+    assert "Traceback" not in info.message
+    return info.reason
+
+
+async def test_redis_restarted_under_streams_on_b_ends_them_cleanly_and_never_skips(
+    tmp_path: Path,
+) -> None:
+    """A run on a; a JoinRunStream and a WatchThread on b follow it live. Redis stops: both
+    end UNAVAILABLE (EVENTS_UNAVAILABLE) or STREAM_EXPIRED, with what they got before it a
+    prefix of the run's events; the run goes on (one step while Redis is down) and, Redis
+    restarted empty on the same port, ends. Reopened on b, the join after its last seq, or
+    from 0, either goes on exactly or is STREAM_EXPIRED (never EVENTS_UNAVAILABLE once Redis
+    answers again)."""
+    unavailable = ("EVENTS_UNAVAILABLE", "STREAM_EXPIRED")
+    async with (
+        test_redis.own_server(tmp_path) as (redis_url, process),
+        cluster(tmp_path, ()) as group,
+    ):
+        group.redis = redis_url
+        await group.start("a")
+        await group.start("b")
+        a = group["a"].client()
+        thread_id = (await a.threads.create())["thread_id"]
+        watch = Watch(group, "b", thread_id)
+        try:
+            await watch.opened()
+            group.gate("x")
+            run = await a.runs.create(
+                thread_id, "file_gated", input=user("hi", "x", "y", "z"), config=group.config
+            )
+            run_id = run["run_id"]
+            await at_gate(group, "y")
+            seen: list[Event] = []
+            join = asyncio.create_task(following(group, thread_id, run_id, seen))
+
+            async def under_way() -> None:
+                assert any(kind == "values" for _, kind, _ in seen), seen
+
+            await eventually(under_way, within=WITHIN)
+            await watch.until("run_event")
+            process.kill()
+            await process.wait()
+            async with asyncio.timeout(WITHIN):
+                ended_cleanly(await join, *unavailable)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await watch.until("run_ended")
+            ended_cleanly(caught.value, *unavailable)
+        finally:
+            await watch.close()
+        group.gate("y")  # a step while Redis is down
+        await at_gate(group, "z")
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        async with test_redis.own_server(tmp_path, port):
+            group.gate("z")
+            assert (await ended(a, thread_id, run_id))["status"] == "success"
+            truth = await joined(group["a"].address, thread_id, run_id)  # a executed it
+            assert truth[-1][1] == "end"
+            assert seen == truth[: len(seen)]  # no gap before the error
+            for k in (seen[-1][0], 0):
+                again: list[Event] = []
+                error = await following(group, thread_id, run_id, again, k)
+                tail = [event for event in truth if event[0] > k]
+                if error is None:
+                    assert again == tail, k
+                else:
+                    assert ended_cleanly(error, "STREAM_EXPIRED") and again == tail[: len(again)]
+            # What the watch got before its error: the thread's events in order, no gap.
+            seqs = [seq for seq, _, _ in watch.seen]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), watch.seen
+            assert watch.seen[0][1:] == ("run_started", run_id), watch.seen
+            assert [what for _, _, what in watch.seen[1:]] == [
+                f"{run_id}:{seq}" for seq, _, _ in truth[: len(watch.seen) - 1]
+            ]
+        await a.close()

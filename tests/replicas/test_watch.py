@@ -32,6 +32,7 @@ class Watch:
         self._channel = grpc.aio.insecure_channel(group[name].address)
         request = thread_service_pb2.WatchThreadRequest(thread_id=thread_id, after_seq=after_seq)
         self._call = Stubs(self._channel).threads.WatchThread(request)
+        self.seen: Seen = []  # every event read, also by an `until` that failed
 
     async def opened(self) -> None:
         async with asyncio.timeout(WITHIN):
@@ -52,6 +53,7 @@ class Watch:
                     else:
                         what = e.run_ended.run_id
                     seen.append((e.seq, kind_of, what))
+                    self.seen.append((e.seq, kind_of, what))
         return seen
 
     async def close(self) -> None:

@@ -196,8 +196,14 @@ class RunService(pb_grpc.RunServiceServicer):
         as_json = json_values.wants_json(context)
         what = {"run_id": run.run_id}
         log = self._hub.get(run.run_id)
-        if self._relay is not None and (log is None or not log.numbered):
-            # Not executed nor ended here (yet): its events are the ones Redis relays.
+        if self._relay is not None and (
+            log is None or not log.numbered or after_seq < log.first_seq - 1
+        ):
+            # Not executed nor ended here (yet), or from before what this replica's log holds
+            # (an attempt handed over to it, after_seq 0 on a later attempt's log, events
+            # trimmed): its events are the ones Redis relays, which go on from a handed-over
+            # attempt's `closed` into this one and its end, and answer STREAM_EXPIRED where
+            # an attempt was cut off.
             remote = self._remote(run, after_seq, what)
             await remote.check()
             yield response(run=run_message(run))

@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from turnstile_server.event_log import EventLog, StreamLimits
 from turnstile_server.events import EventEncoder
@@ -32,6 +35,11 @@ TIMEOUT = 2.0
 """Seconds any one Redis command may take (connecting included) before it counts as down."""
 BLOCK_SECONDS = 1.0
 """How long a subscriber's read waits in Redis for new events before it looks again."""
+
+
+def _reconnect() -> Retry:
+    """One more try, at once, of a command whose connection was closed."""
+    return Retry(NoBackoff(), 1, (RedisConnectionError,))
 
 
 class RelaySettings:
@@ -59,12 +67,18 @@ class Relay:
         self.settings = settings or RelaySettings()
         self.origin = new_id()  # this process, told apart from the other publishers
         self.holds: Callable[[], bool] = lambda: True
+        # A pooled connection to a Redis that restarted fails its next command: that command
+        # is tried once more on a new connection (a timeout is not: Redis counts as down).
+        # `from_url` would retry nothing.
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=_reconnect()
         )
         # Blocking reads wait in Redis up to BLOCK_SECONDS: their own connections, and deadline.
         self.reader: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=TIMEOUT + BLOCK_SECONDS, socket_connect_timeout=TIMEOUT
+            url,
+            socket_timeout=TIMEOUT + BLOCK_SECONDS,
+            socket_connect_timeout=TIMEOUT,
+            retry=_reconnect(),
         )
         self._publish = self.client.register_script(fence.PUBLISH)
         self._publishers: dict[str, RunPublisher] = {}

@@ -1,12 +1,15 @@
-"""A run's events read back from Redis: a subscriber on a replica the run does not execute on.
+"""A run's events read back from Redis: a subscriber on a replica the run does not execute on,
+or on the one it does from before what that replica's log holds (an attempt handed over to it).
 
 The subscriber reads the run's stream after `0-<after_seq>` and checks that every entry comes
 right after the one before (`keys.follows`): a missing event (trimmed by `MAXLEN`, the key
 expired, Redis restarted empty, a `gap` its publisher left, the unrelayed tail of an attempt
 cut off mid-run, which the next attempt's first event would otherwise seem to follow) is
-`OutOfRange` (STREAM_EXPIRED), never skipped. An attempt whose replica drained and handed the
-run over ends with a `closed` entry right after its last event (`Relay.flush`): nothing of it
-was lost, so the subscriber goes on into the next attempt's events. Redis not answering is
+`OutOfRange` (STREAM_EXPIRED), never skipped, raised once the events before it are sent (a
+subscriber that joins late gets what one that followed live got). An attempt whose replica
+drained and handed the run over ends with a `closed` entry right after its last event
+(`Relay.flush`): nothing of it was lost, so the subscriber goes on into the next attempt's
+events. Redis not answering is
 `EventsUnavailable` (UNAVAILABLE). It stops after the entry flagged `end`. When Redis has
 nothing new and the database says the run has ended, the stream's newest entry decides: it is
 the end at the subscriber's position (nothing more to send), before it (past the end), or
@@ -58,6 +61,7 @@ class RunStream:
         self._budget = budget
         self._ready: Entries = []
         self._done = False
+        self._broken: OutOfRange | None = None
 
     async def check(self) -> None:
         """Reads what Redis holds now; raises what the stream would at once (expired, past
@@ -70,6 +74,8 @@ class RunStream:
         """Yields the events in batches, then returns after `end`."""
         limits = self._limits
         while not self._done:
+            if self._broken is not None:
+                raise self._broken
             entries, self._ready = self._ready, []
             if not entries:
                 entries = await self._read(block=True)
@@ -103,7 +109,10 @@ class RunStream:
                 continue
             flag = fields.get(b"e", b"")
             if not follows(self._position, seq) or flag == b"gap":
-                raise self._expired(seq)
+                if not frames:
+                    raise self._expired(seq)
+                self._broken = self._expired(seq)  # raised once the frames before it are sent
+                break
             if flag == b"closed":  # its attempt's replica handed it over with nothing lost
                 self._position = ((seq >> LOW_BITS) + 1) << LOW_BITS  # the next attempt's base
                 continue
