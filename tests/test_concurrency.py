@@ -22,7 +22,7 @@ from tests.streams import (
     new_thread,
     serving,
 )
-from tests.support import GATES, STEPS, client_of, registry
+from tests.support import GATES, STEPS, client_of, eventually, registry
 from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 from turnstile.v1 import run_pb2, run_service_pb2
 from turnstile_server.errors import RunNotFound
@@ -398,3 +398,55 @@ async def test_a_pending_run_cancelled_by_a_call_whose_deadline_passed_still_end
     assert [(event, data["status"]) for _, event, data in events] == [("end", "interrupted")]
     assert joined.status == run_pb2.RUN_STATUS_INTERRUPTED
     assert not GATES.arrived(never).is_set(), "the cancelled run never ran its graph"
+
+
+async def test_a_run_whose_end_lands_as_the_server_stops_still_ends_its_stream(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: a run's end has committed when the server's stop cancels the
+    task awaiting that write. The run has ended in the store, so its stream must end with
+    `end` (with Redis: before the draining replica's relay closes), not stop short."""
+    from turnstile_server.app import App
+    from turnstile_server.config import ServerConfig
+    from turnstile_server.store import RunSpec
+
+    app = await App.start(ServerConfig(host="127.0.0.1", port=0, database=database), registry())
+    runs = app.store.runs
+    finish = runs.finish
+    committed, release = asyncio.Event(), asyncio.Event()
+
+    async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
+        ended = await finish(run, status, **kwargs)
+        committed.set()
+        await release.wait()
+        return ended
+
+    monkeypatch.setattr(runs, "finish", held_finish)
+    gate = f"stop-{uuid.uuid4()}"
+    spec = RunSpec(
+        thread_id=str(uuid.uuid4()),
+        assistant_id="gated",
+        graph_id="gated",
+        input={"gates": [gate]},
+        multitask_strategy="enqueue",
+        config={},
+        metadata={},
+        stream_mode=["values"],
+        create_thread=True,
+    )
+    run = await app.scheduler.admit(spec)
+    await arrived(gate)
+    GATES.open(gate)
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await committed.wait()
+    stopping = asyncio.ensure_future(app.stop(grace=0))
+
+    async def cancelled() -> None:  # set as the stop cancels the tasks, the run's among them
+        assert app.scheduler._stopping
+
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await eventually(cancelled, within=STEP_TIMEOUT, interval=0.001)
+        release.set()
+        await stopping
+    events = app.hub.get(run.run_id)
+    assert events is not None and events.ended, "the run's stream ended with its `end`"
