@@ -8,11 +8,21 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.lg_graphs import lg_registry
-from tests.streams import STEP_TIMEOUT, arrived, create_run, join_run, new_thread, serving
-from tests.support import GATES, STEPS, client_of, registry
+from tests.streams import (
+    STEP_TIMEOUT,
+    RunStream,
+    arrived,
+    create_run,
+    join_run,
+    join_stream,
+    new_thread,
+    serving,
+)
+from tests.support import GATES, STEPS, client_of, eventually, registry
 from turnstile import ConflictError, MultitaskStrategy, NotFoundError, TurnstileClient
 from turnstile.v1 import run_pb2, run_service_pb2
 from turnstile_server.errors import RunNotFound
@@ -337,3 +347,106 @@ async def test_a_heartbeat_that_finds_a_run_ended_by_its_own_finish_leaves_its_s
         ended = await app.scheduler.wait(thread_id, first.run_id)
         after = await app.scheduler.wait(thread_id, queued.run_id)
     assert (ended.status, after.status) == ("success", "success")
+
+
+async def test_a_pending_run_cancelled_by_a_call_whose_deadline_passed_still_ends_its_stream(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: a CancelRun of a pending run commits, and its caller's deadline
+    passes before the write returns (the server cancels the call). The run ended in the
+    store, so its stream must still end with `end` (and its waiters learn of it): the
+    cancellation used to skip announcing it, leaving a JoinRunStream waiting for good and,
+    with Redis, the run's stream empty (found by the replicas' chaos test, issue 22)."""
+    held, never = f"held-{uuid.uuid4()}", f"never-{uuid.uuid4()}"
+    async with serving(database) as (app, stubs):
+        runs = app.store.runs
+        cancel = runs.cancel
+        committed, release = asyncio.Event(), asyncio.Event()
+
+        async def held_cancel(*args: Any, **kwargs: Any) -> Any:
+            cancelled = await cancel(*args, **kwargs)
+            committed.set()
+            await release.wait()
+            return cancelled
+
+        monkeypatch.setattr(runs, "cancel", held_cancel)
+        thread_id = await new_thread(stubs)
+        first = await create_run(stubs, thread_id, "gated", {"gates": [held]})
+        await arrived(held)
+        queued = await create_run(
+            stubs,
+            thread_id,
+            "gated",
+            {"gates": [never]},
+            multitask_strategy=run_pb2.MULTITASK_STRATEGY_ENQUEUE,
+        )
+        assert queued.status == run_pb2.RUN_STATUS_PENDING
+        stream = RunStream(join_stream(stubs, queued))
+        await stream.opened()
+        joining = asyncio.ensure_future(join_run(stubs, queued))
+        request = run_service_pb2.CancelRunRequest(thread_id=thread_id, run_id=queued.run_id)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs.runs.CancelRun(request, timeout=0.5)  # held: its deadline passes
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert committed.is_set()
+        release.set()
+        events = await stream.to_end()
+        async with asyncio.timeout(STEP_TIMEOUT):
+            joined = await joining
+        GATES.open(held)
+        assert (await join_run(stubs, first)).status == run_pb2.RUN_STATUS_SUCCESS
+    assert [(event, data["status"]) for _, event, data in events] == [("end", "interrupted")]
+    assert joined.status == run_pb2.RUN_STATUS_INTERRUPTED
+    assert not GATES.arrived(never).is_set(), "the cancelled run never ran its graph"
+
+
+async def test_a_run_whose_end_lands_as_the_server_stops_still_ends_its_stream(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced interleaving: a run's end has committed when the server's stop cancels the
+    task awaiting that write. The run has ended in the store, so its stream must end with
+    `end` (with Redis: before the draining replica's relay closes), not stop short."""
+    from turnstile_server.app import App
+    from turnstile_server.config import ServerConfig
+    from turnstile_server.store import RunSpec
+
+    app = await App.start(ServerConfig(host="127.0.0.1", port=0, database=database), registry())
+    runs = app.store.runs
+    finish = runs.finish
+    committed, release = asyncio.Event(), asyncio.Event()
+
+    async def held_finish(run: Any, status: str, **kwargs: Any) -> Any:
+        ended = await finish(run, status, **kwargs)
+        committed.set()
+        await release.wait()
+        return ended
+
+    monkeypatch.setattr(runs, "finish", held_finish)
+    gate = f"stop-{uuid.uuid4()}"
+    spec = RunSpec(
+        thread_id=str(uuid.uuid4()),
+        assistant_id="gated",
+        graph_id="gated",
+        input={"gates": [gate]},
+        multitask_strategy="enqueue",
+        config={},
+        metadata={},
+        stream_mode=["values"],
+        create_thread=True,
+    )
+    run = await app.scheduler.admit(spec)
+    await arrived(gate)
+    GATES.open(gate)
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await committed.wait()
+    stopping = asyncio.ensure_future(app.stop(grace=0))
+
+    async def cancelled() -> None:  # set as the stop cancels the tasks, the run's among them
+        assert app.scheduler._stopping
+
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await eventually(cancelled, within=STEP_TIMEOUT, interval=0.001)
+        release.set()
+        await stopping
+    events = app.hub.get(run.run_id)
+    assert events is not None and events.ended, "the run's stream ended with its `end`"

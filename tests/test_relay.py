@@ -237,3 +237,27 @@ async def test_keys_carry_the_prefix(relay: Relay) -> None:
     ttl = await relay.client.ttl(relay.keys.run("r"))
     assert 0 < ttl <= 3600
     hub.close()
+
+
+async def test_the_end_of_a_run_that_never_executed_here_is_published_past_the_lease(
+    relay: Relay,
+) -> None:
+    """A run cancelled while pending on a replica whose lease is past its local deadline (it
+    drains: the cancellation of a call its server's stop cut off lands after the lease went).
+    The cancel committed, so the run's end is the database's, not a stale attempt's: it is
+    published (one epoch above the run's last), while an attempt of this replica's is not."""
+    relay.holds = lambda: False
+    hub = EventHub(EventFrames(), relay=relay)
+    pending = replace(run_record(attempt=0), epoch=0, status="interrupted")
+    hub.run_ended(pending, {"status": "interrupted"})
+    assert await until_published(relay, 1) == [1]
+    executing = replace(run_record(attempt=1), run_id="x", epoch=1)
+    hub.run_started(executing)
+    hub.emit(executing, "custom", {"n": 1})
+
+    async def stopped() -> None:
+        assert "x" not in relay._publishers
+
+    await eventually(stopped, within=10.0)
+    assert await published(relay, "x") == []
+    hub.close()

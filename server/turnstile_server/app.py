@@ -239,6 +239,8 @@ class App:
         if self.lease is not None:  # the runs it stopped are taken over at once
             await self.lease.close()
         await self.server.stop(min(grace, 1.0))
+        # The ends that calls cut off by the server's stop wrote (a CancelRun's), announced.
+        await self.scheduler.settled()
         if self.relay is not None:  # what its runs emitted last, published
             await self.relay.close()
         if self.loops is not None:  # every run has ended: the scheduler stopped them

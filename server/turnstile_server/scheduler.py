@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from turnstile_server.endings import Endings
 from turnstile_server.errors import (
@@ -40,6 +41,8 @@ from turnstile_server.store import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRY_SECONDS = 0.5  # how soon scheduling is tried again after a store fault
 
@@ -105,6 +108,7 @@ class Scheduler:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._endings = Endings()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._carrying: set[asyncio.Task[Any]] = set()  # see `_carried_out`
         self._stopping = False
         # Replicas sharing the database (`replica.py` keeps the lease): runs admitted on
         # other replicas are claimed here when slots are free.
@@ -135,6 +139,9 @@ class Scheduler:
         """Settles the runs no process executes any more (on a database replicas share: those
         whose replica's lease expired; the sweeper calls this every beat); returns how many
         were requeued."""
+        return await self._carried_out(self._recover())
+
+    async def _recover(self) -> int:
         recovery = await self._store.runs.recover(self._max_attempts)
         if recovery.requeued:
             log.info("resuming %d runs no server executes any more", recovery.requeued)
@@ -171,6 +178,29 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.settled()
+
+    async def settled(self) -> None:
+        """Waits until every store write that ended runs has been announced (`_carried_out`):
+        the app's stop calls it again once the gRPC server has stopped, before the relay
+        closes, for the cancellations that calls in flight wrote meanwhile."""
+        await asyncio.gather(*self._carrying, return_exceptions=True)
+
+    async def _carried_out(self, work: Coroutine[Any, Any, T]) -> T:
+        """Runs `work` (a store write that ends runs, and the announcement of what it did) to
+        its end even if the caller is cancelled meanwhile: a client's deadline or disconnect,
+        the server's stop, a heartbeat chore's time bound. The write commits all the same (the
+        store never withdraws one), so the runs it ended must still get their `end` event, in
+        Redis too, and their waiters; otherwise their streams would never end."""
+        task = asyncio.ensure_future(work)
+        self._carrying.add(task)
+        task.add_done_callback(self._uncarry)
+        return await asyncio.shield(task)
+
+    def _uncarry(self, task: asyncio.Task[Any]) -> None:
+        self._carrying.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away cannot (one that stayed has)
 
     async def admit(self, spec: RunSpec) -> RunRecord:
         """Admits a run with its strategy and lets the thread's next run start."""
@@ -247,13 +277,19 @@ class Scheduler:
         self, thread_id: str, run_id: str, action: str, *, wait: bool, reason: str | None = None
     ) -> RunRecord:
         """Cancels a pending or running run; with `wait`, returns once it has stopped."""
+        run, running = await self._carried_out(self._cancel(thread_id, run_id, action, reason))
+        return await self.wait(thread_id, run_id) if running and wait else run
+
+    async def _cancel(
+        self, thread_id: str, run_id: str, action: str, reason: str | None
+    ) -> tuple[RunRecord, bool]:
         run, running = await self._store.runs.cancel(thread_id, run_id, action, reason=reason)
         if not running:
             self._settle(run, rolled_back=action == "rollback")
             self._kick(thread_id)
-            return run
-        self._stop_task(run)
-        return await self.wait(thread_id, run_id) if wait else run
+        else:
+            self._stop_task(run)
+        return run, running
 
     def cancel_soon(self, run: RunRecord, reason: str) -> None:
         """Interrupts the run in the background unless it has ended (or the server stops)."""
@@ -322,6 +358,9 @@ class Scheduler:
 
     async def delete_thread(self, thread_id: str) -> None:
         """Deletes a thread after stopping its runs; returns once they have unwound."""
+        await self._carried_out(self._delete_thread(thread_id))
+
+    async def _delete_thread(self, thread_id: str) -> None:
         inflight = await self._store.threads.delete(thread_id)
         active = self._active.get(thread_id)
         if active is not None:
@@ -503,11 +542,9 @@ class Scheduler:
             elif following.run is None:
                 self._kick_again(run.thread_id)
                 self._kick_ready()
+        self._announce(run, ended, outcome)
         if ended is None:
-            self._endings.gone(run.run_id)
             return
-        waiting = outcome.waiting if ended.run.status == "success" else None
-        self._settle(ended.run, rolled_back=ended.rolled_back, waiting=waiting)
         # (When the server is stopping, a run started so stays RUNNING in the store, like the
         # other runs it stops, and resumes at the next start.)
         if following.run is not None and not self._stopping:
@@ -517,26 +554,45 @@ class Scheduler:
             successor = self._active[run.thread_id] = _Active(None, stop_first=active.stop_first)
             self._launch_queued(successor, following)
 
+    def _announce(self, run: RunRecord, ended: Ended | None, outcome: Outcome) -> None:
+        """Announces the end `_finish` recorded (or that the run was gone)."""
+        if ended is None:
+            self._endings.gone(run.run_id)
+            return
+        waiting = outcome.waiting if ended.run.status == "success" else None
+        self._settle(ended.run, rolled_back=ended.rolled_back, waiting=waiting)
+
     async def _finish(self, run: RunRecord, outcome: Outcome, active: _Active) -> Ended | None:
         """Records how the run ended, retrying through store faults until it lands (or the
         server stops: then the run stays RUNNING and the next start settles it).
 
         When runs were admitted on the thread meanwhile and no other thread waits for a slot,
-        the thread's next run is started in the same write.
+        the thread's next run is started in the same write. Stopped while that write is in
+        flight (the server's stop, the lease lost), the run's end is announced all the same
+        once it has landed, before the task unwinds (the run it started, if any, is left as a
+        stop or a lost lease leaves runs).
         """
         pause = RETRY_SECONDS / 8
         while True:
             active.handing_over = (
                 run.thread_id in self._recheck and not self._ready and not self._draining
             )
-            try:
-                return await self._store.runs.finish(
+            writing = asyncio.ensure_future(
+                self._store.runs.finish(
                     run,
                     outcome.status,
                     error=outcome.error,
                     then_start=active.handing_over,
                     interrupts=outcome.waiting.interrupts if outcome.waiting else None,
                 )
+            )
+            try:
+                return await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await asyncio.wait([writing])
+                if not writing.cancelled() and writing.exception() is None:
+                    self._announce(run, writing.result(), outcome)
+                raise
             except Unavailable as exc:
                 if self._stopping:
                     raise

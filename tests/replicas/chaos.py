@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tests.replicas.checker import Ack
-from tests.replicas.cluster import Cluster
+from tests.replicas.cluster import Cluster, Replica
 from tests.support import eventually
 from turnstile import (
     ConflictError,
@@ -66,6 +66,7 @@ class Chaos:
     # (from, to) in epoch microseconds: the checker excuses a run's unpublished `end` there.
     silenced: list[tuple[int, int]] = field(default_factory=list)
     _clients: dict[str, TurnstileClient] = field(default_factory=dict)
+    retired: list[Replica] = field(default_factory=list)  # restarted ones, for their logs
 
     def client(self, name: str) -> TurnstileClient:
         address = self.group[name].address
@@ -187,8 +188,11 @@ async def _restart(chaos: Chaos, name: str, sig: int) -> None:
         await old.process.wait()
     chaos.exits.append(time.monotonic() - signalled)
     if old.reader is not None:
+        with contextlib.suppress(TimeoutError):  # its last lines (its drain) kept
+            await asyncio.wait_for(asyncio.shield(old.reader), 2)
         old.reader.cancel()
     group.replicas.remove(old)
+    chaos.retired.append(old)
     await group.start(name, *chaos.options)
     chaos.down.discard(name)
 

@@ -6,12 +6,13 @@ import asyncio
 import signal
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.replicas.cluster import Cluster, cluster
 from tests.replicas.test_failover import WITHIN, ended, never_overlap, texts, user
 from tests.support import eventually
-from turnstile import NotFoundError, TurnstileClient
+from turnstile import DeadlineExceededError, NotFoundError, TurnstileClient, get_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -206,3 +207,47 @@ async def test_join_run_on_b_of_a_run_rolled_back_on_a_answers_what_a_answers(
         assert (await ended(b, thread_id, new["run_id"]))["status"] == "success"
         await a.close()
         await b.close()
+
+
+async def test_a_pending_run_cancelled_by_a_call_whose_deadline_passed_ends_its_redis_stream(
+    tmp_path: Path,
+) -> None:
+    """The chaos test's seed-22 failure forced (issue 22): a CancelRun of a pending run waits
+    for the thread's row (another transaction holds it, as a replica paused mid-write does)
+    past its caller's deadline, then commits. The run has ended, so its Redis stream, what
+    every other replica's subscribers read, must end with its `end`; it used to stay empty
+    (the server cancelled the call and the end was never announced), so they answered
+    STREAM_EXPIRED for a run that was merely cancelled."""
+    from tests.replicas.test_drain import stream_flags
+
+    async with cluster(tmp_path) as group:
+        a = group["a"].client()
+        hasty = get_client(url=group["b"].address, timeout=0.5)
+        thread_id, _ = await running_on_a(group, a, ["a", "b"])
+        queued = await a.runs.create(
+            thread_id,
+            "file_gated",
+            input=user("two", "c"),
+            config=group.config,
+            multitask_strategy="enqueue",
+        )
+        assert queued["status"] == "pending"
+        conn = await asyncpg.connect(group.url)
+        try:
+            holding = conn.transaction()
+            await holding.start()
+            await conn.execute("SELECT 1 FROM threads WHERE thread_id = $1 FOR UPDATE", thread_id)
+            with pytest.raises(DeadlineExceededError):
+                await hasty.runs.cancel(thread_id, queued["run_id"], action="interrupt")
+            await holding.rollback()
+        finally:
+            await conn.close()
+        final = await ended(a, thread_id, queued["run_id"])
+        assert final["status"] == "interrupted"
+
+        async def end_relayed() -> None:
+            assert await stream_flags(group, queued["run_id"]) == "end"
+
+        await eventually(end_relayed, within=WITHIN)
+        await hasty.close()
+        await a.close()

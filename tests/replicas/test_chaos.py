@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.replicas.chaos import Chaos, client_loop, fault_loop
 from tests.replicas.checker import violations
-from tests.replicas.cluster import Cluster, cluster
+from tests.replicas.cluster import Cluster, Replica, cluster
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(150)
@@ -85,9 +86,28 @@ async def test_thirty_seconds_of_faults_break_no_guarantee(tmp_path: Path) -> No
                 rolled_back[0]["n"],
             )
             print("attempts:", {r["outcome"]: r["n"] for r in attempts})
+            if found:
+                print(await _named(group, tmp_path, found, chaos.retired))
             assert found == [], f"seed {seed}: " + "\n".join(found)
         finally:
             await chaos.close()
+
+
+async def _named(group: Cluster, directory: Path, found: list[str], retired: list[Replica]) -> str:
+    """The rows of the runs the violations name, and what every replica (the restarted ones
+    too) said of them (their whole logs are written into `directory`)."""
+    named = sorted({m for line in found for m in re.findall(r"[0-9a-f]{8}-[0-9a-f-]{27}", line)})
+    lines = ["the runs named:"]
+    for run_id in named:
+        for table in ("runs", "rolled_back_runs", "run_attempts"):
+            rows = await group.query(f"SELECT * FROM {table} WHERE run_id = $1", run_id)
+            lines += [f"  {table}: {dict(row)}" for row in rows]
+    for replica in [*retired, *group.replicas]:
+        log = directory / f"{replica.name}-{replica.process.pid}.log"
+        await asyncio.to_thread(log.write_text, "".join(replica.lines))
+        lines.append(f"replica {replica.name}'s log ({log}) said of them:")
+        lines += [f"  {line.rstrip()}" for line in replica.lines if any(r in line for r in named)]
+    return "\n".join(lines)
 
 
 async def _stuck(group: Cluster, directory: Path) -> str:

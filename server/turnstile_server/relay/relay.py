@@ -42,6 +42,10 @@ def _reconnect() -> Retry:
     return Retry(NoBackoff(), 1, (RedisConnectionError,))
 
 
+def _always() -> bool:
+    return True
+
+
 class RelaySettings:
     """How much Redis keeps, and for how long."""
 
@@ -126,10 +130,13 @@ class Relay:
 
         A run that did not execute here (cancelled while pending, settled by the sweeper,
         deleted with its thread) publishes its end one epoch above its last attempt's, so
-        that attempt, if it still runs somewhere, publishes nothing more."""
+        that attempt, if it still runs somewhere, publishes nothing more; and whether this
+        replica's lease holds does not matter to it (the write that ended the run committed:
+        its end is the database's, not an attempt's), so an end a draining replica owes after
+        its lease went (a CancelRun the server's stop cut off, `Scheduler.settled`) is out."""
         publisher = self._publishers.get(run.run_id)
         if publisher is None or publisher.stopped or publisher.events is not events:
-            publisher = self._spawn(run, events, run.epoch + 1)
+            publisher = self._spawn(run, events, run.epoch + 1, leased=False)
         publisher.ended = ended
 
     def run_taken(self, run: RunRecord) -> None:
@@ -169,7 +176,9 @@ class Relay:
 
         return await backlog(self, thread_id, after_seq, until_seq)
 
-    def _spawn(self, run: RunRecord, events: EventLog, epoch: int) -> RunPublisher:
+    def _spawn(
+        self, run: RunRecord, events: EventLog, epoch: int, *, leased: bool = True
+    ) -> RunPublisher:
         previous = self._publishers.get(run.run_id)
         if previous is not None:
             previous.stopped = True
@@ -177,7 +186,7 @@ class Relay:
 
         async def publish() -> None:
             try:
-                await publisher.run_loop(self.holds)
+                await publisher.run_loop(self.holds if leased else _always)
             except asyncio.CancelledError:
                 raise
             except Exception:
