@@ -230,12 +230,16 @@ async def test_keys_carry_the_prefix(relay: Relay) -> None:
     prefix = relay.keys.prefix.encode()
     assert keys == [
         prefix + b"fence:r",
-        prefix + b"incarnations",  # the one key without a TTL: the thread streams' counter
+        prefix + b"incarnation:t",
         prefix + b"run:r",
         prefix + b"thread:t",
     ]
     ttl = await relay.client.ttl(relay.keys.run("r"))
     assert 0 < ttl <= 3600
+    # Every key expires; the thread's incarnation outlives its stream.
+    for key in keys:
+        assert await relay.client.ttl(key) > 0, key
+    assert await relay.client.ttl(relay.keys.incarnation("t")) > 3600
     hub.close()
 
 
@@ -261,3 +265,37 @@ async def test_the_end_of_a_run_that_never_executed_here_is_published_past_the_l
     await eventually(stopped, within=10.0)
     assert await published(relay, "x") == []
     hub.close()
+
+
+async def test_many_new_threads_keep_their_incarnations_at_the_clock(relay: Relay) -> None:
+    """Each thread stream's incarnation is the clock's second (or one more than its own
+    previous one), not one more than any thread's: a deployment creating 60 threads in a
+    second must not push the incarnations (the watch seq's high bits) a minute ahead, or a
+    busy one would overflow the int64 seq within months."""
+    from turnstile_server.relay.fence import EPOCH_OFFSET
+
+    before = int((await relay.client.time())[0]) - EPOCH_OFFSET
+    for i in range(60):
+        run = replace(running(), run_id=f"r{i}", thread_id=f"t{i}")
+        await relay.publish(run, run.epoch, [Entry(0, "start", watched=b"x")])
+    after = int((await relay.client.time())[0]) - EPOCH_OFFSET
+    incarnations = set()
+    for i in range(60):
+        newest: Any = await relay.client.xrevrange(relay.keys.thread(f"t{i}"), count=1)
+        incarnations.add(int(newest[0][0].split(b"-")[0]))
+    assert before <= min(incarnations) and max(incarnations) <= after, (before, after)
+
+
+async def test_a_thread_stream_recreated_within_its_second_gets_a_newer_incarnation(
+    relay: Relay,
+) -> None:
+    """Deleted and created again in the same second, a thread's stream still gets an
+    incarnation above its previous one: an old seq never names an entry of the new one."""
+    run = replace(running(), run_id="r", thread_id="t")
+    seen = []
+    for _ in range(3):
+        await relay.publish(run, run.epoch, [Entry(0, "start", watched=b"x")])
+        newest: Any = await relay.client.xrevrange(relay.keys.thread("t"), count=1)
+        seen.append(int(newest[0][0].split(b"-")[0]))
+        await relay.client.delete(relay.keys.thread("t"))
+    assert seen == sorted(set(seen)), seen

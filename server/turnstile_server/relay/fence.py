@@ -15,9 +15,12 @@ whichever replica publishes, so the id is the watch's `seq` on every replica
 (`thread_feed.py`). A stream that does not exist (new, expired, Redis restarted) starts a new
 incarnation: the larger of Redis's clock in seconds since 2023-11-14 (`EPOCH_OFFSET`, so
 that `incarnation << 32` stays within the proto's int64 `seq` until 2091, not 2038) and one
-more than the last incarnation it handed out (`incarnations`), so a seq of the stream's
-previous life never names an entry of the new one. A `gap` (run events lost before they
-were published) is a thread entry too.
+more than the last incarnation this thread's stream was given (`incarnation:<thread>`, kept
+twice the stream's TTL, so it outlives the stream), so a seq of the stream's previous life
+never names an entry of the new one. The counter is the thread's own: a deployment that
+creates many threads a second keeps its incarnations at the clock, where one counter for all
+threads would run ahead of it by one per new thread and overflow the seq within months.
+A `gap` (run events lost before they were published) is a thread entry too.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ for i = 6, #ARGV, 4 do
         local now = tonumber(redis.call('TIME')[1]) - 1700000000
         local last = tonumber(redis.call('GET', KEYS[4]) or '0')
         incarnation = string.format('%d', math.max(now, last + 1))
-        redis.call('SET', KEYS[4], incarnation)
+        redis.call('SET', KEYS[4], incarnation, 'EX', 2 * tonumber(ttl))
       end
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, incarnation .. '-*',
@@ -89,11 +92,12 @@ if added > 0 then
 end
 if KEYS[3] ~= '' then
   redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[4], 2 * tonumber(ttl))
 end
 return {added, 0}
 """
-"""KEYS: fence, run stream, thread stream ('' for none), incarnations. ARGV: epoch, max
-events, ttl s, origin, run id, then one quadruple per entry: id `0-<seq>` ('' for a
+"""KEYS: fence, run stream, thread stream ('' for none), the thread stream's incarnation.
+ARGV: epoch, max events, ttl s, origin, run id, then one quadruple per entry: id `0-<seq>` ('' for a
 thread-only entry), flag, the run event's frame, the thread event's frame without its seq
 ('' for none)."""
 

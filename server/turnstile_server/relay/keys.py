@@ -10,7 +10,8 @@ Every key starts with the deployment's prefix (`--redis-key-prefix`):
   their replicas published them, for WatchThread on every replica: ids
   `<incarnation>-<n>` that Redis numbers in the publish script, so `incarnation << 32 | n`
   + 1 is the watch's `seq` everywhere (`thread_seq`).
-- `<prefix>incarnations`: the last incarnation a thread stream was given (`fence.py`).
+- `<prefix>incarnation:<thread_id>`: the last incarnation the thread's stream was given
+  (`fence.py`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class Keys:
     def thread(self, thread_id: str) -> str:
         return f"{self.prefix}thread:{thread_id}"
 
-    def incarnations(self) -> str:
-        return f"{self.prefix}incarnations"
+    def incarnation(self, thread_id: str) -> str:
+        """The last incarnation the thread's stream was given (kept twice its TTL)."""
+        return f"{self.prefix}incarnation:{thread_id}"
 
 
 def entry_id(seq: int) -> str:

@@ -207,7 +207,7 @@ class Relay:
     async def publish(self, run: RunRecord, epoch: int, entries: Sequence[Entry]) -> Published:
         """Runs the fenced publish of `entries` (see `fence.py`)."""
         keys = [self.keys.fence(run.run_id), self.keys.run(run.run_id)]
-        keys += [self.keys.thread(run.thread_id), self.keys.incarnations()]
+        keys += [self.keys.thread(run.thread_id), self.keys.incarnation(run.thread_id)]
         args = fence.arguments(
             epoch,
             self.settings.max_events,
