@@ -207,6 +207,22 @@ async def test_runs_enqueued_back_to_back_on_several_threads_all_run_in_order(
             assert humans == [f"m{index}" for index in range(10)]
 
 
+async def _running_and_queued(stubs: Any, held: str, never: str) -> tuple[str, Any, Any]:
+    """A new thread with a `gated` run waiting at gate `held` and one enqueued behind it
+    (gate `never`): the thread's id and both runs."""
+    thread_id = await new_thread(stubs)
+    first = await create_run(stubs, thread_id, "gated", {"gates": [held]})
+    await arrived(held)
+    queued = await create_run(
+        stubs,
+        thread_id,
+        "gated",
+        {"gates": [never]},
+        multitask_strategy=run_pb2.MULTITASK_STRATEGY_ENQUEUE,
+    )
+    return thread_id, first, queued
+
+
 async def test_a_queued_run_cancelled_while_the_run_before_it_ends_and_starts_it_is_stopped(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,16 +245,7 @@ async def test_a_queued_run_cancelled_while_the_run_before_it_ends_and_starts_it
             return result
 
         monkeypatch.setattr(runs, "finish", held_finish)
-        thread_id = await new_thread(stubs)
-        first = await create_run(stubs, thread_id, "gated", {"gates": [held]})
-        await arrived(held)
-        queued = await create_run(
-            stubs,
-            thread_id,
-            "gated",
-            {"gates": [never]},
-            multitask_strategy=run_pb2.MULTITASK_STRATEGY_ENQUEUE,
-        )
+        thread_id, first, queued = await _running_and_queued(stubs, held, never)
         GATES.open(held)
         async with asyncio.timeout(STEP_TIMEOUT):
             await finished.wait()
@@ -370,16 +377,7 @@ async def test_a_pending_run_cancelled_by_a_call_whose_deadline_passed_still_end
             return cancelled
 
         monkeypatch.setattr(runs, "cancel", held_cancel)
-        thread_id = await new_thread(stubs)
-        first = await create_run(stubs, thread_id, "gated", {"gates": [held]})
-        await arrived(held)
-        queued = await create_run(
-            stubs,
-            thread_id,
-            "gated",
-            {"gates": [never]},
-            multitask_strategy=run_pb2.MULTITASK_STRATEGY_ENQUEUE,
-        )
+        thread_id, first, queued = await _running_and_queued(stubs, held, never)
         assert queued.status == run_pb2.RUN_STATUS_PENDING
         stream = RunStream(join_stream(stubs, queued))
         await stream.opened()

@@ -52,6 +52,29 @@ async def following(
     return None
 
 
+async def stopped_while_followed(
+    group: Cluster, sig: int, gates: list[str]
+) -> tuple[str, str, list[Event], asyncio.Task[grpc.aio.AioRpcError | None]]:
+    """A run on a (its gates `gates`: past `a`, waiting at `b`), followed from b until it is under
+    way; then a gets `sig`, exits, and b takes the run over: the thread, the run, what b's
+    subscriber has seen so far and its task."""
+    a = group["a"].client()
+    thread_id, run_id = await running_on_a(group, a, gates)
+    await a.close()
+    seen: list[Event] = []
+    follower = asyncio.create_task(following(group, thread_id, run_id, seen))
+
+    async def under_way() -> None:
+        assert any(kind == "values" for _, kind, _ in seen), seen
+
+    await eventually(under_way, within=WITHIN)
+    group["a"].signal(sig)
+    async with asyncio.timeout(WITHIN):
+        assert await group["a"].process.wait() == (0 if sig == signal.SIGTERM else -sig)
+    await taken_over(group, run_id, "b")
+    return thread_id, run_id, seen, follower
+
+
 Afterwards = Callable[[Cluster, str, str, list[Event]], Awaitable[None]]
 """A check made once the run has ended on b: of the cluster, the thread, the run and what
 b's subscriber saw."""
@@ -63,25 +86,8 @@ async def handed_over(
     """A run on a, waiting at gate `b`, followed from b; a gets `sig`, b takes the run over
     and ends it: what b's subscriber saw, and its error."""
     async with cluster(tmp_path, ("a", "b"), "--shutdown-grace-seconds", "0.3") as group:
-        a, b = group["a"].client(), group["b"].client()
-        thread_id, run_id = await running_on_a(group, a, ["a", "b"])
-        await a.close()
-        seen: list[Event] = []
-        follower = asyncio.create_task(following(group, thread_id, run_id, seen))
-
-        async def under_way() -> None:
-            assert any(kind == "values" for _, kind, _ in seen), seen
-
-        await eventually(under_way, within=WITHIN)
-        group["a"].signal(sig)
-        async with asyncio.timeout(WITHIN):
-            assert await group["a"].process.wait() == (0 if sig == signal.SIGTERM else -sig)
-
-        async def taken() -> None:
-            attempts = await group.attempts(run_id)
-            assert [r["owner"] for r in attempts][-1:] == [group["b"].incarnation]
-
-        await eventually(taken, within=WITHIN)
+        b = group["b"].client()
+        thread_id, run_id, seen, follower = await stopped_while_followed(group, sig, ["a", "b"])
         group.gate("b")
         final = await ended(b, thread_id, run_id)
         assert (final["status"], final["attempt"]) == ("success", 2)
@@ -122,20 +128,10 @@ async def test_a_join_on_the_replica_a_run_was_handed_over_to_reads_the_handed_o
     run waits at gate `b` on b), and again once the run has ended; from b's own attempt they
     are served from b's log."""
     async with cluster(tmp_path, ("a", "b"), "--shutdown-grace-seconds", "0.3") as group:
-        a, b = group["a"].client(), group["b"].client()
-        thread_id, run_id = await running_on_a(group, a, ["a", "b", "c"])
-        await a.close()
-        seen: list[Event] = []
-        follower = asyncio.create_task(following(group, thread_id, run_id, seen))
-
-        async def under_way() -> None:
-            assert any(kind == "values" for _, kind, _ in seen), seen
-
-        await eventually(under_way, within=WITHIN)
-        group["a"].signal(signal.SIGTERM)
-        async with asyncio.timeout(WITHIN):
-            assert await group["a"].process.wait() == 0
-        await taken_over(group, run_id, "b")
+        b = group["b"].client()
+        thread_id, run_id, seen, follower = await stopped_while_followed(
+            group, signal.SIGTERM, ["a", "b", "c"]
+        )
 
         async def second_begun(events: list[Event]) -> None:
             assert SECOND + 1 in [seq for seq, _, _ in events], events
