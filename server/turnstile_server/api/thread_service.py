@@ -354,19 +354,21 @@ def _check_numbering(
     of its own)."""
     if not after_seq or after_seq >> SEQ_EPOCH_BITS == log.last_seq >> SEQ_EPOCH_BITS:
         return
+    thread_id = what["thread_id"]
     if relayed:
-        raise OutOfRange(
-            f"after_seq {after_seq} is of an earlier Redis stream of thread"
-            f" {what['thread_id']} (it expired, or Redis restarted): its events are lost;"
-            " watch again with after_seq=0",
-            metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)},
+        why = (
+            f"after_seq {after_seq} is of an earlier Redis stream of thread {thread_id} (it"
+            " expired, or Redis restarted): its events are lost; watch again with after_seq=0"
+        )
+    else:
+        why = (
+            f"after_seq {after_seq} is not of this replica's watch of thread {thread_id}"
+            " (a watch's seq is the replica's it was opened on, while that replica keeps its"
+            " log): resume it on the replica it was opened on, or watch again with"
+            " after_seq=0"
         )
     raise OutOfRange(
-        f"after_seq {after_seq} is not of this replica's watch of thread {what['thread_id']}"
-        " (a watch's seq is the replica's it was opened on, while that replica keeps its"
-        " log): resume it on the replica it was opened on, or watch again with"
-        " after_seq=0",
-        metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)},
+        why, metadata={**what, "after_seq": str(after_seq), "first_seq": str(log.first_seq)}
     )
 
 
