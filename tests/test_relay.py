@@ -267,6 +267,36 @@ async def test_the_end_of_a_run_that_never_executed_here_is_published_past_the_l
     hub.close()
 
 
+async def test_a_run_taken_from_an_attempt_here_and_cancelled_here_publishes_its_end(
+    relay: Relay,
+) -> None:
+    """Chaos found it: the attempt here (epoch 1) published seqs 1-2, then its replica was
+    paused past its lease; a takeover raised the run's fence to epoch 2 and left it pending,
+    and an admission here cancelled it before the old attempt unwound. The end must reach
+    Redis (one epoch above the taken run's, after the attempt's numbering), not go to the
+    fenced attempt's publisher, which Redis refuses; the attempt's unpublished event stays
+    out; the local log of the lost attempt goes (its followers get STREAM_EXPIRED)."""
+    hub = EventHub(EventFrames(), relay=relay)
+    executing = running(epoch=1, attempt=1)
+    await play(hub, executing, 2, end=False)
+    assert await until_published(relay, 2) == [1, 2]
+    taken = replace(executing, status="pending", epoch=2)
+    assert not (await relay.publish(taken, 2, [])).stale  # the takeover's fence, elsewhere
+    lost = hub.get("r")
+    assert lost is not None
+    hub.emit(executing, "custom", {"n": "after the lease"})  # never published
+    hub.run_ended(replace(taken, status="interrupted"), {"status": "interrupted"})
+    ids = await until_published(relay, 3)
+    assert ids == [1, 2, (1 << SEQ_EPOCH_BITS) + 1]
+    entries: Any = await relay.client.xrange(relay.keys.run("r"))
+    assert entries[-1][1][b"e"] == b"end"
+    assert lost.expired and hub.get("r") is not lost
+    with pytest.raises(OutOfRange):
+        await read(relay, 2)  # from the middle of the lost attempt: not known whole
+    assert await read(relay, 1 << SEQ_EPOCH_BITS) == [(1 << SEQ_EPOCH_BITS) + 1]
+    hub.close()
+
+
 async def test_many_new_threads_keep_their_incarnations_at_the_clock(relay: Relay) -> None:
     """Each thread stream's incarnation is the clock's second (or one more than its own
     previous one), not one more than any thread's: a deployment creating 60 threads in a

@@ -70,6 +70,10 @@ class EventRelay(Protocol):
         attempt publishes nothing more."""
         ...
 
+    def run_lost(self, run_id: str) -> None:
+        """This process's attempt of the run lost it: its publisher stops."""
+        ...
+
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
         """Numbers a new watch log and feeds it with what every process relays of the
         thread, this one's runs included; the task ends with the log (or fails it)."""
@@ -149,9 +153,33 @@ class EventHub:
             thread.log.append(self._thread_event(run_started=run))
 
     def run_taken(self, run: RunRecord) -> None:
-        """The run was taken over from a replica whose lease expired (see `EventRelay`)."""
+        """The run was taken over from a replica whose lease expired (see `EventRelay`),
+        maybe this one's earlier lease: then its attempt here lost the run (`run_lost`)."""
         if self.relay is not None:
             self.relay.run_taken(run)
+        self.run_lost(run)
+
+    def run_lost(self, run: RunRecord) -> None:
+        """This replica's attempt of the run lost it (its lease lapsed, it was taken over).
+
+        With a relay, the attempt's log goes, as it would with a replica that died: the run's
+        later events and its end (another attempt's, or a cancel written here) are read from
+        Redis or numbered after the attempt's (`run_ended`), never appended to a log whose
+        attempt is fenced, whose publisher would be refused them. Local followers get
+        OutOfRange (STREAM_EXPIRED): what the attempt emitted after its last published event
+        is not the run's. Without a relay the log is the run's only stream and stays."""
+        if self.relay is None:
+            return
+        log = self._runs.get(run.run_id)
+        if log is None or log.ended:
+            return
+        self.relay.run_lost(run.run_id)
+        del self._runs[run.run_id]
+        log.expire()
+        running = self._running.get(run.thread_id, {})
+        running.pop(run.run_id, None)
+        if not running:
+            self._running.pop(run.thread_id, None)
 
     def emit(self, run: RunRecord, event: str, data: Any, *, checked: bool = False) -> None:
         """Appends an event to the run's log (and its thread's); raises if `data` is not JSON.
@@ -177,6 +205,11 @@ class EventHub:
 
     def run_ended(self, run: RunRecord, end: dict[str, Any], *, error: Any = None) -> None:
         """Emits the run's `error` (if any) and `end` events, once; tells the thread's watchers."""
+        started = self._running.get(run.thread_id, {}).get(run.run_id)
+        if started is not None and started.epoch < run.epoch:
+            # Ended in the database after its attempt here lost it (taken over, then
+            # cancelled by an admission here before that attempt unwound).
+            self.run_lost(started)
         log = self.open(run.run_id)
         if log.ended:
             return

@@ -523,11 +523,14 @@ class Scheduler:
             # Another replica holds the run now (this one's lease expired), or it ended: this
             # attempt wrote nothing after it lost the run, and announces nothing.
             log.warning("run %s: this attempt lost the run and stops: %s", run.run_id, exc)
+            self._hub.run_lost(run)
             return
         except Exception:
             log.exception("finishing run %s failed; it resumes at the next start", run.run_id)
             return
         finally:
+            if ended is None and active.abandoned:
+                self._hub.run_lost(run)
             following = ended.next if ended is not None else Start()
             adopted, active.adopted = active.adopted, None
             del self._active[run.thread_id]

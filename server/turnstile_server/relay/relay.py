@@ -155,6 +155,14 @@ class Relay:
 
         self._own(asyncio.create_task(fence_now(), name=f"fence {run.run_id}"))
 
+    def run_lost(self, run_id: str) -> None:
+        """This replica's attempt of the run lost it: its publisher stops where it is (what
+        it has not published is the fenced attempt's; the run's end, if it is written here,
+        gets a publisher of its own, `run_ending`)."""
+        publisher = self._publishers.pop(run_id, None)
+        if publisher is not None:
+            publisher.stopped = True
+
     async def watch_thread(self, thread_id: str, events: EventLog) -> asyncio.Task[None]:
         """Numbers a new watch log by the thread's stream and feeds it with the stream's
         entries, every replica's (`thread_feed.py`); EventsUnavailable if Redis does not
