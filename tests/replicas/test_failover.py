@@ -122,6 +122,16 @@ async def test_sigkill_of_the_owner_right_after_create_run_loses_nothing(
         assert [r["owner"] for r in attempts][-1] == group["b"].incarnation
         never_overlap(attempts)
         assert await texts(b, thread_id) == [("human", "one"), ("ai", "passed x")]
+        # The input once, in the run's checkpoints: the state alone would not tell (a second
+        # input checkpoint replaces its message, which carries an id, instead of adding one).
+        rows = await group.query(
+            "SELECT source, step, epoch FROM checkpoints WHERE run_id = $1 ORDER BY seq",
+            run["run_id"],
+        )
+        assert [tuple(r) for r in rows] == [
+            ("input", 0, None),
+            ("step", 1, attempts[-1]["epoch"]),
+        ]
         await a.close()
         await b.close()
 
