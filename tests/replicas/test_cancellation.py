@@ -11,6 +11,7 @@ import pytest
 
 from tests.replicas.cluster import Cluster, cluster
 from tests.replicas.test_failover import WITHIN, ended, never_overlap, texts, user
+from tests.replicas.test_streams import joined
 from tests.support import eventually
 from turnstile import DeadlineExceededError, NotFoundError, TurnstileClient, get_client
 
@@ -73,6 +74,14 @@ async def test_interrupt_on_b_stops_the_run_on_a_keeping_its_steps_before_the_ne
         attempts = [*await group.attempts(old_id), *await group.attempts(new["run_id"])]
         never_overlap(attempts)
         assert attempts[0]["outcome"] == "interrupted"
+        # Every stream ends with `end`, on the replica that executed the run and on the one
+        # that did not (read through Redis there), saying how the run ended.
+        for replica in ("a", "b"):
+            for run_id, status in ((old_id, "interrupted"), (new["run_id"], "success")):
+                async with asyncio.timeout(WITHIN):
+                    events = await joined(group[replica].address, thread_id, run_id)
+                assert events[-1][1] == "end", (replica, run_id, events)
+                assert events[-1][2]["status"] == status, (replica, run_id, events[-1])
         await a.close()
         await b.close()
 

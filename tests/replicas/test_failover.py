@@ -122,6 +122,65 @@ async def test_sigkill_of_the_owner_right_after_create_run_loses_nothing(
         assert [r["owner"] for r in attempts][-1] == group["b"].incarnation
         never_overlap(attempts)
         assert await texts(b, thread_id) == [("human", "one"), ("ai", "passed x")]
+        # The input once, in the run's checkpoints: the state alone would not tell (a second
+        # input checkpoint replaces its message, which carries an id, instead of adding one).
+        rows = await group.query(
+            "SELECT source, step, epoch FROM checkpoints WHERE run_id = $1 ORDER BY seq",
+            run["run_id"],
+        )
+        assert [tuple(r) for r in rows] == [
+            ("input", 0, None),
+            ("step", 1, attempts[-1]["epoch"]),
+        ]
+        await a.close()
+        await b.close()
+
+
+async def test_a_dead_replica_s_run_and_the_runs_queued_behind_it_go_on_in_admission_order(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id = (await a.threads.create())["thread_id"]
+        group.gate("a")
+        first = await a.runs.create(
+            thread_id, "file_gated", input=user("one", "a", "b"), config=group.config
+        )
+
+        async def in_step_two() -> None:
+            assert group.arrived("b")
+
+        await eventually(in_step_two, within=WITHIN)
+        queued = [
+            await b.runs.create(
+                thread_id,
+                "file_gated",
+                input=user(f"q{i}", f"q{i}"),
+                config=group.config,
+                multitask_strategy="enqueue",
+            )
+            for i in range(3)
+        ]
+        assert [run["status"] for run in queued] == ["pending"] * 3
+        group["a"].signal(signal.SIGKILL)
+        await group["a"].process.wait()
+        for name in ("b", "q0", "q1", "q2"):
+            group.gate(name)
+        for run in (first, *queued):
+            assert (await ended(b, thread_id, run["run_id"]))["status"] == "success"
+        attempts = [row for run in (first, *queued) for row in await group.attempts(run["run_id"])]
+        assert [row["owner"] for row in attempts] == [
+            group["a"].incarnation,
+            *[group["b"].incarnation] * 4,
+        ]
+        # In admission order: each attempt began after the one before it ended.
+        never_overlap(attempts)
+        assert await texts(b, thread_id) == [
+            ("human", "one"),
+            ("ai", "passed a"),
+            ("ai", "passed b"),
+            *[turn for i in range(3) for turn in (("human", f"q{i}"), ("ai", f"passed q{i}"))],
+        ]
         await a.close()
         await b.close()
 
