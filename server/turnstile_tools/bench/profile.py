@@ -63,8 +63,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "scheduler",
         re.compile(
-            r"turnstile_server/(scheduler|runner|endings|events|event_log|run_checkpoints"
-            r"|state|policy|thread_states|graph|runtime/|graphs/)"
+            r"turnstile_server/(scheduler|dispatcher|replica_duties|runner|endings|events|event_log"
+            r"|run_checkpoints|state|policy|thread_states|graph|runtime/|graphs/)"
         ),
     ),
     ("handler", re.compile(r"turnstile_server/api/")),
