@@ -108,6 +108,7 @@ class ReplicaLease:
                 await self._replicas.listen(
                     self._scheduler.cancelled_elsewhere,
                     self._scheduler.claim_soon,
+                    self._scheduler.ended_elsewhere,
                     self._listen_lost.set,
                 )
         except Exception as exc:
@@ -182,6 +183,7 @@ class ReplicaLease:
             reconnected = await self._replicas.listen(
                 self._scheduler.cancelled_elsewhere,
                 self._scheduler.claim_soon,
+                self._scheduler.ended_elsewhere,
                 self._listen_lost.set,
             )
         if reconnected:

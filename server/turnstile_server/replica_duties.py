@@ -51,6 +51,11 @@ class ReplicaDuties(Dispatcher):
             if a.run is not None and not a.abandoned and not a.finishing
         }
 
+    def ended_elsewhere(self, run_id: str) -> None:
+        """A run ended (or went) on some replica: the calls here that wait for it read its
+        row now, not at their next poll (`Endings.nudge`)."""
+        self._endings.nudge(run_id)
+
     def cancelled_elsewhere(self, thread_id: str, run_id: str) -> None:
         """A run executing here was cancelled (or its thread deleted) on some replica: it
         stops at its next await and is finished once unwound, then its thread's next run

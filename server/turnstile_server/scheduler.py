@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from turnstile_server.dispatcher import _Active
 from turnstile_server.errors import (
@@ -214,13 +215,23 @@ class Scheduler(ReplicaDuties):
     ) -> RunRecord:
         """Awaits the run's end as announced here; on a database replicas share, the run may
         end on another replica (it claimed it, or took it over): then its row says so, read
-        every `poll_seconds`."""
+        as that replica's NOTIFY says it ended (`ended_elsewhere`), and every `poll_seconds`
+        in case that notice was lost."""
         if self._replicas is None or not thread_id:
             return await ended
+        nudged = self._endings.nudged(ended)
         while True:
-            done, _ = await asyncio.wait({ended}, timeout=self.poll_seconds)
-            if done:
+            nudge: asyncio.Future[Any] = asyncio.ensure_future(nudged.wait())
+            waiting: set[asyncio.Future[Any]] = {ended, nudge}
+            try:
+                await asyncio.wait(
+                    waiting, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                nudge.cancel()
+            if ended.done():
                 return ended.result()
+            nudged.clear()
             try:
                 run = await self._store.runs.get(thread_id, run_id)
             except Unavailable:

@@ -161,6 +161,37 @@ async def test_a_replica_whose_listen_connection_ends_asks_for_its_cancellations
         await b.close()
 
 
+async def test_waits_on_b_for_a_run_on_a_answer_as_it_ends_not_at_b_s_next_beat(
+    tmp_path: Path,
+) -> None:
+    # A beat of a minute: b reads a waited-for run's row every beat, so a JoinRun and a
+    # CancelRun(wait) on b answer within WITHIN (20 s) only because a's end tells b at once
+    # (`leases.notify_ended`, b's `Endings.nudge`). Without it this fails: both still wait.
+    beat = ("--lease-ttl-seconds", "180", "--lease-beat-seconds", "60")
+    async with cluster(tmp_path, ("a", "b"), *beat) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, run_id = await running_on_a(group, a, ["a", "b"], "slow_unwind")
+        joining = asyncio.create_task(b.runs.join_run(thread_id, run_id))
+        cancelling = asyncio.create_task(
+            b.runs.cancel(thread_id, run_id, action="interrupt", wait=True)
+        )
+
+        async def unwinding() -> None:
+            assert (group.gates / "unwinding").exists()
+
+        # Held on a while it unwinds: both calls on b are waiting for its end by then.
+        await eventually(unwinding, within=WITHIN)
+        assert not joining.done() and not cancelling.done()
+        group.gate("unwind")
+        async with asyncio.timeout(WITHIN):
+            cancelled = await cancelling
+            joined = (await joining).run
+        assert cancelled["status"] == joined["status"] == "interrupted"
+        assert joined["end_time"] == (await a.runs.get(thread_id, run_id))["end_time"]
+        await a.close()
+        await b.close()
+
+
 async def test_delete_thread_on_b_stops_the_run_on_a(tmp_path: Path) -> None:
     # One slot: a's next run can start only once the deleted run has stopped there.
     async with cluster(tmp_path, ("a", "b"), "--max-running", "1") as group:

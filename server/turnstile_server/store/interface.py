@@ -292,11 +292,13 @@ class ReplicaStore(Protocol):
         self,
         on_cancel: Callable[[str, str], None],
         on_ready: Callable[[], None],
+        on_ended: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> bool:
-        """Makes sure a connection listens for cancellations (thread id, run id) and for runs
-        ready to be claimed; returns whether it was (re)connected now. `on_lost` is called
-        if that connection ends by itself later (its notices since are lost)."""
+        """Makes sure a connection listens for cancellations (thread id, run id), for runs
+        ready to be claimed and for runs that ended (run id); returns whether it was
+        (re)connected now. `on_lost` is called if that connection ends by itself later (its
+        notices since are lost)."""
         ...
 
     async def unlisten(self) -> None:

@@ -34,7 +34,12 @@ from turnstile_server.errors import Unavailable
 from turnstile_server.ids import new_id
 from turnstile_server.store.interface import Renewal
 from turnstile_server.store.postgres.database import CONNECT_TIMEOUT, Conn, Database
-from turnstile_server.store.postgres.listener import CANCEL_CHANNEL, READY_CHANNEL, Listener
+from turnstile_server.store.postgres.listener import (
+    CANCEL_CHANNEL,
+    ENDED_CHANNEL,
+    READY_CHANNEL,
+    Listener,
+)
 from turnstile_server.store.postgres.rows import SELECT_RUNS, run_from_row
 from turnstile_server.store.records import Admission, Ended, Recovery, RunError, RunRecord, Start
 
@@ -65,6 +70,19 @@ async def notify_cancel(conn: Conn, runs: list[RunRecord]) -> None:
     for run in runs:
         payload = json.dumps({"thread_id": run.thread_id, "run_id": run.run_id})
         await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, payload)
+
+
+ENDED_PER_NOTICE = 100
+"""Run ids per ended notice (a NOTIFY payload holds at most 8,000 bytes)."""
+
+
+async def notify_ended(conn: Conn, run_ids: list[str]) -> None:
+    """Tells the replicas, once the transaction commits, that these runs ended (or are
+    gone): their waiters there (JoinRun, WaitRun, CancelRun with wait) read the run now,
+    not at their next poll."""
+    for first in range(0, len(run_ids), ENDED_PER_NOTICE):
+        payload = ",".join(run_ids[first : first + ENDED_PER_NOTICE])
+        await conn.execute("SELECT pg_notify($1, $2)", ENDED_CHANNEL, payload)
 
 
 async def notify_ready(conn: Conn, thread_id: str) -> None:
@@ -118,6 +136,8 @@ async def admitted(conn: Conn, admission: Admission, incarnation: str) -> Admiss
         return admission
     if admission.cancelling:
         await notify_cancel(conn, admission.cancelling)
+    if admission.ended or admission.deleted:
+        await notify_ended(conn, [run.run_id for run in [*admission.ended, *admission.deleted]])
     if admission.start is not None and admission.start.run is not None:
         admission.start = await stamp(conn, admission.start, incarnation)
     elif not admission.run.queue_position:
@@ -135,6 +155,7 @@ async def finished(
     await attempt_ended(conn, run, ended.run.status if ended is not None else "gone")
     if ended is None:
         return None
+    await notify_ended(conn, [run.run_id])
     if ended.next.run is not None:
         return replace(ended, next=await stamp(conn, ended.next, incarnation))
     busy = await conn.fetchval(
@@ -224,6 +245,9 @@ async def sweep(conn: Conn, max_attempts: int, now: int) -> Recovery:
         " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.owner = l.incarnation"
         " AND r.status = 'running')"
     )
+    settled = [run.run_id for run in [*recovery.ended, *recovery.deleted]]
+    if settled:
+        await notify_ended(conn, settled)
     return recovery
 
 
@@ -364,10 +388,11 @@ class PostgresReplicas:
         self,
         on_cancel: Callable[[str, str], None],
         on_ready: Callable[[], None],
+        on_ended: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> bool:
         """(Re)connects the listening connection if it is not open (see `Listener.listen`)."""
-        return await self._listener.listen(self._name, on_cancel, on_ready, on_lost)
+        return await self._listener.listen(self._name, on_cancel, on_ready, on_ended, on_lost)
 
     async def unlisten(self) -> None:
         """Closes the listening connection."""

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "turnstile_cancel"
 READY_CHANNEL = "turnstile_ready"
+ENDED_CHANNEL = "turnstile_ended"
 
 
 class Listener:
@@ -30,6 +31,7 @@ class Listener:
         name: str,
         on_cancel: Callable[[str, str], None],
         on_ready: Callable[[], None],
+        on_ended: Callable[[str], None],
         on_lost: Callable[[], None],
     ) -> bool:
         """(Re)connects the listening connection if it is not open; True if it was now.
@@ -50,6 +52,11 @@ class Listener:
         def ready(_conn: Any, _pid: int, _channel: str, _payload: str) -> None:
             on_ready()
 
+        def ended(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            for run_id in payload.split(","):
+                if run_id:
+                    on_ended(run_id)
+
         def terminated(closed: Any) -> None:
             if closed is self._listener:  # not one `unlisten` closed
                 log.warning("the listening connection of replica %s was lost", name)
@@ -63,6 +70,7 @@ class Listener:
         try:
             await conn.add_listener(CANCEL_CHANNEL, cancelled)
             await conn.add_listener(READY_CHANNEL, ready)
+            await conn.add_listener(ENDED_CHANNEL, ended)
             conn.add_termination_listener(terminated)
         except BaseException:
             conn.terminate()

@@ -98,6 +98,8 @@ class ReplicaRuns(Runs):
             run, running = await run_writes.cancel(conn, thread_id, run_id, action, reason, now)
             if running:
                 await leases.notify_cancel(conn, [run])
+            else:  # ended now (or before): its waiters on other replicas look again
+                await leases.notify_ended(conn, [run.run_id])
             return run, running
 
         return await self._db.write(cancel)

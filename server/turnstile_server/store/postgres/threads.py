@@ -14,7 +14,7 @@ from turnstile_server.store.postgres.langgraph import (
     newest_root,
     put_staged,
 )
-from turnstile_server.store.postgres.leases import notify_cancel
+from turnstile_server.store.postgres.leases import notify_cancel, notify_ended
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import (
     Params,
@@ -188,6 +188,7 @@ class Threads:
             runs = await inflight_runs(conn, thread_id)
             # Their owners, on any replica, stop them (`leases.py`).
             await notify_cancel(conn, [run for run in runs if run.status == "running"])
+            await notify_ended(conn, [run.run_id for run in runs])  # gone, to their waiters
             await conn.execute("DELETE FROM threads WHERE thread_id = $1", thread_id)
             # LangGraph's rows name the thread without a foreign key: deleted alongside.
             await delete_langgraph_thread(conn, thread_id)
