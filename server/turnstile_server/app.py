@@ -200,7 +200,7 @@ class App:
             metrics_port = metrics.serve(config.host, config.metrics_port)
             opened.push_async_callback(metrics.close)
             log.info("metrics on %s:%d", config.host, metrics_port)
-        lease = await _join(config, store, scheduler, opened)
+        lease = await _join(config, store, scheduler, registry.ids(), opened)
         if lease is not None and relay is not None:
             relay.holds = lease.holding
         opened.push_async_callback(scheduler.stop)  # it may have started runs before failing
@@ -252,9 +252,14 @@ class App:
 
 
 async def _join(
-    config: ServerConfig, store: Store, scheduler: Scheduler, opened: contextlib.AsyncExitStack
+    config: ServerConfig,
+    store: Store,
+    scheduler: Scheduler,
+    graphs: list[str],
+    opened: contextlib.AsyncExitStack,
 ) -> ReplicaLease | None:
-    """On a database replicas share, this replica's lease, joined before any run starts."""
+    """On a database replicas share, this replica's lease, joined before any run starts,
+    serving `graphs`."""
     replicas = store.replicas
     if replicas is None:
         return None
@@ -265,6 +270,7 @@ async def _join(
         name=name,
         ttl=config.lease_ttl_seconds,
         beat=config.lease_beat_seconds,
+        graphs=graphs,
     )
     await lease.join()
     opened.push_async_callback(lease.close)

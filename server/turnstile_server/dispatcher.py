@@ -284,6 +284,7 @@ class Dispatcher:
         finally:
             if ended is None and active.abandoned:
                 self._hub.run_lost(run)
+                self._unwound(run)
             following = ended.next if ended is not None else Start()
             adopted, active.adopted = active.adopted, None
             del self._active[run.thread_id]
@@ -379,6 +380,32 @@ class Dispatcher:
         self._metrics.cancel_requested(run)
         if active.executing and active.task is not None:
             active.task.cancel(f"cancelled: {run.cancel_reason}")
+
+    def _unwound(self, run: RunRecord) -> None:
+        """An abandoned run stopped: if it was abandoned because its thread was deleted, the
+        DeleteThread waiting on another replica is told (`ReplicaStore.unwound`), retried
+        through store faults. (Abandoned because the lease was lost, this incarnation is
+        over: the sweeper releases those waiters once its lease has expired.)"""
+        if self._replicas is None or self._paused:
+            return
+        replicas = self._replicas
+
+        async def tell() -> None:
+            pause = RETRY_SECONDS / 8
+            while not self._paused:
+                try:
+                    await replicas.unwound(run)
+                    return
+                except Exception as exc:
+                    if self._stopping or not isinstance(exc, Unavailable):
+                        # Its waiters are released when this incarnation's lease expires.
+                        log.warning("recording run %s unwound failed: %r", run.run_id, exc)
+                        return
+                    log.warning("recording run %s unwound failed (%s); retrying", run.run_id, exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 4 * RETRY_SECONDS)
+
+        self._own(asyncio.create_task(tell(), name=f"unwound {run.run_id}"))
 
     def _abandon(self, active: _Active) -> None:
         active.abandoned = True

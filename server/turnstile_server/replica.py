@@ -37,11 +37,19 @@ class ReplicaLease:
     """Joins, renews and leaves this replica's lease, and drives the scheduler's part in it."""
 
     def __init__(
-        self, replicas: ReplicaStore, scheduler: Scheduler, *, name: str, ttl: float, beat: float
+        self,
+        replicas: ReplicaStore,
+        scheduler: Scheduler,
+        *,
+        name: str,
+        ttl: float,
+        beat: float,
+        graphs: list[str],
     ) -> None:
         self._replicas = replicas
         self._scheduler = scheduler
         self.name = name
+        self.graphs = graphs
         self._ttl = ttl
         self._beat = beat
         self._deadline = 0.0
@@ -63,7 +71,7 @@ class ReplicaLease:
         """Starts an incarnation (before the scheduler starts any run)."""
         sent = time.monotonic()
         async with asyncio.timeout(self._ttl):
-            await self._replicas.join(self.name, self._ttl)
+            await self._replicas.join(self.name, self._ttl, self.graphs)
         self._deadline = sent + self._ttl
         self._scheduler.joined(self.name, self.incarnation)
 

@@ -210,6 +210,33 @@ class Scheduler(ReplicaDuties):
         with self._endings.watching(run_id) as ended:
             return await self._ending(thread_id, run_id, ended)
 
+    async def _unwound_elsewhere(self, run_ids: list[str]) -> None:
+        """Returns once none of the runs (just deleted with their thread) is unwinding on
+        another replica: read as that replica's NOTIFY says it stopped one (or the sweeper,
+        that its lease expired), and every `poll_seconds` in case that notice was lost; up to
+        one lease TTL if that replica is cut off."""
+        assert self._replicas is not None
+        with contextlib.ExitStack() as watches:
+            nudges = [
+                self._endings.nudged(watches.enter_context(self._endings.watching(r)))
+                for r in run_ids
+            ]
+            while True:
+                for nudge in nudges:
+                    nudge.clear()
+                with contextlib.suppress(Unavailable):  # looked at again at the next poll
+                    run_ids = await self._replicas.unwinding(run_ids)
+                if not run_ids or self._stopping:  # a stopping server waits no longer
+                    return
+                waits = [asyncio.ensure_future(nudge.wait()) for nudge in nudges]
+                try:
+                    await asyncio.wait(
+                        waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+
     async def _ending(
         self, thread_id: str, run_id: str, ended: asyncio.Future[RunRecord]
     ) -> RunRecord:
@@ -247,7 +274,8 @@ class Scheduler(ReplicaDuties):
                 return run
 
     async def delete_thread(self, thread_id: str) -> None:
-        """Deletes a thread after stopping its runs; returns once they have unwound."""
+        """Deletes a thread after stopping its runs; returns once they have unwound, here or
+        on the replica executing them."""
         await self._carried_out(self._delete_thread(thread_id))
 
     async def _delete_thread(self, thread_id: str) -> None:
@@ -258,6 +286,8 @@ class Scheduler(ReplicaDuties):
             if active.executing and active.task:
                 active.task.cancel()
             await active.done.wait()
+        if self._replicas is not None and inflight:
+            await self._unwound_elsewhere([run.run_id for run in inflight])
         for run in inflight:
             self._metrics.run_finished(run, "deleted")
             self._endings.gone(run.run_id)

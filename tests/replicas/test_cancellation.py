@@ -215,6 +215,51 @@ async def test_delete_thread_on_b_stops_the_run_on_a(tmp_path: Path) -> None:
         await a.close()
 
 
+async def test_delete_thread_on_b_answers_once_the_run_has_unwound_on_a(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, run_id = await running_on_a(group, a, ["a", "b"], "slow_unwind")
+        deleting = asyncio.create_task(b.threads.delete(thread_id))
+
+        async def unwinding() -> None:
+            assert (group.gates / "unwinding").exists()
+
+        # Held on a while it unwinds: the deletion on b waits, past several of b's beats.
+        await eventually(unwinding, within=WITHIN)
+        await asyncio.sleep(1.0)
+        assert not deleting.done()
+        with pytest.raises(NotFoundError):  # deleted in the database all the same
+            await a.threads.get(thread_id)
+        group.gate("unwind")
+        async with asyncio.timeout(WITHIN):
+            await deleting
+        assert group["a"].said(f"run {run_id} was cancelled on another replica")
+        assert await group.query("SELECT * FROM unwinding_attempts") == []
+        await a.close()
+        await b.close()
+
+
+async def test_delete_thread_on_b_of_a_run_on_a_stopped_answers_once_a_s_lease_expired(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as group:
+        a, b = group["a"].client(), group["b"].client()
+        thread_id, _ = await running_on_a(group, a, ["a", "b"])
+        group["a"].signal(signal.SIGSTOP)
+        async with asyncio.timeout(WITHIN):
+            await b.threads.delete(thread_id)
+        # Answered by b's sweeper, once a's lease had expired: a may never stop the run.
+        expired = await group.query(
+            "SELECT expires_at <= clock_timestamp() FROM replicas WHERE incarnation = $1",
+            group["a"].incarnation,
+        )
+        assert [row[0] for row in expired] == [True]
+        assert await group.query("SELECT * FROM unwinding_attempts") == []
+        group["a"].signal(signal.SIGCONT)
+        await b.close()
+        await a.close()
+
+
 async def test_join_run_on_b_of_a_run_rolled_back_on_a_answers_what_a_answers(
     tmp_path: Path,
 ) -> None:

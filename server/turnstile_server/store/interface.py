@@ -264,8 +264,10 @@ class ReplicaStore(Protocol):
         """This incarnation's id ("" before `join`); the owner of the runs it starts."""
         ...
 
-    async def join(self, name: str, ttl: float) -> str:
-        """Starts a new incarnation with a lease of `ttl` s; returns its id."""
+    async def join(self, name: str, ttl: float, graphs: builtins.list[str]) -> str:
+        """Starts a new incarnation with a lease of `ttl` s, serving `graphs` (the graph ids
+        it can run: it claims and starts only their runs, so a run of a graph some replicas
+        lack waits for one that has it); returns its id."""
         ...
 
     async def agree(self, relay: str, *, alone: bool) -> builtins.list[tuple[str, str]]:
@@ -285,7 +287,17 @@ class ReplicaStore(Protocol):
 
     async def claim(self, exclude: builtins.list[str]) -> Start:
         """Starts the first pending run of a ready thread no other transaction holds (not
-        one of `exclude`), as this incarnation's, in one transaction."""
+        one of `exclude`), if of a graph this incarnation serves, as its, in one transaction."""
+        ...
+
+    async def unwinding(self, run_ids: builtins.list[str]) -> builtins.list[str]:
+        """Which of `run_ids`, deleted with their thread while they executed, are still
+        unwinding on a live replica (what DeleteThread waits for on the others)."""
+        ...
+
+    async def unwound(self, run: RunRecord) -> None:
+        """This replica's attempt of `run`, deleted while it executed, stopped without being
+        finished (abandoned): its DeleteThread's waiters on other replicas are told."""
         ...
 
     async def listen(

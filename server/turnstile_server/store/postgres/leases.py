@@ -48,16 +48,17 @@ log = logging.getLogger(__name__)
 _CLAIM_THREAD = """
     SELECT t.thread_id FROM threads t
     CROSS JOIN LATERAL (
-        SELECT p.status, p.not_before, p.seq FROM runs p
+        SELECT p.status, p.not_before, p.seq, p.graph_id FROM runs p
         WHERE p.thread_id = t.thread_id AND p.status IN ('pending', 'running')
         ORDER BY p.seq LIMIT 1
     ) head
     WHERE t.status = 'busy' AND head.status = 'pending' AND head.not_before <= $2
-        AND NOT (t.thread_id = ANY($1::text[]))
+        AND NOT (t.thread_id = ANY($1::text[])) AND head.graph_id = ANY($3::text[])
     ORDER BY head.seq LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
 """
-"""A thread whose first inflight run is a due pending one, that no transaction holds."""
+"""A thread whose first inflight run is a due pending one of a graph this replica serves,
+that no transaction holds."""
 
 _ORPHANED = (
     " LEFT JOIN replicas l ON l.incarnation = r.owner"
@@ -83,6 +84,30 @@ async def notify_ended(conn: Conn, run_ids: list[str]) -> None:
     for first in range(0, len(run_ids), ENDED_PER_NOTICE):
         payload = ",".join(run_ids[first : first + ENDED_PER_NOTICE])
         await conn.execute("SELECT pg_notify($1, $2)", ENDED_CHANNEL, payload)
+
+
+async def deleting_running(conn: Conn, thread_id: str) -> None:
+    """Records the attempts executing the runs of a thread being deleted in this
+    transaction, as unwinding until their replicas have stopped them (`unwound`)."""
+    await conn.execute(
+        "INSERT INTO unwinding_attempts (run_id, epoch, owner)"
+        " SELECT run_id, epoch, owner FROM runs"
+        " WHERE thread_id = $1 AND status = 'running' AND owner IS NOT NULL"
+        " ON CONFLICT DO NOTHING",
+        thread_id,
+    )
+
+
+async def unwound(conn: Conn, run: RunRecord) -> None:
+    """This replica's attempt of `run`, deleted while it executed, has stopped: whoever
+    waits for it (`unwinding`) is told, once the transaction commits."""
+    gone = await conn.fetchval(
+        "DELETE FROM unwinding_attempts WHERE run_id = $1 AND epoch = $2 RETURNING run_id",
+        run.run_id,
+        run.epoch,
+    )
+    if gone is not None:
+        await notify_ended(conn, [run.run_id])
 
 
 async def notify_ready(conn: Conn, thread_id: str) -> None:
@@ -151,9 +176,11 @@ async def finished(
     conn: Conn, run: RunRecord, ended: Ended | None, incarnation: str
 ) -> Ended | None:
     """What a run's end owes, in its transaction: its attempt's audit row closed, the next
-    run stamped if it started too, else announced if the thread has one waiting."""
+    run stamped if it started too, else announced if the thread has one waiting (to the
+    replicas that serve its graph, if this one does not)."""
     await attempt_ended(conn, run, ended.run.status if ended is not None else "gone")
-    if ended is None:
+    if ended is None:  # gone with its thread (or never there)
+        await unwound(conn, run)
         return None
     await notify_ended(conn, [run.run_id])
     if ended.next.run is not None:
@@ -166,16 +193,18 @@ async def finished(
     return ended
 
 
-async def claim(conn: Conn, exclude: list[str], now: int, incarnation: str) -> Start:
+async def claim(
+    conn: Conn, exclude: list[str], now: int, incarnation: str, graphs: list[str]
+) -> Start:
     """Starts, as this incarnation's, the first pending run of a ready thread no other
-    transaction holds (see `_CLAIM_THREAD`), or nothing."""
+    transaction holds, if it is of one of `graphs` (see `_CLAIM_THREAD`), or nothing."""
     # Imported here: run_writes imports this module's notifications.
     from turnstile_server.store.postgres import run_writes
 
-    thread_id = await conn.fetchval(_CLAIM_THREAD, exclude, now)
+    thread_id = await conn.fetchval(_CLAIM_THREAD, exclude, now, graphs)
     if thread_id is None:
         return Start()
-    start = await run_writes.start_next(conn, thread_id, now, locked=True)
+    start = await run_writes.start_next(conn, thread_id, now, locked=True, graphs=graphs)
     return await stamp(conn, start, incarnation)
 
 
@@ -239,6 +268,13 @@ async def sweep(conn: Conn, max_attempts: int, now: int) -> Recovery:
                 continue
             await attempt_ended(conn, run, "lost")
             await run_writes._settle_thread(conn, thread_id, outcome, now)
+    # The deleted runs' attempts that no live replica unwinds any more.
+    released = await conn.fetch(
+        "DELETE FROM unwinding_attempts u WHERE NOT EXISTS (SELECT 1 FROM replicas l"
+        " WHERE l.incarnation = u.owner AND l.expires_at > clock_timestamp()) RETURNING run_id"
+    )
+    if released:
+        await notify_ended(conn, [row["run_id"] for row in released])
     # Incarnations over for an hour, with nothing left of theirs: forgotten.
     await conn.execute(
         "DELETE FROM replicas l WHERE l.expires_at < clock_timestamp() - interval '1 hour'"
@@ -266,16 +302,24 @@ class PostgresReplicas:
         self._lease: Any = None
         self._listener = Listener(db)
         self._relay: str | None = None
+        self._graphs: list[str] | None = None
 
     @property
     def incarnation(self) -> str:
         """This incarnation's id ("" before `join`)."""
         return self._incarnation
 
-    async def join(self, name: str, ttl: float) -> str:
-        """Starts a new incarnation with a lease of `ttl` s on the database's clock."""
+    @property
+    def graphs(self) -> list[str] | None:
+        """The graph ids whose runs this replica starts (None before `join`: any)."""
+        return self._graphs
+
+    async def join(self, name: str, ttl: float, graphs: list[str]) -> str:
+        """Starts a new incarnation with a lease of `ttl` s on the database's clock, serving
+        `graphs`."""
         incarnation = new_id()
         self._name = name
+        self._graphs = list(graphs)
         await self._execute(
             "INSERT INTO replicas (incarnation, name, expires_at, relay)"
             " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), $4)",
@@ -381,8 +425,25 @@ class PostgresReplicas:
         from turnstile_server.store.records import now_us
 
         now = now_us()
-        incarnation = self._incarnation
-        return await self._db.write(lambda conn: claim(conn, exclude, now, incarnation))
+        incarnation, graphs = self._incarnation, self._graphs or []
+        return await self._db.write(lambda conn: claim(conn, exclude, now, incarnation, graphs))
+
+    async def unwinding(self, run_ids: list[str]) -> list[str]:
+        """Which of `run_ids`, deleted with their thread while they executed, a live replica
+        has not stopped yet."""
+        rows = await self._db.read(
+            lambda conn: conn.fetch(
+                "SELECT u.run_id FROM unwinding_attempts u JOIN replicas l"
+                " ON l.incarnation = u.owner AND l.expires_at > clock_timestamp()"
+                " WHERE u.run_id = ANY($1::text[])",
+                run_ids,
+            )
+        )
+        return [row["run_id"] for row in rows]
+
+    async def unwound(self, run: RunRecord) -> None:
+        """This replica stopped `run` without finishing it (see `unwound`)."""
+        await self._db.write(lambda conn: unwound(conn, run))
 
     async def listen(
         self,

@@ -42,3 +42,17 @@ DEPLOYMENT_MIGRATION = """
     ALTER TABLE replicas ADD COLUMN relay TEXT;
 """
 """Migration 5: the deployment's relay, and each incarnation's."""
+
+UNWINDING_MIGRATION = """
+    -- The attempts of runs deleted with their thread while they executed, until their
+    -- replica has stopped them or its lease expired: what a DeleteThread answered on
+    -- another replica waits for. Empty but for those moments.
+    CREATE TABLE unwinding_attempts (
+        run_id TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        owner TEXT NOT NULL,
+        since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (run_id, epoch)
+    );
+"""
+"""Migration 6: the attempts of deleted runs still unwinding."""

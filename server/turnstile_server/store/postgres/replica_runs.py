@@ -57,11 +57,13 @@ class ReplicaRuns(Runs):
 
     async def start_next(self, thread_id: str) -> Start:
         """Starts the thread's earliest pending run (see `RunStore.start_next`) as this
-        replica's attempt."""
+        replica's attempt, if this replica serves its graph."""
         now = now_us()
 
         async def start(conn: Conn) -> Start:
-            started = await run_writes.start_next(conn, thread_id, now)
+            started = await run_writes.start_next(
+                conn, thread_id, now, graphs=self._replicas.graphs
+            )
             return await leases.stamp(conn, started, self._replicas.incarnation)
 
         return await self._db.write(start)
@@ -82,7 +84,9 @@ class ReplicaRuns(Runs):
         async def finish(conn: Conn) -> Ended | None:
             if await lock_thread(conn, run.thread_id) is not None:
                 await fence(conn, run.run_id, run.epoch)
-            ended = await run_writes.finish(conn, run, status, error, now, then_start, interrupts)
+            ended = await run_writes.finish(
+                conn, run, status, error, now, then_start, interrupts, self._replicas.graphs
+            )
             return await leases.finished(conn, run, ended, self._replicas.incarnation)
 
         return await self._db.write(finish)

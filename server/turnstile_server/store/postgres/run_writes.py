@@ -8,6 +8,7 @@ before its runs, in every write, so the writes never deadlock each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -156,8 +157,16 @@ async def _wrote(conn: Conn, run_id: str) -> bool:
     return bool(found)
 
 
-async def start_next(conn: Conn, thread_id: str, now: int, *, locked: bool = False) -> Start:
-    """Starts the thread's earliest pending run if it is due (see `Runs.start_next`)."""
+async def start_next(
+    conn: Conn,
+    thread_id: str,
+    now: int,
+    *,
+    locked: bool = False,
+    graphs: Sequence[str] | None = None,
+) -> Start:
+    """Starts the thread's earliest pending run if it is due (see `Runs.start_next`) and,
+    with `graphs`, of one of them (the graphs the starting replica serves)."""
     if not locked and await lock_thread(conn, thread_id) is None:
         return Start()
     head = await one(
@@ -167,6 +176,8 @@ async def start_next(conn: Conn, thread_id: str, now: int, *, locked: bool = Fal
     )
     if head is None or head.status != "pending" or head.cancel_action is not None:
         return Start()
+    if graphs is not None and head.graph_id not in graphs:
+        return Start()  # a replica serving its graph claims it
     if head.not_before > now:
         return Start(delay=(head.not_before - now) / 1_000_000)
     await conn.execute(
@@ -233,8 +244,10 @@ async def finish(
     now: int,
     then_start: bool,
     interrupts: list[dict[str, Any]] | None = None,
+    graphs: Sequence[str] | None = None,
 ) -> Ended | None:
-    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`)."""
+    """Ends a running run, or deletes it if it is being rolled back (see `Runs.finish`);
+    `then_start` starts the thread's next run if it is of one of `graphs` (if given)."""
     if await lock_thread(conn, run.thread_id) is None:
         return None  # gone with its thread
     ended = await conn.fetchrow(
@@ -268,7 +281,9 @@ async def finish(
     busy = await _settle_thread(conn, run.thread_id, outcome, now, interrupts=interrupts)
     result = Ended(final, outcome == "rollback")
     if then_start and busy:
-        return replace(result, next=await start_next(conn, run.thread_id, now, locked=True))
+        return replace(
+            result, next=await start_next(conn, run.thread_id, now, locked=True, graphs=graphs)
+        )
     return result
 
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from turnstile_server.store.postgres.leases_schema import DEPLOYMENT_MIGRATION, LEASES_MIGRATION
+from turnstile_server.store.postgres.leases_schema import (
+    DEPLOYMENT_MIGRATION,
+    LEASES_MIGRATION,
+    UNWINDING_MIGRATION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,8 @@ MIGRATIONS: list[str] = [
     """,
     # 5: how the deployment relays events, and what each incarnation agreed to.
     DEPLOYMENT_MIGRATION,
+    # 6: the attempts of runs deleted while executing, until they unwound.
+    UNWINDING_MIGRATION,
 ]
 
 

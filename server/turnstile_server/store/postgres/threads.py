@@ -14,7 +14,11 @@ from turnstile_server.store.postgres.langgraph import (
     newest_root,
     put_staged,
 )
-from turnstile_server.store.postgres.leases import notify_cancel, notify_ended
+from turnstile_server.store.postgres.leases import (
+    deleting_running,
+    notify_cancel,
+    notify_ended,
+)
 from turnstile_server.store.postgres.locks import lock_thread
 from turnstile_server.store.postgres.rows import (
     Params,
@@ -186,7 +190,9 @@ class Threads:
             if await lock_thread(conn, thread_id) is None:
                 raise ThreadNotFound(thread_id)
             runs = await inflight_runs(conn, thread_id)
-            # Their owners, on any replica, stop them (`leases.py`).
+            # Their owners, on any replica, stop them (`leases.py`); until they have, a
+            # DeleteThread answered on another replica waits (`leases.unwinding`).
+            await deleting_running(conn, thread_id)
             await notify_cancel(conn, [run for run in runs if run.status == "running"])
             await notify_ended(conn, [run.run_id for run in runs])  # gone, to their waiters
             await conn.execute("DELETE FROM threads WHERE thread_id = $1", thread_id)
