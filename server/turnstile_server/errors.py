@@ -344,6 +344,21 @@ class Unavailable(TurnstileError):
     reason = "SHUTTING_DOWN"
 
 
+class GraphServedElsewhere(Unavailable):
+    """The run's graph is not served by this replica but by others on its database (a
+    rolling upgrade that adds the graph is under way): retry, on a replica that serves it."""
+
+    reason = "GRAPH_NOT_SERVED_HERE"
+
+    def __init__(self, graph_id: str, replicas: list[str]) -> None:
+        names = ", ".join(replicas)
+        super().__init__(
+            f"graph '{graph_id}' is not served by this replica, only by {names}"
+            " (a rolling upgrade?): retry, on a replica that serves it",
+            metadata={"graph_id": graph_id, "replicas": names},
+        )
+
+
 class EventsUnavailable(Unavailable):
     """The events of a run executing on another replica cannot be read: Redis, which relays
     them, does not answer. The run itself goes on; retry the stream later."""

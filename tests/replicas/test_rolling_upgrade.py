@@ -1,18 +1,23 @@
 """Replicas that serve different graphs, as during a rolling upgrade that adds one: a run of a
-graph only some replicas serve is started only by those, never claimed and failed by another."""
+graph only some replicas serve is admitted and started only by those (elsewhere UNAVAILABLE,
+to be retried there), never claimed and failed by another."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.replicas.cluster import LEASE_TTL, Cluster, cluster
 from tests.replicas.test_failover import WITHIN, ended, never_overlap, user
+from tests.rpc import Stubs, error_info, struct
 from tests.support import eventually
-from turnstile import TurnstileClient
+from turnstile import TurnstileClient, get_client
+from turnstile.v1 import run_pb2, run_service_pb2
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,4 +103,58 @@ async def test_the_next_run_of_a_graph_the_finishing_replica_lacks_starts_where_
         # In admission order, one at a time.
         never_overlap([(await group.attempts(r["run_id"]))[0] for r in (first, second, third)])
         await old.close()
+        await new.close()
+
+
+async def test_a_run_of_a_graph_served_only_elsewhere_is_unavailable_here_and_retried_there(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, ()) as group:
+        await group.start("old")
+        await group.start("new", *NEWER)
+        new = group["new"].client()
+        made = await new.assistants.create("newer", name="made on new")
+        channel = grpc.aio.insecure_channel(group["old"].address)
+        stubs = Stubs(channel)
+        try:
+            for assistant_id in ("newer", made["assistant_id"]):
+                request = run_service_pb2.CreateRunRequest(
+                    thread_id=str(uuid.uuid4()),
+                    assistant_id=assistant_id,
+                    input=struct(user("hi")),
+                    if_not_exists=run_pb2.IF_NOT_EXISTS_CREATE,
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stubs.runs.CreateRun(request, timeout=10)
+                said = error_info(caught.value)
+                assert said.code == grpc.StatusCode.UNAVAILABLE, said
+                assert said.reason == "GRAPH_NOT_SERVED_HERE", said
+                assert said.metadata["graph_id"] == "newer"
+                assert said.metadata["replicas"] == "new"
+                assert "Traceback" not in said.message
+            # A graph no replica serves is not found, as before.
+            request.assistant_id = "nope"
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stubs.runs.CreateRun(request, timeout=10)
+            assert error_info(caught.value).reason == "ASSISTANT_NOT_FOUND"
+        finally:
+            await channel.close()
+        # The SDK over both replicas, round robin: its retry of UNAVAILABLE reaches `new`.
+        target = f"ipv4:{group['old'].address},{group['new'].address}"
+        spread = get_client(url=target, load_balancing="round_robin")
+        try:
+            for _ in range(4):
+                thread_id = str(uuid.uuid4())
+                run = await spread.runs.create(
+                    thread_id,
+                    "newer",
+                    input=user("hi"),
+                    config=group.config,
+                    if_not_exists="create",
+                )
+                final = await ended(new, thread_id, run["run_id"])
+                assert final["status"] == "success", final
+                assert await owners(group, run["run_id"]) == [group["new"].incarnation]
+        finally:
+            await spread.close()
         await new.close()

@@ -8,9 +8,15 @@ from typing import Any
 from turnstile.v1 import assistant_service_pb2 as pb
 from turnstile.v1 import assistant_service_pb2_grpc as pb_grpc
 from turnstile_server.api import wire
-from turnstile_server.errors import AssistantInUse, AssistantNotFound, InvalidArgument
+from turnstile_server.errors import (
+    AssistantInUse,
+    AssistantNotFound,
+    GraphServedElsewhere,
+    InvalidArgument,
+)
 from turnstile_server.graph import GraphRegistry
 from turnstile_server.ids import new_id
+from turnstile_server.runtime.interface import PreparedGraph
 from turnstile_server.store import AssistantRecord, Store
 from turnstile_server.store.records import new_assistant
 
@@ -35,6 +41,30 @@ async def resolve_assistant(
     except ValueError:
         raise AssistantNotFound(assistant_id) from None
     return await store.assistants.get(canonical)
+
+
+async def runnable_assistant(
+    store: Store, graphs: GraphRegistry, assistant_id: str
+) -> tuple[AssistantRecord, PreparedGraph]:
+    """The assistant a run names and its graph, as `resolve_assistant`; on a database
+    replicas share, a graph this replica lacks that another live replica serves is
+    GraphServedElsewhere (UNAVAILABLE: retry there), not NOT_FOUND or INVALID_ARGUMENT."""
+    try:
+        assistant = await resolve_assistant(store, graphs, assistant_id)
+    except AssistantNotFound:  # maybe the id of a graph served elsewhere
+        await _served_elsewhere(store, assistant_id)
+        raise
+    if assistant.graph_id not in graphs:
+        await _served_elsewhere(store, assistant.graph_id)
+    return assistant, graphs.prepared(assistant.graph_id)
+
+
+async def _served_elsewhere(store: Store, graph_id: str) -> None:
+    if store.replicas is None:
+        return
+    names = await store.replicas.serving(graph_id)
+    if names:
+        raise GraphServedElsewhere(graph_id, names)
 
 
 class AssistantService(pb_grpc.AssistantServiceServicer):

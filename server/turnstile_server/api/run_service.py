@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from turnstile.v1 import run_service_pb2 as pb
 from turnstile.v1 import run_service_pb2_grpc as pb_grpc
 from turnstile_server.api import codec, event_frames, json_values, run_options, wire
-from turnstile_server.api.assistant_service import resolve_assistant
+from turnstile_server.api.assistant_service import runnable_assistant
 from turnstile_server.api.rpc_errors import encoded
 from turnstile_server.api.run_messages import run_message
 from turnstile_server.errors import InvalidArgument, OutOfRange, RunNotFound, TurnstileError
@@ -59,8 +59,9 @@ class RunService(pb_grpc.RunServiceServicer):
     async def _spec(self, request: CreateLike) -> RunSpec:
         """Validates the flat run-creation fields shared by CreateRun, StreamRun and WaitRun."""
         thread_id = wire.uuid_id(request.thread_id, "thread_id")
-        assistant = await resolve_assistant(self._store, self._graphs, request.assistant_id)
-        prepared = self._graphs.prepared(assistant.graph_id)
+        assistant, prepared = await runnable_assistant(
+            self._store, self._graphs, request.assistant_id
+        )
         modes = [wire.enum_value(wire.STREAM_MODES, m, "stream_mode") for m in request.stream_mode]
         options = run_options.read(request, self._run_defaults)
         run_options.check_runtime(options, assistant.graph_id, prepared.runtime)

@@ -290,6 +290,10 @@ class ReplicaStore(Protocol):
         one of `exclude`), if of a graph this incarnation serves, as its, in one transaction."""
         ...
 
+    async def serving(self, graph_id: str) -> builtins.list[str]:
+        """The names of the live replicas that serve `graph_id`."""
+        ...
+
     async def unwinding(self, run_ids: builtins.list[str]) -> builtins.list[str]:
         """Which of `run_ids`, deleted with their thread while they executed, are still
         unwinding on a live replica (what DeleteThread waits for on the others)."""

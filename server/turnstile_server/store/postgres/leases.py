@@ -321,12 +321,13 @@ class PostgresReplicas:
         self._name = name
         self._graphs = list(graphs)
         await self._execute(
-            "INSERT INTO replicas (incarnation, name, expires_at, relay)"
-            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), $4)",
+            "INSERT INTO replicas (incarnation, name, expires_at, relay, graphs)"
+            " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), $4, $5)",
             incarnation,
             name,
             ttl,
             self._relay,  # what an earlier incarnation of this process agreed to
+            self._graphs,
         )
         self._incarnation = incarnation
         log.info("replica %s joined as incarnation %s (lease %.1f s)", name, incarnation, ttl)
@@ -427,6 +428,17 @@ class PostgresReplicas:
         now = now_us()
         incarnation, graphs = self._incarnation, self._graphs or []
         return await self._db.write(lambda conn: claim(conn, exclude, now, incarnation, graphs))
+
+    async def serving(self, graph_id: str) -> list[str]:
+        """The names of the live replicas that serve `graph_id`."""
+        rows = await self._db.read(
+            lambda conn: conn.fetch(
+                "SELECT DISTINCT name FROM replicas WHERE expires_at > clock_timestamp()"
+                " AND $1 = ANY(graphs) ORDER BY name",
+                graph_id,
+            )
+        )
+        return [row["name"] for row in rows]
 
     async def unwinding(self, run_ids: list[str]) -> list[str]:
         """Which of `run_ids`, deleted with their thread while they executed, a live replica

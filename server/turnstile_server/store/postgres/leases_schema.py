@@ -44,6 +44,8 @@ DEPLOYMENT_MIGRATION = """
 """Migration 5: the deployment's relay, and each incarnation's."""
 
 UNWINDING_MIGRATION = """
+    -- The graph ids an incarnation serves (the only ones whose runs it claims and starts).
+    ALTER TABLE replicas ADD COLUMN graphs TEXT[] NOT NULL DEFAULT '{}';
     -- The attempts of runs deleted with their thread while they executed, until their
     -- replica has stopped them or its lease expired: what a DeleteThread answered on
     -- another replica waits for. Empty but for those moments.
@@ -55,4 +57,5 @@ UNWINDING_MIGRATION = """
         PRIMARY KEY (run_id, epoch)
     );
 """
-"""Migration 6: the attempts of deleted runs still unwinding."""
+"""Migration 6: the graphs each incarnation serves, the attempts of deleted runs still
+unwinding."""

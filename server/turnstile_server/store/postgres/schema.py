@@ -176,7 +176,8 @@ MIGRATIONS: list[str] = [
     """,
     # 5: how the deployment relays events, and what each incarnation agreed to.
     DEPLOYMENT_MIGRATION,
-    # 6: the attempts of runs deleted while executing, until they unwound.
+    # 6: the graphs each incarnation serves; the attempts of runs deleted while executing,
+    # until they unwound.
     UNWINDING_MIGRATION,
 ]
 
