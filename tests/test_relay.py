@@ -3,7 +3,7 @@ subscriber elsewhere, every gap an error, and the epoch fence."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from turnstile_server.errors import EventsUnavailable, OutOfRange
 from turnstile_server.event_log import StreamLimits
 from turnstile_server.events import SEQ_EPOCH_BITS, EventHub
 from turnstile_server.relay import Relay, RunStream
-from turnstile_server.relay.fence import Entry
+from turnstile_server.relay.fence import Entry, Published
 from turnstile_server.store import RunRecord
 
 pytestmark = pytest.mark.timeout(30)
@@ -193,6 +193,34 @@ async def test_a_retried_batch_that_landed_is_not_published_twice(relay: Relay) 
     again = await relay.publish(run, 1, batch)
     assert again.behind and again.newest == 2
     assert await published(relay) == [1, 2]
+
+
+async def test_a_batch_whose_answer_was_lost_while_the_run_ended_still_publishes_the_end(
+    relay: Relay,
+) -> None:
+    """Redis paused past the relay's timeout: a batch lands but its answer is lost, and the
+    run ends meanwhile. The retry (the batch and the end) is refused as behind: the
+    publisher goes on after what landed, to the end (it stopped there, the end unpublished)."""
+    real = relay.publish
+    calls: list[list[int]] = []
+    hub = EventHub(EventFrames(), relay=relay)
+    run = running()
+
+    async def answer_lost(run: RunRecord, epoch: int, entries: Sequence[Entry]) -> Published:
+        calls.append([entry.seq for entry in entries if entry.seq])
+        published = await real(run, epoch, entries)
+        if len(calls) == 1:
+            hub.run_ended(replace(run, status="success"), {"status": "success"})
+            raise TimeoutError("Timeout reading from socket")
+        return published
+
+    relay.publish = answer_lost  # type: ignore[method-assign]
+    await play(hub, run, 3, end=False)
+    assert await until_published(relay, 4) == [1, 2, 3, 4]
+    assert calls[:2] == [[1, 2, 3], [1, 2, 3, 4]]
+    entries: Any = await relay.client.xrange(relay.keys.run("r"))
+    assert entries[-1][1][b"e"] == b"end"
+    hub.close()
 
 
 async def test_redis_down_is_events_unavailable(tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ Faults, each followed by its recovery before the next one:
 - `stop`: SIGSTOP a replica until its lease has expired on the database's clock, then
   SIGCONT (it finds its lease lost, stops its runs and joins again);
 - `cut`: terminate a replica's LISTEN connection (`pg_terminate_backend`), until it listens
-  again.
+  again;
+- `redis`: SIGSTOP the cluster's own redis-server for `REDIS_PAUSE` s (past the relay's
+  command timeout: every replica's Redis calls fail meanwhile), then SIGCONT. (The `name`
+  drawn for it is not used.)
 The clients' interrupt and rollback runs, and their CancelRuns, land on any replica, so they
 cancel runs executing on the others.
 """
@@ -41,7 +44,8 @@ from turnstile import (
     get_client,
 )
 
-FAULTS = ("kill", "term", "stop", "cut")
+FAULTS = ("kill", "term", "stop", "cut", "redis")
+REDIS_PAUSE = 4.0
 STRATEGIES = ("enqueue", "interrupt", "rollback", "reject")
 CALL_TIMEOUT = 5.0  # a call to a stopped replica gives up, and is sent to another
 RECOVERY = 30.0
@@ -246,6 +250,16 @@ async def _cut(chaos: Chaos, name: str) -> None:
     await eventually(listening_again, within=RECOVERY, interval=0.05)
 
 
+async def _redis(chaos: Chaos, name: str) -> None:
+    server = chaos.group.redis_server
+    assert server is not None, "the chaos needs a redis-server of its own (own_redis=True)"
+    server.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(REDIS_PAUSE)
+    finally:
+        server.send_signal(signal.SIGCONT)
+
+
 async def _incarnation(group: Cluster, name: str) -> str:
     rows = await group.query(
         "SELECT incarnation FROM replicas WHERE name = $1 ORDER BY start_time DESC LIMIT 1", name
@@ -253,4 +267,4 @@ async def _incarnation(group: Cluster, name: str) -> str:
     return str(rows[0]["incarnation"])
 
 
-FAULT = {"kill": _kill, "term": _term, "stop": _stop, "cut": _cut}
+FAULT = {"kill": _kill, "term": _term, "stop": _stop, "cut": _cut, "redis": _redis}

@@ -10,6 +10,7 @@ the database's clock) is what the tests check ordering against.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -71,6 +72,7 @@ class Cluster:
     gates: Path
     redis: str = ""
     redis_prefix: str = ""
+    redis_server: asyncio.subprocess.Process | None = None  # a redis-server of the test's own
 
     def __getitem__(self, name: str) -> Replica:
         return next(r for r in self.replicas if r.name == name)
@@ -146,14 +148,20 @@ async def _read(process: asyncio.subprocess.Process, lines: list[str]) -> None:
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, names: Sequence[str] = ("a", "b"), *options: str
+    tmp_path: Path, names: Sequence[str] = ("a", "b"), *options: str, own_redis: bool = False
 ) -> AsyncIterator[Cluster]:
-    """Replicas `names` (each with `options`) on a database of their own; every process is
-    killed afterwards."""
+    """Replicas `names` (each with `options`) on a database of their own, and the shared
+    Redis (or, `own_redis`, a redis-server of the test's own, which it may stop); every
+    process is killed afterwards."""
     gates = tmp_path / "gates"
     gates.mkdir()
-    async with postgres.database() as url, test_redis.key_prefix() as (redis, prefix):
-        group = Cluster(url, [], gates, redis, prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres.database())
+        redis, prefix = await stack.enter_async_context(test_redis.key_prefix())
+        server = None
+        if own_redis:
+            redis, server = await stack.enter_async_context(test_redis.own_server(tmp_path))
+        group = Cluster(url, [], gates, redis, prefix, server)
         try:
             for name in names:  # one after the other: the first applies the migrations
                 await group.start(name, *options)

@@ -32,7 +32,7 @@ async def test_thirty_seconds_of_faults_break_no_guarantee(tmp_path: Path) -> No
     seed = int(os.environ.get("TURNSTILE_CHAOS_SEED", "22"))
     print(f"chaos seed {seed} (TURNSTILE_CHAOS_SEED={seed} runs this schedule again)")
     names = ("a", "b", "c")
-    async with cluster(tmp_path, names, *OPTIONS) as group:
+    async with cluster(tmp_path, names, *OPTIONS, own_redis=True) as group:
         chaos = Chaos(group, seed, names, OPTIONS)
         try:
             setup = chaos.client("a")

@@ -78,7 +78,9 @@ class RunPublisher:
                 failures = 0
             if not self._advance(entries, published):
                 return
-            if done:
+            if done and self.position >= self.events.last_seq:
+                # (A batch refused as behind moved only past what landed before: what is
+                # after it, the end included, is published next.)
                 return
 
     def _next_batch(self) -> tuple[list[Entry], bool]:
