@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tests.replicas.test_failover import WITHIN, ended, never_overlap, user
 from tests.rpc import Stubs, error_info, struct
 from tests.support import eventually
 from turnstile import TurnstileClient, get_client
-from turnstile.v1 import run_pb2, run_service_pb2
+from turnstile.v1 import assistant_service_pb2, run_pb2, run_service_pb2
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,11 +133,33 @@ async def test_a_run_of_a_graph_served_only_elsewhere_is_unavailable_here_and_re
                 assert said.metadata["graph_id"] == "newer"
                 assert said.metadata["replicas"] == "new"
                 assert "Traceback" not in said.message
-            # A graph no replica serves is not found, as before.
+            # So are the graph's assistants: made, or its own read, on the old replica.
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                lambda: stubs.assistants.CreateAssistant(
+                    assistant_service_pb2.CreateAssistantRequest(graph_id="newer"), timeout=10
+                ),
+                lambda: stubs.assistants.GetAssistant(
+                    assistant_service_pb2.GetAssistantRequest(assistant_id="newer"), timeout=10
+                ),
+            ]
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call()
+                said = error_info(caught.value)
+                assert (said.code, said.reason) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    "GRAPH_NOT_SERVED_HERE",
+                ), said
+            # A graph no replica serves is not found (or unknown), as before.
             request.assistant_id = "nope"
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stubs.runs.CreateRun(request, timeout=10)
             assert error_info(caught.value).reason == "ASSISTANT_NOT_FOUND"
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stubs.assistants.CreateAssistant(
+                    assistant_service_pb2.CreateAssistantRequest(graph_id="nope"), timeout=10
+                )
+            assert error_info(caught.value).reason == "UNKNOWN_GRAPH"
         finally:
             await channel.close()
         # The SDK over both replicas, round robin: its retry of UNAVAILABLE reaches `new`.

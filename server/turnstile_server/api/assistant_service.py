@@ -60,6 +60,8 @@ async def runnable_assistant(
 
 
 async def _served_elsewhere(store: Store, graph_id: str) -> None:
+    """GraphServedElsewhere if live replicas on this database serve `graph_id` (this one
+    does not)."""
     if store.replicas is None:
         return
     names = await store.replicas.serving(graph_id)
@@ -82,6 +84,8 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
     ) -> pb.CreateAssistantResponse:
         if not request.graph_id:
             raise InvalidArgument("graph_id is required", reason="MISSING_FIELD", field="graph_id")
+        if request.graph_id not in self._graphs:
+            await _served_elsewhere(self._store, request.graph_id)
         self._graphs.get(request.graph_id)
         assistant_id = wire.uuid_id(request.assistant_id, "assistant_id", required=False)
         record = new_assistant(
@@ -98,7 +102,11 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
     async def GetAssistant(
         self, request: pb.GetAssistantRequest, context: Any
     ) -> pb.GetAssistantResponse:
-        record = await resolve_assistant(self._store, self._graphs, request.assistant_id)
+        try:
+            record = await resolve_assistant(self._store, self._graphs, request.assistant_id)
+        except AssistantNotFound:  # maybe the id of a graph served elsewhere
+            await _served_elsewhere(self._store, request.assistant_id)
+            raise
         return pb.GetAssistantResponse(assistant=wire.assistant_message(record))
 
     async def ListAssistants(
