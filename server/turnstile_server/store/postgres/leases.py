@@ -12,6 +12,12 @@ is looked at next time): a run being cancelled is finished so, one cut off `max_
 times ends ERROR, any other goes back to PENDING with its epoch bumped, to be claimed as its
 next attempt (its input was written by its first attempt: applied once).
 
+An incarnation records the graph ids it serves (`replicas.graphs`): it claims and starts only
+runs of those, and admission elsewhere of a graph it alone serves is told to retry here
+(`serving`). A thread deleted while its run executes leaves that attempt in
+`unwinding_attempts` until its owner has stopped it (`unwound`) or the owner's lease expired
+(the sweeper): what a DeleteThread on another replica waits for (`unwinding`).
+
 Signals between replicas are NOTIFYs sent in the transaction that makes them true (a rolled
 back one is never delivered): `turnstile_cancel` (a running run was marked cancelled, or its
 thread deleted) and `turnstile_ready` (a run waits to be claimed). Both are hints: the
