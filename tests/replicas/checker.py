@@ -73,13 +73,23 @@ async def violations(
     found += [f"rolled-back run {r['run_id']} keeps a checkpoint" for r in leftovers]
     found += _steps(checkpoints, attempts)
     found += _attempt_counts(runs, attempts)
+    found += await stream_violations(group, silenced)
+    return found
+
+
+async def stream_violations(
+    group: Cluster, silenced: list[tuple[int, int]] | None = None, *, ended_by: int | None = None
+) -> list[str]:
+    """The checks of the Redis streams of the runs that ended (by `ended_by`, µs, if given)."""
     ends = await group.query(
         "SELECT run_id, end_time FROM runs WHERE status <> ALL($1::text[])"
         " UNION ALL SELECT run_id, rolled_back_time FROM rolled_back_runs",
         ["pending", "running"],
     )
-    found += await _streams(group, {row["run_id"]: row["end_time"] for row in ends}, silenced)
-    return found
+    times = {row["run_id"]: row["end_time"] for row in ends}
+    if ended_by is not None:
+        times = {run_id: end for run_id, end in times.items() if end <= ended_by}
+    return await _streams(group, times, silenced)
 
 
 async def _streams(
