@@ -90,8 +90,9 @@ async def test_the_next_run_of_a_graph_the_finishing_replica_lacks_starts_where_
             thread_id, "file_gated", input=user("one", "one"), config=group.config
         )
         second = await enqueued(new, thread_id, "newer", group.config)
-        # A run admitted on the old replica behind it: the old replica, ending the first
-        # run, starts the thread's next one (the second) in the same write.
+        # A run admitted on the old replica behind it: ending the first run, the old replica
+        # would start the thread's next one (the second) in the same write, but leaves it to
+        # the new replica, which serves its graph.
         third = await enqueued(old, thread_id, "file_gated", group.config)
         assert (second["status"], third["status"]) == ("pending", "pending")
         group.gate("one")
