@@ -396,14 +396,17 @@ class Dispatcher:
                 try:
                     await replicas.unwound(run)
                     return
-                except Exception as exc:
-                    if self._stopping or not isinstance(exc, Unavailable):
-                        # Its waiters are released when this incarnation's lease expires.
+                except Unavailable as exc:
+                    if self._stopping:
                         log.warning("recording run %s unwound failed: %r", run.run_id, exc)
                         return
                     log.warning("recording run %s unwound failed (%s); retrying", run.run_id, exc)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 4 * RETRY_SECONDS)
+                except Exception as exc:
+                    # Its waiters are released when this incarnation's lease expires.
+                    log.warning("recording run %s unwound failed: %r", run.run_id, exc)
+                    return
 
         self._own(asyncio.create_task(tell(), name=f"unwound {run.run_id}"))
 

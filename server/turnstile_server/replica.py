@@ -49,7 +49,7 @@ class ReplicaLease:
         self._replicas = replicas
         self._scheduler = scheduler
         self.name = name
-        self.graphs = graphs
+        self._graphs = graphs
         self._ttl = ttl
         self._beat = beat
         self._deadline = 0.0
@@ -71,7 +71,7 @@ class ReplicaLease:
         """Starts an incarnation (before the scheduler starts any run)."""
         sent = time.monotonic()
         async with asyncio.timeout(self._ttl):
-            await self._replicas.join(self.name, self._ttl, self.graphs)
+            await self._replicas.join(self.name, self._ttl, self._graphs)
         self._deadline = sent + self._ttl
         self._scheduler.joined(self.name, self.incarnation)
 

@@ -29,7 +29,8 @@ def builtin_assistant(graph_id: str) -> AssistantRecord:
 async def resolve_assistant(
     store: Store, graphs: GraphRegistry, assistant_id: str
 ) -> AssistantRecord:
-    """Finds an assistant by id or graph id, or raises AssistantNotFound / InvalidArgument."""
+    """Finds an assistant by id or graph id, or raises AssistantNotFound / InvalidArgument;
+    GraphServedElsewhere for the id of a graph only other replicas serve."""
     if not assistant_id:
         raise InvalidArgument(
             "assistant_id is required", reason="MISSING_FIELD", field="assistant_id"
@@ -39,6 +40,7 @@ async def resolve_assistant(
     try:
         canonical = str(uuid.UUID(assistant_id))
     except ValueError:
+        await _served_elsewhere(store, assistant_id)  # maybe a graph's id
         raise AssistantNotFound(assistant_id) from None
     return await store.assistants.get(canonical)
 
@@ -46,17 +48,18 @@ async def resolve_assistant(
 async def runnable_assistant(
     store: Store, graphs: GraphRegistry, assistant_id: str
 ) -> tuple[AssistantRecord, PreparedGraph]:
-    """The assistant a run names and its graph, as `resolve_assistant`; on a database
-    replicas share, a graph this replica lacks that another live replica serves is
-    GraphServedElsewhere (UNAVAILABLE: retry there), not NOT_FOUND or INVALID_ARGUMENT."""
-    try:
-        assistant = await resolve_assistant(store, graphs, assistant_id)
-    except AssistantNotFound:  # maybe the id of a graph served elsewhere
-        await _served_elsewhere(store, assistant_id)
-        raise
-    if assistant.graph_id not in graphs:
-        await _served_elsewhere(store, assistant.graph_id)
-    return assistant, graphs.prepared(assistant.graph_id)
+    """The assistant a run names (`resolve_assistant`) and its graph (`served_graph`)."""
+    assistant = await resolve_assistant(store, graphs, assistant_id)
+    return assistant, await served_graph(store, graphs, assistant.graph_id)
+
+
+async def served_graph(store: Store, graphs: GraphRegistry, graph_id: str) -> PreparedGraph:
+    """The graph registered here as `graph_id`; on a database replicas share, a graph this
+    replica lacks that another live replica serves is GraphServedElsewhere (UNAVAILABLE:
+    retry there), not INVALID_ARGUMENT UnknownGraph."""
+    if graph_id not in graphs:
+        await _served_elsewhere(store, graph_id)
+    return graphs.prepared(graph_id)
 
 
 async def _served_elsewhere(store: Store, graph_id: str) -> None:
@@ -84,9 +87,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
     ) -> pb.CreateAssistantResponse:
         if not request.graph_id:
             raise InvalidArgument("graph_id is required", reason="MISSING_FIELD", field="graph_id")
-        if request.graph_id not in self._graphs:
-            await _served_elsewhere(self._store, request.graph_id)
-        self._graphs.get(request.graph_id)
+        await served_graph(self._store, self._graphs, request.graph_id)
         assistant_id = wire.uuid_id(request.assistant_id, "assistant_id", required=False)
         record = new_assistant(
             assistant_id or new_id(),
@@ -102,11 +103,7 @@ class AssistantService(pb_grpc.AssistantServiceServicer):
     async def GetAssistant(
         self, request: pb.GetAssistantRequest, context: Any
     ) -> pb.GetAssistantResponse:
-        try:
-            record = await resolve_assistant(self._store, self._graphs, request.assistant_id)
-        except AssistantNotFound:  # maybe the id of a graph served elsewhere
-            await _served_elsewhere(self._store, request.assistant_id)
-            raise
+        record = await resolve_assistant(self._store, self._graphs, request.assistant_id)
         return pb.GetAssistantResponse(assistant=wire.assistant_message(record))
 
     async def ListAssistants(

@@ -53,7 +53,6 @@ UNWINDING_MIGRATION = """
         run_id TEXT NOT NULL,
         epoch BIGINT NOT NULL,
         owner TEXT NOT NULL,
-        since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
         PRIMARY KEY (run_id, epoch)
     );
 """
